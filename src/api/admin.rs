@@ -1,0 +1,123 @@
+//! AdminService: operators open, resize and close slots, read manifests, register receipts and
+//! audit. Authentication happens in an interceptor (see `server`), before any handler runs.
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::status;
+use super::pb;
+use super::pb::admin_service_server::AdminService;
+use crate::app::Slotd;
+
+pub struct AdminApi {
+    app: Slotd,
+}
+
+impl AdminApi {
+    pub fn new(app: Slotd) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn open_slots(
+        &self,
+        request: Request<pb::OpenSlotsRequest>,
+    ) -> Result<Response<pb::OpenSlotsResponse>, Status> {
+        let plan = convert::open_plan(request.get_ref()).map_err(status)?;
+        let report = self.app.open_slots(&plan).await.map_err(status)?;
+        tracing::info!(
+            post = %plan.post,
+            category = %plan.category,
+            opened = report.opened,
+            updated = report.updated,
+            kept_at_booked = report.kept_at_booked.len(),
+            "slots opened"
+        );
+        Ok(Response::new(pb::OpenSlotsResponse {
+            slots_opened: report.opened,
+            slots_updated: report.updated,
+            kept_at_booked: report
+                .kept_at_booked
+                .iter()
+                .map(convert::slot_state_pb)
+                .collect(),
+        }))
+    }
+
+    async fn set_slot_capacity(
+        &self,
+        request: Request<pb::SetSlotCapacityRequest>,
+    ) -> Result<Response<pb::SetSlotCapacityResponse>, Status> {
+        let (slot, capacity) = convert::capacity_change(request.get_ref()).map_err(status)?;
+        let state = self
+            .app
+            .set_capacity(&slot, capacity)
+            .await
+            .map_err(status)?;
+        tracing::info!(slot = %slot, capacity, "slot capacity set");
+        Ok(Response::new(pb::SetSlotCapacityResponse {
+            slot: Some(convert::slot_state_pb(&state)),
+        }))
+    }
+
+    async fn close_slots(
+        &self,
+        request: Request<pb::CloseSlotsRequest>,
+    ) -> Result<Response<pb::CloseSlotsResponse>, Status> {
+        let (day, time) = convert::closing(request.get_ref()).map_err(status)?;
+        let closed = self.app.close_slots(&day, time).await.map_err(status)?;
+        tracing::info!(day = %day, closed, "slots closed");
+        Ok(Response::new(pb::CloseSlotsResponse {
+            slots_closed: closed,
+        }))
+    }
+
+    async fn list_appointments(
+        &self,
+        request: Request<pb::ListAppointmentsRequest>,
+    ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
+        let query = convert::manifest_query(request.get_ref()).map_err(status)?;
+        let page = self.app.manifest(&query).await.map_err(status)?;
+        Ok(Response::new(pb::ListAppointmentsResponse {
+            appointments: page
+                .appointments
+                .iter()
+                .map(convert::appointment_pb)
+                .collect(),
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn register_receipt(
+        &self,
+        request: Request<pb::RegisterReceiptRequest>,
+    ) -> Result<Response<pb::RegisterReceiptResponse>, Status> {
+        let receipt = convert::receipt(request.get_ref()).map_err(status)?;
+        let (receipt, created) = self.app.register_receipt(&receipt).await.map_err(status)?;
+        Ok(Response::new(pb::RegisterReceiptResponse {
+            receipt: Some(convert::receipt_pb(&receipt)),
+            created,
+        }))
+    }
+
+    async fn audit_inventory(
+        &self,
+        request: Request<pb::AuditInventoryRequest>,
+    ) -> Result<Response<pb::AuditInventoryResponse>, Status> {
+        let (post, category, range) = convert::audit_query(request.get_ref()).map_err(status)?;
+        let report = self
+            .app
+            .audit(&post, &category, range)
+            .await
+            .map_err(status)?;
+        if !report.violations.is_empty() {
+            tracing::error!(
+                violations = report.violations.len(),
+                "inventory audit found violations"
+            );
+        }
+        Ok(Response::new(convert::audit_pb(&report)))
+    }
+}

@@ -1,0 +1,413 @@
+//! Wire ⇄ domain. Every request field is parsed here into a domain type, collecting every
+//! violation (named by its proto field path) so one INVALID_ARGUMENT lists them all; nothing
+//! reaches the store unless the whole request is valid.
+
+use chrono::Weekday;
+
+use super::pb;
+use crate::app::DateSeats;
+use crate::domain::catalog::{Post, PostKind};
+use crate::domain::rules::{
+    check_capacity, check_group, AuditReport, Booking, Cancellation, DateRange, ManifestCursor,
+    ManifestQuery, OpenPlan, DEFAULT_PAGE_SIZE, MAX_GROUP, MAX_PAGE_SIZE,
+};
+use crate::domain::types::{
+    format_date, format_instant, parse_date, parse_instant, Applicant, Appointment,
+    AppointmentStatus, CategoryId, ConfirmationNumber, Currency, DayRef, Ds160Number, Money,
+    PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState,
+    SlotTime,
+};
+use crate::domain::{Error, FieldViolation, Violations};
+
+type Parsed<T> = Result<T, Vec<FieldViolation>>;
+
+fn finish<T>(v: Violations, value: impl FnOnce() -> Option<T>) -> Result<T, Error> {
+    v.finish()?;
+    // With no violation recorded every part parsed, so `value` is Some.
+    value().ok_or_else(|| Error::invalid("", "request could not be parsed"))
+}
+
+fn slot_ref(slot: Option<&pb::SlotRef>) -> Parsed<SlotRef> {
+    let Some(s) = slot else {
+        return Err(vec![FieldViolation::new("", "slot is required")]);
+    };
+    let mut v = Violations::new();
+    let post = v.take("post_id", PostId::parse(&s.post_id));
+    let category = v.take("category", CategoryId::parse(&s.category));
+    let date = v.take("date", parse_date(&s.date));
+    let time = v.take("time", SlotTime::parse(&s.time));
+    match (post, category, date, time) {
+        (Some(post), Some(category), Some(date), Some(time)) if v.is_empty() => Ok(SlotRef {
+            post,
+            category,
+            date,
+            time,
+        }),
+        _ => Err(v.into_vec()),
+    }
+}
+
+fn applicant(a: &pb::Applicant) -> Parsed<Applicant> {
+    let mut v = Violations::new();
+    let passport = v.take("passport_number", PassportNumber::parse(&a.passport_number));
+    let given_name = v.take("given_name", PersonName::parse(&a.given_name));
+    let surname = v.take("surname", PersonName::parse(&a.surname));
+    let ds160 = v.take(
+        "ds160_confirmation",
+        Ds160Number::parse(&a.ds160_confirmation),
+    );
+    let receipt = v.take("receipt_number", ReceiptNumber::parse(&a.receipt_number));
+    match (passport, given_name, surname, ds160, receipt) {
+        (Some(passport), Some(given_name), Some(surname), Some(ds160), Some(receipt)) => {
+            Ok(Applicant {
+                passport,
+                given_name,
+                surname,
+                ds160,
+                receipt,
+            })
+        }
+        _ => Err(v.into_vec()),
+    }
+}
+
+/// post_id, category and date fields of list and admin requests.
+fn day(v: &mut Violations, post_id: &str, category: &str, date: &str) -> Option<DayRef> {
+    let post = v.take("post_id", PostId::parse(post_id));
+    let category = v.take("category", CategoryId::parse(category));
+    let date = v.take("date", parse_date(date));
+    Some(DayRef {
+        post: post?,
+        category: category?,
+        date: date?,
+    })
+}
+
+fn range(v: &mut Violations, from: &str, to: &str) -> Option<DateRange> {
+    let from = v.take("from", parse_date(from));
+    let to = v.take("to", parse_date(to));
+    v.take("", DateRange::new(from?, to?))
+}
+
+pub fn booking(req: &pb::BookAppointmentRequest) -> Result<Booking, Error> {
+    let mut v = Violations::new();
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    let slot = v.nest("slot", slot_ref(req.slot.as_ref()));
+    let mut applicants = Vec::with_capacity(req.applicants.len().min(MAX_GROUP));
+    if req.applicants.len() > MAX_GROUP {
+        // Refuse before parsing a possibly huge list.
+        v.push(
+            "applicants",
+            format!("a group has at most {MAX_GROUP} applicants (primary + 9 dependents)"),
+        );
+    } else {
+        for (i, a) in req.applicants.iter().enumerate() {
+            if let Some(a) = v.nest(&format!("applicants[{i}]"), applicant(a)) {
+                applicants.push(a);
+            }
+        }
+    }
+    if applicants.len() == req.applicants.len() {
+        // Group rules (count, duplicates) once every applicant parsed, so indices line up.
+        v.nest("", check_group(&applicants));
+    }
+    v.finish()?;
+    match (request_id, slot) {
+        (Some(request_id), Some(slot)) => Booking::new(request_id, slot, applicants)
+            .map_err(|violations| Error::Invalid { violations }),
+        _ => Err(Error::invalid("", "request could not be parsed")),
+    }
+}
+
+fn credentials(
+    v: &mut Violations,
+    confirmation: &str,
+    passport: &str,
+) -> Option<(ConfirmationNumber, PassportNumber)> {
+    let c = v.take(
+        "confirmation_number",
+        ConfirmationNumber::parse(confirmation),
+    );
+    let p = v.take("passport_number", PassportNumber::parse(passport));
+    Some((c?, p?))
+}
+
+pub fn lookup(
+    req: &pb::GetAppointmentRequest,
+) -> Result<(ConfirmationNumber, PassportNumber), Error> {
+    let mut v = Violations::new();
+    let creds = credentials(&mut v, &req.confirmation_number, &req.passport_number);
+    finish(v, || creds)
+}
+
+pub fn cancellation(req: &pb::CancelAppointmentRequest) -> Result<Cancellation, Error> {
+    let mut v = Violations::new();
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    let creds = credentials(&mut v, &req.confirmation_number, &req.passport_number);
+    finish(v, || {
+        let (confirmation, passport) = creds?;
+        Some(Cancellation {
+            request_id: request_id?,
+            confirmation,
+            passport,
+        })
+    })
+}
+
+pub fn dates_query(
+    req: &pb::ListAvailableDatesRequest,
+) -> Result<(PostId, CategoryId, DateRange), Error> {
+    let mut v = Violations::new();
+    let post = v.take("post_id", PostId::parse(&req.post_id));
+    let category = v.take("category", CategoryId::parse(&req.category));
+    let range = range(&mut v, &req.from, &req.to);
+    finish(v, || Some((post?, category?, range?)))
+}
+
+pub fn slots_query(req: &pb::ListSlotsRequest) -> Result<DayRef, Error> {
+    let mut v = Violations::new();
+    let d = day(&mut v, &req.post_id, &req.category, &req.date);
+    finish(v, || d)
+}
+
+fn weekday(w: i32) -> Option<Weekday> {
+    match pb::Weekday::try_from(w).ok()? {
+        pb::Weekday::Unspecified => None,
+        pb::Weekday::Monday => Some(Weekday::Mon),
+        pb::Weekday::Tuesday => Some(Weekday::Tue),
+        pb::Weekday::Wednesday => Some(Weekday::Wed),
+        pb::Weekday::Thursday => Some(Weekday::Thu),
+        pb::Weekday::Friday => Some(Weekday::Fri),
+        pb::Weekday::Saturday => Some(Weekday::Sat),
+        pb::Weekday::Sunday => Some(Weekday::Sun),
+    }
+}
+
+pub fn open_plan(req: &pb::OpenSlotsRequest) -> Result<OpenPlan, Error> {
+    let mut v = Violations::new();
+    let post = v.take("post_id", PostId::parse(&req.post_id));
+    let category = v.take("category", CategoryId::parse(&req.category));
+    let range = range(&mut v, &req.from, &req.to);
+    let mut weekdays = Vec::new();
+    if req.weekdays.is_empty() {
+        v.push(
+            "weekdays",
+            "at least one weekday is required, e.g. [\"WEEKDAY_MONDAY\"]",
+        );
+    }
+    for (i, w) in req.weekdays.iter().enumerate() {
+        match weekday(*w) {
+            Some(d) if !weekdays.contains(&d) => weekdays.push(d),
+            Some(_) => {}
+            None => v.push(
+                format!("weekdays[{i}]"),
+                "must be WEEKDAY_MONDAY … WEEKDAY_SUNDAY",
+            ),
+        }
+    }
+    let first = v.take("first_time", SlotTime::parse(&req.first_time));
+    let last = v.take("last_time", SlotTime::parse(&req.last_time));
+    if let (Some(f), Some(l)) = (first, last) {
+        if l < f {
+            v.push("last_time", "last_time must not be before first_time");
+        }
+    }
+    let seats = v.take("seats_per_slot", check_capacity(req.seats_per_slot, 1));
+    finish(v, || {
+        Some(OpenPlan {
+            post: post?,
+            category: category?,
+            range: range?,
+            weekdays,
+            first: first?,
+            last: last?,
+            seats: seats?,
+        })
+    })
+}
+
+pub fn capacity_change(req: &pb::SetSlotCapacityRequest) -> Result<(SlotRef, u32), Error> {
+    let mut v = Violations::new();
+    let slot = v.nest("slot", slot_ref(req.slot.as_ref()));
+    let capacity = v.take("capacity", check_capacity(req.capacity, 0));
+    finish(v, || Some((slot?, capacity?)))
+}
+
+pub fn closing(req: &pb::CloseSlotsRequest) -> Result<(DayRef, Option<SlotTime>), Error> {
+    let mut v = Violations::new();
+    let d = day(&mut v, &req.post_id, &req.category, &req.date);
+    let time = if req.time.is_empty() {
+        Some(None)
+    } else {
+        v.take("time", SlotTime::parse(&req.time)).map(Some)
+    };
+    finish(v, || Some((d?, time?)))
+}
+
+pub fn manifest_query(req: &pb::ListAppointmentsRequest) -> Result<ManifestQuery, Error> {
+    let mut v = Violations::new();
+    let d = day(&mut v, &req.post_id, &req.category, &req.date);
+    let limit = match req.page_size {
+        0 => Some(DEFAULT_PAGE_SIZE),
+        n if n <= MAX_PAGE_SIZE => Some(n),
+        _ => {
+            v.push(
+                "page_size",
+                format!("page_size must be at most {MAX_PAGE_SIZE}"),
+            );
+            None
+        }
+    };
+    let after = if req.page_token.is_empty() {
+        Some(None)
+    } else {
+        v.take("", ManifestCursor::parse(&req.page_token)).map(Some)
+    };
+    finish(v, || {
+        Some(ManifestQuery {
+            day: d?,
+            after: after?,
+            limit: limit?,
+            include_cancelled: req.include_cancelled,
+        })
+    })
+}
+
+pub fn receipt(req: &pb::RegisterReceiptRequest) -> Result<Receipt, Error> {
+    let mut v = Violations::new();
+    let number = v.take("receipt_number", ReceiptNumber::parse(&req.receipt_number));
+    let passport = v.take(
+        "passport_number",
+        PassportNumber::parse(&req.passport_number),
+    );
+    let paid_at = v.take("paid_at", parse_instant(&req.paid_at));
+    let minor = v.take("amount", Money::parse_amount(&req.amount));
+    let currency = v.take("currency", Currency::parse(&req.currency));
+    finish(v, || {
+        Some(Receipt {
+            number: number?,
+            passport: passport?,
+            paid_at: paid_at?,
+            amount: Money {
+                minor: minor?,
+                currency: currency?,
+            },
+        })
+    })
+}
+
+pub fn audit_query(
+    req: &pb::AuditInventoryRequest,
+) -> Result<(PostId, CategoryId, DateRange), Error> {
+    let mut v = Violations::new();
+    let post = v.take("post_id", PostId::parse(&req.post_id));
+    let category = v.take("category", CategoryId::parse(&req.category));
+    let range = range(&mut v, &req.from, &req.to);
+    finish(v, || Some((post?, category?, range?)))
+}
+
+// ---- domain → wire ----
+
+pub fn slot_ref_pb(s: &SlotRef) -> pb::SlotRef {
+    pb::SlotRef {
+        post_id: s.post.to_string(),
+        category: s.category.to_string(),
+        date: format_date(s.date),
+        time: s.time.to_string(),
+    }
+}
+
+pub fn appointment_pb(a: &Appointment) -> pb::Appointment {
+    pb::Appointment {
+        confirmation_number: a.confirmation.to_string(),
+        slot: Some(slot_ref_pb(&a.slot)),
+        applicants: a
+            .applicants
+            .iter()
+            .map(|p| pb::Applicant {
+                passport_number: p.passport.to_string(),
+                given_name: p.given_name.to_string(),
+                surname: p.surname.to_string(),
+                ds160_confirmation: p.ds160.to_string(),
+                receipt_number: p.receipt.to_string(),
+            })
+            .collect(),
+        status: match a.status {
+            AppointmentStatus::Booked => pb::AppointmentStatus::Booked,
+            AppointmentStatus::Cancelled => pb::AppointmentStatus::Cancelled,
+        } as i32,
+        created_at: format_instant(a.created_at),
+        updated_at: format_instant(a.updated_at),
+    }
+}
+
+pub fn slot_state_pb(s: &SlotState) -> pb::SlotState {
+    pb::SlotState {
+        slot: Some(slot_ref_pb(&s.slot)),
+        capacity: s.capacity,
+        booked: s.booked,
+        remaining: s.remaining(),
+        closed: s.closed,
+    }
+}
+
+pub fn post_pb(p: &Post) -> pb::Post {
+    pb::Post {
+        post_id: p.id.to_string(),
+        kind: match p.kind {
+            PostKind::Embassy => pb::PostKind::Embassy,
+            PostKind::Consulate => pb::PostKind::Consulate,
+            PostKind::DocumentDropOff => pb::PostKind::DocumentDropOff,
+        } as i32,
+        name_en: p.name_en.clone(),
+        name_zh: p.name_zh.clone(),
+        address_en: p.address_en.clone(),
+        address_zh: p.address_zh.clone(),
+        city: p.city.clone(),
+        postal_code: p.postal_code.clone(),
+        time_zone: p.time_zone.name().to_owned(),
+        categories: p
+            .categories
+            .iter()
+            .map(|c| pb::Category {
+                category_id: c.id.to_string(),
+                name_en: c.name_en.clone(),
+                name_zh: c.name_zh.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn date_seats_pb(d: &DateSeats) -> pb::DateAvailability {
+    pb::DateAvailability {
+        date: format_date(d.date),
+        seats_available: d.seats,
+        open_slots: d.open_slots,
+    }
+}
+
+pub fn receipt_pb(r: &Receipt) -> pb::Receipt {
+    pb::Receipt {
+        receipt_number: r.number.to_string(),
+        passport_number: r.passport.to_string(),
+        paid_at: format_instant(r.paid_at),
+        expires_at: format_instant(r.expires_at()),
+        amount: r.amount.format_amount(),
+        currency: r.amount.currency.code().to_owned(),
+    }
+}
+
+pub fn audit_pb(r: &AuditReport) -> pb::AuditInventoryResponse {
+    pb::AuditInventoryResponse {
+        slots_checked: r.slots_checked,
+        violations: r
+            .violations
+            .iter()
+            .map(|v| pb::InventoryViolation {
+                slot: Some(slot_ref_pb(&v.slot)),
+                rule: v.rule.clone(),
+                detail: v.detail.clone(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,207 @@
+//! The API layer's error type and the one mapping of every error slotd can return to a gRPC
+//! status. Each status carries a `google.rpc.ErrorInfo` whose `reason` is stable and
+//! machine-readable (e.g. `SLOT_FULL`), and INVALID_ARGUMENT also a `google.rpc.BadRequest` that
+//! names each offending field. The matches are exhaustive on purpose: a new error variant does
+//! not compile until someone decides its status code.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Error;
+use crate::store::StoreError;
+
+/// The `domain` of every ErrorInfo slotd returns.
+pub const ERROR_DOMAIN: &str = "slotd";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Operator credentials missing or wrong.
+    #[error("{detail}")]
+    Unauthenticated { detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Store(StoreError::Domain(e))
+    }
+}
+
+/// For `map_err`: anything the layers below return, as a status.
+pub fn status(e: impl Into<ApiError>) -> Status {
+    Status::from(e.into())
+}
+
+fn with_info(code: Code, message: String, reason: &str, meta: &[(&str, String)]) -> Status {
+    let mut details = ErrorDetails::new();
+    let meta: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    details.set_error_info(reason, ERROR_DOMAIN, meta);
+    Status::with_error_details(code, message, details)
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApiError::Unauthenticated { .. } => {
+                with_info(Code::Unauthenticated, message, "UNAUTHENTICATED", &[])
+            }
+            ApiError::Store(StoreError::Unavailable { detail }) => {
+                tracing::warn!(%detail, "store unavailable");
+                with_info(
+                    Code::Unavailable,
+                    "the booking store is unavailable; retry with the same request_id".into(),
+                    "STORE_UNAVAILABLE",
+                    &[],
+                )
+            }
+            ApiError::Store(StoreError::Corrupt { detail }) => {
+                tracing::error!(%detail, "store data corrupt");
+                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
+            }
+            ApiError::Store(StoreError::ConfirmationTaken) => {
+                tracing::error!("confirmation number collision reached the api");
+                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
+            }
+            ApiError::Store(StoreError::Domain(d)) => domain_status(d, message),
+        }
+    }
+}
+
+fn domain_status(e: Error, message: String) -> Status {
+    use Code::*;
+    match e {
+        Error::Invalid { violations } => {
+            let mut details = ErrorDetails::new();
+            for v in &violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            let fields = violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let meta: HashMap<String, String> = [("fields".to_owned(), fields)].into();
+            details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, meta);
+            Status::with_error_details(InvalidArgument, message, details)
+        }
+        Error::PostNotFound { post_id } => {
+            with_info(NotFound, message, "POST_NOT_FOUND", &[("post_id", post_id)])
+        }
+        Error::CategoryNotFound { post_id, category } => with_info(
+            NotFound,
+            message,
+            "CATEGORY_NOT_FOUND",
+            &[("post_id", post_id), ("category", category)],
+        ),
+        Error::SlotNotFound { slot } => with_info(
+            NotFound,
+            message,
+            "SLOT_NOT_FOUND",
+            &[("slot", slot.to_string())],
+        ),
+        Error::SlotClosed { slot } => with_info(
+            FailedPrecondition,
+            message,
+            "SLOT_CLOSED",
+            &[("slot", slot.to_string())],
+        ),
+        Error::SlotFull {
+            slot,
+            requested,
+            remaining,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "SLOT_FULL",
+            &[
+                ("slot", slot.to_string()),
+                ("requested", requested.to_string()),
+                ("remaining", remaining.to_string()),
+            ],
+        ),
+        Error::SlotStarted { slot } => with_info(
+            FailedPrecondition,
+            message,
+            "SLOT_STARTED",
+            &[("slot", slot.to_string())],
+        ),
+        Error::CapacityBelowBooked {
+            slot,
+            capacity,
+            booked,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "CAPACITY_BELOW_BOOKED",
+            &[
+                ("slot", slot.to_string()),
+                ("capacity", capacity.to_string()),
+                ("booked", booked.to_string()),
+            ],
+        ),
+        Error::ReceiptNotRegistered { receipt_number } => with_info(
+            FailedPrecondition,
+            message,
+            "RECEIPT_NOT_REGISTERED",
+            &[("receipt_number", receipt_number)],
+        ),
+        Error::ReceiptPassportMismatch { receipt_number } => with_info(
+            FailedPrecondition,
+            message,
+            "RECEIPT_PASSPORT_MISMATCH",
+            &[("receipt_number", receipt_number)],
+        ),
+        Error::ReceiptExpired {
+            receipt_number,
+            expired_at,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "RECEIPT_EXPIRED",
+            &[
+                ("receipt_number", receipt_number),
+                ("expired_at", expired_at),
+            ],
+        ),
+        Error::ReceiptInUse { receipt_number } => with_info(
+            FailedPrecondition,
+            message,
+            "RECEIPT_IN_USE",
+            &[("receipt_number", receipt_number)],
+        ),
+        Error::ReceiptConflict { receipt_number } => with_info(
+            AlreadyExists,
+            message,
+            "RECEIPT_CONFLICT",
+            &[("receipt_number", receipt_number)],
+        ),
+        Error::ApplicantAlreadyBooked { passport_number } => with_info(
+            AlreadyExists,
+            message,
+            "APPLICANT_ALREADY_BOOKED",
+            &[("passport_number", passport_number)],
+        ),
+        Error::AppointmentNotFound => with_info(NotFound, message, "APPOINTMENT_NOT_FOUND", &[]),
+        Error::AppointmentCancelled {
+            confirmation_number,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "APPOINTMENT_CANCELLED",
+            &[("confirmation_number", confirmation_number)],
+        ),
+        Error::RequestIdReused { request_id } => with_info(
+            AlreadyExists,
+            message,
+            "REQUEST_ID_REUSED",
+            &[("request_id", request_id)],
+        ),
+    }
+}

@@ -1,0 +1,9 @@
+//! The gRPC surface: thin handlers that convert wire messages into domain commands
+//! (`convert`), call the use case (`crate::app`) and map errors once (`error`).
+
+pub mod admin;
+pub mod booking;
+pub mod calendar;
+pub mod convert;
+pub mod error;
+pub mod pb;

@@ -1,0 +1,105 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use slotd::app::Slotd;
+use slotd::auth::OperatorAuth;
+use slotd::config::{Cli, Command, ServeArgs};
+use slotd::domain::catalog::Catalog;
+use slotd::domain::clock::SystemClock;
+use slotd::server::{serve, ServeOptions};
+use slotd::store::memory::MemoryStore;
+use slotd::store::Inventory;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            slotd::telemetry::init(args.log_format);
+            match run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "slotd stopped");
+                    eprintln!("slotd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let catalog = match &args.posts {
+        Some(path) => Catalog::from_toml(
+            &std::fs::read_to_string(path).map_err(|e| format!("posts {}: {e}", path.display()))?,
+        )?,
+        None => Catalog::builtin()?,
+    };
+    let token = match (&args.admin_token, args.demo) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => {
+            let t = OperatorAuth::generate_token();
+            println!("demo admin token: {t}");
+            Some(t)
+        }
+        (None, false) => {
+            tracing::warn!("no admin token configured: AdminService refuses every call");
+            None
+        }
+    };
+    let auth = OperatorAuth::new(token.as_deref())?;
+
+    let store: Arc<dyn Inventory> = match &args.redis_url {
+        Some(_) => return Err("--redis-url: the Redis store is not built yet".into()),
+        None => {
+            tracing::warn!("no --redis-url: using the embedded in-memory store; state is per process and lost on exit");
+            Arc::new(MemoryStore::new())
+        }
+    };
+    let app = Slotd::new(Arc::new(catalog), store, Arc::new(SystemClock));
+
+    if args.demo {
+        let (slots, receipts) = slotd::demo::seed(&app).await?;
+        let (passport, receipt) = slotd::demo::demo_applicant(1);
+        tracing::info!(slots, receipts, "demo data seeded");
+        println!("demo: {slots} slots opened, {receipts} receipts registered (e.g. passport {passport} with receipt {receipt})");
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "slotd listening");
+    let options = ServeOptions {
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        ..ServeOptions::default()
+    };
+    serve(listener, app, auth, options, shutdown_signal()).await?;
+    tracing::info!("slotd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
