@@ -58,7 +58,7 @@ pub async fn seed(app: &Slotd) -> Result<(u32, u32), StoreError> {
             passport: PassportNumber::parse(&passport)?,
             paid_at: now - Duration::days(1),
             amount: Money {
-                minor: 185_00,
+                minor: 18_500, // 185.00 USD
                 currency: Currency::Usd,
             },
         };

@@ -408,7 +408,7 @@ pub struct Money {
 
 impl Money {
     /// Largest amount accepted: a receipt is one visa fee, not a wire transfer.
-    pub const MAX_MINOR: u64 = 100_000_00;
+    pub const MAX_MINOR: u64 = 10_000_000; // 100000.00
 
     /// A positive decimal with at most two fraction digits: "185", "185.5", "1369.00".
     pub fn parse_amount(text: &str) -> Result<u64, FieldViolation> {
@@ -531,4 +531,145 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, FieldViolation> {
     DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| bad("must be an RFC 3339 timestamp, e.g. 2025-01-06T09:30:00+08:00"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn dates_must_be_real_and_strictly_formatted() {
+        assert_eq!(format_date(parse_date("2025-01-27").unwrap()), "2025-01-27");
+        assert!(parse_date("2024-02-29").is_ok());
+        for bad in [
+            "2025-02-30",
+            "2025-02-29",
+            "2025-13-01",
+            "2025-1-27",
+            "27/01/2025",
+            "2025-01-27T00:00",
+            "",
+            "２０２５-01-27",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_on_the_fifteen_minute_grid_within_the_day() {
+        assert_eq!(SlotTime::parse("08:15").unwrap().to_string(), "08:15");
+        assert_eq!(SlotTime::parse("23:45").unwrap().minutes(), 23 * 60 + 45);
+        for bad in [
+            "24:00", "08:10", "8:15", "08:60", "0815", "-1:00", "08:15:00", "",
+        ] {
+            assert!(SlotTime::parse(bad).is_err(), "{bad}");
+        }
+        let times: Vec<String> = SlotTime::parse("08:00")
+            .unwrap()
+            .through(SlotTime::parse("08:45").unwrap())
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(times, ["08:00", "08:15", "08:30", "08:45"]);
+    }
+
+    #[test]
+    fn ds160_numbers_are_aa_and_eight_letters_or_digits() {
+        assert_eq!(
+            Ds160Number::parse("aa00abcdef").unwrap().as_str(),
+            "AA00ABCDEF"
+        );
+        for bad in ["AB00ABCDEF", "AA00ABCDE", "AA00ABCDEFG", "AA00ABCDE-", ""] {
+            assert!(Ds160Number::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_latin_letters_with_single_separators() {
+        assert_eq!(
+            PersonName::parse(" Mary-Jane ").unwrap().as_str(),
+            "MARY-JANE"
+        );
+        assert!(PersonName::parse("O'Brien").is_ok());
+        assert!(PersonName::parse("Xiao Ming").is_ok());
+        for bad in [
+            "",
+            "  ",
+            "张",
+            "Wei2",
+            "Wei  Ming",
+            "-Wei",
+            "Wei-",
+            "Zoë",
+            "Wei\tMing",
+            "Wei\u{0}",
+        ] {
+            assert!(PersonName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(PersonName::parse(&"A".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn passports_receipts_and_request_ids_have_bounded_alphabets() {
+        assert_eq!(
+            PassportNumber::parse("e1234567").unwrap().as_str(),
+            "E1234567"
+        );
+        for bad in ["E12", "E1234567-", "Е1234567", &"E".repeat(21)] {
+            assert!(PassportNumber::parse(bad).is_err(), "{bad}");
+        }
+        assert!(ReceiptNumber::parse("R12345").is_ok());
+        assert!(ReceiptNumber::parse("R1234").is_err());
+        assert!(RequestId::parse("checkout:7f3a-01").is_ok());
+        assert!(RequestId::parse("a b").is_err());
+        assert!(RequestId::parse(&"r".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn confirmation_numbers_are_unguessable_and_typable() {
+        // 30 symbols, 14 of them: log2(30^14) > 68 bits.
+        assert!(
+            (ConfirmationNumber::LEN as f64) * (ConfirmationNumber::ALPHABET.len() as f64).log2()
+                >= 60.0
+        );
+        for ambiguous in b"01ILOU" {
+            assert!(!ConfirmationNumber::ALPHABET.contains(ambiguous));
+        }
+        let many: HashSet<_> = (0..10_000)
+            .map(|_| ConfirmationNumber::generate())
+            .collect();
+        assert_eq!(many.len(), 10_000);
+        for c in many.iter().take(10) {
+            assert_eq!(
+                &ConfirmationNumber::parse(&c.as_str().to_ascii_lowercase()).unwrap(),
+                c
+            );
+        }
+        assert!(ConfirmationNumber::parse("ABCDEFGHJKMNP0").is_err());
+    }
+
+    #[test]
+    fn amounts_are_positive_with_two_decimals_at_most() {
+        assert_eq!(Money::parse_amount("185.00").unwrap(), 18500);
+        assert_eq!(Money::parse_amount("1369").unwrap(), 136900);
+        assert_eq!(Money::parse_amount("0.5").unwrap(), 50);
+        for bad in [
+            "0",
+            "0.00",
+            "-1",
+            "1.234",
+            "1.",
+            ".5",
+            "1e3",
+            "",
+            "100000.01",
+        ] {
+            assert!(Money::parse_amount(bad).is_err(), "{bad}");
+        }
+        let m = Money {
+            minor: 136900,
+            currency: Currency::Cny,
+        };
+        assert_eq!(m.format_amount(), "1369.00");
+    }
 }

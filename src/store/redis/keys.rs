@@ -1,0 +1,149 @@
+//! Key names, built only here (never inside a Lua script) and documented in
+//! `docs/redis-keys.md`. Every key carries the deployment's one hash tag, `{slotd}` by default,
+//! so every script touches keys of one Redis Cluster slot and may check the global applicant
+//! rules (one active appointment per passport, one per receipt) atomically with the seats.
+
+use crate::domain::types::{
+    format_date, ConfirmationNumber, DayRef, PassportNumber, ReceiptNumber, RequestId, SlotTime,
+};
+
+/// The default hash tag.
+pub const DEFAULT_TAG: &str = "slotd";
+
+/// A hash tag is 1-32 of A-Z, a-z, 0-9, `_` and `-` (no braces or colons, which would change the
+/// cluster slot or the key layout).
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "redis tag {tag:?} must be 1-32 of A-Z, a-z, 0-9, '_' and '-'"
+        ))
+    }
+}
+
+/// `HHMM` of a slot time, the field prefix in day hashes and active indexes ("0815").
+pub fn hhmm(time: SlotTime) -> String {
+    let m = time.minutes();
+    format!("{:02}{:02}", m / 60, m % 60)
+}
+
+/// The slot time of an `HHMM` field prefix.
+pub fn parse_hhmm(text: &str) -> Option<SlotTime> {
+    if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: u16 = text[..2].parse().ok()?;
+    let minutes: u16 = text[2..].parse().ok()?;
+    if minutes >= 60 {
+        return None;
+    }
+    SlotTime::from_minutes(hours * 60 + minutes)
+}
+
+/// Builds every key of one deployment: `slotd:{<tag>}:<kind>:...`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(tag: &str) -> Result<Self, String> {
+        validate_tag(tag)?;
+        Ok(Self {
+            prefix: format!("slotd:{{{tag}}}:"),
+        })
+    }
+
+    fn day_suffix(day: &DayRef) -> String {
+        format!(
+            "{}:{}:{}",
+            day.post,
+            day.category,
+            format_date(day.date)
+        )
+    }
+
+    /// Hash of a day's slots: `<HHMM>:c` capacity, `<HHMM>:b` booked, `<HHMM>:x` closed (0/1).
+    pub fn day(&self, day: &DayRef) -> String {
+        format!("{}day:{}", self.prefix, Self::day_suffix(day))
+    }
+
+    /// Hash of a day's BOOKED appointments: confirmation → `<HHMM>:<seats>`.
+    pub fn active(&self, day: &DayRef) -> String {
+        format!("{}active:{}", self.prefix, Self::day_suffix(day))
+    }
+
+    /// Sorted set of every appointment of a day (cancelled ones too): score 0, member
+    /// `<MMMM>-<CONF>` (= `ManifestCursor::encode`).
+    pub fn manifest(&self, day: &DayRef) -> String {
+        format!("{}manifest:{}", self.prefix, Self::day_suffix(day))
+    }
+
+    pub fn receipt(&self, number: &ReceiptNumber) -> String {
+        format!("{}receipt:{number}", self.prefix)
+    }
+
+    pub fn passport(&self, number: &PassportNumber) -> String {
+        format!("{}passport:{number}", self.prefix)
+    }
+
+    pub fn appointment(&self, confirmation: &ConfirmationNumber) -> String {
+        format!("{}appt:{confirmation}", self.prefix)
+    }
+
+    pub fn idem_book(&self, request_id: &RequestId) -> String {
+        format!("{}idem:book:{request_id}", self.prefix)
+    }
+
+    pub fn idem_cancel(&self, request_id: &RequestId) -> String {
+        format!("{}idem:cancel:{request_id}", self.prefix)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_short_plain_identifiers() {
+        for ok in ["slotd", "prod-1", "A_b-9", &"x".repeat(32)] {
+            assert!(validate_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a{b", "a}b", "a:b", "a b", "é", &"x".repeat(33)] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hhmm_round_trips_on_the_grid() {
+        for m in (0..24 * 60).step_by(15) {
+            let t = SlotTime::from_minutes(m).unwrap();
+            assert_eq!(parse_hhmm(&hhmm(t)), Some(t));
+        }
+        assert_eq!(hhmm(SlotTime::parse("08:15").unwrap()), "0815");
+        for bad in ["", "815", "0860", "2400", "08:1", "0807"] {
+            assert_eq!(parse_hhmm(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_key_carries_the_tag() {
+        let keys = Keys::new("slotd").unwrap();
+        let day = DayRef {
+            post: crate::domain::types::PostId::parse("BEIJING").unwrap(),
+            category: crate::domain::types::CategoryId::parse("ALL_OTHERS").unwrap(),
+            date: crate::domain::types::parse_date("2030-01-08").unwrap(),
+        };
+        assert_eq!(keys.day(&day), "slotd:{slotd}:day:BEIJING:ALL_OTHERS:2030-01-08");
+        assert_eq!(keys.events(), "slotd:{slotd}:events");
+    }
+}

@@ -1,0 +1,129 @@
+-- book: books a group on one slot, all or nothing.
+--
+-- KEYS[1]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
+-- KEYS[2]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
+-- KEYS[3]        manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>
+-- KEYS[4]        appointment hash    slotd:{T}:appt:<CONF>            (the new number)
+-- KEYS[5]        idempotency record  slotd:{T}:idem:book:<REQUEST_ID>
+-- KEYS[6]        events stream       slotd:{T}:events
+-- KEYS[5+2i]     receipt hash of applicant i (i = 1..n)    slotd:{T}:receipt:<NO>
+-- KEYS[6+2i]     passport record of applicant i            slotd:{T}:passport:<NO>
+-- ARGV[1]        now, ms since the epoch (slotd's clock; Redis TIME is never read)
+-- ARGV[2]        request fingerprint (hex)
+-- ARGV[3]        confirmation number of the new appointment
+-- ARGV[4]        slot time HHMM
+-- ARGV[5]        manifest member "<MMMM>-<CONF>" (minutes since midnight, 4 digits)
+-- ARGV[6]        n, seats = applicants (1..10)
+-- ARGV[7]        idempotency TTL, seconds
+-- ARGV[8]        now, RFC 3339 (stored as created_at / updated_at)
+-- ARGV[9..12]    post, category, date YYYY-MM-DD, time HH:MM (stored in the appointment)
+-- ARGV[13]       applicants JSON (stored verbatim, parsed only by slotd)
+-- ARGV[13+i]     passport number of applicant i
+--
+-- Returns {"OK"}                                 booked
+--       | {"REPLAY", conf}                       request_id seen with the same content
+--       | {"REQUEST_ID_REUSED"}
+--       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining}
+--       | {"RECEIPT_NOT_REGISTERED", i} | {"RECEIPT_PASSPORT_MISMATCH", i}
+--       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
+--       | {"APPLICANT_ALREADY_BOOKED", i}
+--       | {"CONFIRMATION_TAKEN"}
+--       | {"BAD_CALL", detail} | {"CORRUPT", detail}
+--
+-- Invariants: booked <= capacity; one active appointment per passport; one active appointment
+-- per receipt; booked == seats of the day's active index entries for the slot. Every check runs
+-- before the first write (Redis does not roll a script back), in the same order as the memory
+-- store, so both backends refuse the same request with the same error.
+local now = tonumber(ARGV[1])
+local fingerprint = ARGV[2]
+local conf = ARGV[3]
+local hhmm = ARGV[4]
+local member = ARGV[5]
+local n = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])
+local now_text = ARGV[8]
+if not now or not n or not ttl or #KEYS ~= 6 + 2 * n or #ARGV ~= 13 + n then
+  return {'BAD_CALL', 'book arguments'}
+end
+
+-- Checks.
+local seen = redis.call('GET', KEYS[5])
+if seen then
+  local seen_fp, seen_conf, seen_expiry = string.match(seen, '^([^|]+)|([^|]+)|(%d+)$')
+  if not seen_fp then
+    return {'CORRUPT', 'idempotency record'}
+  end
+  if tonumber(seen_expiry) > now then
+    if seen_fp ~= fingerprint then
+      return {'REQUEST_ID_REUSED'}
+    end
+    return {'REPLAY', seen_conf}
+  end
+end
+
+local slot = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x')
+if not slot[1] then
+  return {'SLOT_NOT_FOUND'}
+end
+if slot[3] == '1' then
+  return {'SLOT_CLOSED'}
+end
+local capacity = tonumber(slot[1])
+local booked = tonumber(slot[2] or '0')
+if not capacity or not booked then
+  return {'CORRUPT', 'slot counters'}
+end
+local remaining = capacity - booked
+if remaining < 0 then
+  remaining = 0
+end
+if remaining < n then
+  return {'SLOT_FULL', remaining}
+end
+
+for i = 1, n do
+  local receipt = redis.call('HMGET', KEYS[5 + 2 * i], 'passport', 'expires_ms', 'backing')
+  if not receipt[1] then
+    return {'RECEIPT_NOT_REGISTERED', i}
+  end
+  if receipt[1] ~= ARGV[13 + i] then
+    return {'RECEIPT_PASSPORT_MISMATCH', i}
+  end
+  local expires = tonumber(receipt[2])
+  if not expires then
+    return {'CORRUPT', 'receipt expiry'}
+  end
+  if expires <= now then
+    return {'RECEIPT_EXPIRED', i, receipt[2]}
+  end
+  if receipt[3] then
+    return {'RECEIPT_IN_USE', i}
+  end
+  if redis.call('EXISTS', KEYS[6 + 2 * i]) == 1 then
+    return {'APPLICANT_ALREADY_BOOKED', i}
+  end
+end
+
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'CONFIRMATION_TAKEN'}
+end
+
+-- Writes: nothing below can be refused.
+redis.call('HINCRBY', KEYS[1], hhmm .. ':b', n)
+for i = 1, n do
+  redis.call('HSET', KEYS[5 + 2 * i], 'backing', conf)
+  redis.call('SET', KEYS[6 + 2 * i], conf)
+end
+redis.call('HSET', KEYS[4],
+  'post', ARGV[9], 'category', ARGV[10], 'date', ARGV[11], 'time', ARGV[12],
+  'status', 'BOOKED', 'seats', n, 'created_at', now_text, 'updated_at', now_text,
+  'applicants', ARGV[13])
+redis.call('HSET', KEYS[2], conf, hhmm .. ':' .. n)
+redis.call('ZADD', KEYS[3], 0, member)
+redis.call('SET', KEYS[5],
+  fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 1000000, '*',
+  'type', 'booked', 'confirmation', conf,
+  'slot', ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11] .. ' ' .. ARGV[12],
+  'seats', n, 'at', now_text)
+return {'OK'}

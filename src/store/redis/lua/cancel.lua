@@ -1,0 +1,95 @@
+-- cancel: cancels a whole appointment, returning its seats, receipts and passports exactly once.
+--
+-- slotd reads the appointment first (its slot and applicants never change after booking) to
+-- name every key this script touches; the script re-checks that read against the stored
+-- applicants and answers STALE when it does not match, and slotd reads again.
+--
+-- KEYS[1]        appointment hash    slotd:{T}:appt:<CONF>
+-- KEYS[2]        idempotency record  slotd:{T}:idem:cancel:<REQUEST_ID>
+-- KEYS[3]        events stream       slotd:{T}:events
+-- when the appointment was found (ARGV[6] == "1"), also:
+-- KEYS[4]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
+-- KEYS[5]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
+-- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)
+-- KEYS[5+2i]     passport record of applicant i
+-- ARGV[1]        now, ms since the epoch
+-- ARGV[2]        request fingerprint (hex)
+-- ARGV[3]        confirmation number
+-- ARGV[4]        idempotency TTL, seconds
+-- ARGV[5]        now, RFC 3339 (stored as updated_at)
+-- ARGV[6]        "1" if slotd's read found the appointment, else "0"
+-- ARGV[7]        applicants JSON as read (compared verbatim with the stored one)
+-- ARGV[8]        "1" if the requesting passport is one of the applicants, else "0"
+-- ARGV[9]        slot time HHMM
+--
+-- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
+--       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
+--
+-- Invariants: seats return exactly once (a cancelled appointment is refused before any write);
+-- booked never goes below 0; checks first, writes last.
+local now = tonumber(ARGV[1])
+local fingerprint = ARGV[2]
+local conf = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local now_text = ARGV[5]
+if not now or not ttl or #ARGV ~= 9 then
+  return {'BAD_CALL', 'cancel arguments'}
+end
+
+-- Checks.
+local seen = redis.call('GET', KEYS[2])
+if seen then
+  local seen_fp, seen_conf, seen_expiry = string.match(seen, '^([^|]+)|([^|]+)|(%d+)$')
+  if not seen_fp then
+    return {'CORRUPT', 'idempotency record'}
+  end
+  if tonumber(seen_expiry) > now then
+    if seen_fp ~= fingerprint then
+      return {'REQUEST_ID_REUSED'}
+    end
+    return {'REPLAY', seen_conf}
+  end
+end
+
+local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats')
+if not appt[1] then
+  if ARGV[6] == '1' then
+    return {'CORRUPT', 'appointment vanished'}
+  end
+  return {'APPOINTMENT_NOT_FOUND'}
+end
+if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] then
+  return {'STALE'}
+end
+local seats = tonumber(appt[3])
+if not seats or #KEYS ~= 5 + 2 * seats then
+  return {'BAD_CALL', 'cancel keys'}
+end
+if ARGV[8] ~= '1' then
+  return {'APPOINTMENT_NOT_FOUND'}
+end
+if appt[1] == 'CANCELLED' then
+  return {'APPOINTMENT_CANCELLED'}
+end
+
+-- Writes.
+local hhmm = ARGV[9]
+local slot = redis.call('HMGET', KEYS[4], hhmm .. ':c', hhmm .. ':b')
+if slot[1] then
+  local booked = (tonumber(slot[2] or '0') or 0) - seats
+  if booked < 0 then
+    booked = 0
+  end
+  redis.call('HSET', KEYS[4], hhmm .. ':b', booked)
+end
+redis.call('HDEL', KEYS[5], conf)
+for i = 1, seats do
+  redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
+  redis.call('DEL', KEYS[5 + 2 * i])
+end
+redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
+redis.call('SET', KEYS[2],
+  fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
+  'type', 'cancelled', 'confirmation', conf, 'seats', seats, 'at', now_text)
+return {'OK'}

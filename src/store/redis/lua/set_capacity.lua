@@ -1,0 +1,34 @@
+-- set_capacity: sets one existing slot's capacity, never below the seats booked.
+--
+-- KEYS[1]  day hash       slotd:{T}:day:<POST>:<CAT>:<YYYY-MM-DD>
+-- KEYS[2]  events stream  slotd:{T}:events
+-- ARGV[1]  slot time HHMM
+-- ARGV[2]  new capacity (integer >= 0)
+-- ARGV[3]  slot label "POST/CAT/DATE HH:MM" (event only)
+--
+-- Returns {"OK", capacity, booked, closed(0|1)}
+--      or {"SLOT_NOT_FOUND"} | {"CAPACITY_BELOW_BOOKED", booked}; a refusal writes nothing.
+--
+-- Invariant: booked <= capacity after the call. Checks first, one HSET last.
+local hhmm = ARGV[1]
+local capacity = tonumber(ARGV[2])
+if not capacity then
+  return {'BAD_CALL', 'set_capacity arguments'}
+end
+local cur = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x')
+if not cur[1] then
+  return {'SLOT_NOT_FOUND'}
+end
+local booked = tonumber(cur[2] or '0') or 0
+if capacity < booked then
+  return {'CAPACITY_BELOW_BOOKED', booked}
+end
+
+redis.call('HSET', KEYS[1], hhmm .. ':c', capacity)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*',
+  'type', 'capacity_set', 'slot', ARGV[3], 'capacity', capacity)
+local closed = 0
+if cur[3] == '1' then
+  closed = 1
+end
+return {'OK', capacity, booked, closed}

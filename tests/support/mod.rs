@@ -1,0 +1,278 @@
+//! Test harness shared by the integration tests: the real slotd server, in process, on
+//! 127.0.0.1:0, driven with the generated clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use slotd::api::pb;
+use slotd::api::pb::admin_service_client::AdminServiceClient;
+use slotd::api::pb::booking_service_client::BookingServiceClient;
+use slotd::api::pb::calendar_service_client::CalendarServiceClient;
+use slotd::app::Slotd;
+use slotd::auth::OperatorAuth;
+use slotd::domain::catalog::Catalog;
+use slotd::domain::clock::{Clock, ManualClock};
+use slotd::server::{serve, ServeOptions};
+use slotd::store::memory::MemoryStore;
+use slotd::store::Inventory;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// 2030-01-07 00:00 UTC = 08:00 in Beijing, a Monday; tests book days after it.
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
+        .expect("valid instant")
+        .with_timezone(&Utc)
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub store: Arc<dyn Inventory>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server on the embedded store with a manual clock at `epoch()`.
+    pub async fn memory() -> Self {
+        Self::start(Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn start(store: Arc<dyn Inventory>) -> Self {
+        Self::start_with(store, ServeOptions::default()).await
+    }
+
+    pub async fn start_with(store: Arc<dyn Inventory>, options: ServeOptions) -> Self {
+        let clock = ManualClock::new(epoch());
+        let catalog = Arc::new(Catalog::builtin().expect("builtin catalog"));
+        let app = Slotd::new(
+            catalog,
+            store.clone(),
+            Arc::new(clock.clone()) as Arc<dyn Clock>,
+        );
+        let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = serve(listener, app, auth, options, shutdown).await {
+                panic!("server failed: {e}");
+            }
+        });
+        Self {
+            addr,
+            clock,
+            store,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn calendar(&self) -> CalendarServiceClient<Channel> {
+        CalendarServiceClient::new(self.channel().await)
+    }
+
+    pub async fn booking(&self) -> BookingServiceClient<Channel> {
+        BookingServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Wraps a message with the operator token.
+pub fn admin<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The ErrorInfo reason of a status ("" when there is none).
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The BadRequest field names of a status.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+#[track_caller]
+pub fn assert_refused(status: &Status, code: Code, why: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(status), why, "{status:?}");
+}
+
+/// A date `days` after the epoch, as YYYY-MM-DD.
+pub fn day(days: i64) -> String {
+    (epoch() + ChronoDuration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+pub fn slot(date: &str, time: &str) -> pb::SlotRef {
+    pb::SlotRef {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        date: date.into(),
+        time: time.into(),
+    }
+}
+
+/// Applicant `i` with passport `P{i}` and receipt `R{i}` (pad to the formats' minimum lengths).
+pub fn applicant(i: u32) -> pb::Applicant {
+    pb::Applicant {
+        passport_number: format!("P{i:07}"),
+        given_name: "Wei".into(),
+        surname: "Zhang".into(),
+        ds160_confirmation: format!("AA{i:08}"),
+        receipt_number: format!("R{i:07}"),
+    }
+}
+
+/// Opens `date` 08:00-08:45 (4 slots) with `seats` each on BEIJING/ALL_OTHERS.
+pub async fn open_day(server: &TestServer, date: &str, seats: u32) {
+    open_times(server, date, "08:00", "08:45", seats).await;
+}
+
+pub async fn open_times(server: &TestServer, date: &str, first: &str, last: &str, seats: u32) {
+    let all_days = (1..=7).collect();
+    server
+        .admin()
+        .await
+        .open_slots(admin(pb::OpenSlotsRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from: date.into(),
+            to: date.into(),
+            weekdays: all_days,
+            first_time: first.into(),
+            last_time: last.into(),
+            seats_per_slot: seats,
+        }))
+        .await
+        .expect("open slots");
+}
+
+/// Registers receipts R{i} for passports P{i}, i in `ids`, paid a day before the epoch.
+pub async fn register_receipts(server: &TestServer, ids: impl IntoIterator<Item = u32>) {
+    let mut client = server.admin().await;
+    let paid_at = (epoch() - ChronoDuration::days(1)).to_rfc3339();
+    for i in ids {
+        let a = applicant(i);
+        client
+            .register_receipt(admin(pb::RegisterReceiptRequest {
+                receipt_number: a.receipt_number,
+                passport_number: a.passport_number,
+                paid_at: paid_at.clone(),
+                amount: "185.00".into(),
+                currency: "USD".into(),
+            }))
+            .await
+            .expect("register receipt");
+    }
+}
+
+pub fn book_request(
+    request_id: &str,
+    slot: pb::SlotRef,
+    applicants: Vec<pb::Applicant>,
+) -> pb::BookAppointmentRequest {
+    pb::BookAppointmentRequest {
+        request_id: request_id.into(),
+        slot: Some(slot),
+        applicants,
+    }
+}
+
+/// Seats still free on a slot, read through ListSlots (0 when not listed).
+pub async fn seats_left(server: &TestServer, date: &str, time: &str) -> u32 {
+    let slots = server
+        .calendar()
+        .await
+        .list_slots(pb::ListSlotsRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            date: date.into(),
+        })
+        .await
+        .expect("list slots")
+        .into_inner()
+        .slots;
+    slots
+        .iter()
+        .find(|s| s.time == time)
+        .map(|s| s.seats_available)
+        .unwrap_or(0)
+}
+
+/// AuditInventory over `date` must report no violation.
+pub async fn assert_audit_clean(server: &TestServer, date: &str) {
+    let report = server
+        .admin()
+        .await
+        .audit_inventory(admin(pb::AuditInventoryRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from: date.into(),
+            to: date.into(),
+        }))
+        .await
+        .expect("audit")
+        .into_inner();
+    assert!(
+        report.violations.is_empty(),
+        "audit violations: {:?}",
+        report.violations
+    );
+}
