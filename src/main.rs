@@ -11,6 +11,7 @@ use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::SystemClock;
 use slotd::server::{serve, ServeOptions};
 use slotd::store::memory::MemoryStore;
+use slotd::store::redis::RedisStore;
 use slotd::store::Inventory;
 
 #[tokio::main]
@@ -52,8 +53,16 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let auth = OperatorAuth::new(token.as_deref())?;
 
-    let store: Arc<dyn Inventory> = match &args.redis_url {
-        Some(_) => return Err("--redis-url: the Redis store is not built yet".into()),
+    let store: Arc<dyn Inventory> = match args.redis_options() {
+        Some(options) => {
+            let store = RedisStore::connect(&options).map_err(|e| format!("--redis-url: {e}"))?;
+            // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
+            match store.ping().await {
+                Ok(()) => tracing::info!(tag = %options.tag, "redis store answers"),
+                Err(e) => tracing::warn!(error = %e, "redis store does not answer yet"),
+            }
+            Arc::new(store)
+        }
         None => {
             tracing::warn!("no --redis-url: using the embedded in-memory store; state is per process and lost on exit");
             Arc::new(MemoryStore::new())

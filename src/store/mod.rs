@@ -7,6 +7,7 @@
 //! `domain`. Backends: `memory` (embedded, per process) and `redis` (production).
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

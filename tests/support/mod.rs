@@ -276,3 +276,4 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
         report.violations
     );
 }
+pub mod redis;

@@ -92,7 +92,11 @@ impl Conn {
 
     /// Runs a script with EVALSHA, loading it on NOSCRIPT (after a restart, failover or SCRIPT
     /// FLUSH). Pipelined `invoke_script` would not reload, so scripts never go in pipelines.
-    pub async fn script(&self, what: &str, invocation: &ScriptInvocation<'_>) -> Result<Value, StoreError> {
+    pub async fn script(
+        &self,
+        what: &str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
         let mut manager = self.manager.clone();
         self.bounded(what, invocation.invoke_async::<Value>(&mut manager))
             .await

@@ -60,12 +60,7 @@ impl Keys {
     }
 
     fn day_suffix(day: &DayRef) -> String {
-        format!(
-            "{}:{}:{}",
-            day.post,
-            day.category,
-            format_date(day.date)
-        )
+        format!("{}:{}:{}", day.post, day.category, format_date(day.date))
     }
 
     /// Hash of a day's slots: `<HHMM>:c` capacity, `<HHMM>:b` booked, `<HHMM>:x` closed (0/1).
@@ -143,7 +138,10 @@ mod tests {
             category: crate::domain::types::CategoryId::parse("ALL_OTHERS").unwrap(),
             date: crate::domain::types::parse_date("2030-01-08").unwrap(),
         };
-        assert_eq!(keys.day(&day), "slotd:{slotd}:day:BEIJING:ALL_OTHERS:2030-01-08");
+        assert_eq!(
+            keys.day(&day),
+            "slotd:{slotd}:day:BEIJING:ALL_OTHERS:2030-01-08"
+        );
         assert_eq!(keys.events(), "slotd:{slotd}:events");
     }
 }

@@ -1,0 +1,670 @@
+//! The production backend: slot inventory, appointments and receipts in Redis, with the same
+//! semantics as `memory` (one conformance suite runs against both).
+//!
+//! Every mutation is one Lua script (`lua/*.lua`, each with its KEYS/ARGV/return contract in a
+//! header) that checks everything first and writes last, so it is atomic even though Redis does
+//! not roll a failing script back. All keys share one hash tag (`keys`, `docs/redis-keys.md`),
+//! so a booking checks the global applicant rules and takes its seats in one call. Refusals come
+//! back as status arrays (`{"SLOT_FULL", remaining}`), decoded here into `domain::Error`; Redis
+//! failures are `StoreError::Unavailable` (`conn`). `now` comes from slotd's clock in ARGV;
+//! scripts never read Redis TIME (see `domain::clock`).
+//!
+//! This module must not know about gRPC, and nothing above `store` sees a redis type.
+
+mod codec;
+mod conn;
+pub mod keys;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use conn::ConnOptions;
+
+use self::codec::{
+    applicants_json, at, decode_appointment, hash_fields, instant_from_millis, instant_text, int,
+    millis, status_reply, text, uint, unexpected, StoredAppointment,
+};
+use self::conn::Conn;
+use self::keys::{hhmm, parse_hhmm, Keys};
+use super::{Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use crate::domain::rules::{
+    AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
+    Violation,
+};
+use crate::domain::types::{
+    format_date, format_instant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
+    DayRef, PassportNumber, PostId, Receipt, SlotRef, SlotState, SlotTime,
+};
+use crate::domain::Error;
+
+/// How many times a cancel re-reads an appointment that changed under it (only possible while
+/// its booking is landing) before giving up.
+const CANCEL_ATTEMPTS: usize = 3;
+
+/// Everything the Redis store needs to know.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub conn: ConnOptions,
+    /// The hash tag every key carries (`slotd:{<tag>}:...`).
+    pub tag: String,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            conn: ConnOptions::default(),
+            tag: keys::DEFAULT_TAG.into(),
+        }
+    }
+}
+
+struct Scripts {
+    open_slots: ::redis::Script,
+    set_capacity: ::redis::Script,
+    close_slots: ::redis::Script,
+    book: ::redis::Script,
+    cancel: ::redis::Script,
+    register_receipt: ::redis::Script,
+    audit: ::redis::Script,
+    manifest: ::redis::Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            open_slots: conn::script(include_str!("lua/open_slots.lua")),
+            set_capacity: conn::script(include_str!("lua/set_capacity.lua")),
+            close_slots: conn::script(include_str!("lua/close_slots.lua")),
+            book: conn::script(include_str!("lua/book.lua")),
+            cancel: conn::script(include_str!("lua/cancel.lua")),
+            register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
+            audit: conn::script(include_str!("lua/audit.lua")),
+            manifest: conn::script(include_str!("lua/manifest.lua")),
+        }
+    }
+}
+
+pub struct RedisStore {
+    conn: Conn,
+    keys: Keys,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("conn", &self.conn)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Validates the options and prepares a lazy connection: nothing is sent until the first
+    /// call, so slotd can start before Redis does (health says NOT_SERVING meanwhile). Must run
+    /// inside a tokio runtime.
+    pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
+        let keys = Keys::new(&options.tag).map_err(|detail| StoreError::Unavailable { detail })?;
+        Ok(Self {
+            conn: Conn::open(&options.conn)?,
+            keys,
+            scripts: Scripts::load(),
+        })
+    }
+
+    async fn read_appointment(
+        &self,
+        confirmation: &ConfirmationNumber,
+    ) -> Result<Option<StoredAppointment>, StoreError> {
+        let what = "read appointment";
+        let value = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("HGETALL").arg(self.keys.appointment(confirmation)),
+            )
+            .await?;
+        decode_appointment(confirmation, hash_fields(what, value)?)
+    }
+
+    /// The first outcome of a replayed request: the appointment it names, as it is now.
+    async fn replayed(&self, confirmation: &str) -> Result<Appointment, StoreError> {
+        let confirmation = ConfirmationNumber::parse(confirmation)
+            .map_err(|_| StoreError::corrupt("idempotency record names a bad confirmation"))?;
+        self.read_appointment(&confirmation)
+            .await?
+            .map(|s| s.appointment)
+            .ok_or_else(|| StoreError::corrupt("remembered request names a missing appointment"))
+    }
+
+    fn slot_state(
+        day: &DayRef,
+        time: SlotTime,
+        capacity: u32,
+        booked: u32,
+        closed: bool,
+    ) -> SlotState {
+        SlotState {
+            slot: day.at(time),
+            capacity,
+            booked,
+            closed,
+        }
+    }
+}
+
+/// The slots of one day hash (fields `<HHMM>:c|b|x`), ordered by time.
+fn day_slots(
+    day: &DayRef,
+    fields: &std::collections::HashMap<String, String>,
+) -> Result<Vec<SlotState>, StoreError> {
+    let mut slots = Vec::new();
+    for (field, value) in fields {
+        let Some(prefix) = field.strip_suffix(":c") else {
+            continue;
+        };
+        let time = parse_hhmm(prefix)
+            .ok_or_else(|| StoreError::corrupt(format!("day {day}: bad field {field}")))?;
+        let number = |suffix: &str| -> Result<u32, StoreError> {
+            match fields.get(&format!("{prefix}:{suffix}")) {
+                None => Ok(0),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| StoreError::corrupt(format!("day {day}: bad {prefix}:{suffix}"))),
+            }
+        };
+        let capacity = value
+            .parse()
+            .map_err(|_| StoreError::corrupt(format!("day {day}: bad {field}")))?;
+        slots.push(RedisStore::slot_state(
+            day,
+            time,
+            capacity,
+            number("b")?,
+            number("x")? == 1,
+        ));
+    }
+    slots.sort_by_key(|s| s.slot.time);
+    Ok(slots)
+}
+
+fn range_days(post: &PostId, category: &CategoryId, range: DateRange) -> Vec<DayRef> {
+    range
+        .days()
+        .map(|date| DayRef {
+            post: post.clone(),
+            category: category.clone(),
+            date,
+        })
+        .collect()
+}
+
+fn applicant_at<'a, T>(
+    what: &str,
+    list: &'a [T],
+    items: &[::redis::Value],
+) -> Result<&'a T, StoreError> {
+    let index = int(what, at(what, items, 0)?)?;
+    usize::try_from(index - 1)
+        .ok()
+        .and_then(|i| list.get(i))
+        .ok_or_else(|| StoreError::corrupt(format!("{what}: applicant index {index} out of range")))
+}
+
+#[async_trait]
+impl Inventory for RedisStore {
+    async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
+        let what = "open slots";
+        let days: Vec<DayRef> = plan.days().collect();
+        if days.is_empty() {
+            return Ok(OpenReport::default());
+        }
+        let mut invocation = self.scripts.open_slots.key(self.keys.events());
+        for day in &days {
+            invocation.key(self.keys.day(day));
+        }
+        invocation
+            .arg(plan.seats)
+            .arg(plan.post.as_str())
+            .arg(plan.category.as_str())
+            .arg(format_date(plan.range.from))
+            .arg(format_date(plan.range.to));
+        for time in plan.times() {
+            invocation.arg(hhmm(time));
+        }
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        if status != "OK" {
+            return Err(unexpected(what, &status, &items));
+        }
+        let mut report = OpenReport {
+            opened: uint(what, at(what, &items, 0)?)?,
+            updated: uint(what, at(what, &items, 1)?)?,
+            kept_at_booked: Vec::new(),
+        };
+        for kept in items[2..].chunks(3) {
+            let [day, time, booked] = kept else {
+                return Err(StoreError::corrupt(format!("{what}: ragged kept list")));
+            };
+            let day = usize::try_from(int(what, day)?)
+                .ok()
+                .and_then(|i| days.get(i))
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: day index out of range")))?;
+            let time = parse_hhmm(&text(what, time)?)
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: bad time")))?;
+            let booked = uint(what, booked)?;
+            report
+                .kept_at_booked
+                .push(Self::slot_state(day, time, booked, booked, false));
+        }
+        Ok(report)
+    }
+
+    async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, StoreError> {
+        let what = "set capacity";
+        let mut invocation = self.scripts.set_capacity.key(self.keys.day(&slot.day()));
+        invocation
+            .key(self.keys.events())
+            .arg(hhmm(slot.time))
+            .arg(capacity)
+            .arg(slot.to_string());
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match status.as_str() {
+            "OK" => Ok(SlotState {
+                slot: slot.clone(),
+                capacity: uint(what, at(what, &items, 0)?)?,
+                booked: uint(what, at(what, &items, 1)?)?,
+                closed: int(what, at(what, &items, 2)?)? == 1,
+            }),
+            "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
+            "CAPACITY_BELOW_BOOKED" => Err(Error::CapacityBelowBooked {
+                slot: slot.clone(),
+                capacity,
+                booked: uint(what, at(what, &items, 0)?)?,
+            }
+            .into()),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+
+    async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError> {
+        let what = "close slots";
+        let mut invocation = self.scripts.close_slots.key(self.keys.day(day));
+        invocation
+            .key(self.keys.events())
+            .arg(time.map(hhmm).unwrap_or_default())
+            .arg(day.to_string());
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match (status.as_str(), time) {
+            ("OK", _) => uint(what, at(what, &items, 0)?),
+            ("SLOT_NOT_FOUND", Some(t)) => Err(Error::SlotNotFound { slot: day.at(t) }.into()),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+
+    async fn slots(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<SlotState>, StoreError> {
+        let what = "list slots";
+        let days = range_days(post, category, range);
+        // Plain reads, one round trip: a pipeline of HGETALLs (scripts never go in pipelines).
+        let mut pipe = ::redis::pipe();
+        for day in &days {
+            pipe.cmd("HGETALL").arg(self.keys.day(day));
+        }
+        let replies = self.conn.pipeline(what, &pipe).await?;
+        if replies.len() != days.len() {
+            return Err(StoreError::corrupt(format!("{what}: reply count")));
+        }
+        let mut slots = Vec::new();
+        for (day, reply) in days.iter().zip(replies) {
+            slots.extend(day_slots(day, &hash_fields(what, reply)?)?);
+        }
+        Ok(slots)
+    }
+
+    async fn book(
+        &self,
+        booking: &Booking,
+        confirmation: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let what = "book";
+        let slot = &booking.slot;
+        let day = slot.day();
+        let manifest_member = ManifestCursor {
+            time: slot.time,
+            confirmation: confirmation.clone(),
+        }
+        .encode();
+        let now_text = instant_text(now);
+        let mut invocation = self.scripts.book.key(self.keys.day(&day));
+        invocation
+            .key(self.keys.active(&day))
+            .key(self.keys.manifest(&day))
+            .key(self.keys.appointment(confirmation))
+            .key(self.keys.idem_book(&booking.request_id))
+            .key(self.keys.events());
+        for a in &booking.applicants {
+            invocation
+                .key(self.keys.receipt(&a.receipt))
+                .key(self.keys.passport(&a.passport));
+        }
+        invocation
+            .arg(millis(now))
+            .arg(booking.fingerprint())
+            .arg(confirmation.as_str())
+            .arg(hhmm(slot.time))
+            .arg(manifest_member)
+            .arg(booking.seats())
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(now_text.as_str())
+            .arg(slot.post.as_str())
+            .arg(slot.category.as_str())
+            .arg(format_date(slot.date))
+            .arg(slot.time.to_string())
+            .arg(applicants_json(&booking.applicants)?);
+        for a in &booking.applicants {
+            invocation.arg(a.passport.as_str());
+        }
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        let applicants = &booking.applicants;
+        let receipt_number = |items: &[::redis::Value]| -> Result<String, StoreError> {
+            applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
+        };
+        match status.as_str() {
+            "OK" => Ok(Appointment {
+                confirmation: confirmation.clone(),
+                slot: slot.clone(),
+                applicants: booking.applicants.clone(),
+                status: AppointmentStatus::Booked,
+                created_at: now,
+                updated_at: now,
+            }),
+            "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+            "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
+                request_id: booking.request_id.to_string(),
+            }
+            .into()),
+            "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
+            "SLOT_CLOSED" => Err(Error::SlotClosed { slot: slot.clone() }.into()),
+            "SLOT_FULL" => Err(Error::SlotFull {
+                slot: slot.clone(),
+                requested: booking.seats(),
+                remaining: uint(what, at(what, &items, 0)?)?,
+            }
+            .into()),
+            "RECEIPT_NOT_REGISTERED" => Err(Error::ReceiptNotRegistered {
+                receipt_number: receipt_number(&items)?,
+            }
+            .into()),
+            "RECEIPT_PASSPORT_MISMATCH" => Err(Error::ReceiptPassportMismatch {
+                receipt_number: receipt_number(&items)?,
+            }
+            .into()),
+            "RECEIPT_EXPIRED" => {
+                let expired = instant_from_millis(int(what, at(what, &items, 1)?)?)?;
+                Err(Error::ReceiptExpired {
+                    receipt_number: receipt_number(&items)?,
+                    expired_at: format_instant(expired),
+                }
+                .into())
+            }
+            "RECEIPT_IN_USE" => Err(Error::ReceiptInUse {
+                receipt_number: receipt_number(&items)?,
+            }
+            .into()),
+            "APPLICANT_ALREADY_BOOKED" => Err(Error::ApplicantAlreadyBooked {
+                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
+            }
+            .into()),
+            "CONFIRMATION_TAKEN" => Err(StoreError::ConfirmationTaken),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+
+    async fn appointment(
+        &self,
+        confirmation: &ConfirmationNumber,
+        passport: &PassportNumber,
+    ) -> Result<Appointment, StoreError> {
+        self.read_appointment(confirmation)
+            .await?
+            .map(|s| s.appointment)
+            .filter(|a| a.includes(passport))
+            .ok_or_else(|| Error::AppointmentNotFound.into())
+    }
+
+    async fn cancel(
+        &self,
+        cancellation: &Cancellation,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let what = "cancel";
+        let fingerprint = cancellation.fingerprint();
+        let now_text = instant_text(now);
+        for _ in 0..CANCEL_ATTEMPTS {
+            // The keys to touch come from the appointment; the script re-checks this read.
+            let stored = self.read_appointment(&cancellation.confirmation).await?;
+            let mut invocation = self
+                .scripts
+                .cancel
+                .key(self.keys.appointment(&cancellation.confirmation));
+            invocation
+                .key(self.keys.idem_cancel(&cancellation.request_id))
+                .key(self.keys.events());
+            if let Some(s) = &stored {
+                let day = s.appointment.slot.day();
+                invocation
+                    .key(self.keys.day(&day))
+                    .key(self.keys.active(&day));
+                for a in &s.appointment.applicants {
+                    invocation
+                        .key(self.keys.receipt(&a.receipt))
+                        .key(self.keys.passport(&a.passport));
+                }
+            }
+            invocation
+                .arg(millis(now))
+                .arg(fingerprint.as_str())
+                .arg(cancellation.confirmation.as_str())
+                .arg(IDEMPOTENCY_TTL_SECS)
+                .arg(now_text.as_str())
+                .arg(if stored.is_some() { "1" } else { "0" })
+                .arg(
+                    stored
+                        .as_ref()
+                        .map(|s| s.applicants_json.as_str())
+                        .unwrap_or(""),
+                )
+                .arg(match &stored {
+                    Some(s) if s.appointment.includes(&cancellation.passport) => "1",
+                    _ => "0",
+                })
+                .arg(
+                    stored
+                        .as_ref()
+                        .map(|s| hhmm(s.appointment.slot.time))
+                        .unwrap_or_default(),
+                );
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            return match (status.as_str(), stored) {
+                ("OK", Some(s)) => Ok(Appointment {
+                    status: AppointmentStatus::Cancelled,
+                    updated_at: now,
+                    ..s.appointment
+                }),
+                ("REPLAY", _) => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+                ("REQUEST_ID_REUSED", _) => Err(Error::RequestIdReused {
+                    request_id: cancellation.request_id.to_string(),
+                }
+                .into()),
+                ("APPOINTMENT_NOT_FOUND", _) => Err(Error::AppointmentNotFound.into()),
+                ("APPOINTMENT_CANCELLED", _) => Err(Error::AppointmentCancelled {
+                    confirmation_number: cancellation.confirmation.to_string(),
+                }
+                .into()),
+                ("STALE", _) => continue,
+                _ => Err(unexpected(what, &status, &items)),
+            };
+        }
+        Err(StoreError::corrupt(
+            "cancel: the appointment kept changing under the read",
+        ))
+    }
+
+    async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
+        let what = "manifest";
+        let mut page = ManifestPage::default();
+        if query.limit == 0 {
+            return Ok(page);
+        }
+        let start = match &query.after {
+            Some(after) => format!("({}", after.encode()),
+            None => "-".into(),
+        };
+        let mut invocation = self.scripts.manifest.key(self.keys.manifest(&query.day));
+        invocation
+            .key(self.keys.active(&query.day))
+            .arg(start)
+            .arg(u64::from(query.limit) + 1)
+            .arg(if query.include_cancelled { "1" } else { "0" });
+        let ::redis::Value::Array(members) = self.conn.script(what, &invocation).await? else {
+            return Err(StoreError::corrupt(format!(
+                "{what}: expected a member list"
+            )));
+        };
+        let mut cursors = Vec::with_capacity(members.len());
+        for m in &members {
+            let member = text(what, m)?;
+            cursors.push(
+                ManifestCursor::parse(&member)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad member {member}")))?,
+            );
+        }
+        let limit = query.limit as usize;
+        let more = cursors.len() > limit;
+        cursors.truncate(limit);
+        if cursors.is_empty() {
+            return Ok(page);
+        }
+        let mut pipe = ::redis::pipe();
+        for c in &cursors {
+            pipe.cmd("HGETALL")
+                .arg(self.keys.appointment(&c.confirmation));
+        }
+        let replies = self.conn.pipeline(what, &pipe).await?;
+        if replies.len() != cursors.len() {
+            return Err(StoreError::corrupt(format!("{what}: reply count")));
+        }
+        for (c, reply) in cursors.iter().zip(replies) {
+            let Some(stored) = decode_appointment(&c.confirmation, hash_fields(what, reply)?)?
+            else {
+                return Err(StoreError::corrupt("manifest names a missing appointment"));
+            };
+            page.appointments.push(stored.appointment);
+        }
+        if more {
+            page.next = cursors.last().cloned();
+        }
+        Ok(page)
+    }
+
+    async fn register_receipt(&self, receipt: &Receipt) -> Result<(Receipt, bool), StoreError> {
+        let what = "register receipt";
+        let expires = receipt.expires_at();
+        let mut invocation = self
+            .scripts
+            .register_receipt
+            .key(self.keys.receipt(&receipt.number));
+        invocation
+            .key(self.keys.events())
+            .arg(receipt.passport.as_str())
+            .arg(instant_text(receipt.paid_at))
+            .arg(millis(expires))
+            .arg(receipt.amount.minor)
+            .arg(receipt.amount.currency.code())
+            .arg(receipt.number.as_str());
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match status.as_str() {
+            "OK" => Ok((receipt.clone(), int(what, at(what, &items, 0)?)? == 1)),
+            "RECEIPT_CONFLICT" => Err(Error::ReceiptConflict {
+                receipt_number: receipt.number.to_string(),
+            }
+            .into()),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+
+    async fn audit(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<AuditReport, StoreError> {
+        let what = "audit";
+        let days = range_days(post, category, range);
+        let mut invocation = self.scripts.audit.prepare_invoke();
+        for day in &days {
+            invocation
+                .key(self.keys.day(day))
+                .key(self.keys.active(day));
+        }
+        let ::redis::Value::Array(items) = self.conn.script(what, &invocation).await? else {
+            return Err(StoreError::corrupt(format!("{what}: expected a list")));
+        };
+        let mut rows = Vec::with_capacity(items.len() / 5);
+        for row in items.chunks(5) {
+            let [day, time, capacity, booked, held] = row else {
+                return Err(StoreError::corrupt(format!("{what}: ragged reply")));
+            };
+            let day_index = usize::try_from(int(what, day)?)
+                .map_err(|_| StoreError::corrupt(format!("{what}: day index")))?;
+            let day = days
+                .get(day_index)
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: day index out of range")))?;
+            let time = parse_hhmm(&text(what, time)?)
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: bad time")))?;
+            rows.push((
+                day_index,
+                day.at(time),
+                uint(what, capacity)?,
+                uint(what, booked)?,
+                uint(what, held)?,
+            ));
+        }
+        rows.sort_by(|a, b| (a.0, a.1.time).cmp(&(b.0, b.1.time)));
+        let mut report = AuditReport::default();
+        for (_, slot, capacity, booked, counted) in rows {
+            report.slots_checked += 1;
+            if booked > capacity {
+                report.violations.push(Violation {
+                    slot: slot.clone(),
+                    rule: "remaining >= 0".into(),
+                    detail: format!("booked {booked} exceeds capacity {capacity}"),
+                });
+            }
+            if counted != booked {
+                report.violations.push(Violation {
+                    slot,
+                    rule: "booked == seats of active appointments".into(),
+                    detail: format!("counter says {booked} booked, appointments hold {counted}"),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let what = "ping";
+        let reply = self.conn.cmd(what, &::redis::cmd("PING")).await?;
+        match text(what, &reply)?.as_str() {
+            "PONG" => Ok(()),
+            other => Err(StoreError::Unavailable {
+                detail: format!("ping answered {other}"),
+            }),
+        }
+    }
+}
