@@ -148,7 +148,7 @@ fn receipt(i: u32) -> Receipt {
         passport: passport(i),
         paid_at: epoch() - Duration::days(1) + Duration::nanoseconds(123_456_789),
         amount: Money {
-            minor: 185_00,
+            minor: 18_500,
             currency: Currency::Usd,
         },
     }
@@ -950,7 +950,7 @@ mod cases {
             },
             Receipt {
                 amount: Money {
-                    minor: 1369_00,
+                    minor: 136_900,
                     currency: Currency::Cny,
                 },
                 ..r.clone()

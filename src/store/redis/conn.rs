@@ -133,8 +133,10 @@ fn unavailable(e: RedisError) -> StoreError {
 /// The exceptions are replies that do not parse as what we asked for (WRONGTYPE on one of our
 /// keys, a reply of the wrong shape): those are data we cannot read, `Corrupt`.
 fn map_error(what: &str, e: RedisError) -> StoreError {
+    // redis-rs exposes no code for an error inside a pipeline reply, hence the text check.
     let corrupt = matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
-        || e.code() == Some("WRONGTYPE");
+        || e.code() == Some("WRONGTYPE")
+        || e.to_string().contains("WRONGTYPE");
     if corrupt {
         StoreError::corrupt(format!("{what}: {e}"))
     } else {

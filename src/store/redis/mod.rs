@@ -635,7 +635,7 @@ impl Inventory for RedisStore {
                 uint(what, held)?,
             ));
         }
-        rows.sort_by(|a, b| (a.0, a.1.time).cmp(&(b.0, b.1.time)));
+        rows.sort_by_key(|r| (r.0, r.1.time));
         let mut report = AuditReport::default();
         for (_, slot, capacity, booked, counted) in rows {
             report.slots_checked += 1;

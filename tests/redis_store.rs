@@ -1,0 +1,381 @@
+//! What only the Redis backend has: script reloading, the documented key schema, durability
+//! across a crash, tag separation, and corrupt data that must not panic. Needs `redis-server`.
+
+mod support;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc, Weekday};
+
+use slotd::domain::rules::{Booking, Cancellation, DateRange, OpenPlan};
+use slotd::domain::types::{
+    Applicant, CategoryId, ConfirmationNumber, Currency, DayRef, Ds160Number, Money,
+    PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotTime,
+};
+use slotd::store::redis::{ConnOptions, RedisOptions};
+use slotd::store::{Inventory, StoreError};
+use support::redis::RedisServer;
+
+fn epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn day() -> DayRef {
+    DayRef {
+        post: PostId::parse("BEIJING").unwrap(),
+        category: CategoryId::parse("ALL_OTHERS").unwrap(),
+        date: (epoch() + Duration::days(1)).date_naive(),
+    }
+}
+
+fn slot(time: &str) -> SlotRef {
+    day().at(SlotTime::parse(time).unwrap())
+}
+
+fn plan(seats: u32) -> OpenPlan {
+    OpenPlan {
+        post: day().post,
+        category: day().category,
+        range: DateRange::new(day().date, day().date).unwrap(),
+        weekdays: vec![
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ],
+        first: SlotTime::parse("08:00").unwrap(),
+        last: SlotTime::parse("08:15").unwrap(),
+        seats,
+    }
+}
+
+fn applicant(i: u32) -> Applicant {
+    Applicant {
+        passport: PassportNumber::parse(&format!("P{i:07}")).unwrap(),
+        given_name: PersonName::parse("Wei").unwrap(),
+        surname: PersonName::parse("Zhang").unwrap(),
+        ds160: Ds160Number::parse(&format!("AA{i:08}")).unwrap(),
+        receipt: ReceiptNumber::parse(&format!("R{i:07}")).unwrap(),
+    }
+}
+
+async fn register(store: &Arc<dyn Inventory>, i: u32) {
+    let a = applicant(i);
+    store
+        .register_receipt(&Receipt {
+            number: a.receipt,
+            passport: a.passport,
+            paid_at: epoch() - Duration::days(1),
+            amount: Money {
+                minor: 18_500,
+                currency: Currency::Usd,
+            },
+        })
+        .await
+        .unwrap();
+}
+
+fn booking(request_id: &str, time: &str, ids: &[u32]) -> Booking {
+    Booking::new(
+        RequestId::parse(request_id).unwrap(),
+        slot(time),
+        ids.iter().map(|i| applicant(*i)).collect(),
+    )
+    .unwrap()
+}
+
+async fn booked(store: &Arc<dyn Inventory>, time: &str) -> u32 {
+    store
+        .slots(
+            &day().post,
+            &day().category,
+            DateRange::new(day().date, day().date).unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.slot == slot(time))
+        .map(|s| s.booked)
+        .unwrap()
+}
+
+async fn assert_audit_clean(store: &Arc<dyn Inventory>) {
+    let report = store
+        .audit(
+            &day().post,
+            &day().category,
+            DateRange::new(day().date, day().date).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded_on_the_next_booking() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(4)).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    store
+        .book(
+            &booking("b1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.client())
+        .unwrap();
+    store
+        .book(
+            &booking("b2", "08:00", &[2]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .expect("EVALSHA reloads the script after NOSCRIPT");
+    assert_eq!(booked(&store, "08:00").await, 2);
+}
+
+/// The documented key patterns (docs/redis-keys.md), without the `slotd:{slotd}:` prefix.
+fn documented(rest: &str) -> bool {
+    let parts: Vec<&str> = rest.split(':').collect();
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let date = |s: &str| slotd::domain::types::parse_date(s).is_ok();
+    let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    match parts.as_slice() {
+        ["day" | "active" | "manifest", post, category, d] => {
+            ident(post) && ident(category) && date(d)
+        }
+        ["receipt", n] | ["passport", n] => alnum(n),
+        ["appt", c] => ConfirmationNumber::parse(c).is_ok(),
+        ["idem", "book" | "cancel", rid] => RequestId::parse(rid).is_ok(),
+        ["events"] => true,
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_key_is_documented_and_carries_the_hash_tag() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(4)).await.unwrap();
+    for i in 1..=3 {
+        register(&store, i).await;
+    }
+    let a = store
+        .book(
+            &booking("b1", "08:00", &[1, 2]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    store
+        .book(
+            &booking("b2", "08:15", &[3]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    store
+        .cancel(
+            &Cancellation {
+                request_id: RequestId::parse("c1").unwrap(),
+                confirmation: a.confirmation.clone(),
+                passport: applicant(1).passport,
+            },
+            epoch(),
+        )
+        .await
+        .unwrap();
+    store
+        .close_slots(&day(), Some(SlotTime::parse("08:15").unwrap()))
+        .await
+        .unwrap();
+    store.set_capacity(&slot("08:00"), 6).await.unwrap();
+
+    let mut con = redis.client();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys.len() >= 10, "{keys:?}");
+    for key in &keys {
+        let rest = key
+            .strip_prefix("slotd:{slotd}:")
+            .unwrap_or_else(|| panic!("{key} lacks the slotd:{{slotd}}: prefix"));
+        assert!(documented(rest), "{key} is not a documented key");
+    }
+    for kind in [
+        "day",
+        "active",
+        "manifest",
+        "receipt",
+        "passport",
+        "appt",
+        "idem:book",
+        "idem:cancel",
+        "events",
+    ] {
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with(&format!("slotd:{{slotd}}:{kind}:")) || k.ends_with(kind)),
+            "no {kind} key in {keys:?}"
+        );
+    }
+    // Idempotency records expire on their own.
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("slotd:{slotd}:idem:book:b1")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= slotd::store::IDEMPOTENCY_TTL_SECS,
+        "{ttl}"
+    );
+    // Every mutation appended its event.
+    let events: usize = redis::cmd("XLEN")
+        .arg("slotd:{slotd}:events")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(events, 1 + 3 + 2 + 1 + 1 + 1);
+}
+
+#[tokio::test]
+async fn acknowledged_bookings_survive_a_kill_and_restart() {
+    let mut redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(4)).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    let a = store
+        .book(
+            &booking("b1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+
+    redis.stop();
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    redis.restart();
+
+    // The same store object reconnects by itself.
+    let mut answered = false;
+    for _ in 0..50 {
+        if store.ping().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(answered, "store reconnects after the restart");
+    assert_eq!(
+        store
+            .appointment(&a.confirmation, &applicant(1).passport)
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(booked(&store, "08:00").await, 1);
+    store
+        .book(
+            &booking("b2", "08:00", &[2]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(booked(&store, "08:00").await, 2);
+    assert_audit_clean(&store).await;
+}
+
+#[tokio::test]
+async fn deployments_with_different_tags_share_a_redis_without_seeing_each_other() {
+    let redis = RedisServer::start();
+    let with_tag = |tag: &str| -> Arc<dyn Inventory> {
+        redis.store_with(RedisOptions {
+            conn: ConnOptions {
+                url: redis.url(),
+                ..ConnOptions::default()
+            },
+            tag: tag.into(),
+        })
+    };
+    let a = with_tag("blue");
+    let b = with_tag("green");
+    a.open_slots(&plan(4)).await.unwrap();
+    let range = DateRange::new(day().date, day().date).unwrap();
+    assert_eq!(
+        a.slots(&day().post, &day().category, range)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(b
+        .slots(&day().post, &day().category, range)
+        .await
+        .unwrap()
+        .is_empty());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.client())
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| k.starts_with("slotd:{blue}:")),
+        "{keys:?}"
+    );
+    assert!(slotd::store::redis::RedisStore::connect(&RedisOptions {
+        tag: "no{braces}".into(),
+        ..RedisOptions::default()
+    })
+    .is_err());
+}
+
+#[tokio::test]
+async fn unreadable_stored_data_is_corrupt_not_a_panic() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    let conf = ConfirmationNumber::generate();
+    let mut con = redis.client();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("slotd:{{slotd}}:appt:{conf}"))
+        .arg("status")
+        .arg("MAYBE")
+        .query(&mut con)
+        .unwrap();
+    assert!(matches!(
+        store.appointment(&conf, &applicant(1).passport).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    let _: () = redis::cmd("SET")
+        .arg(format!(
+            "slotd:{{slotd}}:day:BEIJING:ALL_OTHERS:{}",
+            slotd::domain::types::format_date(day().date)
+        ))
+        .arg("not a hash")
+        .query(&mut con)
+        .unwrap();
+    let range = DateRange::new(day().date, day().date).unwrap();
+    assert!(matches!(
+        store.slots(&day().post, &day().category, range).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}
