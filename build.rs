@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "slotd/v1/calendar.proto",
     "slotd/v1/booking.proto",
     "slotd/v1/admin.proto",
+    "slotd/v1/waiting_room.proto",
     // For reflection only (grpcurl prints error details with it); Rust types come from tonic-types.
     "google/rpc/error_details.proto",
 ];

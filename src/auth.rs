@@ -2,6 +2,8 @@
 //! The token is compared by SHA-256 digest in constant time, so neither its length nor a prefix
 //! leaks through timing. With no token configured, operator RPCs are refused outright.
 
+pub mod admission;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;

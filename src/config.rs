@@ -35,6 +35,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Key that signs waiting-room admission tokens and ticket secrets (at least 32 characters).
+    /// Every replica behind one address needs the same key. Default: random per process.
+    #[arg(long, env = "SLOTD_ADMISSION_KEY", hide_env_values = true)]
+    pub admission_key: Option<String>,
+
     /// Seed the next 60 days of slots and 100 demo receipts.
     #[arg(long, env = "SLOTD_DEMO")]
     pub demo: bool,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod room;
 pub mod server;
 pub mod store;
 pub mod telemetry;

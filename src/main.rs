@@ -5,13 +5,17 @@ use std::time::Duration;
 use clap::Parser;
 
 use slotd::app::Slotd;
+use slotd::auth::admission::AdmissionKeys;
 use slotd::auth::OperatorAuth;
 use slotd::config::{Cli, Command, ServeArgs};
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::SystemClock;
+use slotd::room::Room;
 use slotd::server::{serve, ServeOptions};
 use slotd::store::memory::MemoryStore;
+use slotd::store::memory_room::MemoryWaitingRoom;
 use slotd::store::redis::RedisStore;
+use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
 
 #[tokio::main]
@@ -68,7 +72,17 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(MemoryStore::new())
         }
     };
-    let app = Slotd::new(Arc::new(catalog), store, Arc::new(SystemClock));
+    let keys = match &args.admission_key {
+        Some(key) => AdmissionKeys::new(key)?,
+        None => {
+            tracing::warn!("no admission key configured: using a random one; replicas behind one address must share --admission-key");
+            AdmissionKeys::random()
+        }
+    };
+    let room_store: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+    let clock = Arc::new(SystemClock);
+    let room = Room::new(keys, room_store, clock.clone());
+    let app = Slotd::new(Arc::new(catalog), store, clock);
 
     if args.demo {
         let (slots, receipts) = slotd::demo::seed(&app).await?;
@@ -85,7 +99,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         ..ServeOptions::default()
     };
-    serve(listener, app, auth, options, shutdown_signal()).await?;
+    serve(listener, app, room, auth, options, shutdown_signal()).await?;
     tracing::info!("slotd stopped");
     Ok(())
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Status};
 use tonic_health::server::HealthReporter;
@@ -24,8 +24,11 @@ use crate::api::pb;
 use crate::api::pb::admin_service_server::AdminServiceServer;
 use crate::api::pb::booking_service_server::BookingServiceServer;
 use crate::api::pb::calendar_service_server::CalendarServiceServer;
+use crate::api::pb::waiting_room_service_server::WaitingRoomServiceServer;
+use crate::api::room::WaitingRoomApi;
 use crate::app::Slotd;
 use crate::auth::OperatorAuth;
+use crate::room::Room;
 
 /// The largest request slotd decodes: a full group booking is about 1 KiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -36,6 +39,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "slotd.v1.CalendarService",
     "slotd.v1.BookingService",
     "slotd.v1.AdminService",
+    "slotd.v1.WaitingRoomService",
 ];
 
 #[derive(Debug, Clone)]
@@ -98,6 +102,7 @@ async fn watch_store(app: Slotd, reporter: HealthReporter, interval: Duration) {
 pub async fn serve(
     listener: TcpListener,
     app: Slotd,
+    room: Room,
     auth: OperatorAuth,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
@@ -109,6 +114,7 @@ pub async fn serve(
         reporter.clone(),
         options.health_interval,
     ));
+    let ticker = tokio::spawn(room.clone().run_ticker());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -120,7 +126,7 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let admin = InterceptedService::new(
-        AdminServiceServer::new(AdminApi::new(app.clone()))
+        AdminServiceServer::new(AdminApi::new(app.clone(), room.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         move |request: Request<()>| -> Result<Request<()>, Status> {
             auth.check(request.metadata()).map_err(Status::from)?;
@@ -135,17 +141,27 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            CalendarServiceServer::new(CalendarApi::new(app.clone()))
+            CalendarServiceServer::new(CalendarApi::new(app.clone(), room.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            BookingServiceServer::new(BookingApi::new(app.clone()))
+            BookingServiceServer::new(BookingApi::new(app.clone(), room.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            WaitingRoomServiceServer::new(WaitingRoomApi::new(room))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stopped.notified().await;
-        });
+        .serve_with_incoming_shutdown(
+            // Nagle's algorithm would hold small responses for the peer's delayed ACK (~40 ms).
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            async move {
+                stopped.notified().await;
+            },
+        );
     tokio::pin!(server);
 
     let outcome = tokio::select! {
@@ -153,6 +169,7 @@ pub async fn serve(
         () = shutdown => {
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
             watcher.abort();
+            ticker.abort();
             set_all(&reporter, ServingStatus::NotServing).await;
             stop.notify_one();
             match tokio::time::timeout(options.drain_timeout, &mut server).await {
@@ -165,5 +182,6 @@ pub async fn serve(
         }
     };
     watcher.abort();
+    ticker.abort();
     outcome
 }

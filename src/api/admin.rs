@@ -8,14 +8,18 @@ use super::error::status;
 use super::pb;
 use super::pb::admin_service_server::AdminService;
 use crate::app::Slotd;
+use crate::domain::room::TicketId;
+use crate::domain::Error;
+use crate::room::Room;
 
 pub struct AdminApi {
     app: Slotd,
+    room: Room,
 }
 
 impl AdminApi {
-    pub fn new(app: Slotd) -> Self {
-        Self { app }
+    pub fn new(app: Slotd, room: Room) -> Self {
+        Self { app, room }
     }
 }
 
@@ -119,5 +123,45 @@ impl AdminService for AdminApi {
             );
         }
         Ok(Response::new(convert::audit_pb(&report)))
+    }
+
+    async fn configure_waiting_room(
+        &self,
+        request: Request<pb::ConfigureWaitingRoomRequest>,
+    ) -> Result<Response<pb::ConfigureWaitingRoomResponse>, Status> {
+        let config = convert::room_config(request.get_ref().config.as_ref()).map_err(status)?;
+        let stored = self.room.configure(&config).await.map_err(status)?;
+        tracing::info!(
+            enabled = stored.enabled,
+            paused = stored.paused,
+            per_minute = stored.admissions_per_minute,
+            max_active = stored.max_active_sessions,
+            "waiting room configured"
+        );
+        Ok(Response::new(pb::ConfigureWaitingRoomResponse {
+            config: Some(convert::room_config_pb(&stored)),
+        }))
+    }
+
+    async fn get_waiting_room_stats(
+        &self,
+        _request: Request<pb::GetWaitingRoomStatsRequest>,
+    ) -> Result<Response<pb::GetWaitingRoomStatsResponse>, Status> {
+        let stats = self.room.stats().await.map_err(status)?;
+        Ok(Response::new(convert::room_stats_pb(&stats)))
+    }
+
+    async fn revoke_admission(
+        &self,
+        request: Request<pb::RevokeAdmissionRequest>,
+    ) -> Result<Response<pb::RevokeAdmissionResponse>, Status> {
+        let ticket = TicketId::parse(&request.get_ref().ticket_id).map_err(|v| {
+            status(Error::Invalid {
+                violations: vec![v.within("ticket_id")],
+            })
+        })?;
+        self.room.revoke(&ticket).await.map_err(status)?;
+        tracing::info!(ticket = %ticket, "admission revoked");
+        Ok(Response::new(pb::RevokeAdmissionResponse {}))
     }
 }

@@ -7,14 +7,16 @@ use super::error::status;
 use super::pb;
 use super::pb::booking_service_server::BookingService;
 use crate::app::Slotd;
+use crate::room::{Gate, Room};
 
 pub struct BookingApi {
     app: Slotd,
+    room: Room,
 }
 
 impl BookingApi {
-    pub fn new(app: Slotd) -> Self {
-        Self { app }
+    pub fn new(app: Slotd, room: Room) -> Self {
+        Self { app, room }
     }
 }
 
@@ -25,7 +27,15 @@ impl BookingService for BookingApi {
         request: Request<pb::BookAppointmentRequest>,
     ) -> Result<Response<pb::BookAppointmentResponse>, Status> {
         let booking = convert::booking(request.get_ref()).map_err(status)?;
+        let admitted = self
+            .room
+            .gate(convert::admission_token(request.metadata()), Gate::Booking)
+            .await
+            .map_err(status)?;
         let appointment = self.app.book(&booking).await.map_err(status)?;
+        if let Some(ticket) = admitted {
+            self.room.complete(&ticket).await;
+        }
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -57,6 +67,10 @@ impl BookingService for BookingApi {
         request: Request<pb::CancelAppointmentRequest>,
     ) -> Result<Response<pb::CancelAppointmentResponse>, Status> {
         let cancellation = convert::cancellation(request.get_ref()).map_err(status)?;
+        self.room
+            .gate(convert::admission_token(request.metadata()), Gate::Booking)
+            .await
+            .map_err(status)?;
         let appointment = self.app.cancel(&cancellation).await.map_err(status)?;
         tracing::info!(
             confirmation = %appointment.confirmation,

@@ -7,14 +7,24 @@ use super::error::status;
 use super::pb;
 use super::pb::calendar_service_server::CalendarService;
 use crate::app::Slotd;
+use crate::room::{Gate, Room};
 
 pub struct CalendarApi {
     app: Slotd,
+    room: Room,
 }
 
 impl CalendarApi {
-    pub fn new(app: Slotd) -> Self {
-        Self { app }
+    pub fn new(app: Slotd, room: Room) -> Self {
+        Self { app, room }
+    }
+
+    async fn gate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.room
+            .gate(convert::admission_token(request.metadata()), Gate::Calendar)
+            .await
+            .map(|_| ())
+            .map_err(status)
     }
 }
 
@@ -39,6 +49,7 @@ impl CalendarService for CalendarApi {
         request: Request<pb::ListAvailableDatesRequest>,
     ) -> Result<Response<pb::ListAvailableDatesResponse>, Status> {
         let (post, category, range) = convert::dates_query(request.get_ref()).map_err(status)?;
+        self.gate(&request).await?;
         let dates = self
             .app
             .available_dates(&post, &category, range)
@@ -54,6 +65,7 @@ impl CalendarService for CalendarApi {
         request: Request<pb::ListSlotsRequest>,
     ) -> Result<Response<pb::ListSlotsResponse>, Status> {
         let day = convert::slots_query(request.get_ref()).map_err(status)?;
+        self.gate(&request).await?;
         let slots = self.app.day_slots(&day).await.map_err(status)?;
         Ok(Response::new(pb::ListSlotsResponse {
             slots: slots

@@ -7,6 +7,7 @@ use chrono::Weekday;
 use super::pb;
 use crate::app::DateSeats;
 use crate::domain::catalog::{Post, PostKind};
+use crate::domain::room::{RoomConfig, RoomStats};
 use crate::domain::rules::{
     check_capacity, check_group, AuditReport, Booking, Cancellation, DateRange, ManifestCursor,
     ManifestQuery, OpenPlan, DEFAULT_PAGE_SIZE, MAX_GROUP, MAX_PAGE_SIZE,
@@ -411,3 +412,53 @@ pub fn audit_pb(r: &AuditReport) -> pb::AuditInventoryResponse {
             .collect(),
     }
 }
+
+pub fn room_config(config: Option<&pb::WaitingRoomConfig>) -> Result<RoomConfig, Error> {
+    let c = config.ok_or_else(|| Error::invalid("config", "config is required"))?;
+    RoomConfig {
+        enabled: c.enabled,
+        admissions_per_minute: c.admissions_per_minute,
+        max_active_sessions: c.max_active_sessions,
+        session_duration_secs: c.session_duration_seconds,
+        waiter_timeout_secs: c.waiter_timeout_seconds,
+        paused: c.paused,
+        gate_calendar: c.gate_calendar,
+    }
+    .validate()
+    .map_err(|violations| Error::Invalid {
+        violations: violations.into_iter().map(|v| v.within("config")).collect(),
+    })
+}
+
+pub fn room_config_pb(c: &RoomConfig) -> pb::WaitingRoomConfig {
+    pb::WaitingRoomConfig {
+        enabled: c.enabled,
+        admissions_per_minute: c.admissions_per_minute,
+        max_active_sessions: c.max_active_sessions,
+        session_duration_seconds: c.session_duration_secs,
+        waiter_timeout_seconds: c.waiter_timeout_secs,
+        paused: c.paused,
+        gate_calendar: c.gate_calendar,
+    }
+}
+
+pub fn room_stats_pb(s: &RoomStats) -> pb::GetWaitingRoomStatsResponse {
+    pb::GetWaitingRoomStatsResponse {
+        config: Some(room_config_pb(&s.config)),
+        waiting: s.waiting,
+        active: s.active,
+        admitted_total: s.admitted_total,
+        expired_total: s.expired_total,
+        last_ticket_number: s.last_ticket_number,
+        observed_admissions_per_minute: s.observed_per_minute,
+    }
+}
+
+/// The `x-admission-token` metadata, if sent (a value that is not ASCII cannot be a token).
+pub fn admission_token(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get(ADMISSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+}
+
+pub const ADMISSION_HEADER: &str = "x-admission-token";

@@ -203,5 +203,21 @@ fn domain_status(e: Error, message: String) -> Status {
             "REQUEST_ID_REUSED",
             &[("request_id", request_id)],
         ),
+        Error::WaitingRoomDisabled => {
+            with_info(FailedPrecondition, message, "WAITING_ROOM_DISABLED", &[])
+        }
+        Error::TicketNotFound => with_info(NotFound, message, "TICKET_NOT_FOUND", &[]),
+        Error::TicketSecretInvalid => {
+            with_info(Unauthenticated, message, "TICKET_SECRET_INVALID", &[])
+        }
+        Error::AdmissionRequired => with_info(Unauthenticated, message, "ADMISSION_REQUIRED", &[]),
+        Error::AdmissionInvalid => with_info(Unauthenticated, message, "ADMISSION_INVALID", &[]),
+        Error::AdmissionExpired { expired_at } => with_info(
+            Unauthenticated,
+            message,
+            "ADMISSION_EXPIRED",
+            &[("expired_at", expired_at)],
+        ),
+        Error::AdmissionRevoked => with_info(PermissionDenied, message, "ADMISSION_REVOKED", &[]),
     }
 }

@@ -7,3 +7,4 @@ pub mod calendar;
 pub mod convert;
 pub mod error;
 pub mod pb;
+pub mod room;

@@ -81,6 +81,24 @@ pub enum Error {
     AppointmentCancelled { confirmation_number: String },
     #[error("request_id {request_id} was already used for a different request")]
     RequestIdReused { request_id: String },
+    #[error("the waiting room is not enabled: go straight to booking")]
+    WaitingRoomDisabled,
+    #[error("no such ticket")]
+    TicketNotFound,
+    #[error("ticket_secret does not match ticket_id")]
+    TicketSecretInvalid,
+    #[error(
+        "the waiting room is enabled: send the admission token as `x-admission-token` metadata"
+    )]
+    AdmissionRequired,
+    #[error("the admission token is not valid")]
+    AdmissionInvalid,
+    #[error(
+        "the admission token expired at {expired_at}: watch or poll the ticket for a fresh one"
+    )]
+    AdmissionExpired { expired_at: String },
+    #[error("the admitted session has ended (completed, left, expired or revoked)")]
+    AdmissionRevoked,
 }
 
 impl Error {

@@ -7,7 +7,9 @@
 //! `domain`. Backends: `memory` (embedded, per process) and `redis` (production).
 
 pub mod memory;
+pub mod memory_room;
 pub mod redis;
+pub mod room;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -18,15 +18,21 @@ use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
+use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
 use slotd::app::Slotd;
+use slotd::auth::admission::AdmissionKeys;
 use slotd::auth::OperatorAuth;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::{Clock, ManualClock};
+use slotd::room::Room;
 use slotd::server::{serve, ServeOptions};
 use slotd::store::memory::MemoryStore;
+use slotd::store::memory_room::MemoryWaitingRoom;
+use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMISSION_KEY: &str = "test-admission-key-0123456789abcdef";
 
 /// 2030-01-07 00:00 UTC = 08:00 in Beijing, a Monday; tests book days after it.
 pub fn epoch() -> DateTime<Utc> {
@@ -39,6 +45,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub store: Arc<dyn Inventory>,
+    pub room: Arc<dyn WaitingRoom>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -54,13 +61,22 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Inventory>, options: ServeOptions) -> Self {
-        let clock = ManualClock::new(epoch());
+        let room: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+        Self::launch(store, room, ManualClock::new(epoch()), options).await
+    }
+
+    /// A server on the given stores and clock (replicas share stores and a clock).
+    pub async fn launch(
+        store: Arc<dyn Inventory>,
+        room_store: Arc<dyn WaitingRoom>,
+        clock: ManualClock,
+        options: ServeOptions,
+    ) -> Self {
         let catalog = Arc::new(Catalog::builtin().expect("builtin catalog"));
-        let app = Slotd::new(
-            catalog,
-            store.clone(),
-            Arc::new(clock.clone()) as Arc<dyn Clock>,
-        );
+        let shared_clock = Arc::new(clock.clone()) as Arc<dyn Clock>;
+        let app = Slotd::new(catalog, store.clone(), shared_clock.clone());
+        let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
+        let room = Room::new(keys, room_store.clone(), shared_clock);
         let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -71,7 +87,7 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = serve(listener, app, auth, options, shutdown).await {
+            if let Err(e) = serve(listener, app, room, auth, options, shutdown).await {
                 panic!("server failed: {e}");
             }
         });
@@ -79,6 +95,7 @@ impl TestServer {
             addr,
             clock,
             store,
+            room: room_store,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -99,6 +116,10 @@ impl TestServer {
 
     pub async fn booking(&self) -> BookingServiceClient<Channel> {
         BookingServiceClient::new(self.channel().await)
+    }
+
+    pub async fn waiting_room(&self) -> WaitingRoomServiceClient<Channel> {
+        WaitingRoomServiceClient::new(self.channel().await)
     }
 
     pub async fn admin(&self) -> AdminServiceClient<Channel> {

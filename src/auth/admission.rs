@@ -1,0 +1,225 @@
+//! Waiting-room credentials, both HMAC-SHA256 under one key that every replica shares:
+//! - the ticket secret, `HMAC(key, "slotd-ticket.v1." + ticket_id)`: derived, never stored, so a
+//!   leaked ticket id is worth nothing and a rejoin can hand the same secret back;
+//! - the admission token, `base64url(claims) "." base64url(HMAC(key, "slotd-admission.v1." +
+//!   base64url(claims)))`, claims = ticket, client key, expiry, issue time and a unique id.
+//!   Booking verifies signature and expiry locally, then asks the store whether the admitted
+//!   session is still live (revocation, completion, expiry).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::domain::room::{ClientKey, TicketId};
+use crate::domain::types::format_instant;
+use crate::domain::Error;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Shortest admission key accepted at start.
+pub const MIN_KEY_LEN: usize = 32;
+/// Longest token looked at; anything longer is refused before decoding.
+const MAX_TOKEN_LEN: usize = 1024;
+
+#[derive(Clone)]
+pub struct AdmissionKeys {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdmissionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdmissionKeys(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("admission key must be at least {MIN_KEY_LEN} characters")]
+pub struct WeakKey;
+
+/// What an admission token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Ticket id.
+    pub tid: String,
+    /// Client key.
+    pub ck: String,
+    /// Expiry, ms since the epoch.
+    pub exp: i64,
+    /// Issued at, ms since the epoch.
+    pub iat: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+impl AdmissionKeys {
+    pub fn new(key: &str) -> Result<Self, WeakKey> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(WeakKey);
+        }
+        Ok(Self {
+            key: key.as_bytes().to_vec(),
+        })
+    }
+
+    /// A random key: fine for one replica; replicas behind one address must share a key.
+    pub fn random() -> Self {
+        use rand::Rng;
+        let key: [u8; 32] = rand::rng().random();
+        Self { key: key.to_vec() }
+    }
+
+    fn mac(&self, domain: &str, data: &[u8]) -> [u8; 32] {
+        // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
+        let mut mac = match HmacSha256::new_from_slice(&self.key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes any key length"),
+        };
+        mac.update(domain.as_bytes());
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    pub fn ticket_secret(&self, ticket: &TicketId) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac("slotd-ticket.v1.", ticket.as_str().as_bytes()))
+    }
+
+    pub fn check_ticket_secret(&self, ticket: &TicketId, secret: &str) -> Result<(), Error> {
+        let expected = self.ticket_secret(ticket);
+        if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::TicketSecretInvalid)
+        }
+    }
+
+    pub fn mint(
+        &self,
+        ticket: &TicketId,
+        client_key: &ClientKey,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> String {
+        use rand::Rng;
+        let jti: [u8; 12] = rand::rng().random();
+        let claims = Claims {
+            tid: ticket.to_string(),
+            ck: client_key.to_string(),
+            exp: expires_at.timestamp_millis(),
+            iat: now.timestamp_millis(),
+            jti: hex::encode(jti),
+        };
+        // Serialising a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec(&claims).unwrap_or_default();
+        let payload = URL_SAFE_NO_PAD.encode(json);
+        let sig = URL_SAFE_NO_PAD.encode(self.mac("slotd-admission.v1.", payload.as_bytes()));
+        format!("{payload}.{sig}")
+    }
+
+    /// The claims of a token this key signed that has not expired at `now`.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<(Claims, TicketId), Error> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::AdmissionInvalid);
+        }
+        let (payload, sig) = token.split_once('.').ok_or(Error::AdmissionInvalid)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| Error::AdmissionInvalid)?;
+        let expected = self.mac("slotd-admission.v1.", payload.as_bytes());
+        if !bool::from(expected.as_slice().ct_eq(&sig)) {
+            return Err(Error::AdmissionInvalid);
+        }
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| Error::AdmissionInvalid)?;
+        let claims: Claims = serde_json::from_slice(&json).map_err(|_| Error::AdmissionInvalid)?;
+        let ticket = TicketId::parse(&claims.tid).map_err(|_| Error::AdmissionInvalid)?;
+        if claims.exp <= now.timestamp_millis() {
+            let expired_at = DateTime::<Utc>::from_timestamp_millis(claims.exp)
+                .map(format_instant)
+                .unwrap_or_default();
+            return Err(Error::AdmissionExpired { expired_at });
+        }
+        Ok((claims, ticket))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn keys() -> AdmissionKeys {
+        AdmissionKeys::new("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn a_token_verifies_until_it_expires() {
+        let k = keys();
+        let now = Utc::now();
+        let t = TicketId::generate();
+        let ck = ClientKey::parse("sess-1").unwrap();
+        let token = k.mint(&t, &ck, now + Duration::minutes(10), now);
+        let (claims, ticket) = k.verify(&token, now).unwrap();
+        assert_eq!((claims.ck.as_str(), ticket), ("sess-1", t.clone()));
+        assert!(matches!(
+            k.verify(&token, now + Duration::minutes(10)),
+            Err(Error::AdmissionExpired { .. })
+        ));
+        // Two tokens for one ticket differ by their unique id.
+        assert_ne!(token, k.mint(&t, &ck, now + Duration::minutes(10), now));
+    }
+
+    #[test]
+    fn forged_tampered_and_garbage_tokens_are_invalid() {
+        let k = keys();
+        let now = Utc::now();
+        let t = TicketId::generate();
+        let ck = ClientKey::parse("sess-1").unwrap();
+        let token = k.mint(&t, &ck, now + Duration::minutes(10), now);
+        let other = AdmissionKeys::new("another-key-another-key-another-key").unwrap();
+        assert_eq!(other.verify(&token, now), Err(Error::AdmissionInvalid));
+        // Extend the expiry without the key.
+        let (payload, sig) = token.split_once('.').unwrap();
+        let mut claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims.exp += 3_600_000;
+        let forged = format!(
+            "{}.{sig}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+        );
+        assert_eq!(k.verify(&forged, now), Err(Error::AdmissionInvalid));
+        for garbage in ["", ".", "abc", "a.b", &"x".repeat(5000), "\u{0}.\u{0}"] {
+            assert_eq!(
+                k.verify(garbage, now),
+                Err(Error::AdmissionInvalid),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ticket_secrets_bind_to_their_ticket() {
+        let k = keys();
+        let a = TicketId::generate();
+        let b = TicketId::generate();
+        let secret = k.ticket_secret(&a);
+        assert!(k.check_ticket_secret(&a, &secret).is_ok());
+        assert_eq!(
+            k.check_ticket_secret(&b, &secret),
+            Err(Error::TicketSecretInvalid)
+        );
+        assert_eq!(
+            k.check_ticket_secret(&a, ""),
+            Err(Error::TicketSecretInvalid)
+        );
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(AdmissionKeys::new("short").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! The embedded waiting room: one mutex, every operation one critical section.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+use super::room::{WaitingRoom, ENDED_TICKET_TTL_SECS};
+use super::StoreError;
+use crate::domain::room::{
+    admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomStats, TicketId,
+    TicketState, TicketView, RATE_WINDOW_SECS,
+};
+use crate::domain::Error;
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    id: TicketId,
+    client_key: ClientKey,
+    number: u64,
+    state: TicketState,
+    last_seen: DateTime<Utc>,
+    admission_number: u64,
+    session_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    config: RoomConfig,
+    bucket: Option<Bucket>,
+    enabled_since: Option<DateTime<Utc>>,
+    last_step_ms: Option<i64>,
+    resumed_ms: Option<i64>,
+    last_number: u64,
+    admitted_total: u64,
+    expired_total: u64,
+    tickets: HashMap<TicketId, Ticket>,
+    by_client: HashMap<ClientKey, TicketId>,
+    /// Live waiters by ticket number, ascending (numbers only grow, so joining appends).
+    waiting: VecDeque<(u64, TicketId)>,
+    active: HashMap<TicketId, DateTime<Utc>>,
+    /// Admission instants within the rate window.
+    admissions: VecDeque<DateTime<Utc>>,
+    /// Ended tickets by end time, to forget them after `ENDED_TICKET_TTL_SECS`.
+    ended: VecDeque<(DateTime<Utc>, TicketId)>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryWaitingRoom {
+    room: Mutex<Room>,
+}
+
+impl MemoryWaitingRoom {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Room {
+    fn rate_per_minute(&self, now: DateTime<Utc>) -> f64 {
+        let window_start = now - Duration::seconds(RATE_WINDOW_SECS);
+        let seen = self
+            .admissions
+            .iter()
+            .filter(|t| **t > window_start)
+            .count();
+        if seen == 0 {
+            return f64::from(self.config.admissions_per_minute);
+        }
+        let since = self.enabled_since.unwrap_or(window_start).max(window_start);
+        let window_ms = (now - since).num_milliseconds().max(1000) as f64;
+        seen as f64 * 60_000.0 / window_ms
+    }
+
+    fn view(&self, t: &Ticket, now: DateTime<Utc>) -> TicketView {
+        let ahead = if t.state == TicketState::Waiting {
+            self.waiting.partition_point(|(n, _)| *n < t.number) as u64
+        } else {
+            0
+        };
+        TicketView {
+            id: t.id.clone(),
+            client_key: t.client_key.clone(),
+            number: t.number,
+            state: t.state,
+            ahead,
+            admission_number: t.admission_number,
+            session_expires_at: t.session_expires_at,
+            rate_per_minute: self.rate_per_minute(now),
+        }
+    }
+
+    /// Moves a live ticket to an ended state, out of the queue and the active set.
+    fn finish(&mut self, id: &TicketId, state: TicketState, now: DateTime<Utc>) {
+        let Some(t) = self.tickets.get_mut(id) else {
+            return;
+        };
+        if !t.state.is_live() {
+            return;
+        }
+        if t.state == TicketState::Waiting {
+            let number = t.number;
+            if let Ok(i) = self.waiting.binary_search_by_key(&number, |(n, _)| *n) {
+                self.waiting.remove(i);
+            }
+        }
+        self.active.remove(id);
+        if state == TicketState::Expired {
+            self.expired_total += 1;
+        }
+        t.state = state;
+        if self.by_client.get(&t.client_key) == Some(id) {
+            self.by_client.remove(&t.client_key);
+        }
+        self.ended.push_back((now, id.clone()));
+    }
+
+    fn expire_and_drop(&mut self, now: DateTime<Utc>) {
+        let over: Vec<TicketId> = self
+            .active
+            .iter()
+            .filter(|(_, exp)| **exp <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in over {
+            self.finish(&id, TicketState::Expired, now);
+        }
+        let now_ms = now.timestamp_millis();
+        let resumed = resumed_at(self.last_step_ms, self.resumed_ms, now_ms);
+        self.last_step_ms = Some(now_ms);
+        self.resumed_ms = Some(resumed);
+        let config = self.config;
+        let stale: Vec<TicketId> = self
+            .waiting
+            .iter()
+            .filter(|(_, id)| {
+                self.tickets.get(id).is_some_and(|t| {
+                    is_stale(t.last_seen.timestamp_millis(), resumed, now_ms, &config)
+                })
+            })
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in stale {
+            self.finish(&id, TicketState::Expired, now);
+        }
+        let forget_before = now - Duration::seconds(ENDED_TICKET_TTL_SECS);
+        while self
+            .ended
+            .front()
+            .is_some_and(|(at, _)| *at <= forget_before)
+        {
+            if let Some((_, id)) = self.ended.pop_front() {
+                self.tickets.remove(&id);
+            }
+        }
+        let window_start = now - Duration::seconds(RATE_WINDOW_SECS);
+        while self.admissions.front().is_some_and(|t| *t <= window_start) {
+            self.admissions.pop_front();
+        }
+    }
+}
+
+#[async_trait]
+impl WaitingRoom for MemoryWaitingRoom {
+    async fn configure(
+        &self,
+        config: &RoomConfig,
+        now: DateTime<Utc>,
+    ) -> Result<RoomConfig, StoreError> {
+        let mut room = self.lock();
+        if config.enabled && !room.config.enabled {
+            room.bucket = Some(Bucket::full(config, now));
+            room.enabled_since = Some(now);
+        }
+        room.config = *config;
+        Ok(room.config)
+    }
+
+    async fn config(&self) -> Result<RoomConfig, StoreError> {
+        Ok(self.lock().config)
+    }
+
+    async fn join(
+        &self,
+        client_key: &ClientKey,
+        fresh: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let mut room = self.lock();
+        if !room.config.enabled {
+            return Err(Error::WaitingRoomDisabled.into());
+        }
+        if let Some(id) = room.by_client.get(client_key).cloned() {
+            if let Some(t) = room.tickets.get_mut(&id) {
+                if t.state.is_live() {
+                    t.last_seen = now;
+                    let t = t.clone();
+                    return Ok(room.view(&t, now));
+                }
+            }
+        }
+        room.last_number += 1;
+        let ticket = Ticket {
+            id: fresh.clone(),
+            client_key: client_key.clone(),
+            number: room.last_number,
+            state: TicketState::Waiting,
+            last_seen: now,
+            admission_number: 0,
+            session_expires_at: None,
+        };
+        room.waiting.push_back((ticket.number, fresh.clone()));
+        room.by_client.insert(client_key.clone(), fresh.clone());
+        room.tickets.insert(fresh.clone(), ticket.clone());
+        Ok(room.view(&ticket, now))
+    }
+
+    async fn status(
+        &self,
+        ticket: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let mut room = self.lock();
+        let t = room.tickets.get_mut(ticket).ok_or(Error::TicketNotFound)?;
+        if t.state == TicketState::Waiting {
+            t.last_seen = now;
+        }
+        let t = t.clone();
+        Ok(room.view(&t, now))
+    }
+
+    async fn end(
+        &self,
+        ticket: &TicketId,
+        state: TicketState,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let mut room = self.lock();
+        if !room.tickets.contains_key(ticket) {
+            return Err(Error::TicketNotFound.into());
+        }
+        room.finish(ticket, state, now);
+        let t = room
+            .tickets
+            .get(ticket)
+            .cloned()
+            .ok_or(Error::TicketNotFound)?;
+        Ok(room.view(&t, now))
+    }
+
+    async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut room = self.lock();
+        room.expire_and_drop(now);
+        let config = room.config;
+        let Some(mut bucket) = room.bucket else {
+            return Ok(0);
+        };
+        bucket.refill(&config, now);
+        let n = admit_count(
+            &config,
+            bucket.tokens,
+            room.active.len() as u64,
+            room.waiting.len() as u64,
+        );
+        for _ in 0..n {
+            let Some((_, id)) = room.waiting.pop_front() else {
+                break;
+            };
+            room.admitted_total += 1;
+            let admission_number = room.admitted_total;
+            let expires = now + config.session_duration();
+            if let Some(t) = room.tickets.get_mut(&id) {
+                t.state = TicketState::Admitted;
+                t.admission_number = admission_number;
+                t.session_expires_at = Some(expires);
+            }
+            room.active.insert(id, expires);
+            room.admissions.push_back(now);
+        }
+        bucket.tokens -= n as f64;
+        room.bucket = Some(bucket);
+        Ok(n)
+    }
+
+    async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let room = self.lock();
+        match room.active.get(ticket) {
+            Some(expires) if *expires > now => Ok(()),
+            _ => Err(Error::AdmissionRevoked.into()),
+        }
+    }
+
+    async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
+        let mut room = self.lock();
+        room.expire_and_drop(now);
+        Ok(RoomStats {
+            config: room.config,
+            waiting: room.waiting.len() as u64,
+            active: room.active.len() as u64,
+            admitted_total: room.admitted_total,
+            expired_total: room.expired_total,
+            last_ticket_number: room.last_number,
+            observed_per_minute: room.rate_per_minute(now),
+        })
+    }
+}

@@ -1,0 +1,55 @@
+//! The waiting room's storage: one atomic method per operation, like `Inventory`. The order of
+//! admission is decided here (in Redis by one script), never by a replica, so every replica
+//! admits in the one global join order.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+
+/// How long an ended ticket stays readable (so a late poll learns why it ended).
+pub const ENDED_TICKET_TTL_SECS: i64 = 3600;
+
+#[async_trait]
+pub trait WaitingRoom: Send + Sync + 'static {
+    /// Replaces the configuration. Enabling fills the token bucket.
+    async fn configure(
+        &self,
+        config: &RoomConfig,
+        now: DateTime<Utc>,
+    ) -> Result<RoomConfig, StoreError>;
+
+    async fn config(&self) -> Result<RoomConfig, StoreError>;
+
+    /// Takes the next place in line for `client_key` with id `fresh`, or returns the live ticket
+    /// the client key already holds (a refresh keeps the place). Counts as a heartbeat.
+    /// `WaitingRoomDisabled` when the room is off.
+    async fn join(
+        &self,
+        client_key: &ClientKey,
+        fresh: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError>;
+
+    /// The ticket as its holder sees it; counts as a heartbeat while waiting.
+    async fn status(&self, ticket: &TicketId, now: DateTime<Utc>)
+        -> Result<TicketView, StoreError>;
+
+    /// Ends a live ticket (waiting or admitted) as `Left`, `Completed` or `Revoked`, freeing its
+    /// place; an ended ticket stays as it is.
+    async fn end(
+        &self,
+        ticket: &TicketId,
+        state: TicketState,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError>;
+
+    /// One admission step (see `domain::room`). Returns how many tickets it admitted.
+    async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Ok when the ticket holds a live admitted session at `now`, else `AdmissionRevoked`.
+    async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError>;
+}

@@ -1,0 +1,617 @@
+//! Specification of the waiting room, through the real servers: two replicas sharing one room
+//! store and one manual clock, each running its own admission ticker. The same bodies run on
+//! every backend (see the modules at the bottom).
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+
+use slotd::api::pb;
+use slotd::domain::clock::ManualClock;
+use slotd::server::ServeOptions;
+use slotd::store::room::WaitingRoom;
+use slotd::store::Inventory;
+use support::*;
+
+/// Two replicas of slotd sharing stores and a clock.
+struct Replicas {
+    a: TestServer,
+    b: TestServer,
+    clock: ManualClock,
+}
+
+impl Replicas {
+    async fn start(store: Arc<dyn Inventory>, room: Arc<dyn WaitingRoom>) -> Self {
+        let clock = ManualClock::new(epoch());
+        let a = TestServer::launch(
+            store.clone(),
+            room.clone(),
+            clock.clone(),
+            ServeOptions::default(),
+        )
+        .await;
+        let b = TestServer::launch(store, room, clock.clone(), ServeOptions::default()).await;
+        Self { a, b, clock }
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+fn config(rate: u32, cap: u32) -> pb::WaitingRoomConfig {
+    pb::WaitingRoomConfig {
+        enabled: true,
+        admissions_per_minute: rate,
+        max_active_sessions: cap,
+        session_duration_seconds: 600,
+        waiter_timeout_seconds: 60,
+        paused: false,
+        gate_calendar: false,
+    }
+}
+
+async fn configure(server: &TestServer, config: pb::WaitingRoomConfig) {
+    server
+        .admin()
+        .await
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(config),
+        }))
+        .await
+        .expect("configure waiting room");
+}
+
+async fn stats(server: &TestServer) -> pb::GetWaitingRoomStatsResponse {
+    server
+        .admin()
+        .await
+        .get_waiting_room_stats(admin(pb::GetWaitingRoomStatsRequest {}))
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+/// Lets every replica's ticker run at least once at the current manual time.
+async fn settle() {
+    tokio::time::sleep(slotd::room::TICK_INTERVAL * 2 + Duration::from_millis(50)).await;
+}
+
+struct Held {
+    id: String,
+    secret: String,
+}
+
+async fn join(server: &TestServer, key: &str) -> (Held, pb::TicketStatus) {
+    let r = server
+        .waiting_room()
+        .await
+        .join(pb::JoinRequest {
+            client_key: key.into(),
+        })
+        .await
+        .expect("join")
+        .into_inner();
+    let status = r.status.expect("status");
+    (
+        Held {
+            id: status.ticket_id.clone(),
+            secret: r.ticket_secret,
+        },
+        status,
+    )
+}
+
+async fn poll(server: &TestServer, held: &Held) -> pb::TicketStatus {
+    server
+        .waiting_room()
+        .await
+        .get_status(pb::GetStatusRequest {
+            ticket_id: held.id.clone(),
+            ticket_secret: held.secret.clone(),
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = token.parse().expect("ascii token");
+    request.metadata_mut().insert("x-admission-token", value);
+    request
+}
+
+const WAITING: i32 = pb::TicketState::Waiting as i32;
+const ADMITTED: i32 = pb::TicketState::Admitted as i32;
+
+async fn a_rejoin_keeps_the_place_and_people_ahead_are_counted(r: &Replicas) {
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(60, 10)
+        },
+    )
+    .await;
+    let (one, s1) = join(&r.a, "client-1").await;
+    let (_, s2) = join(&r.b, "client-2").await;
+    let (_, s3) = join(&r.a, "client-3").await;
+    assert_eq!(
+        (s1.people_ahead, s2.people_ahead, s3.people_ahead),
+        (0, 1, 2)
+    );
+    assert_eq!((s2.position, s2.state), (2, WAITING));
+    assert!(s2.ticket_number > s1.ticket_number && s3.ticket_number > s2.ticket_number);
+    assert_eq!(s3.estimated_wait_seconds, 2, "2 ahead at 60 per minute");
+    // A refresh on the other replica: same ticket, same secret, same place.
+    let (again, s2b) = join(&r.b, "client-2").await;
+    assert_eq!(
+        (s2b.ticket_id, s2b.ticket_number, s2b.people_ahead),
+        (s2.ticket_id.clone(), s2.ticket_number, 1)
+    );
+    assert_eq!(poll(&r.a, &again).await.people_ahead, 1);
+    // Leaving frees the place for those behind.
+    r.a.waiting_room()
+        .await
+        .leave(pb::LeaveRequest {
+            ticket_id: one.id.clone(),
+            ticket_secret: one.secret.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(poll(&r.b, &again).await.people_ahead, 0);
+    assert_eq!(stats(&r.a).await.waiting, 2);
+}
+
+async fn the_room_off_means_no_tickets_and_no_tokens_needed(r: &Replicas) {
+    let status =
+        r.a.waiting_room()
+            .await
+            .join(pb::JoinRequest {
+                client_key: "k".into(),
+            })
+            .await
+            .unwrap_err();
+    assert_refused(&status, Code::FailedPrecondition, "WAITING_ROOM_DISABLED");
+    open_times(&r.a, &day(7), "08:00", "08:00", 5).await;
+    register_receipts(&r.a, [1]).await;
+    r.a.booking()
+        .await
+        .book_appointment(book_request(
+            "off-1",
+            slot(&day(7), "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .expect("no token needed while the room is off");
+}
+
+async fn a_stolen_ticket_id_without_its_secret_gets_nothing(r: &Replicas) {
+    configure(&r.a, config(60, 10)).await;
+    let (mine, _) = join(&r.a, "victim").await;
+    let (other, _) = join(&r.a, "thief").await;
+    let mut client = r.b.waiting_room().await;
+    for secret in ["", "guess", other.secret.as_str()] {
+        let s = client
+            .get_status(pb::GetStatusRequest {
+                ticket_id: mine.id.clone(),
+                ticket_secret: secret.into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "{s:?}"
+        );
+        let s = client
+            .watch(pb::WatchRequest {
+                ticket_id: mine.id.clone(),
+                ticket_secret: secret.into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "{s:?}"
+        );
+        let s = client
+            .leave(pb::LeaveRequest {
+                ticket_id: mine.id.clone(),
+                ticket_secret: secret.into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "{s:?}"
+        );
+    }
+    let s = client
+        .get_status(pb::GetStatusRequest {
+            ticket_id: mine.id.clone(),
+            ticket_secret: other.secret.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "TICKET_SECRET_INVALID");
+    // The victim's place is untouched.
+    assert_eq!(poll(&r.a, &mine).await.state, WAITING);
+}
+
+async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas) {
+    let date = day(7);
+    open_times(&r.a, &date, "08:00", "08:00", 5).await;
+    register_receipts(&r.a, [1, 2]).await;
+    configure(&r.a, config(600, 10)).await;
+    let (held, _) = join(&r.a, "booker").await;
+    settle().await;
+    let admitted = poll(&r.b, &held).await;
+    assert_eq!(admitted.state, ADMITTED);
+    let token = admitted.admission_token.clone();
+    assert!(!token.is_empty());
+    let mut booking = r.b.booking().await;
+    let request = book_request("gate-1", slot(&date, "08:00"), vec![applicant(1)]);
+
+    let s = booking.book_appointment(request.clone()).await.unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "ADMISSION_REQUIRED");
+    for bad in [
+        "garbage",
+        "a.b",
+        &format!("{token}x"),
+        &token.replace('.', ""),
+    ] {
+        let s = booking
+            .book_appointment(with_token(request.clone(), bad))
+            .await
+            .unwrap_err();
+        assert_refused(&s, Code::Unauthenticated, "ADMISSION_INVALID");
+    }
+    // A token signed with another key.
+    let foreign = slotd::auth::admission::AdmissionKeys::new("some-other-key-some-other-key-0123")
+        .unwrap()
+        .mint(
+            &slotd::domain::room::TicketId::parse(&held.id).unwrap(),
+            &slotd::domain::room::ClientKey::parse("booker").unwrap(),
+            epoch() + ChronoDuration::hours(1),
+            epoch(),
+        );
+    let s = booking
+        .book_appointment(with_token(request.clone(), &foreign))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "ADMISSION_INVALID");
+    assert_eq!(
+        seats_left(&r.a, &date, "08:00").await,
+        5,
+        "refusals change nothing"
+    );
+
+    // The real token books once; the session then ends and the token is spent.
+    booking
+        .book_appointment(with_token(request, &token))
+        .await
+        .expect("admitted booking");
+    assert_eq!(
+        poll(&r.a, &held).await.state,
+        pb::TicketState::Completed as i32
+    );
+    let again = book_request("gate-2", slot(&date, "08:00"), vec![applicant(2)]);
+    let s = booking
+        .book_appointment(with_token(again.clone(), &token))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::PermissionDenied, "ADMISSION_REVOKED");
+
+    // An operator revokes a session; an expired token is refused as expired.
+    let (second, _) = join(&r.a, "second").await;
+    settle().await;
+    let token2 = poll(&r.a, &second).await.admission_token;
+    r.a.admin()
+        .await
+        .revoke_admission(admin(pb::RevokeAdmissionRequest {
+            ticket_id: second.id.clone(),
+        }))
+        .await
+        .unwrap();
+    let s = booking
+        .book_appointment(with_token(again.clone(), &token2))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::PermissionDenied, "ADMISSION_REVOKED");
+    let (third, _) = join(&r.a, "third").await;
+    settle().await;
+    let token3 = poll(&r.a, &third).await.admission_token;
+    for _ in 0..301 {
+        r.clock.advance(ChronoDuration::seconds(2));
+    }
+    let s = booking
+        .book_appointment(with_token(again, &token3))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "ADMISSION_EXPIRED");
+    assert_eq!(seats_left(&r.a, &date, "08:00").await, 4);
+    assert_audit_clean(&r.a, &date).await;
+}
+
+async fn a_streaming_watcher_receives_its_token_without_polling(r: &Replicas) {
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(600, 10)
+        },
+    )
+    .await;
+    let (held, _) = join(&r.a, "watcher").await;
+    let mut stream =
+        r.b.waiting_room()
+            .await
+            .watch(pb::WatchRequest {
+                ticket_id: held.id.clone(),
+                ticket_secret: held.secret.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.state, WAITING);
+    // A heartbeat arrives within a few seconds even though nothing changes.
+    let beat = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("heartbeat")
+        .unwrap()
+        .unwrap();
+    assert_eq!(beat.state, WAITING);
+    configure(&r.a, config(600, 10)).await;
+    let admitted = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let s = stream.next().await.expect("stream open").expect("status");
+            if s.state != WAITING {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("admitted within seconds");
+    assert_eq!(admitted.state, ADMITTED);
+    assert!(!admitted.admission_token.is_empty());
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after admission"
+    );
+}
+
+async fn abandoned_tickets_are_skipped_and_not_counted(r: &Replicas) {
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(60, 10)
+        },
+    )
+    .await;
+    let (first, _) = join(&r.a, "stays-1").await;
+    let (gone, _) = join(&r.a, "abandons").await;
+    let (last, _) = join(&r.b, "stays-2").await;
+    // 62 seconds pass in 2-second steps (a gap over 3 s would read as a store outage, which
+    // costs nobody the place); the abandoner never polls again.
+    for _ in 0..31 {
+        r.clock.advance(ChronoDuration::seconds(2));
+        poll(&r.a, &first).await;
+        poll(&r.b, &last).await;
+        settle().await;
+    }
+    let s = stats(&r.a).await;
+    assert_eq!((s.waiting, s.expired_total), (2, 1));
+    assert_eq!(poll(&r.a, &last).await.people_ahead, 1);
+    configure(&r.a, config(60, 10)).await;
+    r.clock.advance(ChronoDuration::seconds(1));
+    settle().await;
+    r.clock.advance(ChronoDuration::seconds(1));
+    settle().await;
+    assert_eq!(poll(&r.a, &first).await.admission_number, 1);
+    assert_eq!(
+        poll(&r.b, &last).await.admission_number,
+        2,
+        "the abandoned place did not stall the line"
+    );
+    let s =
+        r.a.waiting_room()
+            .await
+            .get_status(pb::GetStatusRequest {
+                ticket_id: gone.id.clone(),
+                ticket_secret: gone.secret.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+    assert_eq!(s.state, pb::TicketState::Expired as i32);
+}
+
+async fn invalid_room_settings_are_refused_by_field(r: &Replicas) {
+    let bad = pb::WaitingRoomConfig {
+        admissions_per_minute: 0,
+        session_duration_seconds: 5,
+        ..config(60, 10)
+    };
+    let s =
+        r.a.admin()
+            .await
+            .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest { config: Some(bad) }))
+            .await
+            .unwrap_err();
+    assert_eq!(
+        bad_fields(&s),
+        vec![
+            "config.admissions_per_minute",
+            "config.session_duration_seconds"
+        ]
+    );
+    let s =
+        r.a.admin()
+            .await
+            .configure_waiting_room(Request::new(pb::ConfigureWaitingRoomRequest {
+                config: Some(config(60, 10)),
+            }))
+            .await
+            .unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert!(
+        !stats(&r.a).await.config.unwrap().enabled,
+        "nothing changed"
+    );
+    let s =
+        r.a.waiting_room()
+            .await
+            .join(pb::JoinRequest {
+                client_key: "bad key".into(),
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(bad_fields(&s), vec!["client_key"]);
+}
+
+/// 10,000 joins from many tasks through both replicas; every ticket keeps polling. Admissions
+/// follow join order exactly, never faster than the rate (burst + rate × t), never above the cap.
+async fn ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: &Replicas) {
+    const N: usize = 10_000;
+    const RATE: u32 = 60_000; // 1,000 per second, burst 1,000
+    const CAP: u64 = 5_000;
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            session_duration_seconds: 30,
+            waiter_timeout_seconds: 600,
+            ..config(RATE, CAP as u32)
+        },
+    )
+    .await;
+    let channels = [
+        r.a.channel().await,
+        r.b.channel().await,
+        r.a.channel().await,
+        r.b.channel().await,
+    ];
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let channel = channels[t % channels.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client =
+                pb::waiting_room_service_client::WaitingRoomServiceClient::new(channel);
+            let mut held = Vec::new();
+            for i in (t..N).step_by(50) {
+                let r = client
+                    .join(pb::JoinRequest {
+                        client_key: format!("fair-{i}"),
+                    })
+                    .await
+                    .expect("join")
+                    .into_inner();
+                let s = r.status.expect("status");
+                held.push((s.ticket_id, r.ticket_secret, s.ticket_number));
+            }
+            held
+        }));
+    }
+    let mut tickets = Vec::new();
+    for t in tasks {
+        tickets.extend(t.await.unwrap());
+    }
+    assert_eq!(tickets.len(), N);
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            session_duration_seconds: 30,
+            waiter_timeout_seconds: 600,
+            ..config(RATE, CAP as u32)
+        },
+    )
+    .await;
+
+    let burst = 1_000u64;
+    let mut elapsed = 0u64;
+    loop {
+        settle().await;
+        let s = stats(&r.b).await;
+        assert!(s.active <= CAP, "cap exceeded: {} active", s.active);
+        assert!(
+            s.admitted_total <= burst + 1_000 * elapsed,
+            "rate exceeded: {} admitted after {elapsed}s",
+            s.admitted_total
+        );
+        if s.admitted_total == N as u64 {
+            break;
+        }
+        assert!(elapsed < 120, "stalled: {s:?}");
+        r.clock.advance(ChronoDuration::seconds(1));
+        elapsed += 1;
+    }
+
+    // Admission order equals join order: zero inversions.
+    let mut admitted: Vec<(u64, u64)> = Vec::with_capacity(N);
+    let mut client = r.a.waiting_room().await;
+    for (id, secret, number) in &tickets {
+        let s = client
+            .get_status(pb::GetStatusRequest {
+                ticket_id: id.clone(),
+                ticket_secret: secret.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_ne!(s.admission_number, 0, "ticket {number} never admitted");
+        admitted.push((*number, s.admission_number));
+    }
+    admitted.sort();
+    let inversions = admitted.windows(2).filter(|w| w[1].1 < w[0].1).count();
+    assert_eq!(inversions, 0);
+    let distinct: HashMap<u64, u64> = admitted.iter().map(|(n, a)| (*a, *n)).collect();
+    assert_eq!(distinct.len(), N, "admission numbers are unique");
+}
+
+macro_rules! room_suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let r = Replicas::start(
+                        Arc::new(slotd::store::memory::MemoryStore::new()),
+                        Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new()),
+                    )
+                    .await;
+                    super::$name(&r).await;
+                    r.stop().await;
+                }
+            )*
+        }
+    };
+}
+
+room_suite!(
+    a_rejoin_keeps_the_place_and_people_ahead_are_counted,
+    the_room_off_means_no_tickets_and_no_tokens_needed,
+    a_stolen_ticket_id_without_its_secret_gets_nothing,
+    admission_tokens_gate_booking_and_bad_ones_change_nothing,
+    a_streaming_watcher_receives_its_token_without_polling,
+    abandoned_tickets_are_skipped_and_not_counted,
+    invalid_room_settings_are_refused_by_field,
+    ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap,
+);
