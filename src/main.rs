@@ -14,6 +14,7 @@ use slotd::room::Room;
 use slotd::server::{serve, ServeOptions};
 use slotd::store::memory::MemoryStore;
 use slotd::store::memory_room::MemoryWaitingRoom;
+use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::RedisStore;
 use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
@@ -79,7 +80,12 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             AdmissionKeys::random()
         }
     };
-    let room_store: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+    let room_store: Arc<dyn WaitingRoom> = match args.redis_options() {
+        Some(options) => {
+            Arc::new(RedisWaitingRoom::connect(&options).map_err(|e| format!("--redis-url: {e}"))?)
+        }
+        None => Arc::new(MemoryWaitingRoom::new()),
+    };
     let clock = Arc::new(SystemClock);
     let room = Room::new(keys, room_store, clock.clone());
     let app = Slotd::new(Arc::new(catalog), store, clock);

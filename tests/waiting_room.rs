@@ -28,16 +28,14 @@ struct Replicas {
 }
 
 impl Replicas {
-    async fn start(store: Arc<dyn Inventory>, room: Arc<dyn WaitingRoom>) -> Self {
+    /// Replica a and b each get their own store handles (for Redis: their own connections).
+    async fn start(
+        a: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+        b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+    ) -> Self {
         let clock = ManualClock::new(epoch());
-        let a = TestServer::launch(
-            store.clone(),
-            room.clone(),
-            clock.clone(),
-            ServeOptions::default(),
-        )
-        .await;
-        let b = TestServer::launch(store, room, clock.clone(), ServeOptions::default()).await;
+        let a = TestServer::launch(a.0, a.1, clock.clone(), ServeOptions::default()).await;
+        let b = TestServer::launch(b.0, b.1, clock.clone(), ServeOptions::default()).await;
         Self { a, b, clock }
     }
 
@@ -592,9 +590,24 @@ macro_rules! room_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
+                    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
+                    let room: Arc<dyn WaitingRoom> = Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new());
+                    let r = Replicas::start((store.clone(), room.clone()), (store, room)).await;
+                    super::$name(&r).await;
+                    r.stop().await;
+                }
+            )*
+        }
+
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let redis = support::redis::RedisServer::start();
                     let r = Replicas::start(
-                        Arc::new(slotd::store::memory::MemoryStore::new()),
-                        Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new()),
+                        (redis.patient_store(), redis.room()),
+                        (redis.patient_store(), redis.room()),
                     )
                     .await;
                     super::$name(&r).await;
@@ -615,3 +628,94 @@ room_suite!(
     invalid_room_settings_are_refused_by_field,
     ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap,
 );
+
+/// Redis down: the room fails closed (UNAVAILABLE, nobody admitted, no booking through a token),
+/// and when Redis returns nobody has lost a place, even after an outage longer than the waiter
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_and_keeps_every_place() {
+    let mut redis = support::redis::RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    let room: Arc<dyn WaitingRoom> = redis.room();
+    let r = Replicas::start((store.clone(), room.clone()), (redis.store(), redis.room())).await;
+    let date = day(7);
+    open_times(&r.a, &date, "08:00", "08:00", 5).await;
+    register_receipts(&r.a, [1]).await;
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(60, 10)
+        },
+    )
+    .await;
+    let (first, _) = join(&r.a, "before-1").await;
+    let (second, _) = join(&r.b, "before-2").await;
+
+    redis.stop();
+    let s =
+        r.a.waiting_room()
+            .await
+            .join(pb::JoinRequest {
+                client_key: "during".into(),
+            })
+            .await
+            .unwrap_err();
+    assert_refused(&s, Code::Unavailable, "STORE_UNAVAILABLE");
+    let s =
+        r.b.waiting_room()
+            .await
+            .get_status(pb::GetStatusRequest {
+                ticket_id: first.id.clone(),
+                ticket_secret: first.secret.clone(),
+            })
+            .await
+            .unwrap_err();
+    assert_refused(&s, Code::Unavailable, "STORE_UNAVAILABLE");
+    // A valid-looking token cannot book while the room cannot confirm its session.
+    let token = slotd::auth::admission::AdmissionKeys::new(ADMISSION_KEY)
+        .unwrap()
+        .mint(
+            &slotd::domain::room::TicketId::parse(&second.id).unwrap(),
+            &slotd::domain::room::ClientKey::parse("before-2").unwrap(),
+            epoch() + ChronoDuration::hours(1),
+            epoch(),
+        );
+    let s =
+        r.a.booking()
+            .await
+            .book_appointment(with_token(
+                book_request("down-1", slot(&date, "08:00"), vec![applicant(1)]),
+                &token,
+            ))
+            .await
+            .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    // Two minutes pass (twice the waiter timeout) while nobody can heartbeat.
+    for _ in 0..60 {
+        r.clock.advance(ChronoDuration::seconds(2));
+    }
+    settle().await;
+
+    redis.restart();
+    settle().await;
+    settle().await;
+    let s1 = poll(&r.a, &first).await;
+    let s2 = poll(&r.b, &second).await;
+    assert_eq!(
+        (s1.state, s1.people_ahead),
+        (WAITING, 0),
+        "first keeps its place"
+    );
+    assert_eq!(
+        (s2.state, s2.people_ahead),
+        (WAITING, 1),
+        "second keeps its place"
+    );
+    // Admission resumes in order.
+    configure(&r.a, config(60, 10)).await;
+    r.clock.advance(ChronoDuration::seconds(1));
+    settle().await;
+    assert_eq!(poll(&r.a, &first).await.state, ADMITTED);
+    r.stop().await;
+}

@@ -130,6 +130,21 @@ impl RedisServer {
         })
     }
 
+    /// A waiting room on this server (its own connection), patient like `patient_store`.
+    pub fn room(&self) -> Arc<slotd::store::redis::room::RedisWaitingRoom> {
+        Arc::new(
+            slotd::store::redis::room::RedisWaitingRoom::connect(&RedisOptions {
+                conn: ConnOptions {
+                    url: self.url(),
+                    response_timeout: Duration::from_secs(20),
+                    ..ConnOptions::default()
+                },
+                ..RedisOptions::default()
+            })
+            .expect("redis waiting room"),
+        )
+    }
+
     pub fn store_with(&self, options: RedisOptions) -> Arc<RedisStore> {
         Arc::new(RedisStore::connect(&options).expect("redis store"))
     }

@@ -14,6 +14,7 @@
 mod codec;
 mod conn;
 pub mod keys;
+pub mod room;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,301 @@
+//! The waiting room on Redis. Its keys carry their own hash tag, `{<tag>-room}`, apart from the
+//! booking state: the room is one global FIFO (one slot by nature) and can live on another shard.
+//! Every operation is one script over the same nine fixed keys (see `lua/room_lib.lua`), so the
+//! admission order is decided inside Redis and every replica admits in the one join order.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use ::redis::Value;
+
+use super::codec::{instant_from_millis, int, millis, status_reply, text, unexpected};
+use super::conn::{self, Conn};
+use super::keys;
+use super::RedisOptions;
+use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use crate::domain::Error;
+use crate::store::room::WaitingRoom;
+use crate::store::StoreError;
+
+struct RoomScripts {
+    join: ::redis::Script,
+    status: ::redis::Script,
+    end: ::redis::Script,
+    advance: ::redis::Script,
+    configure: ::redis::Script,
+    stats: ::redis::Script,
+}
+
+fn with_lib(body: &str) -> ::redis::Script {
+    conn::script(&format!("{}\n{}", include_str!("lua/room_lib.lua"), body))
+}
+
+pub struct RedisWaitingRoom {
+    conn: Conn,
+    keys: [String; 9],
+    config_key: String,
+    scripts: RoomScripts,
+}
+
+impl std::fmt::Debug for RedisWaitingRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisWaitingRoom")
+            .field("config_key", &self.config_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisWaitingRoom {
+    /// A lazy connection of its own; nothing is sent until the first call.
+    pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
+        keys::validate_tag(&options.tag).map_err(|detail| StoreError::Unavailable { detail })?;
+        let prefix = format!("slotd:{{{}-room}}:room:", options.tag);
+        let key = |name: &str| format!("{prefix}{name}");
+        let keys = [
+            key("config"),
+            key("state"),
+            key("waiting"),
+            key("seen"),
+            key("active"),
+            key("admits"),
+            key("tickets"),
+            key("clients"),
+            key("ended"),
+        ];
+        Ok(Self {
+            conn: Conn::open(&options.conn)?,
+            config_key: keys[0].clone(),
+            keys,
+            scripts: RoomScripts {
+                join: with_lib(include_str!("lua/room_join.lua")),
+                status: with_lib(include_str!("lua/room_status.lua")),
+                end: with_lib(include_str!("lua/room_end.lua")),
+                advance: with_lib(include_str!("lua/room_advance.lua")),
+                configure: with_lib(include_str!("lua/room_configure.lua")),
+                stats: with_lib(include_str!("lua/room_stats.lua")),
+            },
+        })
+    }
+
+    fn invoke<'a>(&self, script: &'a ::redis::Script) -> ::redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for k in &self.keys {
+            invocation.key(k);
+        }
+        invocation
+    }
+
+    /// Runs a script that answers a ticket view, mapping refusals to domain errors.
+    async fn view(
+        &self,
+        what: &str,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<TicketView, StoreError> {
+        let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
+        match status.as_str() {
+            "OK" => decode_view(what, &items),
+            "WAITING_ROOM_DISABLED" => Err(Error::WaitingRoomDisabled.into()),
+            "TICKET_NOT_FOUND" => Err(Error::TicketNotFound.into()),
+            "TICKET_TAKEN" => Err(StoreError::corrupt("a fresh ticket id already exists")),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+}
+
+fn item<'a>(what: &str, items: &'a [Value], i: usize) -> Result<&'a Value, StoreError> {
+    items
+        .get(i)
+        .ok_or_else(|| StoreError::corrupt(format!("{what}: reply too short")))
+}
+
+fn count(what: &str, items: &[Value], i: usize) -> Result<u64, StoreError> {
+    u64::try_from(int(what, item(what, items, i)?)?)
+        .map_err(|_| StoreError::corrupt(format!("{what}: negative count")))
+}
+
+fn float(what: &str, items: &[Value], i: usize) -> Result<f64, StoreError> {
+    text(what, item(what, items, i)?)?
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite())
+        .ok_or_else(|| StoreError::corrupt(format!("{what}: bad rate")))
+}
+
+fn decode_view(what: &str, items: &[Value]) -> Result<TicketView, StoreError> {
+    let bad = |field: &str| StoreError::corrupt(format!("{what}: stored ticket {field}"));
+    let id = TicketId::parse(&text(what, item(what, items, 0)?)?).map_err(|_| bad("id"))?;
+    let client_key =
+        ClientKey::parse(&text(what, item(what, items, 1)?)?).map_err(|_| bad("client key"))?;
+    let state =
+        TicketState::parse(&text(what, item(what, items, 3)?)?).ok_or_else(|| bad("state"))?;
+    let expires_ms = int(what, item(what, items, 6)?)?;
+    Ok(TicketView {
+        id,
+        client_key,
+        number: count(what, items, 2)?,
+        state,
+        ahead: count(what, items, 4)?,
+        admission_number: count(what, items, 5)?,
+        session_expires_at: if expires_ms > 0 {
+            Some(instant_from_millis(expires_ms)?)
+        } else {
+            None
+        },
+        rate_per_minute: float(what, items, 7)?,
+    })
+}
+
+fn flag(b: bool) -> u8 {
+    u8::from(b)
+}
+
+#[async_trait]
+impl WaitingRoom for RedisWaitingRoom {
+    async fn configure(
+        &self,
+        config: &RoomConfig,
+        now: DateTime<Utc>,
+    ) -> Result<RoomConfig, StoreError> {
+        let what = "room configure";
+        let mut invocation = self.invoke(&self.scripts.configure);
+        invocation
+            .arg(millis(now))
+            .arg(flag(config.enabled))
+            .arg(config.admissions_per_minute)
+            .arg(config.max_active_sessions)
+            .arg(config.session_duration_secs)
+            .arg(config.waiter_timeout_secs)
+            .arg(flag(config.paused))
+            .arg(flag(config.gate_calendar));
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        if status != "OK" {
+            return Err(unexpected(what, &status, &items));
+        }
+        Ok(*config)
+    }
+
+    async fn config(&self) -> Result<RoomConfig, StoreError> {
+        let what = "room config";
+        let value = self
+            .conn
+            .cmd(what, ::redis::cmd("HGETALL").arg(&self.config_key))
+            .await?;
+        let fields = super::codec::hash_fields(what, value)?;
+        if fields.is_empty() {
+            return Ok(RoomConfig::default());
+        }
+        let num = |name: &str| -> Result<u32, StoreError> {
+            fields
+                .get(name)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: field {name}")))
+        };
+        Ok(RoomConfig {
+            enabled: num("enabled")? == 1,
+            admissions_per_minute: num("rate")?,
+            max_active_sessions: num("cap")?,
+            session_duration_secs: num("session")?,
+            waiter_timeout_secs: num("timeout")?,
+            paused: num("paused")? == 1,
+            gate_calendar: num("gate")? == 1,
+        })
+    }
+
+    async fn join(
+        &self,
+        client_key: &ClientKey,
+        fresh: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.join);
+        invocation
+            .arg(millis(now))
+            .arg(client_key.as_str())
+            .arg(fresh.as_str());
+        self.view("room join", &invocation).await
+    }
+
+    async fn status(
+        &self,
+        ticket: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let mut invocation = self.invoke(&self.scripts.status);
+        invocation.arg(millis(now)).arg(ticket.as_str());
+        self.view("room status", &invocation).await
+    }
+
+    async fn end(
+        &self,
+        ticket: &TicketId,
+        state: TicketState,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        let state = match state {
+            TicketState::Left | TicketState::Completed | TicketState::Revoked => state.as_str(),
+            TicketState::Waiting | TicketState::Admitted | TicketState::Expired => {
+                return Err(StoreError::corrupt(
+                    "a ticket can only be ended as left, completed or revoked",
+                ))
+            }
+        };
+        let mut invocation = self.invoke(&self.scripts.end);
+        invocation.arg(millis(now)).arg(ticket.as_str()).arg(state);
+        self.view("room end", &invocation).await
+    }
+
+    async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let what = "room advance";
+        let mut invocation = self.invoke(&self.scripts.advance);
+        invocation.arg(millis(now));
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        if status != "OK" {
+            return Err(unexpected(what, &status, &items));
+        }
+        count(what, &items, 0)
+    }
+
+    async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let what = "room session";
+        let value = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("ZSCORE")
+                    .arg(&self.keys[4])
+                    .arg(ticket.as_str()),
+            )
+            .await?;
+        let expires_ms = match value {
+            Value::Nil => return Err(Error::AdmissionRevoked.into()),
+            v => text(what, &v)?
+                .parse::<f64>()
+                .map_err(|_| StoreError::corrupt(format!("{what}: bad expiry")))?,
+        };
+        if expires_ms > millis(now) as f64 {
+            Ok(())
+        } else {
+            Err(Error::AdmissionRevoked.into())
+        }
+    }
+
+    async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
+        let what = "room stats";
+        let config = self.config().await?;
+        let mut invocation = self.invoke(&self.scripts.stats);
+        invocation.arg(millis(now));
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        if status != "OK" {
+            return Err(unexpected(what, &status, &items));
+        }
+        Ok(RoomStats {
+            config,
+            waiting: count(what, &items, 0)?,
+            active: count(what, &items, 1)?,
+            admitted_total: count(what, &items, 2)?,
+            expired_total: count(what, &items, 3)?,
+            last_ticket_number: count(what, &items, 4)?,
+            observed_per_minute: float(what, &items, 5)?,
+        })
+    }
+}
