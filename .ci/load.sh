@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CI load test (issue 7): slotd on a throwaway Redis, then short book-hot and mixed runs of
+# slotd-load. It fails only on correctness (overbooking, an audit violation, an unexpected error
+# code: slotd-load exits non-zero), never on speed: this machine is shared and debug-built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+cargo build --bin slotd --bin slotd-load
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WORK=$(mktemp -d)
+REDIS_PORT=$(free_port)
+SLOTD_PORT=$(free_port)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --save '' \
+  --appendonly yes --appendfsync always --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+export SLOTD_ADMIN_TOKEN="ci-load-admin-token-$RANDOM$RANDOM"
+"$BIN/slotd" serve --config benches/load.toml --listen "127.0.0.1:$SLOTD_PORT" \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT/" >"$WORK/slotd.log" 2>&1 &
+pids+=($!)
+ready=0
+for _ in $(seq 100); do
+  if "$BIN/slotd-load" --target "127.0.0.1:$SLOTD_PORT" --scenario ping --requests 1 --connections 1 \
+      --concurrency 1 >/dev/null 2>&1; then ready=1; break; fi
+  sleep 0.2
+done
+if [ "$ready" != 1 ]; then
+  echo "slotd did not become healthy"; cat "$WORK/slotd.log"; exit 1
+fi
+
+run() {
+  echo "+ slotd-load $*"
+  if ! "$BIN/slotd-load" --target "127.0.0.1:$SLOTD_PORT" "$@"; then
+    echo "slotd-load failed (correctness); slotd log tail:"; tail -n 50 "$WORK/slotd.log"
+    exit 1
+  fi
+}
+run --scenario book-hot --duration 15 --concurrency 64 --connections 4 --hot-seats 300 --applicants 2000
+run --scenario mixed --duration 15 --concurrency 64 --connections 4 --applicants 3000
+echo "load test: correct under load"
