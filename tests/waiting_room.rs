@@ -583,6 +583,46 @@ async fn ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: &R
     assert_eq!(distinct.len(), N, "admission numbers are unique");
 }
 
+async fn calendar_reads_are_gated_only_when_the_operator_says_so(r: &Replicas) {
+    let date = day(7);
+    open_times(&r.a, &date, "08:00", "08:00", 5).await;
+    let list = || pb::ListSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        date: date.clone(),
+    };
+    configure(&r.a, config(600, 10)).await;
+    settle().await;
+    r.b.calendar()
+        .await
+        .list_slots(list())
+        .await
+        .expect("calendar open while not gated");
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            gate_calendar: true,
+            ..config(600, 10)
+        },
+    )
+    .await;
+    settle().await;
+    let s = r.b.calendar().await.list_slots(list()).await.unwrap_err();
+    assert_refused(&s, Code::Unauthenticated, "ADMISSION_REQUIRED");
+    let (held, _) = join(&r.a, "browser").await;
+    settle().await;
+    let token = poll(&r.a, &held).await.admission_token;
+    let slots =
+        r.b.calendar()
+            .await
+            .list_slots(with_token(list(), &token))
+            .await
+            .unwrap()
+            .into_inner()
+            .slots;
+    assert_eq!(slots.len(), 1);
+}
+
 macro_rules! room_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -627,6 +667,7 @@ room_suite!(
     abandoned_tickets_are_skipped_and_not_counted,
     invalid_room_settings_are_refused_by_field,
     ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap,
+    calendar_reads_are_gated_only_when_the_operator_says_so,
 );
 
 /// Redis down: the room fails closed (UNAVAILABLE, nobody admitted, no booking through a token),
