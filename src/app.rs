@@ -8,6 +8,10 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::domain::catalog::{Catalog, Post};
 use crate::domain::clock::Clock;
+use crate::domain::lifecycle::{
+    EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, Reschedule,
+    DEFAULT_HOLD_TTL_SECS, DEFAULT_RESCHEDULE_LIMIT,
+};
 use crate::domain::rules::{
     ensure_not_started, AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
 };
@@ -16,7 +20,7 @@ use crate::domain::types::{
     Receipt, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::Error;
-use crate::store::{Inventory, ManifestPage, OpenReport, StoreError};
+use crate::store::{EventPage, Inventory, ManifestPage, OpenReport, StoreError};
 
 /// A date with bookable seats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +36,37 @@ const PAYMENT_CLOCK_SKEW_SECS: i64 = 300;
 /// Draws of a fresh confirmation number before giving up (a collision needs ~2^34 appointments).
 const CONFIRMATION_DRAWS: usize = 4;
 
+/// Settings of the booking lifecycle (`--hold-ttl-secs`, `--reschedule-limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleOptions {
+    /// How long a hold keeps its seats.
+    pub hold_ttl: Duration,
+    /// How many times each receipt may back a reschedule.
+    pub reschedule_limit: u32,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        Self {
+            hold_ttl: Duration::seconds(DEFAULT_HOLD_TTL_SECS as i64),
+            reschedule_limit: DEFAULT_RESCHEDULE_LIMIT,
+        }
+    }
+}
+
+/// What `CloseSlots` did, with the appointments on the closed slots when asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closing {
+    pub closed: u32,
+    pub affected: Vec<Appointment>,
+}
+
 #[derive(Clone)]
 pub struct Slotd {
     catalog: Arc<Catalog>,
     store: Arc<dyn Inventory>,
     clock: Arc<dyn Clock>,
+    lifecycle: LifecycleOptions,
 }
 
 impl Slotd {
@@ -45,7 +75,18 @@ impl Slotd {
             catalog,
             store,
             clock,
+            lifecycle: LifecycleOptions::default(),
         }
+    }
+
+    /// The same service with other hold and reschedule settings.
+    pub fn with_lifecycle(mut self, lifecycle: LifecycleOptions) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    pub fn lifecycle(&self) -> LifecycleOptions {
+        self.lifecycle
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -192,6 +233,137 @@ impl Slotd {
     ) -> Result<AuditReport, StoreError> {
         self.catalog.post_with_category(post, category)?;
         self.store.audit(post, category, range).await
+    }
+}
+
+// ---- booking lifecycle ----
+impl Slotd {
+    /// Takes the seats for the group for the configured hold time.
+    pub async fn hold(&self, request: &HoldRequest) -> Result<Hold, StoreError> {
+        let post = self
+            .catalog
+            .post_with_category(&request.slot.post, &request.slot.category)?;
+        let now = self.now();
+        ensure_not_started(post, &request.slot, now)?;
+        let expires_at = now + self.lifecycle.hold_ttl;
+        for _ in 0..CONFIRMATION_DRAWS {
+            let id = HoldId::generate();
+            match self.store.hold(request, &id, expires_at, now).await {
+                Err(StoreError::ConfirmationTaken) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(StoreError::corrupt("no free hold id after several draws"))
+    }
+
+    pub async fn confirm_hold(
+        &self,
+        confirmation: &HoldConfirmation,
+    ) -> Result<Appointment, StoreError> {
+        let now = self.now();
+        for _ in 0..CONFIRMATION_DRAWS {
+            let number = ConfirmationNumber::generate();
+            match self.store.confirm_hold(confirmation, &number, now).await {
+                Err(StoreError::ConfirmationTaken) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(StoreError::corrupt(
+            "no free confirmation number after several draws",
+        ))
+    }
+
+    pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
+        self.store.release_hold(release, self.now()).await
+    }
+
+    /// The sweeper's step: returns the seats of every hold expired by now.
+    pub async fn reclaim_expired_holds(&self) -> Result<u32, StoreError> {
+        self.store.reclaim_expired_holds(self.now()).await
+    }
+
+    /// Moves the group to another slot that has not started, keeping its confirmation number.
+    pub async fn reschedule(&self, reschedule: &Reschedule) -> Result<Appointment, StoreError> {
+        let post = self
+            .catalog
+            .post_with_category(&reschedule.new_slot.post, &reschedule.new_slot.category)?;
+        let now = self.now();
+        ensure_not_started(post, &reschedule.new_slot, now)?;
+        self.store
+            .reschedule(reschedule, self.lifecycle.reschedule_limit, now)
+            .await
+    }
+
+    /// One slot's inventory, expired holds reclaimed first so `held` counts live holds only.
+    pub async fn slot(&self, slot: &SlotRef) -> Result<SlotState, StoreError> {
+        self.catalog
+            .post_with_category(&slot.post, &slot.category)?;
+        self.reclaim_expired_holds().await?;
+        let range = DateRange {
+            from: slot.date,
+            to: slot.date,
+        };
+        self.store
+            .slots(&slot.post, &slot.category, range)
+            .await?
+            .into_iter()
+            .find(|s| s.slot.time == slot.time)
+            .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() }.into())
+    }
+
+    /// Closes, then (when asked) lists the BOOKED appointments on the closed slots. Closed slots
+    /// take no new bookings or moves, so the list can only shrink (cancels, moves away) after.
+    pub async fn close_slots_listing(
+        &self,
+        day: &DayRef,
+        time: Option<SlotTime>,
+        list_affected: bool,
+    ) -> Result<Closing, StoreError> {
+        let closed = self.close_slots(day, time).await?;
+        let mut affected = Vec::new();
+        if list_affected {
+            let mut query = ManifestQuery {
+                day: day.clone(),
+                after: None,
+                limit: crate::domain::rules::MAX_PAGE_SIZE,
+                include_cancelled: false,
+            };
+            loop {
+                let page = self.store.manifest(&query).await?;
+                affected.extend(
+                    page.appointments
+                        .into_iter()
+                        .filter(|a| time.is_none_or(|t| a.slot.time == t)),
+                );
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(Closing { closed, affected })
+    }
+
+    pub async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
+        self.store.events(start, limit).await
+    }
+
+    /// Runs the hold sweeper every `interval` until the task is aborted: expired holds return
+    /// their seats even when no request touches their date.
+    pub fn spawn_hold_sweeper(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match app.reclaim_expired_holds().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(reclaimed = n, "expired holds reclaimed"),
+                    Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
+                }
+            }
+        })
     }
 }
 

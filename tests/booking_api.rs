@@ -849,6 +849,7 @@ async fn capacity_never_drops_below_seats_booked_and_closing_keeps_appointments(
             category: "ALL_OTHERS".into(),
             date: date.clone(),
             time: String::new(),
+            list_affected: false,
         }))
         .await
         .unwrap()

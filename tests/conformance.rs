@@ -275,6 +275,7 @@ mod cases {
                 slot: slot(1, "08:00"),
                 capacity: 2,
                 booked: 2,
+                held: 0,
                 closed: false
             }]
         );

@@ -8,9 +8,20 @@ use super::error::status;
 use super::pb;
 use super::pb::admin_service_server::AdminService;
 use crate::app::Slotd;
+use crate::domain::lifecycle::EventStart;
 use crate::domain::room::TicketId;
 use crate::domain::Error;
 use crate::room::Room;
+
+/// WatchEvents polls the event log this often while it has nothing new (plain reads: a blocking
+/// XREAD would tie up the shared multiplexed Redis connection).
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const WATCH_PAGE: u32 = 500;
+const WATCH_BUFFER: usize = 256;
+
+type EventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::BookingEvent, Status>> + Send + 'static>,
+>;
 
 pub struct AdminApi {
     app: Slotd,
@@ -71,10 +82,19 @@ impl AdminService for AdminApi {
         request: Request<pb::CloseSlotsRequest>,
     ) -> Result<Response<pb::CloseSlotsResponse>, Status> {
         let (day, time) = convert::closing(request.get_ref()).map_err(status)?;
-        let closed = self.app.close_slots(&day, time).await.map_err(status)?;
-        tracing::info!(day = %day, closed, "slots closed");
+        let closing = self
+            .app
+            .close_slots_listing(&day, time, request.get_ref().list_affected)
+            .await
+            .map_err(status)?;
+        tracing::info!(day = %day, closed = closing.closed, "slots closed");
         Ok(Response::new(pb::CloseSlotsResponse {
-            slots_closed: closed,
+            slots_closed: closing.closed,
+            affected: closing
+                .affected
+                .iter()
+                .map(|a| convert::appointment_view_pb(a, self.app.catalog()))
+                .collect(),
         }))
     }
 
@@ -88,7 +108,7 @@ impl AdminService for AdminApi {
             appointments: page
                 .appointments
                 .iter()
-                .map(convert::appointment_pb)
+                .map(|a| convert::appointment_view_pb(a, self.app.catalog()))
                 .collect(),
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
         }))
@@ -123,6 +143,61 @@ impl AdminService for AdminApi {
             );
         }
         Ok(Response::new(convert::audit_pb(&report)))
+    }
+
+    async fn get_slot(
+        &self,
+        request: Request<pb::GetSlotRequest>,
+    ) -> Result<Response<pb::GetSlotResponse>, Status> {
+        let slot = convert::slot_query(request.get_ref()).map_err(status)?;
+        let state = self.app.slot(&slot).await.map_err(status)?;
+        Ok(Response::new(pb::GetSlotResponse {
+            slot: Some(convert::slot_state_pb(&state)),
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let start = convert::event_start(request.get_ref()).map_err(status)?;
+        // Resolve "$" now, so events appended after this call are never missed.
+        let first = self.app.events(start, 0).await.map_err(status)?;
+        let mut after = match start {
+            EventStart::Latest => first.next,
+            EventStart::After(id) => id,
+        };
+        let app = self.app.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let page = match app.events(EventStart::After(after), WATCH_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let full = page.events.len() >= WATCH_PAGE as usize;
+                for e in &page.events {
+                    if tx.send(Ok(convert::event_pb(e))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                after = page.next;
+                if !full {
+                    tokio::select! {
+                        () = tokio::time::sleep(WATCH_POLL) => {}
+                        () = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn configure_waiting_room(

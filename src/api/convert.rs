@@ -6,7 +6,11 @@ use chrono::Weekday;
 
 use super::pb;
 use crate::app::DateSeats;
-use crate::domain::catalog::{Post, PostKind};
+use crate::domain::catalog::{Catalog, Post, PostKind};
+use crate::domain::lifecycle::{
+    Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
+    HoldStatus, Reschedule,
+};
 use crate::domain::room::{RoomConfig, RoomStats};
 use crate::domain::rules::{
     check_capacity, check_group, AuditReport, Booking, Cancellation, DateRange, ManifestCursor,
@@ -307,6 +311,80 @@ pub fn audit_query(
     finish(v, || Some((post?, category?, range?)))
 }
 
+pub fn hold_request(req: &pb::HoldSlotRequest) -> Result<HoldRequest, Error> {
+    // The same fields and rules as a booking.
+    booking(&pb::BookAppointmentRequest {
+        request_id: req.request_id.clone(),
+        slot: req.slot.clone(),
+        applicants: req.applicants.clone(),
+    })
+}
+
+pub fn hold_confirmation(req: &pb::ConfirmHoldRequest) -> Result<HoldConfirmation, Error> {
+    let mut v = Violations::new();
+    let hold = v.take("hold_id", HoldId::parse(&req.hold_id));
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    finish(v, || {
+        Some(HoldConfirmation {
+            request_id: request_id?,
+            hold: hold?,
+        })
+    })
+}
+
+pub fn hold_release(req: &pb::ReleaseHoldRequest) -> Result<HoldRelease, Error> {
+    let mut v = Violations::new();
+    let hold = v.take("hold_id", HoldId::parse(&req.hold_id));
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    finish(v, || {
+        Some(HoldRelease {
+            request_id: request_id?,
+            hold: hold?,
+        })
+    })
+}
+
+pub fn reschedule(req: &pb::RescheduleAppointmentRequest) -> Result<Reschedule, Error> {
+    let mut v = Violations::new();
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    let creds = credentials(&mut v, &req.confirmation_number, &req.passport_number);
+    let new_slot = v.nest("new_slot", slot_ref(req.new_slot.as_ref()));
+    finish(v, || {
+        let (confirmation, passport) = creds?;
+        Some(Reschedule {
+            request_id: request_id?,
+            confirmation,
+            passport,
+            new_slot: new_slot?,
+        })
+    })
+}
+
+pub fn render_lookup(
+    req: &pb::RenderConfirmationRequest,
+) -> Result<(ConfirmationNumber, PassportNumber), Error> {
+    let mut v = Violations::new();
+    let creds = credentials(&mut v, &req.confirmation_number, &req.passport_number);
+    finish(v, || creds)
+}
+
+pub fn slot_query(req: &pb::GetSlotRequest) -> Result<SlotRef, Error> {
+    let mut v = Violations::new();
+    let slot = v.nest("slot", slot_ref(req.slot.as_ref()));
+    finish(v, || slot)
+}
+
+/// `after_id`: "$" or "" for new events only, else a stream id ("0" = the whole log).
+pub fn event_start(req: &pb::WatchEventsRequest) -> Result<EventStart, Error> {
+    let text = req.after_id.trim();
+    if text.is_empty() || text == "$" {
+        return Ok(EventStart::Latest);
+    }
+    let mut v = Violations::new();
+    let id = v.take("after_id", EventId::parse(text));
+    finish(v, || id.map(EventStart::After))
+}
+
 // ---- domain → wire ----
 
 pub fn slot_ref_pb(s: &SlotRef) -> pb::SlotRef {
@@ -339,6 +417,73 @@ pub fn appointment_pb(a: &Appointment) -> pb::Appointment {
         } as i32,
         created_at: format_instant(a.created_at),
         updated_at: format_instant(a.updated_at),
+        history: a
+            .history
+            .iter()
+            .map(|m| pb::AppointmentMove {
+                from: Some(slot_ref_pb(&m.from)),
+                to: Some(slot_ref_pb(&m.to)),
+                at: format_instant(m.at),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The appointment with what its printed confirmation page shows: post and category names and
+/// address from the catalog.
+pub fn appointment_view_pb(a: &Appointment, catalog: &Catalog) -> pb::Appointment {
+    let mut out = appointment_pb(a);
+    if let Ok(post) = catalog.post(&a.slot.post) {
+        out.post_name_en = post.name_en.clone();
+        out.post_name_zh = post.name_zh.clone();
+        out.post_address_en = post.address_en.clone();
+        out.post_address_zh = post.address_zh.clone();
+        out.time_zone = post.time_zone.name().to_owned();
+        if let Some(c) = post.categories.iter().find(|c| c.id == a.slot.category) {
+            out.category_name_en = c.name_en.clone();
+            out.category_name_zh = c.name_zh.clone();
+        }
+    }
+    out
+}
+
+pub fn hold_pb(h: &Hold, now: chrono::DateTime<chrono::Utc>) -> pb::Hold {
+    pb::Hold {
+        hold_id: h.id.to_string(),
+        slot: Some(slot_ref_pb(&h.slot)),
+        applicants: h.applicants.iter().map(applicant_pb).collect(),
+        status: match h.status_at(now) {
+            HoldStatus::Held => pb::HoldStatus::Held,
+            HoldStatus::Confirmed => pb::HoldStatus::Confirmed,
+            HoldStatus::Released => pb::HoldStatus::Released,
+            HoldStatus::Expired => pb::HoldStatus::Expired,
+        } as i32,
+        created_at: format_instant(h.created_at),
+        expires_at: format_instant(h.expires_at),
+        confirmation_number: h
+            .confirmation
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn applicant_pb(p: &Applicant) -> pb::Applicant {
+    pb::Applicant {
+        passport_number: p.passport.to_string(),
+        given_name: p.given_name.to_string(),
+        surname: p.surname.to_string(),
+        ds160_confirmation: p.ds160.to_string(),
+        receipt_number: p.receipt.to_string(),
+    }
+}
+
+pub fn event_pb(e: &Event) -> pb::BookingEvent {
+    pb::BookingEvent {
+        id: e.id.to_string(),
+        r#type: e.kind.clone(),
+        fields: e.fields.clone().into_iter().collect(),
     }
 }
 
@@ -349,6 +494,7 @@ pub fn slot_state_pb(s: &SlotState) -> pb::SlotState {
         booked: s.booked,
         remaining: s.remaining(),
         closed: s.closed,
+        held: s.held,
     }
 }
 

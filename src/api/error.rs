@@ -20,6 +20,12 @@ pub enum ApiError {
     /// Operator credentials missing or wrong.
     #[error("{detail}")]
     Unauthenticated { detail: String },
+    /// A per-client rate limit (`crate::limits`) refused the call.
+    #[error("rate limit `{limit}` exceeded; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        limit: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,6 +57,13 @@ impl From<ApiError> for Status {
         match e {
             ApiError::Unauthenticated { .. } => {
                 with_info(Code::Unauthenticated, message, "UNAUTHENTICATED", &[])
+            }
+            ApiError::RateLimited { limit, retry_after } => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(retry_after));
+                let meta: HashMap<String, String> = [("limit".to_owned(), limit.to_owned())].into();
+                details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, meta);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             ApiError::Store(StoreError::Unavailable { detail }) => {
                 tracing::warn!(%detail, "store unavailable");
@@ -202,6 +215,46 @@ fn domain_status(e: Error, message: String) -> Status {
             message,
             "REQUEST_ID_REUSED",
             &[("request_id", request_id)],
+        ),
+        Error::HoldNotFound => with_info(NotFound, message, "HOLD_NOT_FOUND", &[]),
+        Error::HoldExpired {
+            hold_id,
+            expired_at,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "HOLD_EXPIRED",
+            &[("hold_id", hold_id), ("expired_at", expired_at)],
+        ),
+        Error::HoldNotActive { hold_id, status } => with_info(
+            FailedPrecondition,
+            message,
+            "HOLD_NOT_ACTIVE",
+            &[("hold_id", hold_id), ("status", status)],
+        ),
+        Error::RescheduleLimit {
+            receipt_number,
+            limit,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "RESCHEDULE_LIMIT",
+            &[
+                ("receipt_number", receipt_number),
+                ("limit", limit.to_string()),
+            ],
+        ),
+        Error::RescheduleSameSlot {
+            confirmation_number,
+            slot,
+        } => with_info(
+            FailedPrecondition,
+            message,
+            "RESCHEDULE_SAME_SLOT",
+            &[
+                ("confirmation_number", confirmation_number),
+                ("slot", slot.to_string()),
+            ],
         ),
         Error::WaitingRoomDisabled => {
             with_info(FailedPrecondition, message, "WAITING_ROOM_DISABLED", &[])

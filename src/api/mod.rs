@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod booking;
 pub mod calendar;
+pub mod confirmation;
 pub mod convert;
 pub mod error;
+pub mod middleware;
 pub mod pb;
 pub mod room;

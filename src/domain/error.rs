@@ -81,6 +81,19 @@ pub enum Error {
     AppointmentCancelled { confirmation_number: String },
     #[error("request_id {request_id} was already used for a different request")]
     RequestIdReused { request_id: String },
+    #[error("no hold matches this hold_id")]
+    HoldNotFound,
+    #[error("hold {hold_id} expired at {expired_at}; its seats were returned")]
+    HoldExpired { hold_id: String, expired_at: String },
+    #[error("hold {hold_id} is {status}, not held")]
+    HoldNotActive { hold_id: String, status: String },
+    #[error("receipt {receipt_number} was already used for {limit} reschedules")]
+    RescheduleLimit { receipt_number: String, limit: u32 },
+    #[error("appointment {confirmation_number} is already on slot {slot}")]
+    RescheduleSameSlot {
+        confirmation_number: String,
+        slot: SlotRef,
+    },
     #[error("the waiting room is not enabled: go straight to booking")]
     WaitingRoomDisabled,
     #[error("no such ticket")]

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod lifecycle;
 pub mod room;
 pub mod rules;
 pub mod types;

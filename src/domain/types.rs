@@ -352,18 +352,21 @@ impl fmt::Display for SlotRef {
     }
 }
 
-/// A slot's inventory. Invariant: `booked <= capacity` (see `remaining`).
+/// A slot's inventory. Invariant: `booked + held + remaining == capacity` (see `remaining`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {
     pub slot: SlotRef,
     pub capacity: u32,
     pub booked: u32,
+    /// Seats taken by live holds (not yet confirmed, released or expired).
+    pub held: u32,
     pub closed: bool,
 }
 
 impl SlotState {
     pub fn remaining(&self) -> u32 {
-        self.capacity.saturating_sub(self.booked)
+        self.capacity
+            .saturating_sub(self.booked.saturating_add(self.held))
     }
 
     /// Seats a new booking could take now (0 when closed).
@@ -510,6 +513,8 @@ pub struct Appointment {
     pub status: AppointmentStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Every reschedule, oldest first.
+    pub history: Vec<super::lifecycle::Move>,
 }
 
 impl Appointment {

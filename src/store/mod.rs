@@ -14,6 +14,10 @@ pub mod room;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::lifecycle::{
+    Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
+    Reschedule,
+};
 use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
@@ -58,6 +62,14 @@ pub struct OpenReport {
     pub updated: u32,
     /// Slots asked to go below the seats booked: they stay open at capacity == booked.
     pub kept_at_booked: Vec<SlotState>,
+}
+
+/// A page of the event log and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// The last id returned, or the resolved start when the page is empty.
+    pub next: EventId,
 }
 
 /// A page of a day's manifest.
@@ -126,4 +138,49 @@ pub trait Inventory: Send + Sync + 'static {
 
     /// Ok when the backend answers (health checks).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- booking lifecycle: holds, reschedules, events ----
+
+    /// Takes the seats for the group until `expires_at`, with the same checks as `book` (a
+    /// passport or receipt under a live hold counts as taken). A request_id seen before returns
+    /// that first hold (or `RequestIdReused`).
+    async fn hold(
+        &self,
+        request: &HoldRequest,
+        id: &HoldId,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError>;
+
+    /// Turns a live hold into an appointment numbered `confirmation`. Confirming it again
+    /// returns the same appointment; an expired hold fails `HoldExpired` and books nothing.
+    async fn confirm_hold(
+        &self,
+        confirmation: &HoldConfirmation,
+        number: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError>;
+
+    /// Returns a live hold's seats; releasing it again returns it unchanged.
+    async fn release_hold(
+        &self,
+        release: &HoldRelease,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError>;
+
+    /// Returns the seats of every hold expired at `now` (the periodic sweeper; the operations
+    /// above also reclaim the expired holds of the dates they touch). Returns how many.
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
+
+    /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each
+    /// receipt may back at most `limit` moves.
+    async fn reschedule(
+        &self,
+        reschedule: &Reschedule,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError>;
+
+    /// At most `limit` events after `start`, oldest first.
+    async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError>;
 }

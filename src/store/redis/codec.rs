@@ -7,6 +7,7 @@ use ::redis::Value;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::lifecycle::{Hold, HoldId, HoldStatus, Move};
 use crate::domain::types::{
     parse_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
     Ds160Number, PassportNumber, PersonName, PostId, ReceiptNumber, SlotRef, SlotTime,
@@ -113,12 +114,103 @@ pub fn decode_appointment(
         status: AppointmentStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
         created_at: parse_stored_instant(get("created_at")?)?,
         updated_at: parse_stored_instant(get("updated_at")?)?,
+        history: match fields.get("history") {
+            Some(text) => parse_history(text).map_err(|_| bad("history"))?,
+            None => Vec::new(),
+        },
     };
     if appointment.applicants.is_empty() {
         return Err(bad("applicants"));
     }
     Ok(Some(StoredAppointment {
         appointment,
+        applicants_json,
+    }))
+}
+
+/// A slot label as scripts write it: `<POST>/<CAT>/<DATE> <HH:MM>` (= `SlotRef`'s Display).
+pub fn parse_slot_label(text: &str) -> Option<SlotRef> {
+    let (day, time) = text.split_once(' ')?;
+    let mut parts = day.split('/');
+    let (post, category, date) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(SlotRef {
+        post: PostId::parse(post).ok()?,
+        category: CategoryId::parse(category).ok()?,
+        date: parse_date(date).ok()?,
+        time: SlotTime::parse(time).ok()?,
+    })
+}
+
+/// The `history` field: one `<from label>|<to label>|<RFC 3339>` line per move.
+fn parse_history(text: &str) -> Result<Vec<Move>, ()> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut parts = line.split('|');
+            let (from, to, at) = (
+                parts.next().ok_or(())?,
+                parts.next().ok_or(())?,
+                parts.next().ok_or(())?,
+            );
+            Ok(Move {
+                from: parse_slot_label(from).ok_or(())?,
+                to: parse_slot_label(to).ok_or(())?,
+                at: parse_stored_instant(at).map_err(|_| ())?,
+            })
+        })
+        .collect()
+}
+
+/// A hold record as read with HGETALL; None when the key does not exist.
+#[derive(Debug, Clone)]
+pub struct StoredHold {
+    pub hold: Hold,
+    /// The `applicants` field verbatim (scripts compare it).
+    pub applicants_json: String,
+}
+
+pub fn decode_hold(
+    id: &HoldId,
+    fields: HashMap<String, String>,
+) -> Result<Option<StoredHold>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let get = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| StoreError::corrupt(format!("hold {id} lacks {name}")))
+    };
+    let bad = |what: &str| StoreError::corrupt(format!("hold {id}: bad {what}"));
+    let slot = SlotRef {
+        post: PostId::parse(get("post")?).map_err(|_| bad("post"))?,
+        category: CategoryId::parse(get("category")?).map_err(|_| bad("category"))?,
+        date: parse_date(get("date")?).map_err(|_| bad("date"))?,
+        time: SlotTime::parse(get("time")?).map_err(|_| bad("time"))?,
+    };
+    let applicants_json = get("applicants")?.clone();
+    let expires_ms: i64 = get("expires_ms")?.parse().map_err(|_| bad("expires_ms"))?;
+    let confirmation = match fields.get("confirmation") {
+        Some(c) => Some(ConfirmationNumber::parse(c).map_err(|_| bad("confirmation"))?),
+        None => None,
+    };
+    let hold = Hold {
+        id: id.clone(),
+        slot,
+        applicants: parse_applicants(&applicants_json)?,
+        status: HoldStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
+        created_at: parse_stored_instant(get("created_at")?)?,
+        expires_at: instant_from_millis(expires_ms)?,
+        confirmation,
+    };
+    if hold.applicants.is_empty() {
+        return Err(bad("applicants"));
+    }
+    Ok(Some(StoredHold {
+        hold,
         applicants_json,
     }))
 }

@@ -3,6 +3,7 @@
 //! so every script touches keys of one Redis Cluster slot and may check the global applicant
 //! rules (one active appointment per passport, one per receipt) atomically with the seats.
 
+use crate::domain::lifecycle::HoldId;
 use crate::domain::types::{
     format_date, ConfirmationNumber, DayRef, PassportNumber, ReceiptNumber, RequestId, SlotTime,
 };
@@ -101,6 +102,35 @@ impl Keys {
 
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)
+    }
+
+    /// Sorted set of a day's holds (live, or expired and not yet reclaimed): member
+    /// `<HHMM>:<seats>:<HOLD_ID>`, score = expiry in ms.
+    pub fn holds(&self, day: &DayRef) -> String {
+        format!("{}holds:{}", self.prefix, Self::day_suffix(day))
+    }
+
+    /// Sorted set of every hold of every day, for the sweeper: member
+    /// `<POST>:<CAT>:<DATE>:<HHMM>:<seats>:<HOLD_ID>`, score = expiry in ms.
+    pub fn holds_due(&self) -> String {
+        format!("{}holds-due", self.prefix)
+    }
+
+    pub fn hold(&self, id: &HoldId) -> String {
+        format!("{}hold:{id}", self.prefix)
+    }
+
+    pub fn idem_hold(&self, request_id: &RequestId) -> String {
+        format!("{}idem:hold:{request_id}", self.prefix)
+    }
+
+    pub fn idem_reschedule(&self, request_id: &RequestId) -> String {
+        format!("{}idem:reschedule:{request_id}", self.prefix)
+    }
+
+    /// `<POST>:<CAT>:<DATE>`, the day part of a due member.
+    pub fn day_label(day: &DayRef) -> String {
+        Self::day_suffix(day)
     }
 }
 

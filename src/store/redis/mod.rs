@@ -22,15 +22,19 @@ use chrono::{DateTime, Utc};
 pub use conn::ConnOptions;
 
 use self::codec::{
-    applicants_json, at, decode_appointment, hash_fields, instant_from_millis, instant_text, int,
-    millis, status_reply, text, uint, unexpected, StoredAppointment,
+    applicants_json, at, decode_appointment, decode_hold, hash_fields, instant_from_millis,
+    instant_text, int, millis, status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
 };
 use self::conn::Conn;
 use self::keys::{hhmm, parse_hhmm, Keys};
-use super::{Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use super::{EventPage, Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use crate::domain::lifecycle::{
+    Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
+    HoldStatus, Reschedule,
+};
 use crate::domain::rules::{
-    AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
-    Violation,
+    audit_slot, AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery,
+    OpenPlan,
 };
 use crate::domain::types::{
     format_date, format_instant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
@@ -41,6 +45,22 @@ use crate::domain::Error;
 /// How many times a cancel re-reads an appointment that changed under it (only possible while
 /// its booking is landing) before giving up.
 const CANCEL_ATTEMPTS: usize = 3;
+
+/// How long a hold record outlives its expiry, so a late confirm answers HOLD_EXPIRED (not
+/// HOLD_NOT_FOUND) and a retried hold request replays. Garbage collection only: no decision
+/// reads this TTL.
+const HOLD_RECORD_GRACE_SECS: i64 = 24 * 60 * 60;
+
+/// How many due holds one sweep reads.
+const SWEEP_BATCH: usize = 1000;
+
+/// Scripts that decide on a date's seats or on passport/receipt claims start with the shared
+/// hold helpers.
+macro_rules! with_holds_lib {
+    ($file:literal) => {
+        concat!(include_str!("lua/holds_lib.lua"), "\n", include_str!($file))
+    };
+}
 
 /// Everything the Redis store needs to know.
 #[derive(Debug, Clone)]
@@ -68,6 +88,11 @@ struct Scripts {
     register_receipt: ::redis::Script,
     audit: ::redis::Script,
     manifest: ::redis::Script,
+    hold: ::redis::Script,
+    confirm_hold: ::redis::Script,
+    release_hold: ::redis::Script,
+    reclaim: ::redis::Script,
+    reschedule: ::redis::Script,
 }
 
 impl Scripts {
@@ -76,11 +101,16 @@ impl Scripts {
             open_slots: conn::script(include_str!("lua/open_slots.lua")),
             set_capacity: conn::script(include_str!("lua/set_capacity.lua")),
             close_slots: conn::script(include_str!("lua/close_slots.lua")),
-            book: conn::script(include_str!("lua/book.lua")),
+            book: conn::script(with_holds_lib!("lua/book.lua")),
             cancel: conn::script(include_str!("lua/cancel.lua")),
             register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
             audit: conn::script(include_str!("lua/audit.lua")),
             manifest: conn::script(include_str!("lua/manifest.lua")),
+            hold: conn::script(with_holds_lib!("lua/hold.lua")),
+            confirm_hold: conn::script(with_holds_lib!("lua/confirm_hold.lua")),
+            release_hold: conn::script(with_holds_lib!("lua/release_hold.lua")),
+            reclaim: conn::script(with_holds_lib!("lua/reclaim.lua")),
+            reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
         }
     }
 }
@@ -149,8 +179,18 @@ impl RedisStore {
             slot: day.at(time),
             capacity,
             booked,
+            held: 0,
             closed,
         }
+    }
+
+    async fn read_hold(&self, id: &HoldId) -> Result<Option<StoredHold>, StoreError> {
+        let what = "read hold";
+        let value = self
+            .conn
+            .cmd(what, ::redis::cmd("HGETALL").arg(self.keys.hold(id)))
+            .await?;
+        decode_hold(id, hash_fields(what, value)?)
     }
 }
 
@@ -177,13 +217,10 @@ fn day_slots(
         let capacity = value
             .parse()
             .map_err(|_| StoreError::corrupt(format!("day {day}: bad {field}")))?;
-        slots.push(RedisStore::slot_state(
-            day,
-            time,
-            capacity,
-            number("b")?,
-            number("x")? == 1,
-        ));
+        slots.push(SlotState {
+            held: number("h")?,
+            ..RedisStore::slot_state(day, time, capacity, number("b")?, number("x")? == 1)
+        });
     }
     slots.sort_by_key(|s| s.slot.time);
     Ok(slots)
@@ -275,6 +312,7 @@ impl Inventory for RedisStore {
                 capacity: uint(what, at(what, &items, 0)?)?,
                 booked: uint(what, at(what, &items, 1)?)?,
                 closed: int(what, at(what, &items, 2)?)? == 1,
+                held: uint(what, at(what, &items, 3)?)?,
             }),
             "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
             "CAPACITY_BELOW_BOOKED" => Err(Error::CapacityBelowBooked {
@@ -354,6 +392,9 @@ impl Inventory for RedisStore {
                 .key(self.keys.passport(&a.passport));
         }
         invocation
+            .key(self.keys.holds(&day))
+            .key(self.keys.holds_due());
+        invocation
             .arg(millis(now))
             .arg(booking.fingerprint())
             .arg(confirmation.as_str())
@@ -370,6 +411,7 @@ impl Inventory for RedisStore {
         for a in &booking.applicants {
             invocation.arg(a.passport.as_str());
         }
+        invocation.arg(Keys::day_label(&day));
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         let applicants = &booking.applicants;
         let receipt_number = |items: &[::redis::Value]| -> Result<String, StoreError> {
@@ -383,6 +425,7 @@ impl Inventory for RedisStore {
                 status: AppointmentStatus::Booked,
                 created_at: now,
                 updated_at: now,
+                history: Vec::new(),
             }),
             "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
             "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
@@ -488,6 +531,12 @@ impl Inventory for RedisStore {
                     stored
                         .as_ref()
                         .map(|s| hhmm(s.appointment.slot.time))
+                        .unwrap_or_default(),
+                )
+                .arg(
+                    stored
+                        .as_ref()
+                        .map(|s| s.appointment.slot.to_string())
                         .unwrap_or_default(),
                 );
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
@@ -611,14 +660,15 @@ impl Inventory for RedisStore {
         for day in &days {
             invocation
                 .key(self.keys.day(day))
-                .key(self.keys.active(day));
+                .key(self.keys.active(day))
+                .key(self.keys.holds(day));
         }
         let ::redis::Value::Array(items) = self.conn.script(what, &invocation).await? else {
             return Err(StoreError::corrupt(format!("{what}: expected a list")));
         };
-        let mut rows = Vec::with_capacity(items.len() / 5);
-        for row in items.chunks(5) {
-            let [day, time, capacity, booked, held] = row else {
+        let mut rows = Vec::with_capacity(items.len() / 7);
+        for row in items.chunks(7) {
+            let [day, time, capacity, booked, active_seats, held, hold_seats] = row else {
                 return Err(StoreError::corrupt(format!("{what}: ragged reply")));
             };
             let day_index = usize::try_from(int(what, day)?)
@@ -628,32 +678,27 @@ impl Inventory for RedisStore {
                 .ok_or_else(|| StoreError::corrupt(format!("{what}: day index out of range")))?;
             let time = parse_hhmm(&text(what, time)?)
                 .ok_or_else(|| StoreError::corrupt(format!("{what}: bad time")))?;
+            let state = SlotState {
+                slot: day.at(time),
+                capacity: uint(what, capacity)?,
+                booked: uint(what, booked)?,
+                held: uint(what, held)?,
+                closed: false,
+            };
             rows.push((
                 day_index,
-                day.at(time),
-                uint(what, capacity)?,
-                uint(what, booked)?,
-                uint(what, held)?,
+                state,
+                uint(what, active_seats)?,
+                uint(what, hold_seats)?,
             ));
         }
-        rows.sort_by_key(|r| (r.0, r.1.time));
+        rows.sort_by_key(|r| (r.0, r.1.slot.time));
         let mut report = AuditReport::default();
-        for (_, slot, capacity, booked, counted) in rows {
+        for (_, state, active_seats, hold_seats) in rows {
             report.slots_checked += 1;
-            if booked > capacity {
-                report.violations.push(Violation {
-                    slot: slot.clone(),
-                    rule: "remaining >= 0".into(),
-                    detail: format!("booked {booked} exceeds capacity {capacity}"),
-                });
-            }
-            if counted != booked {
-                report.violations.push(Violation {
-                    slot,
-                    rule: "booked == seats of active appointments".into(),
-                    detail: format!("counter says {booked} booked, appointments hold {counted}"),
-                });
-            }
+            report
+                .violations
+                .extend(audit_slot(&state, active_seats, hold_seats));
         }
         Ok(report)
     }
@@ -667,5 +712,520 @@ impl Inventory for RedisStore {
                 detail: format!("ping answered {other}"),
             }),
         }
+    }
+
+    async fn hold(
+        &self,
+        request: &HoldRequest,
+        id: &HoldId,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        let what = "hold";
+        let slot = &request.slot;
+        let day = slot.day();
+        let mut invocation = self.scripts.hold.key(self.keys.day(&day));
+        invocation
+            .key(self.keys.holds(&day))
+            .key(self.keys.holds_due())
+            .key(self.keys.hold(id))
+            .key(self.keys.idem_hold(&request.request_id))
+            .key(self.keys.events());
+        for a in &request.applicants {
+            invocation
+                .key(self.keys.receipt(&a.receipt))
+                .key(self.keys.passport(&a.passport));
+        }
+        let ttl_secs = (expires_at - now).num_seconds().max(0);
+        invocation
+            .arg(millis(now))
+            .arg(request.fingerprint())
+            .arg(id.as_str())
+            .arg(hhmm(slot.time))
+            .arg(request.seats())
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(instant_text(now))
+            .arg(slot.post.as_str())
+            .arg(slot.category.as_str())
+            .arg(format_date(slot.date))
+            .arg(slot.time.to_string())
+            .arg(applicants_json(&request.applicants)?)
+            .arg(millis(expires_at))
+            .arg(Keys::day_label(&day))
+            .arg(ttl_secs + HOLD_RECORD_GRACE_SECS);
+        for a in &request.applicants {
+            invocation.arg(a.passport.as_str());
+        }
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match status.as_str() {
+            "OK" => Ok(Hold {
+                id: id.clone(),
+                slot: slot.clone(),
+                applicants: request.applicants.clone(),
+                status: HoldStatus::Held,
+                created_at: now,
+                expires_at,
+                confirmation: None,
+            }),
+            "REPLAY" => {
+                let first = HoldId::parse(&text(what, at(what, &items, 0)?)?)
+                    .map_err(|_| StoreError::corrupt("idempotency record names a bad hold"))?;
+                self.read_hold(&first)
+                    .await?
+                    .map(|h| h.hold)
+                    .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"))
+            }
+            "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
+                request_id: request.request_id.to_string(),
+            }
+            .into()),
+            _ => Err(booking_refusal(what, &status, &items, request)),
+        }
+    }
+
+    async fn confirm_hold(
+        &self,
+        confirmation: &HoldConfirmation,
+        number: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let what = "confirm hold";
+        let now_text = instant_text(now);
+        for _ in 0..CANCEL_ATTEMPTS {
+            let Some(stored) = self.read_hold(&confirmation.hold).await? else {
+                return Err(Error::HoldNotFound.into());
+            };
+            let hold = &stored.hold;
+            let day = hold.slot.day();
+            let mut invocation = self.scripts.confirm_hold.key(self.keys.hold(&hold.id));
+            invocation
+                .key(self.keys.day(&day))
+                .key(self.keys.active(&day))
+                .key(self.keys.manifest(&day))
+                .key(self.keys.appointment(number))
+                .key(self.keys.holds(&day))
+                .key(self.keys.holds_due())
+                .key(self.keys.events());
+            for a in &hold.applicants {
+                invocation
+                    .key(self.keys.receipt(&a.receipt))
+                    .key(self.keys.passport(&a.passport));
+            }
+            invocation
+                .arg(millis(now))
+                .arg(hold.id.as_str())
+                .arg(number.as_str())
+                .arg(now_text.as_str())
+                .arg(stored.applicants_json.as_str())
+                .arg(Keys::day_label(&day))
+                .arg(
+                    ManifestCursor {
+                        time: hold.slot.time,
+                        confirmation: number.clone(),
+                    }
+                    .encode(),
+                )
+                .arg(hhmm(hold.slot.time));
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            return match status.as_str() {
+                "OK" => Ok(Appointment {
+                    confirmation: number.clone(),
+                    slot: hold.slot.clone(),
+                    applicants: hold.applicants.clone(),
+                    status: AppointmentStatus::Booked,
+                    created_at: now,
+                    updated_at: now,
+                    history: Vec::new(),
+                }),
+                "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+                "HOLD_NOT_FOUND" => Err(Error::HoldNotFound.into()),
+                "HOLD_EXPIRED" => Err(Error::HoldExpired {
+                    hold_id: hold.id.to_string(),
+                    expired_at: format_instant(hold.expires_at),
+                }
+                .into()),
+                "HOLD_NOT_ACTIVE" => Err(Error::HoldNotActive {
+                    hold_id: hold.id.to_string(),
+                    status: text(what, at(what, &items, 0)?)?,
+                }
+                .into()),
+                "CONFIRMATION_TAKEN" => Err(StoreError::ConfirmationTaken),
+                "STALE" => continue,
+                _ => Err(unexpected(what, &status, &items)),
+            };
+        }
+        Err(StoreError::corrupt(
+            "confirm hold: the hold kept changing under the read",
+        ))
+    }
+
+    async fn release_hold(
+        &self,
+        release: &HoldRelease,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        let what = "release hold";
+        for _ in 0..CANCEL_ATTEMPTS {
+            let Some(stored) = self.read_hold(&release.hold).await? else {
+                return Err(Error::HoldNotFound.into());
+            };
+            let hold = stored.hold;
+            let day = hold.slot.day();
+            let mut invocation = self.scripts.release_hold.key(self.keys.hold(&hold.id));
+            invocation
+                .key(self.keys.day(&day))
+                .key(self.keys.holds(&day))
+                .key(self.keys.holds_due())
+                .key(self.keys.events());
+            for a in &hold.applicants {
+                invocation
+                    .key(self.keys.receipt(&a.receipt))
+                    .key(self.keys.passport(&a.passport));
+            }
+            invocation
+                .arg(millis(now))
+                .arg(hold.id.as_str())
+                .arg(stored.applicants_json.as_str())
+                .arg(Keys::day_label(&day))
+                .arg(instant_text(now))
+                .arg(hhmm(hold.slot.time));
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            return match status.as_str() {
+                "OK" | "REPLAY" => Ok(Hold {
+                    status: HoldStatus::Released,
+                    ..hold
+                }),
+                "HOLD_NOT_FOUND" => Err(Error::HoldNotFound.into()),
+                "HOLD_EXPIRED" => Err(Error::HoldExpired {
+                    hold_id: hold.id.to_string(),
+                    expired_at: format_instant(hold.expires_at),
+                }
+                .into()),
+                "HOLD_NOT_ACTIVE" => Err(Error::HoldNotActive {
+                    hold_id: hold.id.to_string(),
+                    status: text(what, at(what, &items, 0)?)?,
+                }
+                .into()),
+                "STALE" => continue,
+                _ => Err(unexpected(what, &status, &items)),
+            };
+        }
+        Err(StoreError::corrupt(
+            "release hold: the hold kept changing under the read",
+        ))
+    }
+
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        let what = "reclaim holds";
+        // A plain read names the dates with due holds; each date's script re-reads exactly.
+        let reply = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.keys.holds_due())
+                    .arg("-inf")
+                    .arg(millis(now))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH),
+            )
+            .await?;
+        let ::redis::Value::Array(members) = reply else {
+            return Err(StoreError::corrupt(format!(
+                "{what}: expected a member list"
+            )));
+        };
+        let mut days: Vec<DayRef> = Vec::new();
+        for m in &members {
+            let member = text(what, m)?;
+            let day = parse_due_day(&member)
+                .ok_or_else(|| StoreError::corrupt(format!("{what}: bad due member {member}")))?;
+            if !days.contains(&day) {
+                days.push(day);
+            }
+        }
+        let mut reclaimed = 0;
+        for day in &days {
+            let mut invocation = self.scripts.reclaim.key(self.keys.day(day));
+            invocation
+                .key(self.keys.holds(day))
+                .key(self.keys.holds_due())
+                .key(self.keys.events())
+                .arg(millis(now))
+                .arg(Keys::day_label(day))
+                .arg(day.to_string());
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            match status.as_str() {
+                "OK" => reclaimed += uint(what, at(what, &items, 0)?)?,
+                _ => return Err(unexpected(what, &status, &items)),
+            }
+        }
+        if reclaimed == 0 && !members.is_empty() {
+            // Due entries of holds that are gone (confirmed or released between the read and
+            // the script) are removed by those scripts; a leftover here means a stray member.
+            tracing::debug!(due = members.len(), "due holds without expired members");
+        }
+        Ok(reclaimed)
+    }
+
+    async fn reschedule(
+        &self,
+        reschedule: &Reschedule,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let what = "reschedule";
+        let fingerprint = reschedule.fingerprint();
+        let now_text = instant_text(now);
+        let to = &reschedule.new_slot;
+        let new_day = to.day();
+        for _ in 0..CANCEL_ATTEMPTS {
+            let stored = self.read_appointment(&reschedule.confirmation).await?;
+            let Some(stored) = stored else {
+                // The idempotency record may still answer (a replay of a vanished appointment
+                // is corrupt data anyway): unknown numbers are simply not found.
+                return Err(Error::AppointmentNotFound.into());
+            };
+            let from = stored.appointment.slot.clone();
+            let old_day = from.day();
+            let mut invocation = self
+                .scripts
+                .reschedule
+                .key(self.keys.appointment(&reschedule.confirmation));
+            invocation
+                .key(self.keys.idem_reschedule(&reschedule.request_id))
+                .key(self.keys.events())
+                .key(self.keys.day(&old_day))
+                .key(self.keys.active(&old_day))
+                .key(self.keys.manifest(&old_day))
+                .key(self.keys.day(&new_day))
+                .key(self.keys.active(&new_day))
+                .key(self.keys.manifest(&new_day))
+                .key(self.keys.holds(&new_day))
+                .key(self.keys.holds_due());
+            for a in &stored.appointment.applicants {
+                invocation.key(self.keys.receipt(&a.receipt));
+            }
+            let history_line = format!("{from}|{to}|{now_text}");
+            invocation
+                .arg(millis(now))
+                .arg(fingerprint.as_str())
+                .arg(reschedule.confirmation.as_str())
+                .arg(IDEMPOTENCY_TTL_SECS)
+                .arg(now_text.as_str())
+                .arg(stored.applicants_json.as_str())
+                .arg(if stored.appointment.includes(&reschedule.passport) {
+                    "1"
+                } else {
+                    "0"
+                })
+                .arg(from.to_string())
+                .arg(to.to_string())
+                .arg(hhmm(from.time))
+                .arg(hhmm(to.time))
+                .arg(
+                    ManifestCursor {
+                        time: from.time,
+                        confirmation: reschedule.confirmation.clone(),
+                    }
+                    .encode(),
+                )
+                .arg(
+                    ManifestCursor {
+                        time: to.time,
+                        confirmation: reschedule.confirmation.clone(),
+                    }
+                    .encode(),
+                )
+                .arg(limit)
+                .arg(Keys::day_label(&new_day))
+                .arg(to.post.as_str())
+                .arg(to.category.as_str())
+                .arg(format_date(to.date))
+                .arg(to.time.to_string())
+                .arg(history_line);
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            let applicants = &stored.appointment.applicants;
+            return match status.as_str() {
+                "OK" => {
+                    let mut moved = stored.appointment.clone();
+                    moved.history.push(crate::domain::lifecycle::Move {
+                        from: from.clone(),
+                        to: to.clone(),
+                        at: now,
+                    });
+                    moved.slot = to.clone();
+                    moved.updated_at = now;
+                    Ok(moved)
+                }
+                "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+                "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
+                    request_id: reschedule.request_id.to_string(),
+                }
+                .into()),
+                "APPOINTMENT_NOT_FOUND" => Err(Error::AppointmentNotFound.into()),
+                "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
+                    confirmation_number: reschedule.confirmation.to_string(),
+                }
+                .into()),
+                "RESCHEDULE_SAME_SLOT" => Err(Error::RescheduleSameSlot {
+                    confirmation_number: reschedule.confirmation.to_string(),
+                    slot: from,
+                }
+                .into()),
+                "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: to.clone() }.into()),
+                "SLOT_CLOSED" => Err(Error::SlotClosed { slot: to.clone() }.into()),
+                "SLOT_FULL" => Err(Error::SlotFull {
+                    slot: to.clone(),
+                    requested: stored.appointment.seats(),
+                    remaining: uint(what, at(what, &items, 0)?)?,
+                }
+                .into()),
+                "RESCHEDULE_LIMIT" => Err(Error::RescheduleLimit {
+                    receipt_number: applicant_at(what, applicants, &items)?.receipt.to_string(),
+                    limit,
+                }
+                .into()),
+                "STALE" => continue,
+                _ => Err(unexpected(what, &status, &items)),
+            };
+        }
+        Err(StoreError::corrupt(
+            "reschedule: the appointment kept changing under the read",
+        ))
+    }
+
+    async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
+        let what = "events";
+        let after = match start {
+            EventStart::After(id) => id,
+            EventStart::Latest => {
+                let reply = self
+                    .conn
+                    .cmd(
+                        what,
+                        ::redis::cmd("XREVRANGE")
+                            .arg(self.keys.events())
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(1),
+                    )
+                    .await?;
+                let latest = decode_stream(what, reply)?;
+                return Ok(EventPage {
+                    events: Vec::new(),
+                    next: latest.last().map(|e| e.id).unwrap_or_default(),
+                });
+            }
+        };
+        if limit == 0 {
+            return Ok(EventPage {
+                events: Vec::new(),
+                next: after,
+            });
+        }
+        let reply = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("XRANGE")
+                    .arg(self.keys.events())
+                    .arg(format!("({after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        let events = decode_stream(what, reply)?;
+        let next = events.last().map(|e| e.id).unwrap_or(after);
+        Ok(EventPage { events, next })
+    }
+}
+
+/// The day of a due member `<POST>:<CAT>:<DATE>:<HHMM>:<seats>:<ID>`.
+fn parse_due_day(member: &str) -> Option<DayRef> {
+    let mut parts = member.split(':');
+    let (post, category, date) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(DayRef {
+        post: PostId::parse(post).ok()?,
+        category: CategoryId::parse(category).ok()?,
+        date: crate::domain::types::parse_date(date).ok()?,
+    })
+}
+
+/// XRANGE / XREVRANGE entries: `[[id, [field, value, ...]], ...]`.
+fn decode_stream(what: &str, reply: ::redis::Value) -> Result<Vec<Event>, StoreError> {
+    let ::redis::Value::Array(entries) = reply else {
+        return Err(StoreError::corrupt(format!("{what}: expected entries")));
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let ::redis::Value::Array(mut pair) = entry else {
+            return Err(StoreError::corrupt(format!("{what}: expected an entry")));
+        };
+        if pair.len() != 2 {
+            return Err(StoreError::corrupt(format!("{what}: ragged entry")));
+        }
+        let body = pair.pop().unwrap_or(::redis::Value::Nil);
+        let id_text = text(what, &pair[0])?;
+        let id = EventId::parse(&id_text)
+            .map_err(|_| StoreError::corrupt(format!("{what}: bad id {id_text}")))?;
+        let mut fields = hash_fields(what, body)?;
+        let kind = fields.remove("type").unwrap_or_default();
+        out.push(Event {
+            id,
+            kind,
+            fields: fields.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// A hold or booking refused on a rule both share (seats, receipts, passports).
+fn booking_refusal(
+    what: &str,
+    status: &str,
+    items: &[::redis::Value],
+    booking: &Booking,
+) -> StoreError {
+    let slot = &booking.slot;
+    let applicants = &booking.applicants;
+    let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {
+        applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
+    };
+    let refusal: Result<Error, StoreError> = (|| {
+        Ok(match status {
+            "SLOT_NOT_FOUND" => Error::SlotNotFound { slot: slot.clone() },
+            "SLOT_CLOSED" => Error::SlotClosed { slot: slot.clone() },
+            "SLOT_FULL" => Error::SlotFull {
+                slot: slot.clone(),
+                requested: booking.seats(),
+                remaining: uint(what, at(what, items, 0)?)?,
+            },
+            "RECEIPT_NOT_REGISTERED" => Error::ReceiptNotRegistered {
+                receipt_number: receipt(items)?,
+            },
+            "RECEIPT_PASSPORT_MISMATCH" => Error::ReceiptPassportMismatch {
+                receipt_number: receipt(items)?,
+            },
+            "RECEIPT_EXPIRED" => Error::ReceiptExpired {
+                receipt_number: receipt(items)?,
+                expired_at: format_instant(instant_from_millis(int(what, at(what, items, 1)?)?)?),
+            },
+            "RECEIPT_IN_USE" => Error::ReceiptInUse {
+                receipt_number: receipt(items)?,
+            },
+            "APPLICANT_ALREADY_BOOKED" => Error::ApplicantAlreadyBooked {
+                passport_number: applicant_at(what, applicants, items)?.passport.to_string(),
+            },
+            "CONFIRMATION_TAKEN" => return Err(StoreError::ConfirmationTaken),
+            _ => return Err(unexpected(what, status, items)),
+        })
+    })();
+    match refusal {
+        Ok(e) => e.into(),
+        Err(e) => e,
     }
 }

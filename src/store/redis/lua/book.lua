@@ -1,4 +1,4 @@
--- book: books a group on one slot, all or nothing.
+-- book: books a group on one slot, all or nothing. Prepended with holds_lib.lua.
 --
 -- KEYS[1]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[2]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
@@ -8,6 +8,8 @@
 -- KEYS[6]        events stream       slotd:{T}:events
 -- KEYS[5+2i]     receipt hash of applicant i (i = 1..n)    slotd:{T}:receipt:<NO>
 -- KEYS[6+2i]     passport record of applicant i            slotd:{T}:passport:<NO>
+-- KEYS[7+2n]     holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
+-- KEYS[8+2n]     due zset            slotd:{T}:holds-due
 -- ARGV[1]        now, ms since the epoch (slotd's clock; Redis TIME is never read)
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number of the new appointment
@@ -19,6 +21,7 @@
 -- ARGV[9..12]    post, category, date YYYY-MM-DD, time HH:MM (stored in the appointment)
 -- ARGV[13]       applicants JSON (stored verbatim, parsed only by slotd)
 -- ARGV[13+i]     passport number of applicant i
+-- ARGV[14+n]     day label "<POST>:<CAT>:<DATE>" (due members)
 --
 -- Returns {"OK"}                                 booked
 --       | {"REPLAY", conf}                       request_id seen with the same content
@@ -30,8 +33,9 @@
 --       | {"CONFIRMATION_TAKEN"}
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
--- Invariants: booked <= capacity; one active appointment per passport; one active appointment
--- per receipt; booked == seats of the day's active index entries for the slot. Every check runs
+-- Invariants: booked + held <= capacity counting only live holds (expired holds of the date are
+-- discounted in the checks and reclaimed in the writes); one active appointment or live hold per
+-- passport and per receipt; booked == seats of the day's active index entries for the slot. Every check runs
 -- before the first write (Redis does not roll a script back), in the same order as the memory
 -- store, so both backends refuse the same request with the same error.
 local now = tonumber(ARGV[1])
@@ -42,7 +46,7 @@ local member = ARGV[5]
 local n = tonumber(ARGV[6])
 local ttl = tonumber(ARGV[7])
 local now_text = ARGV[8]
-if not now or not n or not ttl or #KEYS ~= 6 + 2 * n or #ARGV ~= 13 + n then
+if not now or not n or not ttl or #KEYS ~= 8 + 2 * n or #ARGV ~= 14 + n then
   return {'BAD_CALL', 'book arguments'}
 end
 
@@ -61,19 +65,25 @@ if seen then
   end
 end
 
-local slot = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x')
+local slot = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x', hhmm .. ':h')
 if not slot[1] then
   return {'SLOT_NOT_FOUND'}
 end
 if slot[3] == '1' then
   return {'SLOT_CLOSED'}
 end
+local holds_key, due_key = KEYS[7 + 2 * n], KEYS[8 + 2 * n]
+local expired, expired_by_hhmm = expired_holds(holds_key, now)
+if not expired then
+  return {'CORRUPT', 'holds member'}
+end
 local capacity = tonumber(slot[1])
 local booked = tonumber(slot[2] or '0')
-if not capacity or not booked then
+local held = tonumber(slot[4] or '0')
+if not capacity or not booked or not held then
   return {'CORRUPT', 'slot counters'}
 end
-local remaining = capacity - booked
+local remaining = capacity - booked - (held - (expired_by_hhmm[hhmm] or 0))
 if remaining < 0 then
   remaining = 0
 end
@@ -96,10 +106,10 @@ for i = 1, n do
   if expires <= now then
     return {'RECEIPT_EXPIRED', i, receipt[2]}
   end
-  if receipt[3] then
+  if claim_live(receipt[3], now) then
     return {'RECEIPT_IN_USE', i}
   end
-  if redis.call('EXISTS', KEYS[6 + 2 * i]) == 1 then
+  if claim_live(redis.call('GET', KEYS[6 + 2 * i]), now) then
     return {'APPLICANT_ALREADY_BOOKED', i}
   end
 end
@@ -109,6 +119,8 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
 end
 
 -- Writes: nothing below can be refused.
+reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[6], ARGV[14 + n],
+  ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11])
 redis.call('HINCRBY', KEYS[1], hhmm .. ':b', n)
 for i = 1, n do
   redis.call('HSET', KEYS[5 + 2 * i], 'backing', conf)

@@ -21,6 +21,8 @@
 -- ARGV[7]        applicants JSON as read (compared verbatim with the stored one)
 -- ARGV[8]        "1" if the requesting passport is one of the applicants, else "0"
 -- ARGV[9]        slot time HHMM
+-- ARGV[10]       slot label "<POST>/<CAT>/<DATE> <HH:MM>" as read (a reschedule in between
+--                makes the read STALE: the day keys named would be the old date's)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
 --       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
@@ -32,7 +34,7 @@ local fingerprint = ARGV[2]
 local conf = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local now_text = ARGV[5]
-if not now or not ttl or #ARGV ~= 9 then
+if not now or not ttl or #ARGV ~= 10 then
   return {'BAD_CALL', 'cancel arguments'}
 end
 
@@ -51,14 +53,17 @@ if seen then
   end
 end
 
-local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats')
+local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
+  'date', 'time')
 if not appt[1] then
   if ARGV[6] == '1' then
     return {'CORRUPT', 'appointment vanished'}
   end
   return {'APPOINTMENT_NOT_FOUND'}
 end
-if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] then
+local current = (appt[4] or '') .. '/' .. (appt[5] or '') .. '/' .. (appt[6] or '') .. ' '
+  .. (appt[7] or '')
+if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] or current ~= ARGV[10] then
   return {'STALE'}
 end
 local seats = tonumber(appt[3])

@@ -11,7 +11,7 @@
 --   day index (0-based, into KEYS[2..]), HHMM, seats booked
 -- for every existing slot asked to go below its booked seats: it stays at capacity == booked.
 --
--- Invariants: capacity never drops below booked; a re-opened slot is open (x = 0). Nothing here
+-- Invariants: capacity never drops below booked + held; a re-opened slot is open (x = 0). Nothing here
 -- can be refused, so there is no check phase; every write is a plain HSET. Operator events carry
 -- no `at`: their time is the stream entry id.
 local seats = tonumber(ARGV[1])
@@ -26,12 +26,13 @@ for d = 2, #KEYS do
   for t = 6, #ARGV do
     local hhmm = ARGV[t]
     local cap_field, booked_field, closed_field = hhmm .. ':c', hhmm .. ':b', hhmm .. ':x'
-    local cur = redis.call('HMGET', day, cap_field, booked_field)
+    local cur = redis.call('HMGET', day, cap_field, booked_field, hhmm .. ':h')
     if not cur[1] then
       redis.call('HSET', day, cap_field, seats, booked_field, 0, closed_field, 0)
       opened = opened + 1
     else
-      local booked = tonumber(cur[2] or '0') or 0
+      -- seats under holds count as taken, like booked ones
+      local booked = (tonumber(cur[2] or '0') or 0) + (tonumber(cur[3] or '0') or 0)
       local capacity = seats
       if booked > capacity then
         capacity = booked

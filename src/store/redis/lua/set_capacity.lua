@@ -6,22 +6,24 @@
 -- ARGV[2]  new capacity (integer >= 0)
 -- ARGV[3]  slot label "POST/CAT/DATE HH:MM" (event only)
 --
--- Returns {"OK", capacity, booked, closed(0|1)}
---      or {"SLOT_NOT_FOUND"} | {"CAPACITY_BELOW_BOOKED", booked}; a refusal writes nothing.
+-- Returns {"OK", capacity, booked, closed(0|1), held}
+--      or {"SLOT_NOT_FOUND"} | {"CAPACITY_BELOW_BOOKED", booked + held}; a refusal writes nothing.
 --
--- Invariant: booked <= capacity after the call. Checks first, one HSET last.
+-- Invariant: booked + held <= capacity after the call (held as counted: a hold that expired but
+-- is not yet reclaimed still counts, which errs on the safe side). Checks first, one HSET last.
 local hhmm = ARGV[1]
 local capacity = tonumber(ARGV[2])
 if not capacity then
   return {'BAD_CALL', 'set_capacity arguments'}
 end
-local cur = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x')
+local cur = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x', hhmm .. ':h')
 if not cur[1] then
   return {'SLOT_NOT_FOUND'}
 end
 local booked = tonumber(cur[2] or '0') or 0
-if capacity < booked then
-  return {'CAPACITY_BELOW_BOOKED', booked}
+local held = tonumber(cur[4] or '0') or 0
+if capacity < booked + held then
+  return {'CAPACITY_BELOW_BOOKED', booked + held}
 end
 
 redis.call('HSET', KEYS[1], hhmm .. ':c', capacity)
@@ -31,4 +33,4 @@ local closed = 0
 if cur[3] == '1' then
   closed = 1
 end
-return {'OK', capacity, booked, closed}
+return {'OK', capacity, booked, closed, held}

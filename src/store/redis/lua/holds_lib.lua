@@ -1,0 +1,78 @@
+-- holds_lib: helpers prepended (by slotd, as text) to every script that decides on the seats of
+-- a date or on a passport/receipt claim. Not a script of its own.
+--
+-- A hold keeps its seats as member "<HHMM>:<seats>:<HOLD_ID>" of the day's holds sorted set,
+-- scored by its expiry (ms), mirrored in the global due set as "<DAY>:<member>" for the
+-- sweeper, and counted in the day hash field "<HHMM>:h". Its seats are held exactly while that
+-- member exists: whoever removes it (confirm, release, reclaim) moves the seats, once.
+-- Passport records and receipt `backing` fields claimed by a hold hold "hold:<ID>:<expires_ms>",
+-- a claim that lapses by itself at the expiry, so reclaiming touches only the date's keys.
+
+-- Expired holds of a day at `now` (read only): list of {member, hhmm, seats, id, expires_ms}
+-- and seats per HHMM; nil when a member does not parse.
+local function expired_holds(holds_key, now)
+  local members = redis.call('ZRANGEBYSCORE', holds_key, '-inf', now, 'WITHSCORES')
+  local list, by_hhmm = {}, {}
+  for i = 1, #members, 2 do
+    local m = members[i]
+    local hhmm, seats, id = string.match(m, '^(%d%d%d%d):(%d+):(%x+)$')
+    if not hhmm then
+      return nil, nil
+    end
+    seats = tonumber(seats)
+    list[#list + 1] = {m, hhmm, seats, id, members[i + 1]}
+    by_hhmm[hhmm] = (by_hhmm[hhmm] or 0) + seats
+  end
+  return list, by_hhmm
+end
+
+-- Returns the seats of the expired holds found by expired_holds (writes) and appends one
+-- hold_expired event each. `day_label` is "<POST>:<CAT>:<DATE>" (due members),
+-- `slot_prefix` "<POST>/<CAT>/<DATE>" (event slots).
+local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_label, slot_prefix)
+  for _, h in ipairs(list) do
+    if redis.call('ZREM', holds_key, h[1]) == 1 then
+      redis.call('ZREM', due_key, day_label .. ':' .. h[1])
+      local held = (tonumber(redis.call('HGET', day_key, h[2] .. ':h') or '0') or 0) - h[3]
+      if held < 0 then
+        held = 0
+      end
+      redis.call('HSET', day_key, h[2] .. ':h', held)
+      redis.call('XADD', events_key, 'MAXLEN', '~', 1000000, '*',
+        'type', 'hold_expired', 'hold', h[4],
+        'slot', slot_prefix .. ' ' .. string.sub(h[2], 1, 2) .. ':' .. string.sub(h[2], 3, 4),
+        'seats', h[3], 'expires_ms', h[5])
+    end
+  end
+  return #list
+end
+
+-- Whether a passport record or receipt `backing` value still claims: an appointment number
+-- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
+local function claim_live(value, now)
+  if not value then
+    return false
+  end
+  local expires = string.match(value, '^hold:%x+:(%d+)$')
+  if expires then
+    return tonumber(expires) > now
+  end
+  return true
+end
+
+-- The idempotency record "<fingerprint>|<id>|<expiry ms>": nil when absent or lapsed,
+-- else {fingerprint, id}; false when it does not parse.
+local function remembered(key, now)
+  local seen = redis.call('GET', key)
+  if not seen then
+    return nil
+  end
+  local fp, id, expiry = string.match(seen, '^([^|]+)|([^|]+)|(%d+)$')
+  if not fp then
+    return false
+  end
+  if tonumber(expiry) <= now then
+    return nil
+  end
+  return {fp, id}
+end

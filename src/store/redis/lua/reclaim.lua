@@ -1,0 +1,28 @@
+-- reclaim: returns the seats of every hold of one date expired at `now` (the sweeper's call;
+-- hold, book, confirm_hold, release_hold and reschedule do the same for their dates inline).
+-- Prepended with holds_lib.lua.
+--
+-- KEYS[1]  day hash          slotd:{T}:day:<POST>:<CAT>:<DATE>
+-- KEYS[2]  holds zset        slotd:{T}:holds:<POST>:<CAT>:<DATE>
+-- KEYS[3]  due zset          slotd:{T}:holds-due
+-- KEYS[4]  events stream     slotd:{T}:events
+-- ARGV[1]  now, ms since the epoch (slotd's clock)
+-- ARGV[2]  day label "<POST>:<CAT>:<DATE>" (due members)
+-- ARGV[3]  slot prefix "<POST>/<CAT>/<DATE>" (events)
+--
+-- Returns {"OK", reclaimed} | {"CORRUPT", detail}
+--
+-- Invariant: a hold's seats return exactly once (only the caller that removes its member
+-- returns them); nothing is written when a member does not parse.
+local now = tonumber(ARGV[1])
+if not now then
+  return {'BAD_CALL', 'reclaim arguments'}
+end
+local list = expired_holds(KEYS[2], now)
+if not list then
+  return {'CORRUPT', 'holds member'}
+end
+local n = reclaim_holds(list, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+-- Due entries whose day holds no such member any more (confirmed or released concurrently
+-- with a sweep read) are removed by their own scripts; nothing else to do here.
+return {'OK', n}

@@ -1,0 +1,91 @@
+-- release_hold: gives a live hold's seats back and frees its passport and receipt claims.
+-- Prepended with holds_lib.lua. slotd reads the hold record first to name the keys; the script
+-- re-checks that read and answers STALE if it does not match.
+--
+-- KEYS[1]        hold record         slotd:{T}:hold:<HOLD_ID>
+-- KEYS[2]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
+-- KEYS[3]        holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
+-- KEYS[4]        due zset            slotd:{T}:holds-due
+-- KEYS[5]        events stream       slotd:{T}:events
+-- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)
+-- KEYS[5+2i]     passport record of applicant i
+-- ARGV[1]        now, ms since the epoch (slotd's clock)
+-- ARGV[2]        hold id
+-- ARGV[3]        applicants JSON as read
+-- ARGV[4]        day label "<POST>:<CAT>:<DATE>"
+-- ARGV[5]        now, RFC 3339
+-- ARGV[6]        slot time HHMM
+--
+-- Returns {"OK"} | {"REPLAY"} (released before) | {"HOLD_NOT_FOUND"} | {"STALE"}
+--       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status}
+--       | {"BAD_CALL", detail} | {"CORRUPT", detail}
+--
+-- Invariant: the seats return once (only while the hold's member exists); a claim is freed only
+-- if it still names this hold. Checks first, writes last.
+local now = tonumber(ARGV[1])
+if not now then
+  return {'BAD_CALL', 'release_hold arguments'}
+end
+local hold_id = ARGV[2]
+local hhmm = ARGV[6]
+
+-- Checks.
+local rec = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'expires_ms',
+  'post', 'category', 'date', 'time')
+if not rec[1] then
+  return {'HOLD_NOT_FOUND'}
+end
+if rec[2] ~= ARGV[3] then
+  return {'STALE'}
+end
+local n = tonumber(rec[3])
+local expires = tonumber(rec[4])
+if not n or not expires then
+  return {'CORRUPT', 'hold record'}
+end
+if #KEYS ~= 5 + 2 * n then
+  return {'BAD_CALL', 'release_hold keys'}
+end
+if rec[1] == 'RELEASED' then
+  return {'REPLAY'}
+end
+if rec[1] ~= 'HELD' then
+  return {'HOLD_NOT_ACTIVE', rec[1]}
+end
+local expired = expired_holds(KEYS[3], now)
+if not expired then
+  return {'CORRUPT', 'holds member'}
+end
+local slot_prefix = rec[5] .. '/' .. rec[6] .. '/' .. rec[7]
+if expires <= now then
+  reclaim_holds(expired, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], slot_prefix)
+  return {'HOLD_EXPIRED', rec[4]}
+end
+local member = hhmm .. ':' .. n .. ':' .. hold_id
+if not redis.call('ZSCORE', KEYS[3], member) then
+  return {'CORRUPT', 'live hold without its seats'}
+end
+
+-- Writes.
+reclaim_holds(expired, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], slot_prefix)
+redis.call('ZREM', KEYS[3], member)
+redis.call('ZREM', KEYS[4], ARGV[4] .. ':' .. member)
+local held = (tonumber(redis.call('HGET', KEYS[2], hhmm .. ':h') or '0') or 0) - n
+if held < 0 then
+  held = 0
+end
+redis.call('HSET', KEYS[2], hhmm .. ':h', held)
+local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+for i = 1, n do
+  if redis.call('HGET', KEYS[4 + 2 * i], 'backing') == claim then
+    redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
+  end
+  if redis.call('GET', KEYS[5 + 2 * i]) == claim then
+    redis.call('DEL', KEYS[5 + 2 * i])
+  end
+end
+redis.call('HSET', KEYS[1], 'status', 'RELEASED')
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000000, '*',
+  'type', 'hold_released', 'hold', hold_id, 'slot', slot_prefix .. ' ' .. rec[8],
+  'seats', n, 'at', ARGV[5])
+return {'OK'}
