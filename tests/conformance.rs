@@ -60,7 +60,20 @@ conformance!(
     manifest_pages_are_stable_ordered_and_skip_cancelled_unless_asked,
     registering_a_receipt_is_idempotent_and_a_different_one_conflicts,
     two_hundred_concurrent_bookings_on_24_seats_book_exactly_24,
+    a_hold_takes_the_seats_at_once_and_confirming_it_books_them,
+    an_expired_hold_returns_its_seats_exactly_once_and_confirming_it_books_nothing,
+    an_expired_hold_is_reclaimed_by_the_next_booking_of_its_date_without_a_sweeper,
+    a_held_passport_counts_as_taken_until_the_hold_is_released,
+    hold_refusals_name_the_rule_and_change_nothing,
+    rescheduling_moves_the_whole_group_atomically_and_keeps_the_number,
+    reschedule_refusals_change_nothing_and_the_limit_counts_per_receipt,
+    every_lifecycle_step_appears_in_the_event_log_in_order,
+    the_manifest_pages_stably_while_bookings_land,
+    a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant,
 );
+
+#[path = "conformance/lifecycle.rs"]
+mod lifecycle;
 
 // ---- fixtures ----
 
@@ -249,6 +262,8 @@ async fn assert_audit_clean(store: &Store, from: i64, to: i64) {
 
 mod cases {
     use super::*;
+
+    pub use super::lifecycle::*;
 
     pub async fn opening_creates_slots_and_reopening_resizes_without_going_below_booked(
         store: Store,
