@@ -1,9 +1,16 @@
-//! Command line and environment: every flag of `slotd serve` can also be set as `SLOTD_<NAME>`.
+//! Configuration, layered: built-in defaults → TOML file (`--config FILE`) → `SLOTD__SECTION__KEY`
+//! environment variables (double underscore nests: `SLOTD__REDIS__URL`) → command-line flags and
+//! their single-underscore environment twins (`--redis-url` / `SLOTD_REDIS_URL`). The result is
+//! validated once at start: a bad value fails fast with a message naming its key
+//! (`redis.connect_timeout_ms`). `slotd config check FILE` runs the same loading and validation
+//! without starting anything. Every key is listed in README.md (Configuration).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use crate::telemetry::LogFormat;
 
@@ -21,14 +28,33 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load FILE over the defaults, apply SLOTD__* variables, validate, and print the effective
+    /// configuration (secrets redacted). Exits non-zero naming the first bad key.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `slotd serve`. Every one is optional: an unset flag leaves the value from the
+/// layers below (file, `SLOTD__*`, defaults).
+#[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SLOTD_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
+    /// TOML configuration file (see README, Configuration).
+    #[arg(long, env = "SLOTD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (server.listen).
+    #[arg(long, env = "SLOTD_LISTEN")]
+    pub listen: Option<SocketAddr>,
 
     /// Operator token for AdminService (`authorization: Bearer <token>`), at least 16 characters.
     /// Without it operator RPCs are refused (with --demo a random one is generated and printed).
@@ -50,52 +76,703 @@ pub struct ServeArgs {
 
     /// Hash tag every Redis key carries (`slotd:{<tag>}:...`), one per deployment sharing a
     /// Redis: 1-32 of A-Z, a-z, 0-9, '_' and '-'. See docs/redis-keys.md.
-    #[arg(long, env = "SLOTD_REDIS_TAG", default_value = "slotd", value_parser = parse_redis_tag)]
-    pub redis_tag: String,
+    #[arg(long, env = "SLOTD_REDIS_TAG")]
+    pub redis_tag: Option<String>,
 
     /// Milliseconds to establish a Redis connection before a call fails UNAVAILABLE.
-    #[arg(long, env = "SLOTD_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub redis_connect_timeout_ms: u64,
+    #[arg(long, env = "SLOTD_REDIS_CONNECT_TIMEOUT_MS")]
+    pub redis_connect_timeout_ms: Option<u64>,
 
     /// Milliseconds to wait for one Redis answer before a call fails UNAVAILABLE.
-    #[arg(long, env = "SLOTD_REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub redis_response_timeout_ms: u64,
+    #[arg(long, env = "SLOTD_REDIS_RESPONSE_TIMEOUT_MS")]
+    pub redis_response_timeout_ms: Option<u64>,
 
     /// Reconnection attempts (with short backoff) after the Redis connection is lost, before a
     /// call gives up; the next call tries again.
-    #[arg(long, env = "SLOTD_REDIS_RECONNECT_RETRIES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10))]
-    pub redis_reconnect_retries: u64,
+    #[arg(long, env = "SLOTD_REDIS_RECONNECT_RETRIES")]
+    pub redis_reconnect_retries: Option<u64>,
 
     /// Posts catalog (TOML). Default: the built-in copy of deploy/posts.toml.
     #[arg(long, env = "SLOTD_POSTS")]
     pub posts: Option<PathBuf>,
 
     /// Log format.
-    #[arg(long, env = "SLOTD_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    #[arg(long, env = "SLOTD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// Seconds to let in-flight calls finish after SIGTERM/SIGINT.
-    #[arg(long, env = "SLOTD_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
-    pub drain_timeout_secs: u64,
+    #[arg(long, env = "SLOTD_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+
+    /// Seconds a hold (HoldSlot) keeps its seats before they return by themselves (default 600).
+    #[arg(long, env = "SLOTD_HOLD_TTL_SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub hold_ttl_secs: Option<u64>,
+
+    /// How many times each receipt may back a RescheduleAppointment (default 2).
+    #[arg(long, env = "SLOTD_RESCHEDULE_LIMIT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub reschedule_limit: Option<u32>,
+
+    /// Address of the Prometheus `/metrics` endpoint (off unless set).
+    #[arg(long, env = "SLOTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// OTLP/gRPC collector for spans, e.g. http://127.0.0.1:4317 (off unless set).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "SLOTD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SLOTD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA of operator client certificates: AdminService then also accepts a verified client
+    /// certificate instead of the bearer token.
+    #[arg(long, env = "SLOTD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
-fn parse_redis_tag(text: &str) -> Result<String, String> {
-    crate::store::redis::keys::validate_tag(text).map(|()| text.to_owned())
+/// The whole configuration; every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub telemetry: TelemetrySettings,
+    pub metrics: MetricsSettings,
+    pub tls: TlsSettings,
+    pub limits: LimitSettings,
+    pub booking: BookingSettings,
+}
+
+/// The booking lifecycle: holds and reschedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BookingSettings {
+    /// Seconds a hold keeps its seats before they return by themselves.
+    pub hold_ttl_secs: u64,
+    /// How many times each receipt may back a reschedule.
+    pub reschedule_limit: u32,
+}
+
+impl Default for BookingSettings {
+    fn default() -> Self {
+        let d = crate::app::LifecycleOptions::default();
+        Self {
+            hold_ttl_secs: u64::try_from(d.hold_ttl.num_seconds()).unwrap_or(600),
+            reschedule_limit: d.reschedule_limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub admission_key: Option<String>,
+    pub demo: bool,
+    pub posts: Option<PathBuf>,
+    pub drain_timeout_secs: u64,
+    /// Upper bound of every call; a shorter `grpc-timeout` from the client wins.
+    pub request_timeout_secs: u64,
+    /// HTTP/2 streams (concurrent calls) per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_token: None,
+            admission_key: None,
+            demo: false,
+            posts: None,
+            drain_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Option<String>,
+    pub tag: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    pub reconnect_retries: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            tag: "slotd".into(),
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 1000,
+            reconnect_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint; spans are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: "slotd".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `/metrics` address; off when unset.
+    pub listen: Option<SocketAddr>,
+    /// Days ahead summed into `slotd_seats_remaining` per post and category.
+    pub seats_days: u32,
+    /// Seconds between refreshes of the seats and waiting-room gauges.
+    pub refresh_secs: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            seats_days: 14,
+            refresh_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// BookingService calls per client and minute (sustained), and the burst above it.
+    pub booking_per_minute: u32,
+    pub booking_burst: u32,
+    /// CalendarService calls per client and minute, and the burst.
+    pub calendar_per_minute: u32,
+    pub calendar_burst: u32,
+    /// Failed confirmation lookups (NOT_FOUND from GetAppointment/CancelAppointment) per client
+    /// and hour, and the burst: the anti-enumeration limit.
+    pub lookup_failures_per_hour: u32,
+    pub lookup_failure_burst: u32,
+    /// Peers (e.g. the edge proxy) trusted to name the client in `x-client-id`; every other
+    /// peer is limited by its IP address.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Clients tracked at once; beyond it idle clients are forgotten first.
+    pub max_clients: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            booking_per_minute: 60,
+            booking_burst: 20,
+            calendar_per_minute: 600,
+            calendar_burst: 100,
+            lookup_failures_per_hour: 30,
+            lookup_failure_burst: 10,
+            trusted_proxies: Vec::new(),
+            max_clients: 100_000,
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Limits nobody in practice (tests and benches that storm from one address).
+    pub fn unlimited() -> Self {
+        Self {
+            booking_per_minute: u32::MAX,
+            booking_burst: u32::MAX,
+            calendar_per_minute: u32::MAX,
+            calendar_burst: u32::MAX,
+            lookup_failures_per_hour: u32::MAX,
+            lookup_failure_burst: u32::MAX,
+            ..Self::default()
+        }
+    }
+}
+
+/// A configuration problem, naming the key (`redis.tag`) or the source it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {detail}")]
+pub struct ConfigError {
+    pub key: String,
+    pub detail: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Loads `serve`'s configuration: defaults → `args.config` → `SLOTD__*` → flags, validated.
+pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
+    let mut settings = layered(args.config.as_deref(), std::env::vars())?;
+    args.apply(&mut settings);
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Defaults, then the file, then the `SLOTD__*` variables among `env`.
+pub fn layered(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let mut tree =
+        toml::Value::try_from(Settings::default()).map_err(|e| ConfigError::new("defaults", e))?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.message()))?;
+        merge(&mut tree, toml::Value::Table(table));
+    }
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("SLOTD__"))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name["SLOTD__".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::new(name, "empty key segment"));
+        }
+        set_env(&mut tree, &path, &raw).map_err(|detail| ConfigError::new(&name, detail))?;
+    }
+    serde_path_to_error::deserialize::<_, Settings>(tree)
+        .map_err(|e| ConfigError::new(e.path().to_string(), e.inner()))
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// Sets one `SLOTD__A__B` value, typed like the default at that key (numbers, booleans and
+/// lists parse; everything else, including optional keys without a default, is a string).
+fn set_env(tree: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut node = tree;
+    for key in parents {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| "not a section".to_owned())?;
+    let value = match table.get(last) {
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not an integer"))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not true or false"))?,
+        ),
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.to_owned()),
+    };
+    table.insert(last.clone(), value);
+    Ok(())
 }
 
 impl ServeArgs {
-    /// The Redis store's options, when `--redis-url` is set.
+    /// The flag layer: every flag given (or its `SLOTD_*` twin) overrides the layers below.
+    pub fn apply(&self, s: &mut Settings) {
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        set(&mut s.server.listen, &self.listen);
+        set_opt(&mut s.server.admin_token, &self.admin_token);
+        set_opt(&mut s.server.admission_key, &self.admission_key);
+        if self.demo {
+            s.server.demo = true;
+        }
+        set_opt(&mut s.server.posts, &self.posts);
+        set(&mut s.server.drain_timeout_secs, &self.drain_timeout_secs);
+        set(&mut s.booking.hold_ttl_secs, &self.hold_ttl_secs);
+        set(&mut s.booking.reschedule_limit, &self.reschedule_limit);
+        set_opt(&mut s.redis.url, &self.redis_url);
+        set(&mut s.redis.tag, &self.redis_tag);
+        set(
+            &mut s.redis.connect_timeout_ms,
+            &self.redis_connect_timeout_ms,
+        );
+        set(
+            &mut s.redis.response_timeout_ms,
+            &self.redis_response_timeout_ms,
+        );
+        set(
+            &mut s.redis.reconnect_retries,
+            &self.redis_reconnect_retries,
+        );
+        set(&mut s.telemetry.log_format, &self.log_format);
+        set_opt(&mut s.telemetry.otlp_endpoint, &self.otlp_endpoint);
+        set_opt(&mut s.metrics.listen, &self.metrics_listen);
+        set_opt(&mut s.tls.cert, &self.tls_cert);
+        set_opt(&mut s.tls.key, &self.tls_key);
+        set_opt(&mut s.tls.client_ca, &self.tls_client_ca);
+    }
+}
+
+fn check(ok: bool, key: &str, detail: impl std::fmt::Display) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, detail))
+    }
+}
+
+fn readable(key: &str, path: &Option<PathBuf>) -> Result<(), ConfigError> {
+    if let Some(path) = path {
+        std::fs::metadata(path)
+            .map_err(|e| ConfigError::new(key, format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Hold and reschedule settings for `Slotd::with_lifecycle`.
+    pub fn lifecycle(&self) -> crate::app::LifecycleOptions {
+        crate::app::LifecycleOptions {
+            hold_ttl: chrono::Duration::seconds(
+                i64::try_from(self.booking.hold_ttl_secs).unwrap_or(86_400),
+            ),
+            reschedule_limit: self.booking.reschedule_limit,
+        }
+    }
+
+    /// Every rule a value must follow, checked before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=86_400).contains(&self.booking.hold_ttl_secs),
+            "booking.hold_ttl_secs",
+            "must be 1-86400 seconds",
+        )?;
+        check(
+            self.booking.reschedule_limit <= 100,
+            "booking.reschedule_limit",
+            "must be 0-100",
+        )?;
+        let s = &self.server;
+        if let Some(token) = &s.admin_token {
+            crate::auth::OperatorAuth::new(Some(token))
+                .map_err(|e| ConfigError::new("server.admin_token", e))?;
+        }
+        if let Some(key) = &s.admission_key {
+            crate::auth::admission::AdmissionKeys::new(key)
+                .map_err(|e| ConfigError::new("server.admission_key", e))?;
+        }
+        if let Some(path) = &s.posts {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("server.posts", format!("{}: {e}", path.display()))
+            })?;
+            crate::domain::catalog::Catalog::from_toml(&text)
+                .map_err(|e| ConfigError::new("server.posts", e))?;
+        }
+        check(
+            s.drain_timeout_secs <= 3600,
+            "server.drain_timeout_secs",
+            "must be at most 3600",
+        )?;
+        check(
+            (1..=3600).contains(&s.request_timeout_secs),
+            "server.request_timeout_secs",
+            "must be 1-3600",
+        )?;
+        check(
+            (1..=10_000).contains(&s.max_concurrent_streams),
+            "server.max_concurrent_streams",
+            "must be 1-10000",
+        )?;
+
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            check(
+                url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://")
+                    || url.starts_with("unix://"),
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            )?;
+        }
+        crate::store::redis::keys::validate_tag(&r.tag)
+            .map_err(|e| ConfigError::new("redis.tag", e))?;
+        check(
+            (1..=60_000).contains(&r.connect_timeout_ms),
+            "redis.connect_timeout_ms",
+            "must be 1-60000",
+        )?;
+        check(
+            (1..=60_000).contains(&r.response_timeout_ms),
+            "redis.response_timeout_ms",
+            "must be 1-60000",
+        )?;
+        check(
+            r.reconnect_retries <= 10,
+            "redis.reconnect_retries",
+            "must be 0-10",
+        )?;
+
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            check(
+                endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            )?;
+        }
+        check(
+            !self.telemetry.service_name.trim().is_empty(),
+            "telemetry.service_name",
+            "must not be empty",
+        )?;
+
+        let m = &self.metrics;
+        check(
+            m.listen.is_none() || m.listen != Some(s.listen),
+            "metrics.listen",
+            "must differ from server.listen",
+        )?;
+        check(
+            (1..=366).contains(&m.seats_days),
+            "metrics.seats_days",
+            "must be 1-366",
+        )?;
+        check(
+            (1..=3600).contains(&m.refresh_secs),
+            "metrics.refresh_secs",
+            "must be 1-3600",
+        )?;
+
+        let t = &self.tls;
+        check(
+            t.cert.is_some() == t.key.is_some(),
+            "tls.key",
+            "tls.cert and tls.key go together",
+        )?;
+        check(
+            t.client_ca.is_none() || t.cert.is_some(),
+            "tls.client_ca",
+            "needs tls.cert and tls.key",
+        )?;
+        readable("tls.cert", &t.cert)?;
+        readable("tls.key", &t.key)?;
+        readable("tls.client_ca", &t.client_ca)?;
+
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.booking_per_minute", l.booking_per_minute),
+            ("limits.booking_burst", l.booking_burst),
+            ("limits.calendar_per_minute", l.calendar_per_minute),
+            ("limits.calendar_burst", l.calendar_burst),
+            (
+                "limits.lookup_failures_per_hour",
+                l.lookup_failures_per_hour,
+            ),
+            ("limits.lookup_failure_burst", l.lookup_failure_burst),
+        ] {
+            check(value >= 1, key, "must be at least 1")?;
+        }
+        check(
+            (1..=10_000_000).contains(&l.max_clients),
+            "limits.max_clients",
+            "must be 1-10000000",
+        )?;
+        Ok(())
+    }
+
+    /// The Redis store's options, when `redis.url` is set.
     pub fn redis_options(&self) -> Option<crate::store::redis::RedisOptions> {
-        use std::time::Duration;
-        let url = self.redis_url.clone()?;
+        let url = self.redis.url.clone()?;
         Some(crate::store::redis::RedisOptions {
             conn: crate::store::redis::ConnOptions {
                 url,
-                connect_timeout: Duration::from_millis(self.redis_connect_timeout_ms),
-                response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
-                reconnect_retries: usize::try_from(self.redis_reconnect_retries).unwrap_or(10),
+                connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
+                response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
+                reconnect_retries: usize::try_from(self.redis.reconnect_retries).unwrap_or(10),
             },
-            tag: self.redis_tag.clone(),
+            tag: self.redis.tag.clone(),
         })
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `<redacted>`.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        let hide = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some("<redacted>".into());
+            }
+        };
+        hide(&mut copy.server.admin_token);
+        hide(&mut copy.server.admission_key);
+        if let Some(url) = &copy.redis.url {
+            // Keep scheme and host, drop a password (redis://:secret@host).
+            if let Some((scheme, rest)) = url.split_once("://") {
+                if let Some((_, host)) = rest.rsplit_once('@') {
+                    copy.redis.url = Some(format!("{scheme}://<redacted>@{host}"));
+                }
+            }
+        }
+        toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_changes_nothing() {
+        let f = file("");
+        let s = layered(Some(f.path()), env(&[])).expect("empty file");
+        assert_eq!(s, Settings::default());
+        s.validate().expect("defaults valid");
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let f = file(
+            "[redis]\nurl = \"redis://file:6379\"\ntag = \"fromfile\"\nconnect_timeout_ms = 500\n\
+             [limits]\nbooking_burst = 3\n",
+        );
+        let mut s = layered(
+            Some(f.path()),
+            env(&[
+                ("SLOTD__REDIS__TAG", "fromenv"),
+                ("SLOTD__LIMITS__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2"),
+                ("SLOTD__SERVER__DEMO", "true"),
+                ("SLOTD_REDIS_TAG", "single-underscore-is-a-flag-twin"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("layers");
+        assert_eq!(s.redis.url.as_deref(), Some("redis://file:6379"));
+        assert_eq!(s.redis.tag, "fromenv");
+        assert_eq!(s.redis.connect_timeout_ms, 500);
+        assert_eq!(s.redis.response_timeout_ms, 1000);
+        assert_eq!(s.limits.booking_burst, 3);
+        assert_eq!(s.limits.trusted_proxies.len(), 2);
+        assert!(s.server.demo);
+        let flags = ServeArgs {
+            redis_tag: Some("fromflag".into()),
+            ..ServeArgs::default()
+        };
+        flags.apply(&mut s);
+        assert_eq!(s.redis.tag, "fromflag");
+        s.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_bad_value_fails_naming_its_key() {
+        let f = file("[redis]\nconnect_timeout_ms = \"soon\"\n");
+        let e = layered(Some(f.path()), env(&[])).expect_err("bad type");
+        assert_eq!(e.key, "redis.connect_timeout_ms", "{e}");
+
+        let e = layered(None, env(&[("SLOTD__REDIS__RESPONSE_TIMEOUT_MS", "x")])).expect_err("env");
+        assert_eq!(e.key, "SLOTD__REDIS__RESPONSE_TIMEOUT_MS", "{e}");
+
+        let f = file("[redis]\ntagg = \"typo\"\n");
+        let e = layered(Some(f.path()), env(&[])).expect_err("unknown key");
+        assert!(e.to_string().contains("tagg"), "{e}");
+
+        let s = layered(None, env(&[("SLOTD__REDIS__TAG", "bad tag!")])).expect("parses");
+        assert_eq!(s.validate().expect_err("invalid tag").key, "redis.tag");
+
+        let s = layered(None, env(&[("SLOTD__SERVER__ADMIN_TOKEN", "short")])).expect("parses");
+        assert_eq!(
+            s.validate().expect_err("weak token").key,
+            "server.admin_token"
+        );
+
+        let s = layered(None, env(&[("SLOTD__TLS__CERT", "/nonexistent.pem")])).expect("parses");
+        assert_eq!(s.validate().expect_err("cert without key").key, "tls.key");
+    }
+
+    #[test]
+    fn the_redacted_view_hides_secrets() {
+        let mut s = Settings::default();
+        s.server.admin_token = Some("secret-token-0123456789".into());
+        s.redis.url = Some("redis://:pw@10.0.0.5:6379/0".into());
+        let text = s.redacted_toml();
+        assert!(!text.contains("secret-token"), "{text}");
+        assert!(!text.contains(":pw@"), "{text}");
+        assert!(text.contains("10.0.0.5:6379/0"), "{text}");
     }
 }

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod limits;
+pub mod metrics;
 pub mod room;
 pub mod server;
 pub mod store;

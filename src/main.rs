@@ -7,11 +7,11 @@ use clap::Parser;
 use slotd::app::Slotd;
 use slotd::auth::admission::AdmissionKeys;
 use slotd::auth::OperatorAuth;
-use slotd::config::{Cli, Command, ServeArgs};
+use slotd::config::{Cli, Command, ConfigCommand, Settings};
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::SystemClock;
 use slotd::room::Room;
-use slotd::server::{serve, ServeOptions};
+use slotd::server::{serve, MetricsOptions, ServeOptions, TlsOptions};
 use slotd::store::memory::MemoryStore;
 use slotd::store::memory_room::MemoryWaitingRoom;
 use slotd::store::redis::room::RedisWaitingRoom;
@@ -24,12 +24,43 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            slotd::telemetry::init(args.log_format);
-            match run(args).await {
+            // Fail fast, before anything starts, naming the bad key.
+            let settings = match slotd::config::load(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("slotd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let telemetry = match slotd::telemetry::init(&settings.telemetry) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("slotd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = match run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "slotd stopped");
                     eprintln!("slotd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+            telemetry.shutdown().await;
+            code
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            match slotd::config::layered(Some(&file), std::env::vars())
+                .and_then(|s| s.validate().map(|()| s))
+            {
+                Ok(settings) => {
+                    println!("# {}: ok", file.display());
+                    print!("{}", settings.redacted_toml());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("slotd: {}: {e}", file.display());
                     ExitCode::FAILURE
                 }
             }
@@ -37,7 +68,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let args = &settings.server;
     let catalog = match &args.posts {
         Some(path) => Catalog::from_toml(
             &std::fs::read_to_string(path).map_err(|e| format!("posts {}: {e}", path.display()))?,
@@ -58,7 +94,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let auth = OperatorAuth::new(token.as_deref())?;
 
-    let store: Arc<dyn Inventory> = match args.redis_options() {
+    let store: Arc<dyn Inventory> = match settings.redis_options() {
         Some(options) => {
             let store = RedisStore::connect(&options).map_err(|e| format!("--redis-url: {e}"))?;
             // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
@@ -80,7 +116,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             AdmissionKeys::random()
         }
     };
-    let room_store: Arc<dyn WaitingRoom> = match args.redis_options() {
+    let room_store: Arc<dyn WaitingRoom> = match settings.redis_options() {
         Some(options) => {
             Arc::new(RedisWaitingRoom::connect(&options).map_err(|e| format!("--redis-url: {e}"))?)
         }
@@ -88,7 +124,9 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let clock = Arc::new(SystemClock);
     let room = Room::new(keys, room_store, clock.clone());
-    let app = Slotd::new(Arc::new(catalog), store, clock);
+    let app = Slotd::new(Arc::new(catalog), store, clock).with_lifecycle(settings.lifecycle());
+    // Expired holds return their seats even on dates nobody touches.
+    let _sweeper = app.spawn_hold_sweeper(Duration::from_secs(1));
 
     if args.demo {
         let (slots, receipts) = slotd::demo::seed(&app).await?;
@@ -101,8 +139,28 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("listen {}: {e}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "slotd listening");
+    let tls = match (&settings.tls.cert, &settings.tls.key) {
+        (Some(cert), Some(key)) => Some(TlsOptions {
+            cert_pem: read_pem("tls.cert", cert)?,
+            key_pem: read_pem("tls.key", key)?,
+            client_ca_pem: match &settings.tls.client_ca {
+                Some(ca) => Some(read_pem("tls.client_ca", ca)?),
+                None => None,
+            },
+        }),
+        _ => None,
+    };
     let options = ServeOptions {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_concurrent_streams: args.max_concurrent_streams,
+        limits: settings.limits.clone(),
+        tls,
+        metrics: settings.metrics.listen.map(|listen| MetricsOptions {
+            listen,
+            seats_days: settings.metrics.seats_days,
+            refresh: Duration::from_secs(settings.metrics.refresh_secs),
+        }),
         ..ServeOptions::default()
     };
     serve(listener, app, room, auth, options, shutdown_signal()).await?;

@@ -3,6 +3,12 @@
 //! listener the caller bound, until `shutdown` resolves. Shutdown: health NOT_SERVING first, stop
 //! accepting, drain in-flight calls for at most `drain_timeout` (tonic has no drain deadline of
 //! its own, grpc-rust#1820).
+//!
+//! Every call passes `api::middleware` (span per RPC from the caller's `traceparent`, per-client
+//! rate limits, RPC metrics) and tonic's own limits: `request_timeout` (a shorter `grpc-timeout`
+//! from the client wins), HTTP/2 streams per connection, 64 KiB requests. With `tls` the port
+//! speaks TLS only; with a client CA, AdminService also accepts a verified client certificate
+//! in place of the bearer token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -20,6 +26,7 @@ use tonic_health::ServingStatus;
 use crate::api::admin::AdminApi;
 use crate::api::booking::BookingApi;
 use crate::api::calendar::CalendarApi;
+use crate::api::middleware::{Methods, RpcLayer};
 use crate::api::pb;
 use crate::api::pb::admin_service_server::AdminServiceServer;
 use crate::api::pb::booking_service_server::BookingServiceServer;
@@ -28,6 +35,8 @@ use crate::api::pb::waiting_room_service_server::WaitingRoomServiceServer;
 use crate::api::room::WaitingRoomApi;
 use crate::app::Slotd;
 use crate::auth::OperatorAuth;
+use crate::config::LimitSettings;
+use crate::limits::Limits;
 use crate::room::Room;
 
 /// The largest request slotd decodes: a full group booking is about 1 KiB.
@@ -47,6 +56,15 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// How often the store is pinged to keep health current.
     pub health_interval: Duration,
+    /// Upper bound of every call (tonic answers DEADLINE_EXCEEDED / CANCELLED past it).
+    pub request_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Per-client rate limits. The library default (tests, benches) is
+    /// `LimitSettings::unlimited()`; the binary sets them from `limits.*`.
+    pub limits: LimitSettings,
+    pub tls: Option<TlsOptions>,
+    pub metrics: Option<MetricsOptions>,
 }
 
 impl Default for ServeOptions {
@@ -54,8 +72,38 @@ impl Default for ServeOptions {
         Self {
             drain_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
+            limits: LimitSettings::unlimited(),
+            tls: None,
+            metrics: None,
         }
     }
+}
+
+/// PEM contents for TLS on the gRPC port.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// CA of operator client certificates (optional client auth).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Prometheus endpoint and its store-read gauges.
+#[derive(Debug, Clone)]
+pub struct MetricsOptions {
+    pub listen: std::net::SocketAddr,
+    pub seats_days: u32,
+    pub refresh: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +112,11 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics listen {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
@@ -125,18 +178,72 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let operator_certs = options
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_pem.is_some());
     let admin = InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(app.clone(), room.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         move |request: Request<()>| -> Result<Request<()>, Status> {
+            // rustls verified any presented client certificate against the operator CA during
+            // the handshake, so its presence is the proof.
+            if operator_certs && request.peer_certs().is_some_and(|c| !c.is_empty()) {
+                return Ok(request);
+            }
             auth.check(request.metadata()).map_err(Status::from)?;
             Ok(request)
         },
     );
 
+    let metrics_task = match &options.metrics {
+        Some(m) => {
+            let listener =
+                crate::metrics::bind(m.listen)
+                    .await
+                    .map_err(|source| ServeError::Metrics {
+                        addr: m.listen,
+                        source,
+                    })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(m.listen), "metrics listening");
+            let refresher = tokio::spawn(crate::metrics::refresh_gauges(
+                app.clone(),
+                room.clone(),
+                m.seats_days,
+                m.refresh,
+            ));
+            let server = tokio::spawn(crate::metrics::serve_metrics(
+                listener,
+                std::future::pending(),
+            ));
+            Some((refresher, server))
+        }
+        None => None,
+    };
+
+    let mut builder = Server::builder()
+        .timeout(options.request_timeout)
+        .max_concurrent_streams(options.max_concurrent_streams);
+    if let Some(tls) = &options.tls {
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        builder = builder.tls_config(config)?;
+    }
+    let methods = Methods::from_descriptor_sets(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ]);
+    let limits = Some(Arc::new(Limits::new(&options.limits)));
+
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();
-    let server = Server::builder()
+    let server = builder
+        .layer(RpcLayer::new(methods, limits))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -183,5 +290,9 @@ pub async fn serve(
     };
     watcher.abort();
     ticker.abort();
+    if let Some((refresher, server)) = metrics_task {
+        refresher.abort();
+        server.abort();
+    }
     outcome
 }

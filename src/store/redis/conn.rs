@@ -76,18 +76,33 @@ impl Conn {
         })
     }
 
+    /// Every Redis call: bounded by `deadline`, traced as a child span of the RPC named after
+    /// the operation (`book`, `read appointment`), and measured (`slotd_redis_*` metrics).
     async fn bounded<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.deadline, call).await {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "redis",
+            otel.name = %what,
+            otel.kind = "client",
+            db.system = "redis",
+        );
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.deadline, call)
+            .instrument(span)
+            .await
+        {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(map_error(what, e)),
             Err(_) => Err(StoreError::Unavailable {
                 detail: format!("{what}: no answer within {:?}", self.deadline),
             }),
-        }
+        };
+        crate::metrics::metrics().redis_call(what, started.elapsed(), result.is_ok());
+        result
     }
 
     /// Runs a script with EVALSHA, loading it on NOSCRIPT (after a restart, failover or SCRIPT
