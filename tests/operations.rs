@@ -1,0 +1,790 @@
+//! Operations, end to end: per-client rate limits with RetryInfo, TLS with operator client
+//! certificates, and the real `slotd` binary — layered configuration and `config check`, the
+//! Prometheus endpoint, and SIGTERM during a booking storm on Redis.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, Utc};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use slotd::api::pb;
+use slotd::api::pb::admin_service_client::AdminServiceClient;
+use slotd::api::pb::booking_service_client::BookingServiceClient;
+use slotd::api::pb::calendar_service_client::CalendarServiceClient;
+use slotd::config::LimitSettings;
+use slotd::server::{ServeOptions, TlsOptions};
+use slotd::store::memory::MemoryStore;
+use support::redis::RedisServer;
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits
+
+fn limited(limits: LimitSettings) -> ServeOptions {
+    ServeOptions {
+        limits,
+        ..ServeOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_over_its_calendar_limit_gets_resource_exhausted_with_retry_info() {
+    let server = TestServer::start_with(
+        Arc::new(MemoryStore::new()),
+        limited(LimitSettings {
+            calendar_per_minute: 1,
+            calendar_burst: 3,
+            ..LimitSettings::default()
+        }),
+    )
+    .await;
+    let mut calendar = server.calendar().await;
+    for _ in 0..3 {
+        calendar
+            .list_posts(pb::ListPostsRequest {})
+            .await
+            .expect("within the burst");
+    }
+    let refused = calendar
+        .list_posts(pb::ListPostsRequest {})
+        .await
+        .expect_err("over the limit");
+    assert_refused(&refused, Code::ResourceExhausted, "RATE_LIMITED");
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(60),
+        "{retry:?}"
+    );
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("calendar")
+    );
+
+    // Operators are not rate limited.
+    server
+        .admin()
+        .await
+        .audit_inventory(admin(pb::AuditInventoryRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from: day(1),
+            to: day(1),
+        }))
+        .await
+        .expect("admin passes");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn guessing_confirmation_numbers_runs_out_of_failed_lookups_quickly() {
+    let server = TestServer::start_with(
+        Arc::new(MemoryStore::new()),
+        limited(LimitSettings {
+            lookup_failures_per_hour: 1,
+            lookup_failure_burst: 3,
+            ..LimitSettings::default()
+        }),
+    )
+    .await;
+    let mut booking = server.booking().await;
+    let guess = |n: u32| pb::GetAppointmentRequest {
+        confirmation_number: format!("ABCDEFGHJK{n:04}")
+            .replace('0', "2")
+            .replace('1', "3"),
+        passport_number: "E12345678".into(),
+    };
+    for n in 0..3 {
+        let miss = booking
+            .get_appointment(guess(n))
+            .await
+            .expect_err("no such appointment");
+        assert_refused(&miss, Code::NotFound, "APPOINTMENT_NOT_FOUND");
+    }
+    let refused = booking
+        .get_appointment(guess(9))
+        .await
+        .expect_err("lookups exhausted");
+    assert_refused(&refused, Code::ResourceExhausted, "RATE_LIMITED");
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("lookup_failures")
+    );
+    assert!(refused.get_details_retry_info().is_some());
+
+    // Another client (a trusted proxy naming it) is not affected; an untrusted peer cannot
+    // pick a new identity with x-client-id.
+    let mut request = Request::new(guess(10));
+    request
+        .metadata_mut()
+        .insert("x-client-id", "someone-else".parse().expect("ascii"));
+    let still = booking
+        .get_appointment(request)
+        .await
+        .expect_err("still limited");
+    assert_refused(&still, Code::ResourceExhausted, "RATE_LIMITED");
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+struct Pki {
+    ca_pem: String,
+    server_cert: String,
+    server_key: String,
+    operator_cert: String,
+    operator_key: String,
+    stranger_cert: String,
+    stranger_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "slotd test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+
+    let operator_key = KeyPair::generate().expect("operator key");
+    let mut operator_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    operator_params
+        .distinguished_name
+        .push(DnType::CommonName, "operator");
+    let operator_cert = operator_params
+        .signed_by(&operator_key, &issuer)
+        .expect("operator cert");
+
+    // Signed by a CA slotd does not trust.
+    let other_key = KeyPair::generate().expect("other ca key");
+    let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_issuer = Issuer::new(other_params, other_key);
+    let stranger_key = KeyPair::generate().expect("stranger key");
+    let stranger_cert = CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .signed_by(&stranger_key, &other_issuer)
+        .expect("stranger cert");
+
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        operator_cert: operator_cert.pem(),
+        operator_key: operator_key.serialize_pem(),
+        stranger_cert: stranger_cert.pem(),
+        stranger_key: stranger_key.serialize_pem(),
+    }
+}
+
+async fn tls_channel(
+    server: &TestServer,
+    pki: &Pki,
+    client: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://127.0.0.1:{}", server.addr.port()))
+        .expect("endpoint")
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+fn audit_request() -> pb::AuditInventoryRequest {
+    pb::AuditInventoryRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from: day(1),
+        to: day(1),
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_everyone_and_a_verified_operator_certificate_replaces_the_token() {
+    let pki = pki();
+    let server = TestServer::start_with(
+        Arc::new(MemoryStore::new()),
+        ServeOptions {
+            tls: Some(TlsOptions {
+                cert_pem: pki.server_cert.clone().into_bytes(),
+                key_pem: pki.server_key.clone().into_bytes(),
+                client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+            }),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+
+    // Plaintext gRPC does not get through a TLS port.
+    let plain = Endpoint::from_shared(format!("http://{}", server.addr))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        CalendarServiceClient::new(plain)
+            .list_posts(pb::ListPostsRequest {})
+            .await
+            .expect_err("plaintext refused");
+    }
+
+    // An applicant (no client certificate): public services work; operators need the token.
+    let anonymous = tls_channel(&server, &pki, None).await.expect("tls");
+    CalendarServiceClient::new(anonymous.clone())
+        .list_posts(pb::ListPostsRequest {})
+        .await
+        .expect("public call over tls");
+    let refused = AdminServiceClient::new(anonymous.clone())
+        .audit_inventory(audit_request())
+        .await
+        .expect_err("no token, no certificate");
+    assert_refused(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    AdminServiceClient::new(anonymous)
+        .audit_inventory(admin(audit_request()))
+        .await
+        .expect("the bearer token still works");
+
+    // An operator with a certificate from the operator CA needs no token.
+    let operator = tls_channel(&server, &pki, Some((&pki.operator_cert, &pki.operator_key)))
+        .await
+        .expect("mutual tls");
+    AdminServiceClient::new(operator)
+        .audit_inventory(audit_request())
+        .await
+        .expect("certificate is enough");
+
+    // A certificate from another CA fails the handshake or the call, never authenticates.
+    if let Ok(stranger) =
+        tls_channel(&server, &pki, Some((&pki.stranger_cert, &pki.stranger_key))).await
+    {
+        let result = AdminServiceClient::new(stranger)
+            .audit_inventory(audit_request())
+            .await;
+        assert!(result.is_err(), "an untrusted certificate must not pass");
+    }
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+
+const TOKEN: &str = "ops-test-admin-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Process {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Process {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
+        command
+            .args(["serve", "--listen", &listen, "--admin-token", TOKEN])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn slotd");
+        let process = Self { child, port, log };
+        process.wait_listening();
+        process
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains("slotd listening") {
+            assert!(
+                Instant::now() < deadline,
+                "slotd did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (bounded); true when it exited successfully.
+    fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slotd did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn operator<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    request
+}
+
+fn slotd_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
+    command.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run slotd")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+#[test]
+fn config_check_accepts_a_good_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[server]\nlisten = \"127.0.0.1:6000\"\nadmin_token = \"a-very-secret-operator-token\"\n\
+         [redis]\nurl = \"redis://127.0.0.1:6379/0\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\
+         [limits]\ntrusted_proxies = [\"10.0.0.1\"]\n",
+    );
+    let out = slotd_config(&["config", "check", &good], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:9464"), "{stdout}");
+    assert!(
+        !stdout.contains("a-very-secret-operator-token"),
+        "secrets are redacted: {stdout}"
+    );
+
+    let bad = write(dir.path(), "bad.toml", "[redis]\nconnect_timeout_ms = 0\n");
+    let out = slotd_config(&["config", "check", &bad], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis.connect_timeout_ms"), "{stderr}");
+
+    // The environment layer is checked too, and `serve` fails fast on it, naming the key.
+    let out = slotd_config(
+        &["config", "check", &good],
+        &[("SLOTD__LIMITS__BOOKING_BURST", "lots")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLOTD__LIMITS__BOOKING_BURST"));
+    let out = slotd_config(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("SLOTD__REDIS__TAG", "not a tag")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redis.tag"));
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"));
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// Parses the Prometheus text format into (name, labels) → value.
+fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').expect("label=value");
+                        (k.to_owned(), v.trim_matches('"').to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), HashMap::new()),
+        };
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+fn sample(
+    samples: &[(String, HashMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+/// The first date with seats and its first time, from the live calendar.
+async fn first_open_slot(channel: &Channel) -> (String, String) {
+    let mut calendar = CalendarServiceClient::new(channel.clone());
+    let today = Utc::now().date_naive();
+    let dates = calendar
+        .list_available_dates(pb::ListAvailableDatesRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from: today.to_string(),
+            to: (today + ChronoDuration::days(30)).to_string(),
+        })
+        .await
+        .expect("dates")
+        .into_inner()
+        .dates;
+    let date = dates.first().expect("a demo date").date.clone();
+    let slots = calendar
+        .list_slots(pb::ListSlotsRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            date: date.clone(),
+        })
+        .await
+        .expect("slots")
+        .into_inner()
+        .slots;
+    (date, slots.first().expect("a demo slot").time.clone())
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_rpcs_bookings_seats_and_the_waiting_room() {
+    let metrics_port = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let slotd = Process::start(
+        &["--demo", "--metrics-listen", &metrics_listen],
+        &[("SLOTD__METRICS__REFRESH_SECS", "1")],
+    );
+    let channel = slotd.channel().await;
+    let (date, time) = first_open_slot(&channel).await;
+    let mut booking = BookingServiceClient::new(channel.clone());
+    let (passport, receipt) = slotd::demo::demo_applicant(1);
+    let applicant = pb::Applicant {
+        passport_number: passport,
+        given_name: "Wei".into(),
+        surname: "Zhang".into(),
+        ds160_confirmation: "AA00ABCDEF".into(),
+        receipt_number: receipt,
+    };
+    let slot = pb::SlotRef {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        date,
+        time,
+    };
+    booking
+        .book_appointment(book_request(
+            "metrics-1",
+            slot.clone(),
+            vec![applicant.clone()],
+        ))
+        .await
+        .expect("booked");
+    let refused = booking
+        .book_appointment(book_request("metrics-2", slot, vec![applicant]))
+        .await
+        .expect_err("the receipt and the passport are taken");
+    let refused_code = format!("{:?}", refused.code());
+    let refused_outcome = reason(&refused).to_ascii_lowercase();
+    assert!(!refused_outcome.is_empty(), "{refused:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = parse_metrics(&scrape(metrics_port));
+        let ready = sample(&samples, "slotd_seats_remaining", &[("post", "BEIJING")]).is_some()
+            && sample(&samples, "slotd_waiting_room", &[("state", "waiting")]).is_some();
+        if ready || Instant::now() > deadline {
+            break samples;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let book = "slotd.v1.BookingService/BookAppointment";
+    assert_eq!(
+        sample(
+            &samples,
+            "slotd_rpc_requests_total",
+            &[("method", book), ("code", "Ok")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "slotd_rpc_requests_total",
+            &[("method", book), ("code", refused_code.as_str())]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &samples,
+            "slotd_rpc_duration_seconds_count",
+            &[("method", book)]
+        )
+        .is_some(),
+        "latency histogram"
+    );
+    assert_eq!(
+        sample(&samples, "slotd_bookings_total", &[("outcome", "booked")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "slotd_bookings_total",
+            &[("outcome", refused_outcome.as_str())]
+        ),
+        Some(1.0)
+    );
+    let seats = sample(
+        &samples,
+        "slotd_seats_remaining",
+        &[("post", "BEIJING"), ("category", "ALL_OTHERS")],
+    )
+    .expect("seats gauge");
+    assert!(seats > 0.0, "{seats}");
+    assert_eq!(
+        sample(&samples, "slotd_waiting_room", &[("state", "waiting")]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fails_the_rest_cleanly(
+) {
+    const APPLICANTS: u32 = 120;
+    let redis = RedisServer::start();
+    let mut slotd = Process::start(
+        &["--redis-url", &redis.url(), "--drain-timeout-secs", "5"],
+        &[
+            ("SLOTD__LIMITS__BOOKING_BURST", "100000"),
+            ("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000"),
+        ],
+    );
+    let channel = slotd.channel().await;
+    let mut admin_client = AdminServiceClient::new(channel.clone());
+    // A week ahead at the post, so no slot starts during the test.
+    let date = (Utc::now() + ChronoDuration::days(7))
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive()
+        .to_string();
+    admin_client
+        .open_slots(operator(pb::OpenSlotsRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from: date.clone(),
+            to: date.clone(),
+            weekdays: (1..=7).collect(),
+            first_time: "08:00".into(),
+            last_time: "11:45".into(),
+            seats_per_slot: 50,
+        }))
+        .await
+        .expect("open");
+    let paid_at = (Utc::now() - ChronoDuration::days(1)).to_rfc3339();
+    for i in 1..=APPLICANTS {
+        let a = applicant(i);
+        admin_client
+            .register_receipt(operator(pb::RegisterReceiptRequest {
+                receipt_number: a.receipt_number,
+                passport_number: a.passport_number,
+                paid_at: paid_at.clone(),
+                amount: "185.00".into(),
+                currency: "USD".into(),
+            }))
+            .await
+            .expect("receipt");
+    }
+
+    // The storm: every applicant books on its own connection-sharing client, a few at a time.
+    let times: Vec<String> = (0..16)
+        .map(|q| format!("{:02}:{:02}", 8 + q / 4, (q % 4) * 15))
+        .collect();
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 1..=APPLICANTS {
+        let channel = channel.clone();
+        let slot = slot(&date, &times[(i as usize) % times.len()]);
+        let acknowledged = acknowledged.clone();
+        tasks.push(tokio::spawn(async move {
+            // Spread the calls over time so some are in flight when SIGTERM lands.
+            tokio::time::sleep(Duration::from_millis(u64::from(i) * 5)).await;
+            let result = BookingServiceClient::new(channel)
+                .book_appointment(book_request(
+                    &format!("storm-{i}"),
+                    slot,
+                    vec![applicant(i)],
+                ))
+                .await;
+            if result.is_ok() {
+                acknowledged.fetch_add(1, Ordering::SeqCst);
+            }
+            (i, result.map(|r| r.into_inner()))
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "no booking acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    slotd.signal("TERM");
+
+    let mut booked = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (i, result) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("no call hangs")
+            .expect("task");
+        match result {
+            Ok(response) => {
+                let appointment = response.appointment.expect("appointment");
+                booked.push((i, appointment.confirmation_number));
+            }
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::Unavailable | Code::Cancelled),
+                    "applicant {i}: unclean error {status:?}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        slotd.wait_exit(Duration::from_secs(15)),
+        "slotd exits 0 after draining:\n{}",
+        slotd.log()
+    );
+    let log = slotd.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("slotd stopped"), "{log}");
+    assert!(
+        booked.len() >= 10,
+        "{} booked, {failed} failed",
+        booked.len()
+    );
+
+    // Every acknowledged booking is in Redis: read back through a fresh server on it.
+    let server = TestServer::start(redis.store()).await;
+    let mut reader = server.booking().await;
+    for (i, confirmation) in &booked {
+        let appointment = reader
+            .get_appointment(pb::GetAppointmentRequest {
+                confirmation_number: confirmation.clone(),
+                passport_number: applicant(*i).passport_number,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged booking {confirmation} lost: {e:?}"))
+            .into_inner()
+            .appointment
+            .expect("appointment");
+        assert_eq!(appointment.confirmation_number, *confirmation);
+    }
+    server.stop().await;
+}
