@@ -10,7 +10,7 @@ if (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null; then
   echo "port 50051 is already in use; the README examples need it" >&2
   exit 1
 fi
-./target/debug/slotd serve --demo >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/slotd" serve --demo >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -3,6 +3,7 @@
 
   readme.py test-command README.md   the first line of the code block after <!-- ci:test-command
   readme.py examples README.md       the code blocks between <!-- ci:examples:begin/end -->
+  readme.py blocks FILE NAME         the code blocks between <!-- ci:NAME:begin/end --> in FILE
 """
 import re
 import sys
@@ -19,9 +20,10 @@ def main():
         marker = text.index("<!-- ci:test-command")
         block = code_blocks(text[marker:])[0]
         print(block.strip().splitlines()[0])
-    elif what == "examples":
-        begin = text.index("<!-- ci:examples:begin -->")
-        end = text.index("<!-- ci:examples:end -->")
+    elif what in ("examples", "blocks"):
+        name = sys.argv[3] if what == "blocks" else "examples"
+        begin = text.index(f"<!-- ci:{name}:begin -->")
+        end = text.index(f"<!-- ci:{name}:end -->")
         print("\n".join(code_blocks(text[begin:end])))
     else:
         sys.exit(f"unknown: {what}")
