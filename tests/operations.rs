@@ -141,6 +141,45 @@ async fn guessing_confirmation_numbers_runs_out_of_failed_lookups_quickly() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_grpc_timeout_ends_a_call_stuck_on_the_store() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(redis.store()).await;
+    let date = day(2);
+    open_day(&server, &date, 5).await;
+    // Redis holds every command for 3 s: without the deadline the call would wait for the
+    // store's own timeout and fail UNAVAILABLE.
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query(&mut redis.client())
+        .expect("client pause");
+    let mut request = Request::new(pb::ListSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        date: date.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "200m".parse().expect("ascii"));
+    let refused = server
+        .calendar()
+        .await
+        .list_slots(request)
+        .await
+        .expect_err("deadline");
+    assert!(
+        matches!(refused.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "the server honours grpc-timeout: {refused:?}"
+    );
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut redis.client())
+        .expect("unpause");
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS
 
