@@ -271,6 +271,47 @@ pub struct AuditReport {
     pub violations: Vec<Violation>,
 }
 
+/// The invariants of one slot: `booked + held + remaining == capacity` with `remaining >= 0`
+/// (so `booked + held <= capacity`), the booked counter equals the seats of its active
+/// appointments and the held counter the seats of its live holds. Both stores word violations
+/// through here.
+pub fn audit_slot(
+    s: &super::types::SlotState,
+    active_seats: u32,
+    hold_seats: u32,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let taken = u64::from(s.booked) + u64::from(s.held);
+    if taken > u64::from(s.capacity) {
+        out.push(Violation {
+            slot: s.slot.clone(),
+            rule: "remaining >= 0".into(),
+            detail: format!(
+                "booked {} + held {} exceeds capacity {}",
+                s.booked, s.held, s.capacity
+            ),
+        });
+    }
+    if active_seats != s.booked {
+        out.push(Violation {
+            slot: s.slot.clone(),
+            rule: "booked == seats of active appointments".into(),
+            detail: format!(
+                "counter says {} booked, appointments hold {active_seats}",
+                s.booked
+            ),
+        });
+    }
+    if hold_seats != s.held {
+        out.push(Violation {
+            slot: s.slot.clone(),
+            rule: "held == seats of live holds".into(),
+            detail: format!("counter says {} held, holds take {hold_seats}", s.held),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,45 +409,4 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
     }
-}
-
-/// The invariants of one slot: `booked + held + remaining == capacity` with `remaining >= 0`
-/// (so `booked + held <= capacity`), the booked counter equals the seats of its active
-/// appointments and the held counter the seats of its live holds. Both stores word violations
-/// through here.
-pub fn audit_slot(
-    s: &super::types::SlotState,
-    active_seats: u32,
-    hold_seats: u32,
-) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let taken = u64::from(s.booked) + u64::from(s.held);
-    if taken > u64::from(s.capacity) {
-        out.push(Violation {
-            slot: s.slot.clone(),
-            rule: "remaining >= 0".into(),
-            detail: format!(
-                "booked {} + held {} exceeds capacity {}",
-                s.booked, s.held, s.capacity
-            ),
-        });
-    }
-    if active_seats != s.booked {
-        out.push(Violation {
-            slot: s.slot.clone(),
-            rule: "booked == seats of active appointments".into(),
-            detail: format!(
-                "counter says {} booked, appointments hold {active_seats}",
-                s.booked
-            ),
-        });
-    }
-    if hold_seats != s.held {
-        out.push(Violation {
-            slot: s.slot.clone(),
-            rule: "held == seats of live holds".into(),
-            detail: format!("counter says {} held, holds take {hold_seats}", s.held),
-        });
-    }
-    out
 }
