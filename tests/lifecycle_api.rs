@@ -699,3 +699,55 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
         "each applied move wrote its event in the same script"
     );
 }
+
+#[tokio::test]
+async fn the_sweeper_returns_expired_seats_without_any_request() {
+    use slotd::app::Slotd;
+    use slotd::domain::catalog::Catalog;
+    use slotd::domain::rules::DateRange;
+    use slotd::domain::types::{parse_date, CategoryId, PostId};
+
+    let server = TestServer::memory().await;
+    let date = day(7);
+    open_day(&server, &date, 4).await;
+    register_receipts(&server, 1..=3).await;
+    server
+        .booking()
+        .await
+        .hold_slot(hold_req("h-1", slot(&date, "08:00"), &[1, 2, 3]))
+        .await
+        .unwrap();
+    let app = Slotd::new(
+        Arc::new(Catalog::builtin().unwrap()),
+        server.store.clone(),
+        Arc::new(server.clock.clone()),
+    );
+    let sweeper = app.spawn_hold_sweeper(Duration::from_millis(20));
+    let held = || async {
+        let d = parse_date(&date).unwrap();
+        server
+            .store
+            .slots(
+                &PostId::parse("BEIJING").unwrap(),
+                &CategoryId::parse("ALL_OTHERS").unwrap(),
+                DateRange::new(d, d).unwrap(),
+            )
+            .await
+            .unwrap()[0]
+            .held
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(held().await, 3, "a live hold is not swept");
+    server.clock.advance(ChronoDuration::minutes(10));
+    let mut swept = false;
+    for _ in 0..250 {
+        if held().await == 0 {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    assert!(swept, "the sweeper returned the seats");
+    assert_audit_clean(&server, &date).await;
+}
