@@ -11,7 +11,8 @@
 --
 -- Returns the members, at most ARGV[2] of them.
 --
--- Invariant: members are never removed, so a cursor stays valid while bookings arrive.
+-- Invariant: a cursor stays valid while bookings arrive (members are removed only when a
+-- reschedule moves an appointment away; ZRANGEBYLEX "(cursor" still starts after it).
 local want = tonumber(ARGV[2])
 local include_cancelled = ARGV[3] == '1'
 local start = ARGV[1]
