@@ -269,10 +269,11 @@ impl State {
     }
 
     /// Every stateful rule of a booking, checked before anything is written.
+    /// `confirmation` is the new appointment's number (None for a hold).
     fn check_booking(
         &self,
         booking: &Booking,
-        confirmation: &ConfirmationNumber,
+        confirmation: Option<&ConfirmationNumber>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let slot = &booking.slot;
@@ -328,7 +329,7 @@ impl State {
                 .into());
             }
         }
-        if self.appointments.contains_key(confirmation) {
+        if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
             return Err(StoreError::ConfirmationTaken);
         }
         Ok(())
@@ -470,7 +471,7 @@ impl Inventory for MemoryStore {
             return Ok(first);
         }
         state.reclaim(now);
-        state.check_booking(booking, confirmation, now)?;
+        state.check_booking(booking, Some(confirmation), now)?;
 
         // Writes: nothing below can fail.
         let appointment =
@@ -684,13 +685,7 @@ impl Inventory for MemoryStore {
         }
         state.reclaim(now);
         // The same rules as a booking; a hold id collision is drawn again like a number.
-        let probe = ConfirmationNumber::generate();
-        state
-            .check_booking(request, &probe, now)
-            .or_else(|e| match e {
-                StoreError::ConfirmationTaken => Ok(()),
-                e => Err(e),
-            })?;
+        state.check_booking(request, None, now)?;
         if state.holds.contains_key(id) {
             return Err(StoreError::ConfirmationTaken);
         }
