@@ -173,6 +173,30 @@ async fn the_clients_grpc_timeout_ends_a_call_stuck_on_the_store() {
         matches!(refused.code(), Code::Cancelled | Code::DeadlineExceeded),
         "the server honours grpc-timeout: {refused:?}"
     );
+    // The call that never answered is still counted, with the status the client saw (once
+    // tonic drops the abandoned call, just after answering).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list_slots = "slotd.v1.CalendarService/ListSlots";
+    loop {
+        let samples = parse_metrics(&slotd::metrics::metrics().render());
+        let cut = sample(
+            &samples,
+            "slotd_rpc_requests_total",
+            &[("method", list_slots), ("code", "Cancelled")],
+        );
+        if cut.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        let seen: Vec<_> = samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "slotd_rpc_requests_total"
+                    && l.get("method").map(String::as_str) == Some(list_slots)
+            })
+            .collect();
+        assert!(Instant::now() < deadline, "not counted: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _: () = ::redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut redis.client())

@@ -197,6 +197,18 @@ impl Finish {
     }
 }
 
+/// Records a call whose future is dropped before it answers (tonic's request timeout, or the
+/// drain deadline) as CANCELLED, the status the client sees.
+struct Pending(Option<Finish>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(finish) = self.0.take() {
+            finish.done(None);
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A response body that reports the status carried by its trailers.
     struct Watched {
@@ -333,16 +345,20 @@ where
 
         let call = inner.call(request).instrument(span);
         Box::pin(async move {
+            let mut pending = Pending(Some(finish));
             let response = call.await?;
             let (parts, body) = response.into_parts();
+            let finish = pending.0.take();
             if parts.headers.contains_key("grpc-status") {
                 // Trailers-only response: the status is already here.
-                finish.done(Some(&parts.headers));
+                if let Some(finish) = finish {
+                    finish.done(Some(&parts.headers));
+                }
                 return Ok(Response::from_parts(parts, body));
             }
             let body = Body::new(Watched {
                 inner: body,
-                finish: Some(finish),
+                finish,
             });
             Ok(Response::from_parts(parts, body))
         })
