@@ -827,6 +827,10 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
     let log = slotd.log();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("slotd stopped"), "{log}");
+    eprintln!(
+        "storm: {} acknowledged, {failed} refused cleanly",
+        booked.len()
+    );
     assert!(
         booked.len() >= 10,
         "{} booked, {failed} failed",
