@@ -427,8 +427,10 @@ impl Process {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+        // The shell's builtin kill: no procps needed on a minimal machine.
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\""])
+            .args([name, &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
