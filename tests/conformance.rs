@@ -70,6 +70,7 @@ conformance!(
     every_lifecycle_step_appears_in_the_event_log_in_order,
     the_manifest_pages_stably_while_bookings_land,
     a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant,
+    capacity_never_goes_below_booked_plus_held,
 );
 
 #[path = "conformance/lifecycle.rs"]

@@ -721,3 +721,42 @@ pub async fn a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant(st
     let manifest = all_manifest(&store, &day(1), false).await;
     assert_eq!(manifest.len(), acknowledged.len());
 }
+
+pub async fn capacity_never_goes_below_booked_plus_held(store: Store) {
+    store
+        .open_slots(&plan(1, 1, "08:00", "08:00", 4))
+        .await
+        .unwrap();
+    register(&store, 1..=3).await;
+    let s = slot(1, "08:00");
+    book(&store, &booking("b-1", s.clone(), &[1]))
+        .await
+        .unwrap();
+    hold(&store, "h-1", s.clone(), &[2, 3]).await.unwrap();
+    let before = full_snapshot(&store).await;
+    match refusal(store.set_capacity(&s, 2).await) {
+        Error::CapacityBelowBooked {
+            capacity, booked, ..
+        } => assert_eq!((capacity, booked), (2, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(full_snapshot(&store).await, before);
+    let report = store
+        .open_slots(&plan(1, 1, "08:00", "08:00", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.kept_at_booked,
+        vec![SlotState {
+            slot: s.clone(),
+            capacity: 3,
+            booked: 1,
+            held: 2,
+            closed: false
+        }]
+    );
+    let state = store.set_capacity(&s, 3).await.unwrap();
+    assert_eq!((state.capacity, state.booked, state.held), (3, 1, 2));
+    assert_eq!(state.remaining(), 0);
+    assert_audit_clean(&store, 1, 1).await;
+}

@@ -173,5 +173,12 @@ mod tests {
             "slotd:{slotd}:day:BEIJING:ALL_OTHERS:2030-01-08"
         );
         assert_eq!(keys.events(), "slotd:{slotd}:events");
+        assert_eq!(
+            keys.holds(&day),
+            "slotd:{slotd}:holds:BEIJING:ALL_OTHERS:2030-01-08"
+        );
+        assert_eq!(keys.holds_due(), "slotd:{slotd}:holds-due");
+        let id = crate::domain::lifecycle::HoldId::parse(&"ab".repeat(16)).unwrap();
+        assert_eq!(keys.hold(&id), format!("slotd:{{slotd}}:hold:{id}"));
     }
 }

@@ -15,6 +15,7 @@ mod codec;
 mod conn;
 pub mod keys;
 pub mod room;
+mod sold_out;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -119,6 +120,7 @@ pub struct RedisStore {
     conn: Conn,
     keys: Keys,
     scripts: Scripts,
+    sold_out: sold_out::SoldOut,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -140,7 +142,15 @@ impl RedisStore {
             conn: Conn::open(&options.conn)?,
             keys,
             scripts: Scripts::load(),
+            sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
         })
+    }
+
+    /// How long a slot seen sold out is refused without running the booking script
+    /// (`sold_out`; default 500 ms, zero turns the memo off).
+    pub fn with_sold_out_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.sold_out = sold_out::SoldOut::new(ttl);
+        self
     }
 
     async fn read_appointment(
@@ -253,6 +263,8 @@ fn applicant_at<'a, T>(
 impl Inventory for RedisStore {
     async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
         let what = "open slots";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let days: Vec<DayRef> = plan.days().collect();
         if days.is_empty() {
             return Ok(OpenReport::default());
@@ -279,8 +291,8 @@ impl Inventory for RedisStore {
             updated: uint(what, at(what, &items, 1)?)?,
             kept_at_booked: Vec::new(),
         };
-        for kept in items[2..].chunks(3) {
-            let [day, time, booked] = kept else {
+        for kept in items[2..].chunks(4) {
+            let [day, time, booked, held] = kept else {
                 return Err(StoreError::corrupt(format!("{what}: ragged kept list")));
             };
             let day = usize::try_from(int(what, day)?)
@@ -289,16 +301,19 @@ impl Inventory for RedisStore {
                 .ok_or_else(|| StoreError::corrupt(format!("{what}: day index out of range")))?;
             let time = parse_hhmm(&text(what, time)?)
                 .ok_or_else(|| StoreError::corrupt(format!("{what}: bad time")))?;
-            let booked = uint(what, booked)?;
-            report
-                .kept_at_booked
-                .push(Self::slot_state(day, time, booked, booked, false));
+            let (booked, held) = (uint(what, booked)?, uint(what, held)?);
+            report.kept_at_booked.push(SlotState {
+                held,
+                ..Self::slot_state(day, time, booked + held, booked, false)
+            });
         }
         Ok(report)
     }
 
     async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, StoreError> {
         let what = "set capacity";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let mut invocation = self.scripts.set_capacity.key(self.keys.day(&slot.day()));
         invocation
             .key(self.keys.events())
@@ -327,6 +342,8 @@ impl Inventory for RedisStore {
 
     async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError> {
         let what = "close slots";
+        // A closed slot answers SLOT_CLOSED, not a remembered SLOT_FULL.
+        let _answer_changes = self.sold_out.forget_on_drop();
         let mut invocation = self.scripts.close_slots.key(self.keys.day(day));
         invocation
             .key(self.keys.events())
@@ -373,6 +390,28 @@ impl Inventory for RedisStore {
         let what = "book";
         let slot = &booking.slot;
         let day = slot.day();
+        let memo_key = format!("{}:{}", self.keys.day(&day), hhmm(slot.time));
+        if self
+            .sold_out
+            .is_sold_out(&memo_key, std::time::Instant::now())
+        {
+            // Idempotency first, as in book.lua: a remembered request_id replays its outcome.
+            let seen = self
+                .conn
+                .cmd(
+                    what,
+                    ::redis::cmd("EXISTS").arg(self.keys.idem_book(&booking.request_id)),
+                )
+                .await?;
+            if int(what, &seen)? == 0 {
+                return Err(Error::SlotFull {
+                    slot: slot.clone(),
+                    requested: booking.seats(),
+                    remaining: 0,
+                }
+                .into());
+            }
+        }
         let manifest_member = ManifestCursor {
             time: slot.time,
             confirmation: confirmation.clone(),
@@ -434,12 +473,18 @@ impl Inventory for RedisStore {
             .into()),
             "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
             "SLOT_CLOSED" => Err(Error::SlotClosed { slot: slot.clone() }.into()),
-            "SLOT_FULL" => Err(Error::SlotFull {
-                slot: slot.clone(),
-                requested: booking.seats(),
-                remaining: uint(what, at(what, &items, 0)?)?,
+            "SLOT_FULL" => {
+                let remaining = uint(what, at(what, &items, 0)?)?;
+                if remaining == 0 {
+                    self.sold_out.mark(memo_key, std::time::Instant::now());
+                }
+                Err(Error::SlotFull {
+                    slot: slot.clone(),
+                    requested: booking.seats(),
+                    remaining,
+                }
+                .into())
             }
-            .into()),
             "RECEIPT_NOT_REGISTERED" => Err(Error::ReceiptNotRegistered {
                 receipt_number: receipt_number(&items)?,
             }
@@ -487,6 +532,8 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let what = "cancel";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let fingerprint = cancellation.fingerprint();
         let now_text = instant_text(now);
         for _ in 0..CANCEL_ATTEMPTS {
@@ -865,6 +912,8 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Hold, StoreError> {
         let what = "release hold";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         for _ in 0..CANCEL_ATTEMPTS {
             let Some(stored) = self.read_hold(&release.hold).await? else {
                 return Err(Error::HoldNotFound.into());
@@ -917,6 +966,8 @@ impl Inventory for RedisStore {
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         let what = "reclaim holds";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         // A plain read names the dates with due holds; each date's script re-reads exactly.
         let reply = self
             .conn
@@ -976,6 +1027,8 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let what = "reschedule";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let fingerprint = reschedule.fingerprint();
         let now_text = instant_text(now);
         let to = &reschedule.new_slot;

@@ -7,12 +7,12 @@
 -- ARGV[2]      post, ARGV[3] category, ARGV[4] first date, ARGV[5] last date (event only)
 -- ARGV[6..]    slot times of each day, HHMM ("0800"), ascending
 --
--- Returns {"OK", opened, updated, kept...} where kept is a flat list of triples
---   day index (0-based, into KEYS[2..]), HHMM, seats booked
--- for every existing slot asked to go below its booked seats: it stays at capacity == booked.
+-- Returns {"OK", opened, updated, kept...} where kept is a flat list of quadruples
+--   day index (0-based, into KEYS[2..]), HHMM, seats booked, seats held
+-- for every existing slot asked to go below booked + held: it stays at capacity == booked + held.
 --
--- Invariants: capacity never drops below booked + held; a re-opened slot is open (x = 0). Nothing here
--- can be refused, so there is no check phase; every write is a plain HSET. Operator events carry
+-- Invariants: capacity never drops below booked + held (held as counted, see holds_lib.lua); a
+-- re-opened slot is open (x = 0). Nothing here can be refused, so there is no check phase; every write is a plain HSET. Operator events carry
 -- no `at`: their time is the stream entry id.
 local seats = tonumber(ARGV[1])
 if not seats or #KEYS < 1 then
@@ -32,13 +32,15 @@ for d = 2, #KEYS do
       opened = opened + 1
     else
       -- seats under holds count as taken, like booked ones
-      local booked = (tonumber(cur[2] or '0') or 0) + (tonumber(cur[3] or '0') or 0)
+      local booked = tonumber(cur[2] or '0') or 0
+      local held = tonumber(cur[3] or '0') or 0
       local capacity = seats
-      if booked > capacity then
-        capacity = booked
+      if booked + held > capacity then
+        capacity = booked + held
         kept[#kept + 1] = d - 2
         kept[#kept + 1] = hhmm
         kept[#kept + 1] = booked
+        kept[#kept + 1] = held
       end
       redis.call('HSET', day, cap_field, capacity, closed_field, 0)
       updated = updated + 1
