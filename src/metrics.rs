@@ -94,7 +94,7 @@ impl Metrics {
         let bookings = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "bookings",
-            "BookAppointment outcomes: booked, or the refusal reason in lower case (slot_full, ...)",
+            "BookAppointment and ConfirmHold outcomes: booked, or the refusal reason in lower case (slot_full, ...)",
             bookings.clone(),
         );
         let seats_remaining = Family::<SeatLabels, Gauge>::default();

@@ -174,11 +174,11 @@ impl Finish {
             .observe(self.started.elapsed().as_secs_f64());
         self.span
             .record("rpc.grpc.status_code", code as i32)
-            .record(
-                "otel.status_code",
-                if code == Code::Ok { "ok" } else { "error" },
-            );
-        if self.path == "/slotd.v1.BookingService/BookAppointment" {
+            .record("otel.status_code", server_span_status(code));
+        // Both ways to end up with an appointment count as bookings.
+        if self.path == "/slotd.v1.BookingService/BookAppointment"
+            || self.path == "/slotd.v1.BookingService/ConfirmHold"
+        {
             let outcome = match (&status, code) {
                 (_, Code::Ok) => "booked".to_owned(),
                 (Some(s), _) => s
@@ -194,6 +194,20 @@ impl Finish {
                 limits.lookup_failed(client);
             }
         }
+    }
+}
+
+/// OpenTelemetry's rule for gRPC server spans: refusals the client caused (NOT_FOUND,
+/// SLOT_FULL...) are not server errors.
+fn server_span_status(code: Code) -> &'static str {
+    match code {
+        Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss => "error",
+        _ => "ok",
     }
 }
 
