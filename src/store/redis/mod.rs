@@ -475,7 +475,10 @@ impl Inventory for RedisStore {
             "SLOT_CLOSED" => Err(Error::SlotClosed { slot: slot.clone() }.into()),
             "SLOT_FULL" => {
                 let remaining = uint(what, at(what, &items, 0)?)?;
-                if remaining == 0 {
+                // Seats under live holds come back by themselves at an expiry in slotd's clock,
+                // which a wall-clock memo cannot see: only a slot full of bookings is memoised.
+                let held = uint(what, at(what, &items, 1)?)?;
+                if remaining == 0 && held == 0 {
                     self.sold_out.mark(memo_key, std::time::Instant::now());
                 }
                 Err(Error::SlotFull {
