@@ -1,0 +1,134 @@
+//! The Redis store's sold-out memo (src/store/redis/sold_out.rs): a slot seen sold out is refused
+//! without running the booking script for a bounded time, and stays correct when seats come back
+//! and when a successful booking is replayed.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Code;
+
+use slotd::api::pb;
+use slotd::store::redis::{ConnOptions, RedisOptions, RedisStore};
+use support::redis::RedisServer;
+use support::*;
+
+/// A store on `redis` whose memo trusts a sold-out answer for `ttl`.
+fn store(redis: &RedisServer, ttl: Duration) -> Arc<RedisStore> {
+    let options = RedisOptions {
+        conn: ConnOptions {
+            url: redis.url(),
+            response_timeout: Duration::from_secs(20),
+            ..ConnOptions::default()
+        },
+        ..RedisOptions::default()
+    };
+    Arc::new(
+        RedisStore::connect(&options)
+            .expect("redis store")
+            .with_sold_out_ttl(ttl),
+    )
+}
+
+async fn book(server: &TestServer, id: &str, i: u32, date: &str) -> Result<String, tonic::Status> {
+    server
+        .booking()
+        .await
+        .book_appointment(book_request(id, slot(date, "08:00"), vec![applicant(i)]))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .appointment
+                .map(|a| a.confirmation_number)
+                .unwrap_or_default()
+        })
+}
+
+#[tokio::test]
+async fn a_sold_out_slot_is_bookable_at_once_after_a_cancel_on_the_same_replica() {
+    let redis = RedisServer::start();
+    // A memo far longer than the test: only invalidation can make the second booking pass.
+    let server = TestServer::start(store(&redis, Duration::from_secs(3600))).await;
+    let date = day(3);
+    open_day(&server, &date, 1).await;
+    register_receipts(&server, 1..=2).await;
+
+    let first = book(&server, "b-1", 1, &date).await.expect("first seat");
+    for attempt in 0..2 {
+        let refused = book(&server, &format!("b-2-{attempt}"), 2, &date)
+            .await
+            .expect_err("sold out");
+        assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    }
+    server
+        .booking()
+        .await
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number: first,
+            passport_number: applicant(1).passport_number,
+            request_id: "c-1".into(),
+        })
+        .await
+        .expect("cancel");
+    book(&server, "b-2-again", 2, &date)
+        .await
+        .expect("the cancelled seat is bookable at once");
+    assert_audit_clean(&server, &date).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_booking_returns_its_appointment_while_the_slot_is_remembered_sold_out() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(store(&redis, Duration::from_secs(3600))).await;
+    let date = day(3);
+    open_day(&server, &date, 1).await;
+    register_receipts(&server, 1..=2).await;
+
+    let first = book(&server, "b-1", 1, &date).await.expect("first seat");
+    let refused = book(&server, "b-2", 2, &date).await.expect_err("sold out");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    let replayed = book(&server, "b-1", 1, &date)
+        .await
+        .expect("a retry of the successful booking replays it");
+    assert_eq!(replayed, first);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn seats_added_on_another_replica_are_bookable_once_the_memo_bound_has_passed() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_millis(300);
+    let remembering = TestServer::start(store(&redis, ttl)).await;
+    let other = TestServer::start(store(&redis, ttl)).await;
+    let date = day(3);
+    open_day(&remembering, &date, 1).await;
+    register_receipts(&remembering, 1..=2).await;
+
+    book(&remembering, "b-1", 1, &date)
+        .await
+        .expect("first seat");
+    let refused = book(&remembering, "b-2", 2, &date)
+        .await
+        .expect_err("sold out");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+
+    other
+        .admin()
+        .await
+        .set_slot_capacity(admin(pb::SetSlotCapacityRequest {
+            slot: Some(slot(&date, "08:00")),
+            capacity: 2,
+        }))
+        .await
+        .expect("capacity raised elsewhere");
+    // The bound: at most `ttl` after the raise, the replica that remembered the slot sells it.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    book(&remembering, "b-2-later", 2, &date)
+        .await
+        .expect("the new seat is bookable once the memo expired");
+    assert_audit_clean(&remembering, &date).await;
+    remembering.stop().await;
+    other.stop().await;
+}
