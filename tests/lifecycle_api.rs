@@ -751,3 +751,89 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
     assert!(swept, "the sweeper returned the seats");
     assert_audit_clean(&server, &date).await;
 }
+
+/// Replica clocks differ: one whose clock runs ahead reclaims a hold; one whose clock runs
+/// behind then tries to confirm (or release) it before its own idea of the expiry. The seats
+/// went back once, so it answers HOLD_EXPIRED and books nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_reclaimed_by_a_replica_running_ahead_cannot_be_confirmed_by_one_running_behind() {
+    use slotd::domain::lifecycle::{HoldConfirmation, HoldId, HoldRelease};
+    use slotd::domain::rules::{Booking, DateRange};
+    use slotd::domain::types::{
+        parse_date, Applicant, CategoryId, ConfirmationNumber, Ds160Number, PassportNumber,
+        PersonName, PostId, ReceiptNumber, RequestId, SlotRef, SlotTime,
+    };
+    use slotd::domain::Error;
+    use slotd::store::StoreError;
+
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    let server = TestServer::start(store.clone()).await;
+    let date = day(7);
+    open_day(&server, &date, 2).await;
+    register_receipts(&server, 1..=1).await;
+    let s = SlotRef {
+        post: PostId::parse("BEIJING").unwrap(),
+        category: CategoryId::parse("ALL_OTHERS").unwrap(),
+        date: parse_date(&date).unwrap(),
+        time: SlotTime::parse("08:00").unwrap(),
+    };
+    let a = applicant(1);
+    let request = Booking::new(
+        RequestId::parse("h-1").unwrap(),
+        s.clone(),
+        vec![Applicant {
+            passport: PassportNumber::parse(&a.passport_number).unwrap(),
+            given_name: PersonName::parse(&a.given_name).unwrap(),
+            surname: PersonName::parse(&a.surname).unwrap(),
+            ds160: Ds160Number::parse(&a.ds160_confirmation).unwrap(),
+            receipt: ReceiptNumber::parse(&a.receipt_number).unwrap(),
+        }],
+    )
+    .unwrap();
+    let t0 = epoch();
+    let id = HoldId::generate();
+    store
+        .hold(&request, &id, t0 + ChronoDuration::minutes(10), t0)
+        .await
+        .unwrap();
+    // The replica ahead sweeps at +11 min.
+    assert_eq!(
+        store
+            .reclaim_expired_holds(t0 + ChronoDuration::minutes(11))
+            .await
+            .unwrap(),
+        1
+    );
+    // The replica behind (+9 min) confirms, then releases.
+    let behind = t0 + ChronoDuration::minutes(9);
+    let confirm = HoldConfirmation {
+        request_id: RequestId::parse("c-1").unwrap(),
+        hold: id.clone(),
+    };
+    match store
+        .confirm_hold(&confirm, &ConfirmationNumber::generate(), behind)
+        .await
+    {
+        Err(StoreError::Domain(Error::HoldExpired { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    let release = HoldRelease {
+        request_id: RequestId::parse("r-1").unwrap(),
+        hold: id,
+    };
+    match store.release_hold(&release, behind).await {
+        Err(StoreError::Domain(Error::HoldExpired { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    let d = parse_date(&date).unwrap();
+    let state = store
+        .slots(&s.post, &s.category, DateRange::new(d, d).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.slot == s)
+        .unwrap();
+    assert_eq!((state.booked, state.held, state.remaining()), (0, 0, 2));
+    assert_audit_clean(&server, &date).await;
+}
