@@ -1,4 +1,4 @@
-//! The one clock every time rule reads (slots already begun, receipt expiry). slotd passes `now`
+//! The one clock every time rule reads (slots already begun, receipt expiry, hold expiry). slotd passes `now`
 //! from here into each store operation, so tests move time without sleeping. Replicas read their
 //! own system clocks: keep them NTP-synchronised; a skew of s seconds shifts the "slot already
 //! started" and "receipt expired" edges by at most s seconds.
