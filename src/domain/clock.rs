@@ -1,7 +1,7 @@
-//! The one clock every time rule reads (slots already begun, receipt expiry, hold expiry). slotd passes `now`
-//! from here into each store operation, so tests move time without sleeping. Replicas read their
-//! own system clocks: keep them NTP-synchronised; a skew of s seconds shifts the "slot already
-//! started" and "receipt expired" edges by at most s seconds.
+//! The one clock every time rule reads (slots already begun, receipt expiry, hold expiry). slotd
+//! passes `now` from here into each store operation, so tests move time without sleeping.
+//! Replicas read their own system clocks: keep them NTP-synchronised; a skew of s seconds shifts
+//! the "slot already started", "receipt expired" and "hold expired" edges by at most s seconds.
 
 use std::sync::{Arc, Mutex};
 
