@@ -108,6 +108,16 @@ struct Args {
     /// slotd's process id: report its resident memory (VmRSS) before and during the run.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Names this run's applicants and hot slot (default: from the clock). With the same id, a
+    /// `--skip-setup` run reuses what a `--setup-only` run opened and registered.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..1_000_000))]
+    run_id: Option<u32>,
+    /// Only open slots and register receipts, then exit (measure Redis without the setup).
+    #[arg(long, conflicts_with = "skip_setup")]
+    setup_only: bool,
+    /// Assume a `--setup-only` run with the same `--run-id` and arguments did the setup.
+    #[arg(long)]
+    skip_setup: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -652,7 +662,12 @@ async fn configure_room(shared: &Shared, config: pb::WaitingRoomConfig) -> Resul
 async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), String> {
     let open = Arc::new(AtomicU64::new(0));
     let messages = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
+    let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let fail = |failures: &std::sync::Mutex<BTreeMap<String, u64>>, key: String| {
+        if let Ok(mut f) = failures.lock() {
+            *f.entry(key).or_default() += 1;
+        }
+    };
     let mut tasks = Vec::new();
     for id in 0..shared.args.concurrency {
         let shared = shared.clone();
@@ -665,9 +680,9 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
                     client_key: format!("watch-{}-{id}", shared.plan.run),
                 })
                 .await;
-            let Ok(joined) = joined else {
-                failures.fetch_add(1, Ordering::Relaxed);
-                return;
+            let joined = match joined {
+                Ok(j) => j,
+                Err(e) => return fail(&failures, format!("join {}", outcome_key(&e))),
             };
             let joined = joined.into_inner();
             let ticket_id = joined.status.map(|s| s.ticket_id).unwrap_or_default();
@@ -677,9 +692,9 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
                     ticket_secret: joined.ticket_secret,
                 })
                 .await;
-            let Ok(stream) = stream else {
-                failures.fetch_add(1, Ordering::Relaxed);
-                return;
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => return fail(&failures, format!("watch {}", outcome_key(&e))),
             };
             open.fetch_add(1, Ordering::Relaxed);
             let mut stream = stream.into_inner();
@@ -689,8 +704,12 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
                     Ok(Ok(Some(_))) => {
                         messages.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Ok(None)) | Ok(Err(_)) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                    Ok(Ok(None)) => {
+                        fail(&failures, "stream ended early".into());
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        fail(&failures, format!("stream {}", outcome_key(&e)));
                         break;
                     }
                     Err(_) => break,
@@ -709,11 +728,8 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
     report.watch_streams_open = open.load(Ordering::Relaxed);
     report.watch_messages = messages.load(Ordering::Relaxed);
     report.server_rss_kib_peak = peak;
-    let failed = failures.load(Ordering::Relaxed);
-    if failed > 0 {
-        report
-            .unexpected
-            .insert("watch stream failed or ended".into(), failed);
+    if let Ok(f) = failures.lock() {
+        report.unexpected.extend(f.clone());
     }
     Ok(())
 }
@@ -809,16 +825,20 @@ async fn run(args: Args) -> Result<Report, String> {
     let channels = connect(addr, args.connections).await?;
     let today = today_at_post();
     let stamp = Utc::now().timestamp();
-    let run = format!("{:06}", stamp.rem_euclid(1_000_000));
+    let run_number = args
+        .run_id
+        .map(i64::from)
+        .unwrap_or(stamp.rem_euclid(1_000_000));
+    let run = format!("{run_number:06}");
     let plan = Plan {
         post: args.post.clone(),
         category: args.category.clone(),
         first_day: today + Days::days(1),
         // A fresh hot slot per run (most of the time), beyond the spread days.
-        hot_day: today + Days::days(i64::from(args.days) + 1 + stamp.rem_euclid(300)),
+        hot_day: today + Days::days(i64::from(args.days) + 1 + run_number.rem_euclid(300)),
         run,
     };
-    if needs_inventory(args.scenario) {
+    if needs_inventory(args.scenario) && !args.skip_setup {
         setup(Setup {
             args: &args,
             plan: &plan,
@@ -826,6 +846,14 @@ async fn run(args: Args) -> Result<Report, String> {
             token: &token,
         })
         .await?;
+    }
+    if args.setup_only {
+        return Ok(Report {
+            scenario: Some(args.scenario),
+            target: addr.to_string(),
+            passed: true,
+            ..Report::default()
+        });
     }
     let now = Instant::now();
     let mut shared = Shared {
