@@ -804,7 +804,7 @@ async fn run(args: Args) -> Result<Report, String> {
     if args.days == 0 || args.days > 300 {
         return Err("--days must be 1..=300".into());
     }
-    if args.rate.is_some_and(|r| !(r > 0.0)) {
+    if args.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
         return Err("--rate must be positive".into());
     }
     let addr = resolve(&args.target, args.allow_remote).await?;
