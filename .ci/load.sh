@@ -9,10 +9,13 @@ ROOT=$(pwd)
 cargo build --bin slotd --bin slotd-load
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Two distinct free ports at once (two separate probes could return the same port twice).
+free_ports() { python3 -c 'import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])'; }
 WORK=$(mktemp -d)
-REDIS_PORT=$(free_port)
-SLOTD_PORT=$(free_port)
+read -r REDIS_PORT SLOTD_PORT < <(free_ports)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
