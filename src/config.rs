@@ -92,6 +92,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_REDIS_RECONNECT_RETRIES")]
     pub redis_reconnect_retries: Option<u64>,
 
+    /// Acknowledge a write only once this many Redis replicas have it (WAIT); 0 = off.
+    #[arg(long, env = "SLOTD_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
+
+    /// Milliseconds WAIT may take before the write is answered UNAVAILABLE (a retry replays it).
+    #[arg(long, env = "SLOTD_REDIS_WAIT_TIMEOUT_MS")]
+    pub redis_wait_timeout_ms: Option<u64>,
+
     /// Posts catalog (TOML). Default: the built-in copy of deploy/posts.toml.
     #[arg(long, env = "SLOTD_POSTS")]
     pub posts: Option<PathBuf>,
@@ -205,6 +213,9 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
     pub reconnect_retries: u64,
+    /// Replicas that must have a write before it is acknowledged (WAIT); 0 = off.
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -215,6 +226,8 @@ impl Default for RedisSettings {
             connect_timeout_ms: 1000,
             response_timeout_ms: 1000,
             reconnect_retries: 2,
+            wait_replicas: 0,
+            wait_timeout_ms: 500,
         }
     }
 }
@@ -468,6 +481,8 @@ impl ServeArgs {
             &mut s.redis.reconnect_retries,
             &self.redis_reconnect_retries,
         );
+        set(&mut s.redis.wait_replicas, &self.redis_wait_replicas);
+        set(&mut s.redis.wait_timeout_ms, &self.redis_wait_timeout_ms);
         set(&mut s.telemetry.log_format, &self.log_format);
         set_opt(&mut s.telemetry.otlp_endpoint, &self.otlp_endpoint);
         set_opt(&mut s.metrics.listen, &self.metrics_listen);
@@ -576,6 +591,12 @@ impl Settings {
             "redis.reconnect_retries",
             "must be 0-10",
         )?;
+        check(r.wait_replicas <= 5, "redis.wait_replicas", "must be 0-5")?;
+        check(
+            (1..=10_000).contains(&r.wait_timeout_ms),
+            "redis.wait_timeout_ms",
+            "must be 1-10000",
+        )?;
 
         if let Some(endpoint) = &self.telemetry.otlp_endpoint {
             check(
@@ -653,6 +674,8 @@ impl Settings {
                 connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
                 response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
                 reconnect_retries: usize::try_from(self.redis.reconnect_retries).unwrap_or(10),
+                wait_replicas: self.redis.wait_replicas,
+                wait_timeout: Duration::from_millis(self.redis.wait_timeout_ms),
             },
             tag: self.redis.tag.clone(),
         })

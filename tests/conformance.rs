@@ -1,6 +1,6 @@
 //! One conformance suite for every `Inventory` backend: the same test bodies (`cases`) run
 //! against `MemoryStore` (mod `memory`) and `RedisStore` on a throwaway redis-server (mod
-//! `redis`), so the two never drift apart. The Redis half needs `redis-server` on PATH and fails
+//! `redis`) and on a throwaway Redis Cluster (mod `cluster`), so they never drift apart. The Redis half needs `redis-server` on PATH and fails
 //! loudly without it.
 
 mod support;
@@ -39,6 +39,16 @@ macro_rules! conformance {
                 async fn $name() {
                     let server = super::RedisServer::start();
                     super::cases::$name(server.patient_store()).await;
+                }
+            )*
+        }
+        /// The same cases on a real Redis Cluster (3 primaries + 3 replicas).
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let cluster = super::support::cluster::RedisCluster::start();
+                    super::cases::$name(cluster.store()).await;
                 }
             )*
         }

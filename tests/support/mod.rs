@@ -297,4 +297,5 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
         report.violations
     );
 }
+pub mod cluster;
 pub mod redis;

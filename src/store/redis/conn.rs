@@ -11,8 +11,12 @@
 
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, Script, ScriptInvocation, Value};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{
+    Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value,
+};
 
 use crate::store::StoreError;
 
@@ -26,6 +30,12 @@ pub struct ConnOptions {
     pub response_timeout: Duration,
     /// Reconnection attempts after a connection is lost, before a call gives up.
     pub reconnect_retries: usize,
+    /// Acknowledge a script's writes only once this many replicas have them (`WAIT`); 0 = off.
+    /// With it on, an acknowledged booking survives the failover of its primary; fewer
+    /// replicas within `wait_timeout` answer `Unavailable` (the write may stand: a retry with
+    /// the same request_id replays it and waits again).
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
 }
 
 impl Default for ConnOptions {
@@ -35,13 +45,137 @@ impl Default for ConnOptions {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             reconnect_retries: 2,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
 }
 
+/// The URL scheme that selects Redis Cluster: `redis-cluster://host:port,host:port,...` lists
+/// seed nodes. Every script touches keys of one hash tag, so the cluster client routes each call
+/// to the one shard owning it, follows MOVED/ASK after a failover or resharding, and loads
+/// scripts on every primary (`SCRIPT LOAD` goes to all of them).
+pub const CLUSTER_SCHEME: &str = "redis-cluster://";
+
+/// One Redis server (multiplexed `ConnectionManager`) or a Redis Cluster (`ClusterConnection`,
+/// multiplexed per node). Both are cheap to clone and reconnect by themselves.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+fn wait_policy(options: &ConnOptions) -> Option<(u32, Duration)> {
+    (options.wait_replicas > 0).then_some((options.wait_replicas, options.wait_timeout))
+}
+
+/// A cluster connection that can be replaced by a fresh one. Seen here: after a `CLUSTER
+/// FAILOVER` mid-load, redis-rs's async cluster connection kept timing out on every call (its
+/// slot refresh did not bring it back within a minute); a new connection reads the slot map
+/// from the seed nodes and serves at once. So a timed-out cluster call replaces the connection,
+/// at most once a second.
+struct ClusterHandle {
+    client: ::redis::cluster::ClusterClient,
+    config: ClusterConfig,
+    current: std::sync::RwLock<(ClusterConnection, std::time::Instant)>,
+}
+
+impl ClusterHandle {
+    fn connection(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    fn renew(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.1.elapsed() >= Duration::from_secs(1) {
+            tracing::warn!("redis cluster call timed out: opening a fresh cluster connection");
+            *current = (
+                self.client
+                    .get_pending_async_connection_with_config(self.config.clone()),
+                std::time::Instant::now(),
+            );
+        }
+    }
+}
+
+fn open_cluster(nodes: &str, options: &ConnOptions) -> Result<ClusterHandle, StoreError> {
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(StoreError::Unavailable {
+            detail: format!("redis url: {CLUSTER_SCHEME} needs at least one host:port"),
+        });
+    }
+    let client = ClusterClientBuilder::new(nodes)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.response_timeout)
+        .retries(u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX))
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .build()
+        .map_err(|e| StoreError::Unavailable {
+            detail: format!("redis cluster url: {e}"),
+        })?;
+    let config = ClusterConfig::new()
+        .set_connection_timeout(options.connect_timeout)
+        .set_response_timeout(options.response_timeout);
+    // Pending: connects in the background, so slotd starts (NOT_SERVING) while the cluster is
+    // down, like the single-server link.
+    let connection = client.get_pending_async_connection_with_config(config.clone());
+    Ok(ClusterHandle {
+        client,
+        config,
+        current: std::sync::RwLock::new((connection, std::time::Instant::now())),
+    })
+}
+
+/// What a `Conn` holds: one server's manager, or the replaceable cluster connection.
+#[derive(Clone)]
+enum Target {
+    Single(ConnectionManager),
+    Cluster(std::sync::Arc<ClusterHandle>),
+}
+
 #[derive(Clone)]
 pub struct Conn {
-    manager: ConnectionManager,
+    wait: Option<(u32, Duration)>,
+    target: Target,
     deadline: Duration,
 }
 
@@ -57,6 +191,15 @@ impl Conn {
     /// Creates the connection lazily: slotd starts (with health NOT_SERVING) even when Redis is
     /// not up yet, and connects on the first call.
     pub fn open(options: &ConnOptions) -> Result<Self, StoreError> {
+        if let Some(nodes) = options.url.strip_prefix(CLUSTER_SCHEME) {
+            return Ok(Self {
+                wait: wait_policy(options),
+                target: Target::Cluster(std::sync::Arc::new(open_cluster(nodes, options)?)),
+                deadline: options.connect_timeout
+                    + options.response_timeout
+                    + Duration::from_millis(250),
+            });
+        }
         let client = Client::open(options.url.as_str()).map_err(|e| StoreError::Unavailable {
             detail: format!("redis url: {e}"),
         })?;
@@ -69,7 +212,8 @@ impl Conn {
         let manager =
             ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(Self {
-            manager,
+            wait: wait_policy(options),
+            target: Target::Single(manager),
             deadline: options.connect_timeout
                 + options.response_timeout
                 + Duration::from_millis(250),
@@ -78,6 +222,13 @@ impl Conn {
 
     /// Every Redis call: bounded by `deadline`, traced as a child span of the RPC named after
     /// the operation (`book`, `read appointment`), and measured (`slotd_redis_*` metrics).
+    fn link(&self) -> Link {
+        match &self.target {
+            Target::Single(m) => Link::Single(m.clone()),
+            Target::Cluster(h) => Link::Cluster(h.connection()),
+        }
+    }
+
     async fn bounded<T>(
         &self,
         what: &str,
@@ -101,6 +252,13 @@ impl Conn {
                 detail: format!("{what}: no answer within {:?}", self.deadline),
             }),
         };
+        if let (Target::Cluster(handle), Err(StoreError::Unavailable { detail })) =
+            (&self.target, &result)
+        {
+            if detail.contains("timed out") || detail.contains("no answer") {
+                handle.renew();
+            }
+        }
         crate::metrics::metrics().redis_call(what, started.elapsed(), result.is_ok());
         result
     }
@@ -112,20 +270,63 @@ impl Conn {
         what: &str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Value, StoreError> {
-        let mut manager = self.manager.clone();
+        let value = self.read_script(what, invocation).await?;
+        if let Some((replicas, timeout)) = self.wait {
+            self.wait_for_replicas(what, replicas, timeout).await?;
+        }
+        Ok(value)
+    }
+
+    /// A script that writes nothing (`#!lua flags=no-writes`): never waits for replicas, so
+    /// reads keep working while a shard has lost its replica.
+    pub async fn read_script(
+        &self,
+        what: &str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
+        let mut manager = self.link();
         self.bounded(what, invocation.invoke_async::<Value>(&mut manager))
             .await
     }
 
+    /// `WAIT replicas timeout`: in a cluster it goes to every primary and the answer is the
+    /// smallest count, so it covers whichever shard took the write.
+    async fn wait_for_replicas(
+        &self,
+        what: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut manager = self.link();
+        let acked = self
+            .bounded(
+                what,
+                ::redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(millis)
+                    .query_async::<i64>(&mut manager),
+            )
+            .await?;
+        if acked < i64::from(replicas) {
+            return Err(StoreError::Unavailable {
+                detail: format!(
+                    "{what}: only {acked} of {replicas} replicas acknowledged within {timeout:?}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub async fn cmd(&self, what: &str, cmd: &Cmd) -> Result<Value, StoreError> {
-        let mut manager = self.manager.clone();
+        let mut manager = self.link();
         self.bounded(what, cmd.query_async::<Value>(&mut manager))
             .await
     }
 
     /// Plain commands in one round trip (never scripts, see `script`).
     pub async fn pipeline(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut manager = self.manager.clone();
+        let mut manager = self.link();
         self.bounded(what, pipe.query_async::<Vec<Value>>(&mut manager))
             .await
     }

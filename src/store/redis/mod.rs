@@ -631,7 +631,7 @@ impl Inventory for RedisStore {
             .arg(start)
             .arg(u64::from(query.limit) + 1)
             .arg(if query.include_cancelled { "1" } else { "0" });
-        let ::redis::Value::Array(members) = self.conn.script(what, &invocation).await? else {
+        let ::redis::Value::Array(members) = self.conn.read_script(what, &invocation).await? else {
             return Err(StoreError::corrupt(format!(
                 "{what}: expected a member list"
             )));
@@ -713,7 +713,7 @@ impl Inventory for RedisStore {
                 .key(self.keys.active(day))
                 .key(self.keys.holds(day));
         }
-        let ::redis::Value::Array(items) = self.conn.script(what, &invocation).await? else {
+        let ::redis::Value::Array(items) = self.conn.read_script(what, &invocation).await? else {
             return Err(StoreError::corrupt(format!("{what}: expected a list")));
         };
         let mut rows = Vec::with_capacity(items.len() / 7);

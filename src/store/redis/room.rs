@@ -284,7 +284,7 @@ impl WaitingRoom for RedisWaitingRoom {
         let config = self.config().await?;
         let mut invocation = self.invoke(&self.scripts.stats);
         invocation.arg(millis(now));
-        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        let (status, items) = status_reply(what, self.conn.read_script(what, &invocation).await?)?;
         if status != "OK" {
             return Err(unexpected(what, &status, &items));
         }
