@@ -216,9 +216,10 @@ impl RedisCluster {
     /// cluster, as a replica of whichever node took its slots.
     pub fn restart(&mut self, port: u16) {
         let dir = self._dir.path().join(port.to_string());
-        let child = spawn_node(port, &dir);
         if let Some(entry) = self.children.iter_mut().find(|(p, _)| *p == port) {
-            entry.1 = child;
+            let _ = entry.1.kill();
+            let _ = entry.1.wait();
+            entry.1 = spawn_node(port, &dir);
         }
         self.wait_healthy();
     }
