@@ -785,3 +785,85 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
     assert_eq!(poll(&r.a, &first).await.state, ADMITTED);
     r.stop().await;
 }
+
+/// Three slotd replicas sharing one Redis (each with its own connections and admission ticker):
+/// 3,000 joins spread over the three are admitted in exact join order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
+    const N: usize = 3_000;
+    let redis = support::redis::RedisServer::start();
+    let clock = ManualClock::new(epoch());
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let store: Arc<dyn Inventory> = redis.patient_store();
+        let room: Arc<dyn WaitingRoom> = redis.room();
+        servers.push(TestServer::launch(store, room, clock.clone(), ServeOptions::default()).await);
+    }
+    let paused = pb::WaitingRoomConfig {
+        paused: true,
+        waiter_timeout_seconds: 600,
+        ..config(60_000, 10_000)
+    };
+    configure(&servers[0], paused.clone()).await;
+    let mut tasks = Vec::new();
+    for t in 0..30 {
+        let channel = servers[t % 3].channel().await;
+        tasks.push(tokio::spawn(async move {
+            let mut client =
+                pb::waiting_room_service_client::WaitingRoomServiceClient::new(channel);
+            let mut held = Vec::new();
+            for i in (t..N).step_by(30) {
+                let r = client
+                    .join(pb::JoinRequest {
+                        client_key: format!("three-{i}"),
+                    })
+                    .await
+                    .expect("join")
+                    .into_inner();
+                held.push((r.status.expect("status").ticket_id, r.ticket_secret));
+            }
+            held
+        }));
+    }
+    let mut tickets = Vec::new();
+    for t in tasks {
+        tickets.extend(t.await.expect("joins"));
+    }
+    configure(
+        &servers[1],
+        pb::WaitingRoomConfig {
+            paused: false,
+            ..paused
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        settle().await;
+        if stats(&servers[2]).await.admitted_total == N as u64 {
+            break;
+        }
+        clock.advance(ChronoDuration::seconds(1));
+    }
+    let mut order = Vec::new();
+    for (k, (id, secret)) in tickets.iter().enumerate() {
+        let s = poll(
+            &servers[k % 3],
+            &Held {
+                id: id.clone(),
+                secret: secret.clone(),
+            },
+        )
+        .await;
+        assert_eq!(s.state, ADMITTED, "ticket {} admitted", s.ticket_number);
+        order.push((s.ticket_number, s.admission_number));
+    }
+    order.sort();
+    assert_eq!(
+        order.windows(2).filter(|w| w[1].1 < w[0].1).count(),
+        0,
+        "zero inversions"
+    );
+    for s in servers {
+        s.stop().await;
+    }
+}
