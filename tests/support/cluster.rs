@@ -196,7 +196,7 @@ impl RedisCluster {
         let mut options = self.options("slotd");
         options.conn.response_timeout = Duration::from_secs(3);
         options.conn.wait_replicas = replicas;
-        options.conn.wait_timeout = Duration::from_millis(500);
+        options.conn.wait_timeout = Duration::from_secs(2);
         Arc::new(RedisStore::connect(&options).expect("cluster store"))
     }
 
