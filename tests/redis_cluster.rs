@@ -195,7 +195,8 @@ async fn with_wait_on_a_killed_primary_loses_no_acknowledged_booking() {
     let a = TestServer::start(store).await;
     let b = TestServer::start(s2).await;
     // Setup through a plain store: the test is about acknowledged bookings across the kill.
-    let plain = TestServer::start(cluster.lock().expect("cluster").store()).await;
+    let plain_store = cluster.lock().expect("cluster").store();
+    let plain = TestServer::start(plain_store).await;
     setup(&plain, 600).await;
     let c = cluster.clone();
     // The primary dies; its replica takes over; the dead node comes back as the new replica
