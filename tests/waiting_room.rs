@@ -804,7 +804,7 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
         waiter_timeout_seconds: 600,
         ..config(60_000, 10_000)
     };
-    configure(&servers[0], paused.clone()).await;
+    configure(&servers[0], paused).await;
     let mut tasks = Vec::new();
     for t in 0..30 {
         let channel = servers[t % 3].channel().await;
