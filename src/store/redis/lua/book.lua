@@ -91,27 +91,9 @@ if remaining < n then
   return {'SLOT_FULL', remaining, held - (expired_by_hhmm[hhmm] or 0)}
 end
 
-for i = 1, n do
-  local receipt = redis.call('HMGET', KEYS[5 + 2 * i], 'passport', 'expires_ms', 'backing')
-  if not receipt[1] then
-    return {'RECEIPT_NOT_REGISTERED', i}
-  end
-  if receipt[1] ~= ARGV[13 + i] then
-    return {'RECEIPT_PASSPORT_MISMATCH', i}
-  end
-  local expires = tonumber(receipt[2])
-  if not expires then
-    return {'CORRUPT', 'receipt expiry'}
-  end
-  if expires <= now then
-    return {'RECEIPT_EXPIRED', i, receipt[2]}
-  end
-  if claim_live(receipt[3], now) then
-    return {'RECEIPT_IN_USE', i}
-  end
-  if claim_live(redis.call('GET', KEYS[6 + 2 * i]), now) then
-    return {'APPLICANT_ALREADY_BOOKED', i}
-  end
+local refused = check_applicants(n, now, 13)
+if refused then
+  return refused
 end
 
 if redis.call('EXISTS', KEYS[4]) == 1 then

@@ -60,6 +60,36 @@ local function claim_live(value, now)
   return true
 end
 
+-- The group rules of a booking or a hold, read only: for applicant i (1..n) the receipt hash is
+-- KEYS[5 + 2i], the passport record KEYS[6 + 2i] and the passport number ARGV[passport_argv + i].
+-- Each receipt must be registered, paid for that passport, unexpired at `now` and back no live
+-- claim; each passport must have no live claim. Returns the first refusal, or nil.
+local function check_applicants(n, now, passport_argv)
+  for i = 1, n do
+    local receipt = redis.call('HMGET', KEYS[5 + 2 * i], 'passport', 'expires_ms', 'backing')
+    if not receipt[1] then
+      return {'RECEIPT_NOT_REGISTERED', i}
+    end
+    if receipt[1] ~= ARGV[passport_argv + i] then
+      return {'RECEIPT_PASSPORT_MISMATCH', i}
+    end
+    local expires = tonumber(receipt[2])
+    if not expires then
+      return {'CORRUPT', 'receipt expiry'}
+    end
+    if expires <= now then
+      return {'RECEIPT_EXPIRED', i, receipt[2]}
+    end
+    if claim_live(receipt[3], now) then
+      return {'RECEIPT_IN_USE', i}
+    end
+    if claim_live(redis.call('GET', KEYS[6 + 2 * i]), now) then
+      return {'APPLICANT_ALREADY_BOOKED', i}
+    end
+  end
+  return nil
+end
+
 -- The idempotency record "<fingerprint>|<id>|<expiry ms>": nil when absent or lapsed,
 -- else {fingerprint, id}; false when it does not parse.
 local function remembered(key, now)
