@@ -242,22 +242,24 @@ impl Conn {
             db.system = "redis",
         );
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(self.deadline, call)
+        let (result, timed_out) = match tokio::time::timeout(self.deadline, call)
             .instrument(span)
             .await
         {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(what, e)),
-            Err(_) => Err(StoreError::Unavailable {
-                detail: format!("{what}: no answer within {:?}", self.deadline),
-            }),
-        };
-        if let (Target::Cluster(handle), Err(StoreError::Unavailable { detail })) =
-            (&self.target, &result)
-        {
-            if detail.contains("timed out") || detail.contains("no answer") {
-                handle.renew();
+            Ok(Ok(value)) => (Ok(value), false),
+            Ok(Err(e)) => {
+                let timed_out = e.is_timeout();
+                (Err(map_error(what, e)), timed_out)
             }
+            Err(_) => (
+                Err(StoreError::Unavailable {
+                    detail: format!("{what}: no answer within {:?}", self.deadline),
+                }),
+                true,
+            ),
+        };
+        if let (Target::Cluster(handle), true) = (&self.target, timed_out) {
+            handle.renew();
         }
         crate::metrics::metrics().redis_call(what, started.elapsed(), result.is_ok());
         result
