@@ -298,4 +298,5 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
     );
 }
 pub mod cluster;
+pub mod history;
 pub mod redis;

@@ -34,6 +34,16 @@ impl RedisServer {
         server
     }
 
+    /// A server whose port and dir are fixed but which is not running yet (Redis unreachable);
+    /// `restart()` starts it.
+    pub fn unstarted() -> Self {
+        Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir for redis"),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
