@@ -81,8 +81,12 @@ fn limit_of(path: &str) -> Option<(Limit, bool)> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match service {
         "slotd.v1.BookingService" => {
-            let lookup = matches!(method, "GetAppointment" | "CancelAppointment")
-                || method.contains("Confirmation");
+            // Every method that takes a confirmation number and a passport: each answers
+            // NOT_FOUND to a wrong pair, so each must spend the failed-lookup budget.
+            let lookup = matches!(
+                method,
+                "GetAppointment" | "CancelAppointment" | "RescheduleAppointment"
+            ) || method.contains("Confirmation");
             Some((Limit::Booking, lookup))
         }
         "slotd.v1.CalendarService" => Some((Limit::Calendar, false)),
