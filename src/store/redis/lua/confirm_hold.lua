@@ -27,6 +27,8 @@
 --       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status} | {"CONFIRMATION_TAKEN"}
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
+-- An accepted waitlist offer (hold field `entry`) ends its entry as FULFILLED.
+--
 -- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); an expired hold
 -- books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
 -- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does.
@@ -40,7 +42,7 @@ local hhmm = ARGV[8]
 
 -- Checks.
 local rec = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'expires_ms',
-  'confirmation', 'post', 'category', 'date', 'time')
+  'confirmation', 'post', 'category', 'date', 'time', 'entry')
 if not rec[1] then
   return {'HOLD_NOT_FOUND'}
 end
@@ -100,6 +102,11 @@ redis.call('HSET', KEYS[5],
 redis.call('HSET', KEYS[3], conf, hhmm .. ':' .. n)
 redis.call('ZADD', KEYS[4], 0, ARGV[7])
 redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', conf)
+if rec[10] then
+  local prefix = prefix_of(KEYS[7], 'holds-due')
+  end_entry(prefix, rec[10], 'FULFILLED', nil, now)
+  redis.call('HSET', prefix .. 'wle:' .. rec[10], 'confirmation', conf)
+end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
   'seats', n, 'at', ARGV[4], 'hold', hold_id)
