@@ -388,9 +388,15 @@ mod cases {
                 slot: slot(2, "08:00")
             }
         );
-        let state = store.set_capacity(&slot(1, "08:00"), 3, epoch()).await.unwrap();
+        let state = store
+            .set_capacity(&slot(1, "08:00"), 3, epoch())
+            .await
+            .unwrap();
         assert_eq!((state.capacity, state.booked, state.closed), (3, 3, false));
-        let state = store.set_capacity(&slot(1, "08:00"), 40, epoch()).await.unwrap();
+        let state = store
+            .set_capacity(&slot(1, "08:00"), 40, epoch())
+            .await
+            .unwrap();
         assert_eq!(state, slot_state(&store, &slot(1, "08:00")).await);
         assert_audit_clean(&store, 1, 1).await;
     }
@@ -672,7 +678,10 @@ mod cases {
         assert_eq!(snapshot(&store).await, before);
 
         // Refusals are not remembered: the same request_id books once the rule allows it.
-        store.set_capacity(&slot(1, "08:00"), 3, epoch()).await.unwrap();
+        store
+            .set_capacity(&slot(1, "08:00"), 3, epoch())
+            .await
+            .unwrap();
         book(&store, &booking("x4", slot(1, "08:00"), &[2, 3]))
             .await
             .unwrap();

@@ -208,7 +208,10 @@ async fn every_key_is_documented_and_carries_the_hash_tag() {
         .close_slots(&day(), Some(SlotTime::parse("08:15").unwrap()))
         .await
         .unwrap();
-    store.set_capacity(&slot("08:00"), 6, epoch()).await.unwrap();
+    store
+        .set_capacity(&slot("08:00"), 6, epoch())
+        .await
+        .unwrap();
 
     let mut con = redis.client();
     // What `redis-cli --scan` shows.

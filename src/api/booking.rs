@@ -13,8 +13,8 @@ use super::convert;
 use super::error::status;
 use super::pb;
 use super::pb::booking_service_server::BookingService;
-use crate::app::Slotd;
 use super::room::HEARTBEAT;
+use crate::app::Slotd;
 use crate::domain::waitlist::EntryId;
 use crate::room::{Gate, Room};
 

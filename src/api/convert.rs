@@ -686,7 +686,9 @@ pub fn entry_credentials(entry_id: &str, secret: &str) -> Result<(EntryId, Strin
     finish(v, || id.map(|id| (id, secret.to_owned())))
 }
 
-pub fn waitlist_share(req: &pb::SetWaitlistShareRequest) -> Result<(PostId, CategoryId, u32), Error> {
+pub fn waitlist_share(
+    req: &pb::SetWaitlistShareRequest,
+) -> Result<(PostId, CategoryId, u32), Error> {
     let mut v = Violations::new();
     let post = v.take("post_id", PostId::parse(&req.post_id));
     let category = v.take("category", CategoryId::parse(&req.category));

@@ -263,7 +263,9 @@ fn domain_status(e: Error, message: String) -> Status {
         Error::WaitlistEntryNotFound => {
             with_info(NotFound, message, "WAITLIST_ENTRY_NOT_FOUND", &[])
         }
-        Error::EntrySecretInvalid => with_info(Unauthenticated, message, "ENTRY_SECRET_INVALID", &[]),
+        Error::EntrySecretInvalid => {
+            with_info(Unauthenticated, message, "ENTRY_SECRET_INVALID", &[])
+        }
         Error::AlreadyWaiting { passport_number } => with_info(
             AlreadyExists,
             message,

@@ -19,8 +19,7 @@ use crate::domain::rules::{
 };
 use crate::domain::types::{
     Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
-    PassportNumber, PostId,
-    Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
+    PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::waitlist::{
     EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS, OFFER_SCAN_LIMIT,
@@ -319,7 +318,8 @@ impl State {
             if r.backing.is_some() || r.held_by.is_some() {
                 return Some("RECEIPT_IN_USE");
             }
-            if self.active.contains_key(&a.passport) || self.held_passports.contains_key(&a.passport)
+            if self.active.contains_key(&a.passport)
+                || self.held_passports.contains_key(&a.passport)
             {
                 return Some("APPLICANT_ALREADY_BOOKED");
             }
@@ -344,9 +344,9 @@ impl State {
             Some(line) if released > 0 => line
                 .values()
                 .filter(|id| {
-                    self.entries
-                        .get(*id)
-                        .is_some_and(|r| r.entry.range.from <= slot.date && slot.date <= r.entry.range.to)
+                    self.entries.get(*id).is_some_and(|r| {
+                        r.entry.range.from <= slot.date && slot.date <= r.entry.range.to
+                    })
                 })
                 .take(OFFER_SCAN_LIMIT)
                 .cloned()
@@ -460,7 +460,8 @@ impl State {
             let line = self
                 .lines
                 .get(&(entry.post.clone(), entry.category.clone()));
-            entry.position = line.map(|l| u32::try_from(l.range(..rec.seq).count() + 1).unwrap_or(u32::MAX));
+            entry.position =
+                line.map(|l| u32::try_from(l.range(..rec.seq).count() + 1).unwrap_or(u32::MAX));
         }
         entry.offer = rec.offer.as_ref().and_then(|h| self.holds.get(h)).cloned();
         Some(entry)
@@ -1369,7 +1370,9 @@ impl Inventory for MemoryStore {
             .or_default()
             .insert(seq, id.clone());
         for a in &join.applicants {
-            state.waiting_passports.insert(a.passport.clone(), id.clone());
+            state
+                .waiting_passports
+                .insert(a.passport.clone(), id.clone());
         }
         state.remembered_joins.insert(
             join.request_id.clone(),

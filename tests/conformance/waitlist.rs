@@ -54,7 +54,10 @@ async fn offer_of(store: &Store, e: &WaitlistEntry) -> slotd::domain::lifecycle:
 }
 
 async fn audit_clean(store: &Store) {
-    let report = store.audit(&post(), &category(), range(0, 10)).await.unwrap();
+    let report = store
+        .audit(&post(), &category(), range(0, 10))
+        .await
+        .unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 }
 
@@ -154,7 +157,10 @@ pub async fn an_expired_offer_passes_to_the_next_entry(store: Store) {
     assert_eq!(gone.status, EntryStatus::Expired);
     assert_eq!(gone.position, None);
     let next = offer_of(&store, &w2).await;
-    assert_eq!(next.expires_at, later + Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64));
+    assert_eq!(
+        next.expires_at,
+        later + Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64)
+    );
     let s = slot_state(&store, &slot(1, "08:00")).await;
     assert_eq!((s.booked, s.held), (0, 1));
     // The expired offer books nothing.
@@ -485,7 +491,10 @@ pub async fn a_public_storm_during_the_release_never_takes_an_offered_seat(store
         let holder = u32::try_from(i).unwrap() + 1;
         tasks.push(tokio::spawn(async move {
             store
-                .cancel(&cancellation(&format!("c{holder}"), &number, holder), epoch())
+                .cancel(
+                    &cancellation(&format!("c{holder}"), &number, holder),
+                    epoch(),
+                )
                 .await
         }));
     }
@@ -527,7 +536,10 @@ pub async fn offers_appear_in_the_event_log(store: Store) {
         .unwrap();
     let offer = offer_of(&store, &w).await;
     let events = store
-        .events(slotd::domain::lifecycle::EventStart::After(Default::default()), 1000)
+        .events(
+            slotd::domain::lifecycle::EventStart::After(Default::default()),
+            1000,
+        )
         .await
         .unwrap()
         .events;

@@ -8,11 +8,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::{Hold, HoldId, HoldStatus, Move};
-use crate::domain::waitlist::EntryId;
 use crate::domain::types::{
     parse_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
     Ds160Number, PassportNumber, PersonName, PostId, ReceiptNumber, SlotRef, SlotTime,
 };
+use crate::domain::waitlist::EntryId;
 use crate::store::StoreError;
 
 /// An instant as stored: RFC 3339 in UTC with every digit of precision it has, so it reads

@@ -226,7 +226,10 @@ mod tests {
             keys.date_line(&day),
             format!("{}wl:BEIJING:ALL_OTHERS:2030-01-08", keys.prefix())
         );
-        assert_eq!(keys.holds(&day).replacen(":holds:", ":wl:", 1), keys.date_line(&day));
+        assert_eq!(
+            keys.holds(&day).replacen(":holds:", ":wl:", 1),
+            keys.date_line(&day)
+        );
         let entry = EntryId::parse(&"cd".repeat(16)).unwrap();
         assert_eq!(keys.entry(&entry), format!("slotd:{{slotd}}:wle:{entry}"));
     }
