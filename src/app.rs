@@ -274,6 +274,11 @@ impl Slotd {
         ))
     }
 
+    /// A hold as stored (any status), if it exists.
+    pub async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        self.store.find_hold(id).await
+    }
+
     pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
         self.store.release_hold(release, self.now()).await
     }

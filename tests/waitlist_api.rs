@@ -45,6 +45,7 @@ on_both_backends!(
     a_waiter_watches_its_offer_arrive_after_a_cancellation_and_accepts_it,
     waitlist_refusals_name_the_field_and_change_nothing,
     a_public_booking_storm_never_takes_a_seat_a_waiter_is_owed,
+    an_offer_is_accepted_without_queueing_again_in_the_waiting_room,
 );
 
 fn join_req(request_id: &str, from: &str, to: &str, ids: &[u32]) -> pb::JoinWaitlistRequest {
@@ -425,6 +426,103 @@ async fn a_public_booking_storm_never_takes_a_seat_a_waiter_is_owed(store: Arc<d
         assert_eq!(entry.status, pb::WaitlistStatus::Offered as i32);
     }
     assert_eq!(seats_left(&server, &date, "08:00").await, 0);
+    assert_audit_clean(&server, &date).await;
+    server.stop().await;
+}
+
+async fn an_offer_is_accepted_without_queueing_again_in_the_waiting_room(
+    store: Arc<dyn Inventory>,
+) {
+    let server = TestServer::start(store).await;
+    let date = day(1);
+    open_times(&server, &date, "08:00", "08:15", 1).await;
+    register_receipts(&server, 1..=3).await;
+    let mut booking = server.booking().await;
+    let taken = booking
+        .book_appointment(book_request("a", slot(&date, "08:00"), vec![applicant(1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    let joined = booking
+        .join_waitlist(join_req("w", &date, &date, &[2]))
+        .await
+        .unwrap()
+        .into_inner();
+    let plain_hold = booking
+        .hold_slot(pb::HoldSlotRequest {
+            request_id: "h".into(),
+            slot: Some(slot(&date, "08:15")),
+            applicants: vec![applicant(3)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+
+    // The rush begins: the operator turns the waiting room on.
+    server
+        .admin()
+        .await
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(pb::WaitingRoomConfig {
+                enabled: true,
+                admissions_per_minute: 60,
+                max_active_sessions: 10,
+                session_duration_seconds: 600,
+                waiter_timeout_seconds: 60,
+                paused: false,
+                gate_calendar: false,
+            }),
+        }))
+        .await
+        .unwrap();
+    // (The cancellation comes from a store call: a gated CancelAppointment needs a token.)
+    server
+        .store
+        .cancel(
+            &slotd::domain::rules::Cancellation {
+                request_id: slotd::domain::types::RequestId::parse("c").unwrap(),
+                confirmation: slotd::domain::types::ConfirmationNumber::parse(
+                    &taken.confirmation_number,
+                )
+                .unwrap(),
+                passport: slotd::domain::types::PassportNumber::parse("P0000001").unwrap(),
+            },
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let offer = booking
+        .get_waitlist_entry(pb::GetWaitlistEntryRequest {
+            entry_id: joined.entry.unwrap().entry_id,
+            entry_secret: joined.entry_secret,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .offer
+        .expect("the freed seat is offered");
+    // An ordinary hold still needs an admission token; the offer does not.
+    let refused = booking
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: plain_hold.hold_id,
+            request_id: "confirm-plain".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::Unauthenticated, "ADMISSION_REQUIRED");
+    booking
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: offer.hold_id,
+            request_id: "accept".into(),
+        })
+        .await
+        .unwrap();
     assert_audit_clean(&server, &date).await;
     server.stop().await;
 }

@@ -127,11 +127,19 @@ impl BookingService for BookingApi {
         request: Request<pb::ConfirmHoldRequest>,
     ) -> Result<Response<pb::ConfirmHoldResponse>, Status> {
         let confirmation = convert::hold_confirmation(request.get_ref()).map_err(status)?;
-        let admitted = self
+        let admitted = match self
             .room
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
-            .map_err(status)?;
+        {
+            Ok(admitted) => admitted,
+            // A waitlist offer was earned in its own line: accepting it needs no second queue
+            // (its 128-bit hold id reached only the entry's holder).
+            Err(refused) => match self.app.find_hold(&confirmation.hold).await {
+                Ok(Some(hold)) if hold.entry.is_some() => None,
+                _ => return Err(status(refused)),
+            },
+        };
         let appointment = self.app.confirm_hold(&confirmation).await.map_err(status)?;
         if let Some(ticket) = admitted {
             self.room.complete(&ticket).await;

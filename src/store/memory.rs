@@ -1147,6 +1147,10 @@ impl Inventory for MemoryStore {
         Ok(released)
     }
 
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.lock().holds.get(id).cloned())
+    }
+
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         Ok(self.lock().reclaim(now))
     }

@@ -180,6 +180,9 @@ pub trait Inventory: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Hold, StoreError>;
 
+    /// A hold as stored (any status), if it exists.
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError>;
+
     /// Returns the seats of every hold expired at `now` (the periodic sweeper; the operations
     /// above also reclaim the expired holds of the dates they touch). Returns how many.
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;

@@ -1013,6 +1013,10 @@ impl Inventory for RedisStore {
         ))
     }
 
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.read_hold(id).await?.map(|s| s.hold))
+    }
+
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         let what = "reclaim holds";
         // Seats may come back: the sold-out memo forgets everything when this returns.
