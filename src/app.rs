@@ -15,11 +15,15 @@ use crate::domain::lifecycle::{
 use crate::domain::rules::{
     ensure_not_started, AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
 };
+use crate::domain::types::AppointmentStatus;
 use crate::domain::types::{
     format_date, Appointment, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId,
     Receipt, SlotRef, SlotState, SlotTime,
 };
-use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin, BOOKING_WINDOW_DAYS};
+use crate::domain::waitlist::{
+    moving_range_error, EntryId, JoinGroup, JoinRequest, WaitlistEntry, WaitlistJoin,
+    BOOKING_WINDOW_DAYS,
+};
 use crate::domain::Error;
 use crate::store::{EventPage, Inventory, ManifestPage, OpenReport, StoreError};
 
@@ -377,10 +381,43 @@ impl Slotd {
 impl Slotd {
     /// Puts the group in line for released seats in the range (from today at the post up to
     /// the bookable window).
-    pub async fn join_waitlist(&self, join: &WaitlistJoin) -> Result<WaitlistEntry, StoreError> {
+    pub async fn join_waitlist(&self, request: &JoinRequest) -> Result<WaitlistEntry, StoreError> {
         let post = self
             .catalog
-            .post_with_category(&join.post, &join.category)?;
+            .post_with_category(&request.post, &request.category)?;
+        let (applicants, moving) = match &request.group {
+            JoinGroup::Applicants(applicants) => (applicants.clone(), None),
+            JoinGroup::Moving {
+                appointment,
+                passport,
+            } => {
+                // The appointment's group waits; the store re-checks it atomically.
+                let current = self.store.appointment(appointment, passport).await?;
+                if current.status == AppointmentStatus::Cancelled {
+                    return Err(Error::AppointmentCancelled {
+                        confirmation_number: appointment.to_string(),
+                    }
+                    .into());
+                }
+                if current.slot.date <= request.range.to {
+                    return Err(moving_range_error(current.slot.date).into());
+                }
+                (current.applicants, Some(appointment.clone()))
+            }
+        };
+        let mut join = WaitlistJoin::new(
+            request.request_id.clone(),
+            request.post.clone(),
+            request.category.clone(),
+            request.range,
+            request.times.clone(),
+            applicants,
+        )
+        .map_err(|violations| Error::Invalid { violations })?;
+        if let Some(appointment) = moving {
+            join = join.moving(appointment);
+        }
+        let join = &join;
         let now = self.now();
         let today = post.today(now);
         if join.range.from < today {
@@ -408,7 +445,11 @@ impl Slotd {
         }
         for _ in 0..CONFIRMATION_DRAWS {
             let id = EntryId::generate();
-            match self.store.join_waitlist(join, &id, now).await {
+            match self
+                .store
+                .join_waitlist(join, &id, self.lifecycle.reschedule_limit, now)
+                .await
+            {
                 Err(StoreError::ConfirmationTaken) => continue,
                 outcome => return outcome,
             }

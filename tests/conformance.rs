@@ -90,6 +90,8 @@ conformance!(
     an_entry_that_booked_elsewhere_is_cancelled_and_leaving_passes_an_offer_on,
     a_public_storm_during_the_release_never_takes_an_offered_seat,
     offers_appear_in_the_event_log,
+    a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_appointment,
+    moving_entries_are_checked_at_join_and_when_seats_come,
 );
 
 #[path = "conformance/lifecycle.rs"]

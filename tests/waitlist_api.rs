@@ -46,6 +46,7 @@ on_both_backends!(
     waitlist_refusals_name_the_field_and_change_nothing,
     a_public_booking_storm_never_takes_a_seat_a_waiter_is_owed,
     an_offer_is_accepted_without_queueing_again_in_the_waiting_room,
+    an_appointment_waits_for_an_earlier_date_and_moves_when_one_comes,
 );
 
 fn join_req(request_id: &str, from: &str, to: &str, ids: &[u32]) -> pb::JoinWaitlistRequest {
@@ -57,6 +58,8 @@ fn join_req(request_id: &str, from: &str, to: &str, ids: &[u32]) -> pb::JoinWait
         to_date: to.into(),
         times: Vec::new(),
         applicants: ids.iter().map(|i| applicant(*i)).collect(),
+        confirmation_number: String::new(),
+        passport_number: String::new(),
     }
 }
 
@@ -524,5 +527,102 @@ async fn an_offer_is_accepted_without_queueing_again_in_the_waiting_room(
         .await
         .unwrap();
     assert_audit_clean(&server, &date).await;
+    server.stop().await;
+}
+
+async fn an_appointment_waits_for_an_earlier_date_and_moves_when_one_comes(
+    store: Arc<dyn Inventory>,
+) {
+    let server = TestServer::start(store).await;
+    open_times(&server, &day(1), "08:00", "08:00", 1).await;
+    open_times(&server, &day(5), "08:00", "08:00", 1).await;
+    register_receipts(&server, 1..=2).await;
+    let mut booking = server.booking().await;
+    let book = |request_id: &str, date: &str, i: u32| {
+        book_request(request_id, slot(date, "08:00"), vec![applicant(i)])
+    };
+    let mine = booking
+        .book_appointment(book("mine", &day(5), 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    let early = booking
+        .book_appointment(book("early", &day(1), 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    let moving = |request_id: &str, to: &str| pb::JoinWaitlistRequest {
+        confirmation_number: mine.confirmation_number.clone(),
+        passport_number: "P0000001".into(),
+        ..join_req(request_id, &day(1), to, &[])
+    };
+    // Applicants come from the appointment; the range must end before it.
+    let status = booking
+        .join_waitlist(pb::JoinWaitlistRequest {
+            applicants: vec![applicant(1)],
+            ..moving("m0", &day(2))
+        })
+        .await
+        .unwrap_err();
+    assert!(bad_fields(&status).contains(&"applicants".to_string()));
+    let status = booking
+        .join_waitlist(moving("m1", &day(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&status), vec!["to_date"]);
+    let status = booking
+        .join_waitlist(pb::JoinWaitlistRequest {
+            passport_number: "P0000002".into(),
+            ..moving("m2", &day(2))
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::NotFound, "APPOINTMENT_NOT_FOUND");
+    let joined = booking
+        .join_waitlist(moving("m3", &day(2)))
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = joined.entry.unwrap();
+    assert_eq!(entry.moving_confirmation_number, mine.confirmation_number);
+    assert_eq!(entry.applicants.len(), 1);
+
+    booking
+        .cancel_appointment(cancel_req(&early.confirmation_number, "P0000002", "c"))
+        .await
+        .unwrap();
+    let offer = booking
+        .get_waitlist_entry(pb::GetWaitlistEntryRequest {
+            entry_id: entry.entry_id.clone(),
+            entry_secret: joined.entry_secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .offer
+        .unwrap();
+    let moved = booking
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: offer.hold_id,
+            request_id: "accept".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    assert_eq!(moved.confirmation_number, mine.confirmation_number);
+    assert_eq!(moved.slot.unwrap().date, day(1));
+    assert_eq!(moved.history.len(), 1);
+    // The late seat is public again.
+    assert_eq!(seats_left(&server, &day(5), "08:00").await, 1);
+    assert_audit_clean(&server, &day(1)).await;
+    assert_audit_clean(&server, &day(5)).await;
     server.stop().await;
 }

@@ -22,7 +22,7 @@ use crate::domain::types::{
     PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState,
     SlotTime,
 };
-use crate::domain::waitlist::{EntryId, EntryStatus, WaitlistEntry, WaitlistJoin};
+use crate::domain::waitlist::{EntryId, EntryStatus, JoinGroup, JoinRequest, WaitlistEntry};
 use crate::domain::{Error, FieldViolation, Violations};
 
 type Parsed<T> = Result<T, Vec<FieldViolation>>;
@@ -616,7 +616,7 @@ pub const ADMISSION_HEADER: &str = "x-admission-token";
 /// At most this many acceptable times in one waitlist request (a day has 96 slots).
 const MAX_WAITLIST_TIMES: usize = 96;
 
-pub fn waitlist_join(req: &pb::JoinWaitlistRequest) -> Result<WaitlistJoin, Error> {
+pub fn waitlist_join(req: &pb::JoinWaitlistRequest) -> Result<JoinRequest, Error> {
     let mut v = Violations::new();
     let request_id = v.take("request_id", RequestId::parse(&req.request_id));
     let post = v.take("post_id", PostId::parse(&req.post_id));
@@ -643,32 +643,61 @@ pub fn waitlist_join(req: &pb::JoinWaitlistRequest) -> Result<WaitlistJoin, Erro
             }
         }
     }
-    let mut applicants = Vec::with_capacity(req.applicants.len().min(MAX_GROUP));
-    if req.applicants.is_empty() {
-        v.push("applicants", "at least one applicant is required");
-    } else if req.applicants.len() > MAX_GROUP {
-        v.push(
-            "applicants",
-            format!("a group has at most {MAX_GROUP} applicants (primary + 9 dependents)"),
-        );
-    } else {
-        for (i, a) in req.applicants.iter().enumerate() {
-            if let Some(a) = v.nest(&format!("applicants[{i}]"), applicant(a)) {
-                applicants.push(a);
+    times.sort();
+    times.dedup();
+    let group = if req.confirmation_number.is_empty() && req.passport_number.is_empty() {
+        let mut applicants = Vec::with_capacity(req.applicants.len().min(MAX_GROUP));
+        if req.applicants.is_empty() {
+            v.push("applicants", "at least one applicant is required");
+        } else if req.applicants.len() > MAX_GROUP {
+            v.push(
+                "applicants",
+                format!("a group has at most {MAX_GROUP} applicants (primary + 9 dependents)"),
+            );
+        } else {
+            for (i, a) in req.applicants.iter().enumerate() {
+                if let Some(a) = v.nest(&format!("applicants[{i}]"), applicant(a)) {
+                    applicants.push(a);
+                }
             }
         }
-    }
-    if applicants.len() == req.applicants.len() {
-        v.nest("", check_group(&applicants));
-    }
-    v.finish()?;
-    match (request_id, post, category, range) {
-        (Some(request_id), Some(post), Some(category), Some(range)) => {
-            WaitlistJoin::new(request_id, post, category, range, times, applicants)
-                .map_err(|violations| Error::Invalid { violations })
+        if applicants.len() == req.applicants.len() {
+            v.nest("", check_group(&applicants));
         }
-        _ => Err(Error::invalid("", "request could not be parsed")),
-    }
+        Some(JoinGroup::Applicants(applicants))
+    } else {
+        if !req.applicants.is_empty() {
+            v.push(
+                "applicants",
+                "leave applicants empty with confirmation_number: the appointment's group waits",
+            );
+        }
+        let appointment = v.take(
+            "confirmation_number",
+            ConfirmationNumber::parse(&req.confirmation_number),
+        );
+        let passport = v.take(
+            "passport_number",
+            PassportNumber::parse(&req.passport_number),
+        );
+        match (appointment, passport) {
+            (Some(appointment), Some(passport)) => Some(JoinGroup::Moving {
+                appointment,
+                passport,
+            }),
+            _ => None,
+        }
+    };
+    finish(v, || {
+        Some(JoinRequest {
+            request_id: request_id?,
+            post: post?,
+            category: category?,
+            range: range?,
+            times,
+            group: group?,
+        })
+    })
 }
 
 /// entry_id and entry_secret of the entry-holder's requests.
@@ -723,6 +752,7 @@ pub fn entry_pb(e: &WaitlistEntry, now: chrono::DateTime<chrono::Utc>) -> pb::Wa
             .map(|c| c.to_string())
             .unwrap_or_default(),
         reason: e.reason.clone().unwrap_or_default(),
+        moving_confirmation_number: e.moving.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         created_at: format_instant(e.created_at),
         updated_at: format_instant(e.updated_at),
     }

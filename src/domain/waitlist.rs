@@ -114,6 +114,9 @@ pub struct WaitlistJoin {
     /// Acceptable slot times, ascending and distinct; empty = any.
     pub times: Vec<SlotTime>,
     pub applicants: Vec<Applicant>,
+    /// The appointment this group already has and wants to move earlier: accepting an offer
+    /// then reschedules it (same confirmation number, counted against the reschedule limit).
+    pub moving: Option<ConfirmationNumber>,
 }
 
 impl WaitlistJoin {
@@ -137,7 +140,14 @@ impl WaitlistJoin {
             range,
             times,
             applicants,
+            moving: None,
         })
+    }
+
+    /// The same request for a group that moves `appointment` earlier.
+    pub fn moving(mut self, appointment: ConfirmationNumber) -> Self {
+        self.moving = Some(appointment);
+        self
     }
 
     pub fn seats(&self) -> u32 {
@@ -157,6 +167,10 @@ impl WaitlistJoin {
             h.update(part);
             h.update([0x1f]);
         }
+        if let Some(c) = &self.moving {
+            h.update(c.as_str());
+        }
+        h.update([0x1d]);
         for t in &self.times {
             h.update(t.to_string());
             h.update([0x1e]);
@@ -182,9 +196,42 @@ impl WaitlistJoin {
     }
 }
 
+/// A moving entry must wait for dates before its appointment's (`appointment_date`).
+pub fn moving_range_error(appointment_date: NaiveDate) -> super::Error {
+    super::Error::invalid(
+        "to_date",
+        format!(
+            "must be before the appointment's date {}: the waitlist only moves it earlier",
+            super::types::format_date(appointment_date)
+        ),
+    )
+}
+
 /// Whether `date`/`time` lies in `range` and (when `times` is not empty) at one of `times`.
 pub fn accepts(range: DateRange, times: &[SlotTime], date: NaiveDate, time: SlotTime) -> bool {
     range.from <= date && date <= range.to && (times.is_empty() || times.contains(&time))
+}
+
+/// Who joins the line: a new group, or the group of an appointment that wants to move earlier
+/// (named by its confirmation number and any applicant's passport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinGroup {
+    Applicants(Vec<Applicant>),
+    Moving {
+        appointment: ConfirmationNumber,
+        passport: super::types::PassportNumber,
+    },
+}
+
+/// A JoinWaitlist request as parsed: the group is resolved by the use case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub request_id: RequestId,
+    pub post: PostId,
+    pub category: CategoryId,
+    pub range: DateRange,
+    pub times: Vec<SlotTime>,
+    pub group: JoinGroup,
 }
 
 /// One entry of the line as stored and shown.
@@ -201,8 +248,10 @@ pub struct WaitlistEntry {
     pub position: Option<u32>,
     /// The pending offer (OFFERED), or the accepted one (FULFILLED).
     pub offer: Option<Hold>,
-    /// The appointment the accepted offer became.
+    /// The appointment the accepted offer became (for a moving entry: the moved one).
     pub confirmation: Option<ConfirmationNumber>,
+    /// The appointment a moving entry wants to move earlier.
+    pub moving: Option<ConfirmationNumber>,
     /// Why the entry was cancelled (a refusal reason such as RECEIPT_EXPIRED).
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,

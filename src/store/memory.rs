@@ -22,7 +22,8 @@ use crate::domain::types::{
     PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::waitlist::{
-    EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS, OFFER_SCAN_LIMIT,
+    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS,
+    OFFER_SCAN_LIMIT,
 };
 use crate::domain::Error;
 
@@ -99,6 +100,8 @@ struct EntryRec {
     entry: WaitlistEntry,
     seq: u64,
     offer: Option<HoldId>,
+    /// The reschedule limit a moving entry's offers are checked against.
+    limit: u32,
 }
 
 /// Events kept in process (the Redis Stream keeps about a million).
@@ -394,7 +397,16 @@ impl State {
                 continue;
             }
             let applicants = entry.applicants.clone();
-            if let Some(reason) = self.entry_refusal(&applicants, now) {
+            let moving = entry.moving.clone();
+            let refusal = match &moving {
+                Some(appointment) => match self.moving_refusal(appointment, rec.limit, slot) {
+                    Some(None) => continue,
+                    Some(Some(reason)) => Some(reason),
+                    None => None,
+                },
+                None => self.entry_refusal(&applicants, now),
+            };
+            if let Some(reason) = refusal {
                 self.end_entry(&id, EntryStatus::Cancelled, Some(reason), now);
                 self.push_event(
                     "waitlist_cancelled",
@@ -412,7 +424,7 @@ impl State {
                 confirmation: None,
                 entry: Some(id.clone()),
             };
-            self.place_hold(&hold);
+            self.place_hold(&hold, moving.is_none());
             if let Some(rec) = self.entries.get_mut(&id) {
                 rec.entry.status = EntryStatus::Offered;
                 rec.entry.updated_at = now;
@@ -435,13 +447,153 @@ impl State {
         offered
     }
 
-    /// The writes of a new hold: its seats, receipts and passports are taken until expiry.
-    fn place_hold(&mut self, hold: &Hold) {
+    /// The writes of a reschedule whose checks passed: both slots, the receipts' move counts,
+    /// the manifests, the appointment and its history, the `moved` event.
+    fn move_appointment(
+        &mut self,
+        appointment: &Appointment,
+        to: &SlotRef,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let from = appointment.slot.clone();
+        let seats = appointment.seats();
+        let confirmation = &appointment.confirmation;
+        if let Some(r) = self.slot_mut(&from) {
+            r.booked = r.booked.saturating_sub(seats);
+        }
+        if let Some(r) = self.slot_mut(to) {
+            r.booked += seats;
+        }
+        for a in &appointment.applicants {
+            if let Some(r) = self.receipts.get_mut(&a.receipt) {
+                r.reschedules += 1;
+            }
+        }
+        let old_cursor = ManifestCursor {
+            time: from.time,
+            confirmation: confirmation.clone(),
+        };
+        if let Some(m) = self.manifests.get_mut(&from.day()) {
+            m.remove(&old_cursor);
+        }
+        self.manifests
+            .entry(to.day())
+            .or_default()
+            .insert(ManifestCursor {
+                time: to.time,
+                confirmation: confirmation.clone(),
+            });
+        let moved = match self.appointments.get_mut(confirmation) {
+            Some(a) => {
+                a.slot = to.clone();
+                a.updated_at = now;
+                a.history.push(Move {
+                    from: from.clone(),
+                    to: to.clone(),
+                    at: now,
+                });
+                a.clone()
+            }
+            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
+        };
+        self.push_event(
+            "moved",
+            &[
+                ("confirmation", confirmation.to_string()),
+                ("from", from.to_string()),
+                ("to", to.to_string()),
+                ("seats", seats.to_string()),
+                ("at", event_time(now)),
+            ],
+        );
+        Ok(moved)
+    }
+
+    /// Why a moving entry's appointment may not move to `slot` now: None = it may, Some(None) =
+    /// not this slot (not earlier), Some(Some(reason)) = never again (the entry is cancelled).
+    fn moving_refusal(
+        &self,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+        slot: &SlotRef,
+    ) -> Option<Option<&'static str>> {
+        let Some(a) = self
+            .appointments
+            .get(appointment)
+            .filter(|a| a.status == AppointmentStatus::Booked)
+        else {
+            return Some(Some("APPOINTMENT_CANCELLED"));
+        };
+        if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
+            return Some(None);
+        }
+        let used_up = a.applicants.iter().any(|x| {
+            self.receipts
+                .get(&x.receipt)
+                .is_none_or(|r| r.reschedules >= limit)
+        });
+        if used_up {
+            return Some(Some("RESCHEDULE_LIMIT"));
+        }
+        None
+    }
+
+    /// Accepting an offer made to a moving entry: its appointment moves onto the offered seats
+    /// (a reschedule, same number), the seats left behind go to that date's line.
+    fn accept_move(
+        &mut self,
+        hold: &Hold,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let current = self
+            .appointments
+            .get(appointment)
+            .cloned()
+            .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
+        if current.status == AppointmentStatus::Cancelled {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: appointment.to_string(),
+            }
+            .into());
+        }
+        for a in &current.applicants {
+            let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
+            if used.is_none_or(|u| u >= limit) {
+                return Err(Error::RescheduleLimit {
+                    receipt_number: a.receipt.to_string(),
+                    limit,
+                }
+                .into());
+            }
+        }
+        self.reclaim(now);
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(hold);
+        if let Some(h) = self.holds.get_mut(&hold.id) {
+            h.status = HoldStatus::Confirmed;
+            h.confirmation = Some(appointment.clone());
+        }
+        if let Some(entry) = &hold.entry {
+            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
+            if let Some(rec) = self.entries.get_mut(entry) {
+                rec.entry.confirmation = Some(appointment.clone());
+            }
+        }
+        let moved = self.move_appointment(&current, &hold.slot, now)?;
+        self.offer_seats(&current.slot, current.seats(), None, now);
+        Ok(moved)
+    }
+
+    /// The writes of a new hold: its seats, and (`claims`) its receipts and passports, are taken
+    /// until expiry. An offer to a moving entry claims nothing: its appointment does.
+    fn place_hold(&mut self, hold: &Hold, claims: bool) {
         let seats = hold.seats();
         if let Some(rec) = self.slot_mut(&hold.slot) {
             rec.held += seats;
         }
-        for a in &hold.applicants {
+        for a in hold.applicants.iter().filter(|_| claims) {
             if let Some(r) = self.receipts.get_mut(&a.receipt) {
                 r.held_by = Some(hold.id.clone());
             }
@@ -565,6 +717,43 @@ impl State {
         self.check_applicants(&booking.applicants, now)?;
         if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
             return Err(StoreError::ConfirmationTaken);
+        }
+        Ok(())
+    }
+
+    /// A moving entry's rules at join: its appointment is booked, held by exactly this group,
+    /// later than the range, and every receipt has a reschedule left.
+    fn check_moving(
+        &self,
+        join: &WaitlistJoin,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+    ) -> Result<(), StoreError> {
+        let a = self
+            .appointments
+            .get(appointment)
+            .ok_or(Error::AppointmentNotFound)?;
+        if a.status == AppointmentStatus::Cancelled {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: appointment.to_string(),
+            }
+            .into());
+        }
+        if a.applicants != join.applicants {
+            return Err(Error::AppointmentNotFound.into());
+        }
+        if a.slot.date <= join.range.to {
+            return Err(moving_range_error(a.slot.date).into());
+        }
+        for x in &a.applicants {
+            let used = self.receipts.get(&x.receipt).map(|r| r.reschedules);
+            if used.is_none_or(|u| u >= limit) {
+                return Err(Error::RescheduleLimit {
+                    receipt_number: x.receipt.to_string(),
+                    limit,
+                }
+                .into());
+            }
         }
         Ok(())
     }
@@ -1010,7 +1199,7 @@ impl Inventory for MemoryStore {
             entry: None,
         };
         let seats = hold.seats();
-        state.place_hold(&hold);
+        state.place_hold(&hold, true);
         state.remembered_holds.insert(
             request.request_id.clone(),
             (
@@ -1071,6 +1260,14 @@ impl Inventory for MemoryStore {
                 }
                 .into())
             }
+        }
+        let moving = hold
+            .entry
+            .as_ref()
+            .and_then(|e| state.entries.get(e))
+            .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
+        if let Some((appointment, limit)) = moving {
+            return state.accept_move(&hold, &appointment, limit, now);
         }
         if state.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);
@@ -1225,61 +1422,13 @@ impl Inventory for MemoryStore {
         }
 
         // Writes: both slots change in this one critical section.
-        if let Some(r) = state.slot_mut(&from) {
-            r.booked = r.booked.saturating_sub(seats);
-        }
-        if let Some(r) = state.slot_mut(to) {
-            r.booked += seats;
-        }
-        for a in &appointment.applicants {
-            if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                r.reschedules += 1;
-            }
-        }
-        let old_cursor = ManifestCursor {
-            time: from.time,
-            confirmation: reschedule.confirmation.clone(),
-        };
-        if let Some(m) = state.manifests.get_mut(&from.day()) {
-            m.remove(&old_cursor);
-        }
-        state
-            .manifests
-            .entry(to.day())
-            .or_default()
-            .insert(ManifestCursor {
-                time: to.time,
-                confirmation: reschedule.confirmation.clone(),
-            });
-        let moved = match state.appointments.get_mut(&reschedule.confirmation) {
-            Some(a) => {
-                a.slot = to.clone();
-                a.updated_at = now;
-                a.history.push(Move {
-                    from: from.clone(),
-                    to: to.clone(),
-                    at: now,
-                });
-                a.clone()
-            }
-            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
-        };
+        let moved = state.move_appointment(&appointment, to, now)?;
         state.remember(
             Op::Reschedule,
             &reschedule.request_id,
             fingerprint,
             reschedule.confirmation.clone(),
             now,
-        );
-        state.push_event(
-            "moved",
-            &[
-                ("confirmation", reschedule.confirmation.to_string()),
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("seats", seats.to_string()),
-                ("at", event_time(now)),
-            ],
         );
         state.offer_seats(&from, seats, None, now);
         Ok(moved)
@@ -1310,6 +1459,7 @@ impl Inventory for MemoryStore {
         &self,
         join: &WaitlistJoin,
         id: &EntryId,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
         let mut state = self.lock();
@@ -1337,7 +1487,10 @@ impl Inventory for MemoryStore {
                 .into());
             }
         }
-        state.check_applicants(&join.applicants, now)?;
+        match &join.moving {
+            Some(appointment) => state.check_moving(join, appointment, limit)?,
+            None => state.check_applicants(&join.applicants, now)?,
+        }
         if state.entries.contains_key(id) {
             return Err(StoreError::ConfirmationTaken);
         }
@@ -1356,6 +1509,7 @@ impl Inventory for MemoryStore {
             position: None,
             offer: None,
             confirmation: None,
+            moving: join.moving.clone(),
             reason: None,
             created_at: now,
             updated_at: now,
@@ -1366,6 +1520,7 @@ impl Inventory for MemoryStore {
                 entry,
                 seq,
                 offer: None,
+                limit,
             },
         );
         state

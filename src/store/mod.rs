@@ -202,12 +202,15 @@ pub trait Inventory: Send + Sync + 'static {
     // ---- waitlist: released seats are offered in join order (`domain::waitlist`) ----
 
     /// Puts the group in line, after the same receipt and passport checks as a booking, and
-    /// at most one entry in line per passport (`AlreadyWaiting`). A request_id seen before
-    /// answers that first entry (or `RequestIdReused`).
+    /// at most one entry in line per passport (`AlreadyWaiting`). A moving entry
+    /// (`join.moving`) instead needs its appointment booked, on a date after the range, held by
+    /// exactly this group, with a reschedule left under `limit` on every receipt. A request_id
+    /// seen before answers that first entry (or `RequestIdReused`).
     async fn join_waitlist(
         &self,
         join: &WaitlistJoin,
         id: &EntryId,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError>;
 

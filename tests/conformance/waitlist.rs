@@ -28,6 +28,7 @@ async fn join(store: &Store, request_id: &str, from: i64, to: i64, ids: &[u32]) 
         .join_waitlist(
             &join_request(request_id, from, to, &[], ids),
             &EntryId::generate(),
+            2,
             epoch(),
         )
         .await
@@ -270,6 +271,7 @@ pub async fn offers_respect_times_ranges_groups_and_the_share(store: Store) {
         .join_waitlist(
             &join_request("w-time", 1, 1, &["08:15"], &[3]),
             &EntryId::generate(),
+            2,
             epoch(),
         )
         .await
@@ -348,6 +350,7 @@ pub async fn joining_checks_receipts_passports_and_request_ids(store: Store) {
                 .join_waitlist(
                     &join_request("w", 1, 2, &[], &[2]),
                     &EntryId::generate(),
+                    2,
                     epoch()
                 )
                 .await
@@ -361,6 +364,7 @@ pub async fn joining_checks_receipts_passports_and_request_ids(store: Store) {
                 .join_waitlist(
                     &join_request("w-again", 1, 1, &[], &[3, 2]),
                     &EntryId::generate(),
+                    2,
                     epoch()
                 )
                 .await
@@ -374,6 +378,7 @@ pub async fn joining_checks_receipts_passports_and_request_ids(store: Store) {
                 .join_waitlist(
                     &join_request("w-booked", 1, 1, &[], &[1]),
                     &EntryId::generate(),
+                    2,
                     epoch()
                 )
                 .await
@@ -386,6 +391,7 @@ pub async fn joining_checks_receipts_passports_and_request_ids(store: Store) {
                 .join_waitlist(
                     &join_request("w-unknown", 1, 1, &[], &[99]),
                     &EntryId::generate(),
+                    2,
                     epoch()
                 )
                 .await
@@ -399,6 +405,7 @@ pub async fn joining_checks_receipts_passports_and_request_ids(store: Store) {
                 .join_waitlist(
                     &join_request("w-old", 1, 1, &[], &[3]),
                     &EntryId::generate(),
+                    2,
                     epoch() + Duration::days(366)
                 )
                 .await
@@ -552,4 +559,175 @@ pub async fn offers_appear_in_the_event_log(store: Store) {
     assert_eq!(e.field("entry"), Some(w.id.as_str()));
     assert_eq!(e.field("hold"), Some(offer.id.as_str()));
     assert_eq!(e.field("slot"), Some(slot(1, "08:00").to_string().as_str()));
+}
+
+async fn join_moving(
+    store: &Store,
+    request_id: &str,
+    appointment: &Appointment,
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> Result<WaitlistEntry, StoreError> {
+    let ids: Vec<u32> = appointment
+        .applicants
+        .iter()
+        .map(|a| a.passport.as_str()[1..].parse().unwrap())
+        .collect();
+    store
+        .join_waitlist(
+            &join_request(request_id, from, to, &[], &ids).moving(appointment.confirmation.clone()),
+            &EntryId::generate(),
+            limit,
+            epoch(),
+        )
+        .await
+}
+
+pub async fn a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_appointment(
+    store: Store,
+) {
+    store
+        .open_slots(&plan(1, 3, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=5).await;
+    let late = book(&store, &booking("late", slot(3, "08:00"), &[1, 2])).await;
+    // A group of two does not fit one seat: give day 3 two seats first.
+    assert!(matches!(refusal(late), Error::SlotFull { .. }));
+    store
+        .set_capacity(&slot(3, "08:00"), 2, epoch())
+        .await
+        .unwrap();
+    store
+        .set_capacity(&slot(1, "08:00"), 2, epoch())
+        .await
+        .unwrap();
+    let mine = book(&store, &booking("late", slot(3, "08:00"), &[1, 2]))
+        .await
+        .unwrap();
+    let early = book(&store, &booking("early", slot(1, "08:00"), &[3, 4]))
+        .await
+        .unwrap();
+    let moving = join_moving(&store, "w-move", &mine, 1, 2, 2).await.unwrap();
+    assert_eq!(moving.moving.as_ref(), Some(&mine.confirmation));
+    // Someone waiting for day 3 gets the seats the move leaves behind.
+    let behind = join(&store, "w-behind", 3, 3, &[5]).await;
+
+    store
+        .cancel(&cancellation("c", &early.confirmation, 3), epoch())
+        .await
+        .unwrap();
+    let offer = offer_of(&store, &moving).await;
+    assert_eq!(offer.slot, slot(1, "08:00"));
+    // The offer takes seats only: the passports stay claimed by the appointment.
+    let moved = store
+        .confirm_hold(
+            &HoldConfirmation {
+                request_id: RequestId::parse("accept").unwrap(),
+                hold: offer.id.clone(),
+            },
+            &ConfirmationNumber::generate(),
+            epoch() + Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.confirmation, mine.confirmation);
+    assert_eq!(moved.slot, slot(1, "08:00"));
+    assert_eq!(moved.history.len(), 1);
+    assert_eq!(moved.history[0].from, slot(3, "08:00"));
+    let done = entry(&store, &moving).await;
+    assert_eq!(done.status, EntryStatus::Fulfilled);
+    assert_eq!(done.confirmation.as_ref(), Some(&mine.confirmation));
+    // Accepting again answers the same appointment.
+    let again = store
+        .confirm_hold(
+            &HoldConfirmation {
+                request_id: RequestId::parse("accept-2").unwrap(),
+                hold: offer.id.clone(),
+            },
+            &ConfirmationNumber::generate(),
+            epoch() + Duration::minutes(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.confirmation, mine.confirmation);
+    assert_eq!(again.slot, slot(1, "08:00"));
+    // Day 3's two seats came back: one fits the waiter behind, one is public.
+    assert_eq!(offer_of(&store, &behind).await.slot, slot(3, "08:00"));
+    let day3 = slot_state(&store, &slot(3, "08:00")).await;
+    assert_eq!((day3.booked, day3.held, day3.remaining()), (0, 1, 1));
+    let day1 = slot_state(&store, &slot(1, "08:00")).await;
+    assert_eq!((day1.booked, day1.held), (2, 0));
+    // The manifests follow the move.
+    let on = |d: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .manifest(&ManifestQuery {
+                    day: day(d),
+                    after: None,
+                    limit: 50,
+                    include_cancelled: false,
+                })
+                .await
+                .unwrap()
+                .appointments
+                .into_iter()
+                .map(|a| a.confirmation)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(on(1).await, vec![mine.confirmation.clone()]);
+    assert!(on(3).await.is_empty());
+    audit_clean(&store).await;
+}
+
+pub async fn moving_entries_are_checked_at_join_and_when_seats_come(store: Store) {
+    store
+        .open_slots(&plan(1, 3, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=4).await;
+    let mine = book(&store, &booking("mine", slot(2, "08:00"), &[1]))
+        .await
+        .unwrap();
+    let early = book(&store, &booking("early", slot(1, "08:00"), &[2]))
+        .await
+        .unwrap();
+    // Only earlier dates; a reschedule must be left; the group must be the appointment's.
+    assert!(matches!(
+        refusal(join_moving(&store, "bad-range", &mine, 1, 2, 2).await),
+        Error::Invalid { violations } if violations[0].field == "to_date"
+    ));
+    assert!(matches!(
+        refusal(join_moving(&store, "no-moves", &mine, 1, 1, 0).await),
+        Error::RescheduleLimit { .. }
+    ));
+    let stranger = store
+        .join_waitlist(
+            &join_request("stranger", 1, 1, &[], &[3]).moving(mine.confirmation.clone()),
+            &EntryId::generate(),
+            2,
+            epoch(),
+        )
+        .await;
+    assert!(matches!(refusal(stranger), Error::AppointmentNotFound));
+    let moving = join_moving(&store, "w", &mine, 1, 1, 2).await.unwrap();
+    let next = join(&store, "w-next", 1, 1, &[4]).await;
+    // The appointment is cancelled while waiting: when seats come, the entry is cancelled and
+    // the seat goes to the next entry.
+    store
+        .cancel(&cancellation("c-mine", &mine.confirmation, 1), epoch())
+        .await
+        .unwrap();
+    store
+        .cancel(&cancellation("c-early", &early.confirmation, 2), epoch())
+        .await
+        .unwrap();
+    let gone = entry(&store, &moving).await;
+    assert_eq!(gone.status, EntryStatus::Cancelled);
+    assert_eq!(gone.reason.as_deref(), Some("APPOINTMENT_CANCELLED"));
+    offer_of(&store, &next).await;
+    audit_clean(&store).await;
 }

@@ -885,6 +885,8 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let what = "confirm hold";
+        // Accepting a moving entry's offer frees its old seats: the memo forgets on return.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let now_text = instant_text(now);
         for _ in 0..CANCEL_ATTEMPTS {
             let Some(stored) = self.read_hold(&confirmation.hold).await? else {
@@ -921,8 +923,21 @@ impl Inventory for RedisStore {
                     .encode(),
                 )
                 .arg(hhmm(hold.slot.time));
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match status.as_str() {
+                "MOVED" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+                "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
+                    confirmation_number: text(what, at(what, &items, 0)?)?,
+                }
+                .into()),
+                "RESCHEDULE_LIMIT" => Err(Error::RescheduleLimit {
+                    receipt_number: applicant_at(what, &hold.applicants, &items)?
+                        .receipt
+                        .to_string(),
+                    limit: uint(what, at(what, &items, 1)?)?,
+                }
+                .into()),
                 "OK" => Ok(Appointment {
                     confirmation: number.clone(),
                     slot: hold.slot.clone(),
@@ -1211,9 +1226,10 @@ impl Inventory for RedisStore {
         &self,
         join: &WaitlistJoin,
         id: &EntryId,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
-        self.wl_join(join, id, now).await
+        self.wl_join(join, id, limit, now).await
     }
 
     async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {

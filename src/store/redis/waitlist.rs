@@ -16,7 +16,9 @@ use crate::domain::rules::DateRange;
 use crate::domain::types::{
     format_date, format_instant, parse_date, CategoryId, ConfirmationNumber, PostId,
 };
-use crate::domain::waitlist::{EntryId, EntryStatus, WaitlistEntry, WaitlistJoin};
+use crate::domain::waitlist::{
+    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin,
+};
 use crate::domain::Error;
 use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
 
@@ -25,6 +27,7 @@ impl RedisStore {
         &self,
         join: &WaitlistJoin,
         id: &EntryId,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
         let what = "join waitlist";
@@ -78,7 +81,9 @@ impl RedisStore {
                     .iter()
                     .map(|a| a.receipt.to_string())
                     .collect(),
-            ));
+            ))
+            .arg(join.moving.as_ref().map(|c| c.as_str()).unwrap_or(""))
+            .arg(limit);
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         let applicants = &join.applicants;
         let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {
@@ -117,6 +122,23 @@ impl RedisStore {
                 passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
             },
             "CONFIRMATION_TAKEN" => return Err(StoreError::ConfirmationTaken),
+            "APPOINTMENT_NOT_FOUND" => Error::AppointmentNotFound,
+            "APPOINTMENT_CANCELLED" => Error::AppointmentCancelled {
+                confirmation_number: join
+                    .moving
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            },
+            "MOVING_RANGE" => {
+                let date = parse_date(&text(what, at(what, &items, 0)?)?)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad date")))?;
+                moving_range_error(date)
+            }
+            "RESCHEDULE_LIMIT" => Error::RescheduleLimit {
+                receipt_number: receipt(&items)?,
+                limit,
+            },
             _ => return Err(unexpected(what, &status, &items)),
         };
         Err(refusal.into())
@@ -233,6 +255,10 @@ fn decode_entry(
         offer: None,
         confirmation: match fields.get("confirmation") {
             Some(c) => Some(ConfirmationNumber::parse(c).map_err(|_| bad("confirmation"))?),
+            None => None,
+        },
+        moving: match fields.get("moves") {
+            Some(c) => Some(ConfirmationNumber::parse(c).map_err(|_| bad("moves"))?),
             None => None,
         },
         reason: fields.get("reason").cloned(),

@@ -52,7 +52,7 @@ end
 -- script's own cluster slot. Keys:
 --   wl:<POST>:<CAT>:<DATE>  zset, entries in line that accept the date, score = join sequence
 --   wlq:<POST>:<CAT>        zset, every entry in line, score = join sequence (positions)
---   wle:<ID>                hash, the entry
+--   wle:<ID>                hash, the entry (`moves` = the appointment a moving entry moves)
 --   wlp:<PASSPORT>          the entry a passport waits in
 --   wlshare, wlacc          hashes "<POST>:<CAT>" -> percent offered / share remainder
 
@@ -117,6 +117,26 @@ local function entry_refusal(prefix, passports, receipts, now)
   return nil
 end
 
+-- Whether a moving entry's appointment `conf` may move to `label` ("<DATE> <HH:MM>") now:
+-- nil = yes, false = not to this slot (it is not earlier), a reason = never (cancel the entry).
+local function moving_refusal(prefix, conf, limit, label, receipts)
+  local a = redis.call('HMGET', prefix .. 'appt:' .. conf, 'status', 'date', 'time')
+  if a[1] ~= 'BOOKED' then
+    return 'APPOINTMENT_CANCELLED'
+  end
+  if label >= (a[2] or '') .. ' ' .. (a[3] or '') then
+    return false
+  end
+  for i = 1, #receipts do
+    local used = tonumber(redis.call('HGET', prefix .. 'receipt:' .. receipts[i], 'reschedules')
+      or '0') or 0
+    if used >= limit then
+      return 'RESCHEDULE_LIMIT'
+    end
+  end
+  return nil
+end
+
 -- Offers the free seats of one slot to the entries in line for its date, in join order, after
 -- `released` seats came back (cancel, expiry, release, move away, capacity raised, opened).
 -- Each offer is a hold with `entry` set, expiring `o.offer_ms` from now. The post's share
@@ -161,15 +181,23 @@ local function offer_seats(o, post, cat, date, hhmm, released, skip)
     end
     local key = p .. 'wle:' .. id
     local e = redis.call('HMGET', key, 'status', 'seats', 'times', 'passports', 'receipts',
-      'applicants')
+      'applicants', 'moves', 'limit')
     local n = tonumber(e[2])
     if e[1] ~= 'WAITING' and e[1] ~= 'OFFERED' then
       redis.call('ZREM', line, id)
     elseif e[1] == 'WAITING' and id ~= skip and n and n <= budget
         and (e[3] == '' or string.find(' ' .. e[3] .. ' ', ' ' .. hhmm .. ' ', 1, true)) then
       local passports, receipts = split_words(e[4]), split_words(e[5])
-      local refused = entry_refusal(p, passports, receipts, o.now)
-      if refused then
+      local refused
+      if e[7] then
+        -- A moving entry: its appointment holds the claims; the offer takes seats only.
+        refused = moving_refusal(p, e[7], tonumber(e[8]) or 0, date .. ' ' .. time_text, receipts)
+      else
+        refused = entry_refusal(p, passports, receipts, o.now)
+      end
+      if refused == false then
+        -- Not earlier than the appointment it would replace: not for this entry.
+      elseif refused then
         end_entry(p, id, 'CANCELLED', refused, o.now)
         redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
           'type', 'waitlist_cancelled', 'entry', id, 'reason', refused)
@@ -182,9 +210,11 @@ local function offer_seats(o, post, cat, date, hhmm, released, skip)
         redis.call('ZADD', p .. 'holds:' .. day_label, expires, member)
         redis.call('ZADD', p .. 'holds-due', expires, day_label .. ':' .. member)
         local claim = 'hold:' .. hold_id .. ':' .. expires
-        for i = 1, n do
-          redis.call('HSET', p .. 'receipt:' .. receipts[i], 'backing', claim)
-          redis.call('SET', p .. 'passport:' .. passports[i], claim)
+        if not e[7] then
+          for i = 1, n do
+            redis.call('HSET', p .. 'receipt:' .. receipts[i], 'backing', claim)
+            redis.call('SET', p .. 'passport:' .. passports[i], claim)
+          end
         end
         local hold_key = p .. 'hold:' .. hold_id
         redis.call('HSET', hold_key,

@@ -21,11 +21,18 @@
 -- ARGV[11]       idempotency TTL, seconds
 -- ARGV[12]       dates "YYYY-MM-DD ..." (as many as date line keys)
 -- ARGV[13]       passports "P1 P2 ..." (applicant order), ARGV[14] receipts likewise
+-- ARGV[15]       the appointment a moving entry moves earlier, or "" (a new booking)
+-- ARGV[16]       reschedule limit per receipt (moving entries)
 --
+-- A moving entry's group holds an appointment already (its claims): instead of the booking
+-- checks, the appointment must be BOOKED, with exactly these applicants (JSON verbatim), on a
+-- date after the range, and every receipt must have a reschedule left.
 -- Returns {"OK"} | {"REPLAY", entry_id} | {"REQUEST_ID_REUSED"} | {"ALREADY_WAITING", i}
 --       | {"RECEIPT_NOT_REGISTERED", i} | {"RECEIPT_PASSPORT_MISMATCH", i}
 --       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
 --       | {"APPLICANT_ALREADY_BOOKED", i} | {"CONFIRMATION_TAKEN"} (entry id drawn twice)
+--       | {"APPOINTMENT_NOT_FOUND"} | {"APPOINTMENT_CANCELLED"} | {"MOVING_RANGE", date}
+--       | {"RESCHEDULE_LIMIT", i}                   (moving entries)
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: at most one entry in line per passport; join sequence numbers only grow, so the
@@ -33,7 +40,8 @@
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[10])
 local ttl = tonumber(ARGV[11])
-if not now or not n or not ttl or #ARGV ~= 14 or #KEYS < 6 + 3 * n then
+local limit = tonumber(ARGV[16])
+if not now or not n or not ttl or not limit or #ARGV ~= 16 or #KEYS < 6 + 3 * n then
   return {'BAD_CALL', 'wl_join arguments'}
 end
 local id = ARGV[3]
@@ -60,7 +68,29 @@ for i = 1, n do
   end
 end
 local passports = split_words(ARGV[13])
+local moves = ARGV[15]
+if moves ~= '' then
+  local a = redis.call('HMGET', prefix .. 'appt:' .. moves, 'status', 'applicants', 'date')
+  if not a[1] or a[2] ~= ARGV[9] then
+    return {'APPOINTMENT_NOT_FOUND'}
+  end
+  if a[1] ~= 'BOOKED' then
+    return {'APPOINTMENT_CANCELLED'}
+  end
+  if a[3] <= ARGV[7] then
+    return {'MOVING_RANGE', a[3]}
+  end
+  for i = 1, n do
+    local used = tonumber(redis.call('HGET', KEYS[3 + 3 * i], 'reschedules') or '0') or 0
+    if used >= limit then
+      return {'RESCHEDULE_LIMIT', i}
+    end
+  end
+end
 for i = 1, n do
+  if moves ~= '' then
+    break
+  end
   local receipt = redis.call('HMGET', KEYS[3 + 3 * i], 'passport', 'expires_ms', 'backing')
   if not receipt[1] then
     return {'RECEIPT_NOT_REGISTERED', i}
@@ -92,7 +122,10 @@ redis.call('HSET', KEYS[2],
   'post', ARGV[4], 'category', ARGV[5], 'from', ARGV[6], 'to', ARGV[7], 'times', ARGV[8],
   'applicants', ARGV[9], 'seats', n, 'dates', ARGV[12], 'passports', ARGV[13],
   'receipts', ARGV[14], 'status', 'WAITING', 'seq', seq, 'created_ms', ARGV[1],
-  'updated_ms', ARGV[1])
+  'updated_ms', ARGV[1], 'limit', limit)
+if moves ~= '' then
+  redis.call('HSET', KEYS[2], 'moves', moves)
+end
 redis.call('ZADD', KEYS[3], seq, id)
 for k = 6 + 3 * n, #KEYS do
   redis.call('ZADD', KEYS[k], seq, id)
