@@ -25,6 +25,8 @@ bash -euxo pipefail "$script"
 
 # The examples' answers, checked: the booking and its cancellation happened.
 grep -q '"status": "APPOINTMENT_STATUS_BOOKED"' /tmp/slotd-booked.json
+# The waitlist example: the cancelled seat was offered to the entry, not left public.
+grep -q '"status": "WAITLIST_STATUS_OFFERED"' /tmp/slotd-wl-offer.json
 kill -TERM $pid
 wait $pid || { cat "$log"; echo "slotd did not stop cleanly" >&2; exit 1; }
 trap - EXIT

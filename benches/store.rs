@@ -58,7 +58,8 @@ async fn book_batch(store: &Arc<dyn Inventory>, n: u64, concurrency: usize) -> D
 
 fn bench_book(c: &mut Criterion, name: &str, rt: &Runtime, store: Arc<dyn Inventory>) {
     let plan = convert::open_plan(&open_request()).expect("plan");
-    rt.block_on(store.open_slots(&plan)).expect("open slots");
+    rt.block_on(store.open_slots(&plan, Utc::now()))
+        .expect("open slots");
     let mut group = c.benchmark_group(name);
     group
         .sample_size(10)

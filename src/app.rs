@@ -15,9 +15,14 @@ use crate::domain::lifecycle::{
 use crate::domain::rules::{
     ensure_not_started, AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
 };
+use crate::domain::types::AppointmentStatus;
 use crate::domain::types::{
     format_date, Appointment, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId,
     Receipt, SlotRef, SlotState, SlotTime,
+};
+use crate::domain::waitlist::{
+    moving_range_error, EntryId, JoinGroup, JoinRequest, WaitlistEntry, WaitlistJoin,
+    BOOKING_WINDOW_DAYS,
 };
 use crate::domain::Error;
 use crate::store::{EventPage, Inventory, ManifestPage, OpenReport, StoreError};
@@ -191,7 +196,7 @@ impl Slotd {
             )
             .into());
         }
-        self.store.open_slots(plan).await
+        self.store.open_slots(plan, self.now()).await
     }
 
     pub async fn set_capacity(
@@ -201,7 +206,7 @@ impl Slotd {
     ) -> Result<SlotState, StoreError> {
         self.catalog
             .post_with_category(&slot.post, &slot.category)?;
-        self.store.set_capacity(slot, capacity).await
+        self.store.set_capacity(slot, capacity, self.now()).await
     }
 
     pub async fn close_slots(
@@ -271,6 +276,11 @@ impl Slotd {
         Err(StoreError::corrupt(
             "no free confirmation number after several draws",
         ))
+    }
+
+    /// A hold as stored (any status), if it exists.
+    pub async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        self.store.find_hold(id).await
     }
 
     pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
@@ -364,6 +374,105 @@ impl Slotd {
                 }
             }
         })
+    }
+}
+
+// ---- waitlist ----
+impl Slotd {
+    /// Puts the group in line for released seats in the range (from today at the post up to
+    /// the bookable window).
+    pub async fn join_waitlist(&self, request: &JoinRequest) -> Result<WaitlistEntry, StoreError> {
+        let post = self
+            .catalog
+            .post_with_category(&request.post, &request.category)?;
+        let (applicants, moving) = match &request.group {
+            JoinGroup::Applicants(applicants) => (applicants.clone(), None),
+            JoinGroup::Moving {
+                appointment,
+                passport,
+            } => {
+                // The appointment's group waits; the store re-checks it atomically.
+                let current = self.store.appointment(appointment, passport).await?;
+                if current.status == AppointmentStatus::Cancelled {
+                    return Err(Error::AppointmentCancelled {
+                        confirmation_number: appointment.to_string(),
+                    }
+                    .into());
+                }
+                if current.slot.date <= request.range.to {
+                    return Err(moving_range_error(current.slot.date).into());
+                }
+                (current.applicants, Some(appointment.clone()))
+            }
+        };
+        let mut join = WaitlistJoin::new(
+            request.request_id.clone(),
+            request.post.clone(),
+            request.category.clone(),
+            request.range,
+            request.times.clone(),
+            applicants,
+        )
+        .map_err(|violations| Error::Invalid { violations })?;
+        if let Some(appointment) = moving {
+            join = join.moving(appointment);
+        }
+        let join = &join;
+        let now = self.now();
+        let today = post.today(now);
+        if join.range.from < today {
+            return Err(Error::invalid(
+                "from_date",
+                format!(
+                    "{} is in the past at {} (today is {})",
+                    format_date(join.range.from),
+                    post.id,
+                    format_date(today)
+                ),
+            )
+            .into());
+        }
+        let last = today + Duration::days(BOOKING_WINDOW_DAYS);
+        if join.range.to > last {
+            return Err(Error::invalid(
+                "to_date",
+                format!(
+                    "must be within the bookable window of {BOOKING_WINDOW_DAYS} days: {} at the latest",
+                    format_date(last)
+                ),
+            )
+            .into());
+        }
+        for _ in 0..CONFIRMATION_DRAWS {
+            let id = EntryId::generate();
+            match self
+                .store
+                .join_waitlist(join, &id, self.lifecycle.reschedule_limit, now)
+                .await
+            {
+                Err(StoreError::ConfirmationTaken) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(StoreError::corrupt("no free entry id after several draws"))
+    }
+
+    pub async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        self.store.waitlist_entry(id).await
+    }
+
+    pub async fn leave_waitlist(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        self.store.leave_waitlist(id, self.now()).await
+    }
+
+    pub async fn set_waitlist_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError> {
+        self.catalog.post_with_category(post, category)?;
+        self.store.set_waitlist_share(post, category, percent).await
     }
 }
 

@@ -116,6 +116,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_HOLD_TTL_SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub hold_ttl_secs: Option<u64>,
 
+    /// Seconds a waitlist offer keeps its seats for the entry before it expires and the seats
+    /// pass to the next entry (default 1800).
+    #[arg(long, env = "SLOTD_OFFER_TTL_SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub offer_ttl_secs: Option<u64>,
+
     /// How many times each receipt may back a RescheduleAppointment (default 2).
     #[arg(long, env = "SLOTD_RESCHEDULE_LIMIT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub reschedule_limit: Option<u32>,
@@ -163,6 +168,8 @@ pub struct BookingSettings {
     pub hold_ttl_secs: u64,
     /// How many times each receipt may back a reschedule.
     pub reschedule_limit: u32,
+    /// Seconds a waitlist offer keeps its seats.
+    pub offer_ttl_secs: u64,
 }
 
 impl Default for BookingSettings {
@@ -171,6 +178,7 @@ impl Default for BookingSettings {
         Self {
             hold_ttl_secs: u64::try_from(d.hold_ttl.num_seconds()).unwrap_or(600),
             reschedule_limit: d.reschedule_limit,
+            offer_ttl_secs: crate::domain::waitlist::DEFAULT_OFFER_TTL_SECS,
         }
     }
 }
@@ -467,6 +475,7 @@ impl ServeArgs {
         set(&mut s.server.drain_timeout_secs, &self.drain_timeout_secs);
         set(&mut s.booking.hold_ttl_secs, &self.hold_ttl_secs);
         set(&mut s.booking.reschedule_limit, &self.reschedule_limit);
+        set(&mut s.booking.offer_ttl_secs, &self.offer_ttl_secs);
         set_opt(&mut s.redis.url, &self.redis_url);
         set(&mut s.redis.tag, &self.redis_tag);
         set(
@@ -519,11 +528,21 @@ impl Settings {
         }
     }
 
+    /// How long a waitlist offer keeps its seats (the stores' `with_offer_ttl`).
+    pub fn offer_ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.booking.offer_ttl_secs).unwrap_or(86_400))
+    }
+
     /// Every rule a value must follow, checked before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(
             (1..=86_400).contains(&self.booking.hold_ttl_secs),
             "booking.hold_ttl_secs",
+            "must be 1-86400 seconds",
+        )?;
+        check(
+            (1..=86_400).contains(&self.booking.offer_ttl_secs),
+            "booking.offer_ttl_secs",
             "must be 1-86400 seconds",
         )?;
         check(

@@ -101,7 +101,9 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
 
     let store: Arc<dyn Inventory> = match settings.redis_options() {
         Some(options) => {
-            let store = RedisStore::connect(&options).map_err(|e| format!("--redis-url: {e}"))?;
+            let store = RedisStore::connect(&options)
+                .map_err(|e| format!("--redis-url: {e}"))?
+                .with_offer_ttl(settings.offer_ttl());
             // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
             match store.ping().await {
                 Ok(()) => tracing::info!(tag = %options.tag, "redis store answers"),
@@ -111,7 +113,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {
             tracing::warn!("no --redis-url: using the embedded in-memory store; state is per process and lost on exit");
-            Arc::new(MemoryStore::new())
+            Arc::new(MemoryStore::new().with_offer_ttl(settings.offer_ttl()))
         }
     };
     let keys = match &args.admission_key {

@@ -57,6 +57,11 @@ impl Room {
         }
     }
 
+    /// The signing keys (waitlist entry secrets are derived with them too).
+    pub fn keys(&self) -> &AdmissionKeys {
+        &self.keys
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }

@@ -81,10 +81,23 @@ conformance!(
     the_manifest_pages_stably_while_bookings_land,
     a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant,
     capacity_never_goes_below_booked_plus_held,
+    three_waiters_and_a_cancellation_get_offers_in_join_order,
+    an_expired_offer_passes_to_the_next_entry,
+    a_declined_offer_passes_on_and_the_decliner_keeps_its_place,
+    a_capacity_raise_and_newly_opened_slots_go_to_waiters_first,
+    offers_respect_times_ranges_groups_and_the_share,
+    joining_checks_receipts_passports_and_request_ids,
+    an_entry_that_booked_elsewhere_is_cancelled_and_leaving_passes_an_offer_on,
+    a_public_storm_during_the_release_never_takes_an_offered_seat,
+    offers_appear_in_the_event_log,
+    a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_appointment,
+    moving_entries_are_checked_at_join_and_when_seats_come,
 );
 
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
+#[path = "conformance/waitlist.rs"]
+mod waitlist;
 
 // ---- fixtures ----
 
@@ -275,12 +288,13 @@ mod cases {
     use super::*;
 
     pub use super::lifecycle::*;
+    pub use super::waitlist::*;
 
     pub async fn opening_creates_slots_and_reopening_resizes_without_going_below_booked(
         store: Store,
     ) {
         let report = store
-            .open_slots(&plan(1, 1, "08:00", "08:45", 2))
+            .open_slots(&plan(1, 1, "08:00", "08:45", 2), epoch())
             .await
             .unwrap();
         assert_eq!((report.opened, report.updated), (4, 0));
@@ -291,7 +305,7 @@ mod cases {
             .unwrap();
 
         let report = store
-            .open_slots(&plan(1, 2, "08:00", "08:45", 1))
+            .open_slots(&plan(1, 2, "08:00", "08:45", 1), epoch())
             .await
             .unwrap();
         assert_eq!((report.opened, report.updated), (4, 4));
@@ -322,7 +336,7 @@ mod cases {
             .iter()
             .all(|s| s.closed));
         let report = store
-            .open_slots(&plan(1, 1, "08:00", "08:15", 3))
+            .open_slots(&plan(1, 1, "08:00", "08:15", 3), epoch())
             .await
             .unwrap();
         assert_eq!((report.opened, report.updated), (0, 2));
@@ -348,7 +362,7 @@ mod cases {
 
     pub async fn set_capacity_refuses_below_booked_and_unknown_slots(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 5))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 5), epoch())
             .await
             .unwrap();
         register(&store, [1, 2, 3]).await;
@@ -356,7 +370,7 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(
-            refusal(store.set_capacity(&slot(1, "08:00"), 2).await),
+            refusal(store.set_capacity(&slot(1, "08:00"), 2, epoch()).await),
             Error::CapacityBelowBooked {
                 slot: slot(1, "08:00"),
                 capacity: 2,
@@ -365,20 +379,26 @@ mod cases {
         );
         assert_eq!(slot_state(&store, &slot(1, "08:00")).await.capacity, 5);
         assert_eq!(
-            refusal(store.set_capacity(&slot(1, "09:00"), 2).await),
+            refusal(store.set_capacity(&slot(1, "09:00"), 2, epoch()).await),
             Error::SlotNotFound {
                 slot: slot(1, "09:00")
             }
         );
         assert_eq!(
-            refusal(store.set_capacity(&slot(2, "08:00"), 2).await),
+            refusal(store.set_capacity(&slot(2, "08:00"), 2, epoch()).await),
             Error::SlotNotFound {
                 slot: slot(2, "08:00")
             }
         );
-        let state = store.set_capacity(&slot(1, "08:00"), 3).await.unwrap();
+        let state = store
+            .set_capacity(&slot(1, "08:00"), 3, epoch())
+            .await
+            .unwrap();
         assert_eq!((state.capacity, state.booked, state.closed), (3, 3, false));
-        let state = store.set_capacity(&slot(1, "08:00"), 40).await.unwrap();
+        let state = store
+            .set_capacity(&slot(1, "08:00"), 40, epoch())
+            .await
+            .unwrap();
         assert_eq!(state, slot_state(&store, &slot(1, "08:00")).await);
         assert_audit_clean(&store, 1, 1).await;
     }
@@ -392,7 +412,7 @@ mod cases {
             }
         );
         store
-            .open_slots(&plan(1, 1, "08:00", "08:45", 2))
+            .open_slots(&plan(1, 1, "08:00", "08:45", 2), epoch())
             .await
             .unwrap();
         assert_eq!(
@@ -417,18 +437,18 @@ mod cases {
 
     pub async fn listing_a_range_returns_every_slot_in_date_and_time_order(store: Store) {
         store
-            .open_slots(&plan(3, 5, "10:00", "10:30", 4))
+            .open_slots(&plan(3, 5, "10:00", "10:30", 4), epoch())
             .await
             .unwrap();
         store
-            .open_slots(&plan(4, 4, "08:00", "08:00", 4))
+            .open_slots(&plan(4, 4, "08:00", "08:00", 4), epoch())
             .await
             .unwrap();
         let other = OpenPlan {
             category: CategoryId::parse("STUDENTS").unwrap(),
             ..plan(3, 5, "08:00", "08:00", 4)
         };
-        store.open_slots(&other).await.unwrap();
+        store.open_slots(&other, epoch()).await.unwrap();
 
         let all = store
             .slots(&post(), &category(), range(0, 365))
@@ -485,7 +505,7 @@ mod cases {
         store: Store,
     ) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:15", 3))
+            .open_slots(&plan(1, 1, "08:00", "08:15", 3), epoch())
             .await
             .unwrap();
         register(&store, [1, 2]).await;
@@ -521,7 +541,7 @@ mod cases {
 
     pub async fn a_group_with_one_bad_receipt_books_nobody_and_keeps_the_seats(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 5))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 5), epoch())
             .await
             .unwrap();
         register(&store, [1, 2]).await;
@@ -543,7 +563,7 @@ mod cases {
 
     pub async fn every_refusal_names_the_rule_and_changes_nothing(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:15", 2))
+            .open_slots(&plan(1, 1, "08:00", "08:15", 2), epoch())
             .await
             .unwrap();
         store.close_slots(&day(1), Some(t("08:15"))).await.unwrap();
@@ -660,7 +680,10 @@ mod cases {
         assert_eq!(snapshot(&store).await, before);
 
         // Refusals are not remembered: the same request_id books once the rule allows it.
-        store.set_capacity(&slot(1, "08:00"), 3).await.unwrap();
+        store
+            .set_capacity(&slot(1, "08:00"), 3, epoch())
+            .await
+            .unwrap();
         book(&store, &booking("x4", slot(1, "08:00"), &[2, 3]))
             .await
             .unwrap();
@@ -672,7 +695,7 @@ mod cases {
         store: Store,
     ) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 4))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 4), epoch())
             .await
             .unwrap();
         register(&store, [1, 2, 3]).await;
@@ -711,7 +734,7 @@ mod cases {
 
     pub async fn cancelling_returns_the_seats_exactly_once(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 3))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 3), epoch())
             .await
             .unwrap();
         register(&store, [1, 2, 3]).await;
@@ -788,7 +811,7 @@ mod cases {
 
     pub async fn receipts_freed_by_a_cancellation_back_a_new_booking(store: Store) {
         store
-            .open_slots(&plan(1, 2, "08:00", "08:00", 2))
+            .open_slots(&plan(1, 2, "08:00", "08:00", 2), epoch())
             .await
             .unwrap();
         register(&store, [1]).await;
@@ -816,7 +839,7 @@ mod cases {
 
     pub async fn receipts_expire_365_days_after_payment(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 2))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 2), epoch())
             .await
             .unwrap();
         register(&store, [1, 2]).await;
@@ -844,7 +867,7 @@ mod cases {
 
     pub async fn manifest_pages_are_stable_ordered_and_skip_cancelled_unless_asked(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:15", 10))
+            .open_slots(&plan(1, 1, "08:00", "08:15", 10), epoch())
             .await
             .unwrap();
         register(&store, 1..=9).await;
@@ -993,7 +1016,7 @@ mod cases {
         }
         // The first registration stands: a booking with it works.
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 1))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 1), epoch())
             .await
             .unwrap();
         book(&store, &booking("b1", slot(1, "08:00"), &[1]))
@@ -1004,7 +1027,7 @@ mod cases {
 
     pub async fn two_hundred_concurrent_bookings_on_24_seats_book_exactly_24(store: Store) {
         store
-            .open_slots(&plan(1, 1, "08:00", "08:00", 24))
+            .open_slots(&plan(1, 1, "08:00", "08:00", 24), epoch())
             .await
             .unwrap();
         let ids: Vec<u32> = (1..=200).collect();

@@ -120,7 +120,7 @@ async fn assert_audit_clean(store: &Arc<dyn Inventory>) {
 async fn a_flushed_script_cache_is_reloaded_on_the_next_booking() {
     let redis = RedisServer::start();
     let store: Arc<dyn Inventory> = redis.store();
-    store.open_slots(&plan(4)).await.unwrap();
+    store.open_slots(&plan(4), epoch()).await.unwrap();
     register(&store, 1).await;
     register(&store, 2).await;
     store
@@ -173,7 +173,7 @@ fn documented(rest: &str) -> bool {
 async fn every_key_is_documented_and_carries_the_hash_tag() {
     let redis = RedisServer::start();
     let store: Arc<dyn Inventory> = redis.store();
-    store.open_slots(&plan(4)).await.unwrap();
+    store.open_slots(&plan(4), epoch()).await.unwrap();
     for i in 1..=3 {
         register(&store, i).await;
     }
@@ -208,7 +208,10 @@ async fn every_key_is_documented_and_carries_the_hash_tag() {
         .close_slots(&day(), Some(SlotTime::parse("08:15").unwrap()))
         .await
         .unwrap();
-    store.set_capacity(&slot("08:00"), 6).await.unwrap();
+    store
+        .set_capacity(&slot("08:00"), 6, epoch())
+        .await
+        .unwrap();
 
     let mut con = redis.client();
     // What `redis-cli --scan` shows.
@@ -264,7 +267,7 @@ async fn every_key_is_documented_and_carries_the_hash_tag() {
 async fn acknowledged_bookings_survive_a_kill_and_restart() {
     let mut redis = RedisServer::start();
     let store: Arc<dyn Inventory> = redis.store();
-    store.open_slots(&plan(4)).await.unwrap();
+    store.open_slots(&plan(4), epoch()).await.unwrap();
     register(&store, 1).await;
     register(&store, 2).await;
     let a = store
@@ -327,7 +330,7 @@ async fn deployments_with_different_tags_share_a_redis_without_seeing_each_other
     };
     let a = with_tag("blue");
     let b = with_tag("green");
-    a.open_slots(&plan(4)).await.unwrap();
+    a.open_slots(&plan(4), epoch()).await.unwrap();
     let range = DateRange::new(day().date, day().date).unwrap();
     assert_eq!(
         a.slots(&day().post, &day().category, range)

@@ -239,4 +239,19 @@ impl AdminService for AdminApi {
         tracing::info!(ticket = %ticket, "admission revoked");
         Ok(Response::new(pb::RevokeAdmissionResponse {}))
     }
+
+    async fn set_waitlist_share(
+        &self,
+        request: Request<pb::SetWaitlistShareRequest>,
+    ) -> Result<Response<pb::SetWaitlistShareResponse>, Status> {
+        let (post, category, percent) =
+            convert::waitlist_share(request.get_ref()).map_err(status)?;
+        let percent = self
+            .app
+            .set_waitlist_share(&post, &category, percent)
+            .await
+            .map_err(status)?;
+        tracing::info!(post = %post, category = %category, percent, "waitlist share set");
+        Ok(Response::new(pb::SetWaitlistShareResponse { percent }))
+    }
 }

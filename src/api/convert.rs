@@ -22,6 +22,7 @@ use crate::domain::types::{
     PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState,
     SlotTime,
 };
+use crate::domain::waitlist::{EntryId, EntryStatus, JoinGroup, JoinRequest, WaitlistEntry};
 use crate::domain::{Error, FieldViolation, Violations};
 
 type Parsed<T> = Result<T, Vec<FieldViolation>>;
@@ -466,6 +467,7 @@ pub fn hold_pb(h: &Hold, now: chrono::DateTime<chrono::Utc>) -> pb::Hold {
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default(),
+        entry_id: h.entry.as_ref().map(|e| e.to_string()).unwrap_or_default(),
     }
 }
 
@@ -608,3 +610,150 @@ pub fn admission_token(metadata: &tonic::metadata::MetadataMap) -> Option<&str> 
 }
 
 pub const ADMISSION_HEADER: &str = "x-admission-token";
+
+// ---- waitlist ----
+
+/// At most this many acceptable times in one waitlist request (a day has 96 slots).
+const MAX_WAITLIST_TIMES: usize = 96;
+
+pub fn waitlist_join(req: &pb::JoinWaitlistRequest) -> Result<JoinRequest, Error> {
+    let mut v = Violations::new();
+    let request_id = v.take("request_id", RequestId::parse(&req.request_id));
+    let post = v.take("post_id", PostId::parse(&req.post_id));
+    let category = v.take("category", CategoryId::parse(&req.category));
+    let from = v.take("from_date", parse_date(&req.from_date));
+    let to = v.take("to_date", parse_date(&req.to_date));
+    let range = match (from, to) {
+        (Some(from), Some(to)) => v.take(
+            "to_date",
+            DateRange::new(from, to).map_err(|e| FieldViolation::new("", e.description)),
+        ),
+        _ => None,
+    };
+    let mut times = Vec::new();
+    if req.times.len() > MAX_WAITLIST_TIMES {
+        v.push(
+            "times",
+            format!("at most {MAX_WAITLIST_TIMES} times (a day has 96 slots)"),
+        );
+    } else {
+        for (i, t) in req.times.iter().enumerate() {
+            if let Some(t) = v.take(&format!("times[{i}]"), SlotTime::parse(t)) {
+                times.push(t);
+            }
+        }
+    }
+    times.sort();
+    times.dedup();
+    let group = if req.confirmation_number.is_empty() && req.passport_number.is_empty() {
+        let mut applicants = Vec::with_capacity(req.applicants.len().min(MAX_GROUP));
+        if req.applicants.is_empty() {
+            v.push("applicants", "at least one applicant is required");
+        } else if req.applicants.len() > MAX_GROUP {
+            v.push(
+                "applicants",
+                format!("a group has at most {MAX_GROUP} applicants (primary + 9 dependents)"),
+            );
+        } else {
+            for (i, a) in req.applicants.iter().enumerate() {
+                if let Some(a) = v.nest(&format!("applicants[{i}]"), applicant(a)) {
+                    applicants.push(a);
+                }
+            }
+        }
+        if applicants.len() == req.applicants.len() {
+            v.nest("", check_group(&applicants));
+        }
+        Some(JoinGroup::Applicants(applicants))
+    } else {
+        if !req.applicants.is_empty() {
+            v.push(
+                "applicants",
+                "leave applicants empty with confirmation_number: the appointment's group waits",
+            );
+        }
+        let appointment = v.take(
+            "confirmation_number",
+            ConfirmationNumber::parse(&req.confirmation_number),
+        );
+        let passport = v.take(
+            "passport_number",
+            PassportNumber::parse(&req.passport_number),
+        );
+        match (appointment, passport) {
+            (Some(appointment), Some(passport)) => Some(JoinGroup::Moving {
+                appointment,
+                passport,
+            }),
+            _ => None,
+        }
+    };
+    finish(v, || {
+        Some(JoinRequest {
+            request_id: request_id?,
+            post: post?,
+            category: category?,
+            range: range?,
+            times,
+            group: group?,
+        })
+    })
+}
+
+/// entry_id and entry_secret of the entry-holder's requests.
+pub fn entry_credentials(entry_id: &str, secret: &str) -> Result<(EntryId, String), Error> {
+    let mut v = Violations::new();
+    let id = v.take("entry_id", EntryId::parse(entry_id));
+    if secret.is_empty() {
+        v.push(
+            "entry_secret",
+            "entry_secret is required (JoinWaitlist returned it)",
+        );
+    } else if secret.len() > 128 {
+        v.push("entry_secret", "entry_secret is at most 128 characters");
+    }
+    finish(v, || id.map(|id| (id, secret.to_owned())))
+}
+
+pub fn waitlist_share(
+    req: &pb::SetWaitlistShareRequest,
+) -> Result<(PostId, CategoryId, u32), Error> {
+    let mut v = Violations::new();
+    let post = v.take("post_id", PostId::parse(&req.post_id));
+    let category = v.take("category", CategoryId::parse(&req.category));
+    if req.percent > 100 {
+        v.push("percent", "must be between 0 and 100");
+    }
+    finish(v, || Some((post?, category?, req.percent)))
+}
+
+pub fn entry_pb(e: &WaitlistEntry, now: chrono::DateTime<chrono::Utc>) -> pb::WaitlistEntry {
+    pb::WaitlistEntry {
+        entry_id: e.id.to_string(),
+        post_id: e.post.to_string(),
+        category: e.category.to_string(),
+        from_date: format_date(e.range.from),
+        to_date: format_date(e.range.to),
+        times: e.times.iter().map(|t| t.to_string()).collect(),
+        applicants: e.applicants.iter().map(applicant_pb).collect(),
+        status: match e.status {
+            EntryStatus::Waiting => pb::WaitlistStatus::Waiting,
+            EntryStatus::Offered => pb::WaitlistStatus::Offered,
+            EntryStatus::Fulfilled => pb::WaitlistStatus::Fulfilled,
+            EntryStatus::Left => pb::WaitlistStatus::Left,
+            EntryStatus::Expired => pb::WaitlistStatus::Expired,
+            EntryStatus::Cancelled => pb::WaitlistStatus::Cancelled,
+        } as i32,
+        position: e.position.unwrap_or(0),
+        offer: e.offer.as_ref().map(|h| hold_pb(h, now)),
+        confirmation_number: e
+            .confirmation
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        reason: e.reason.clone().unwrap_or_default(),
+        moving_confirmation_number: e.moving.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        created_at: format_instant(e.created_at),
+        updated_at: format_instant(e.updated_at),
+    }
+}

@@ -260,6 +260,18 @@ fn domain_status(e: Error, message: String) -> Status {
             with_info(FailedPrecondition, message, "WAITING_ROOM_DISABLED", &[])
         }
         Error::TicketNotFound => with_info(NotFound, message, "TICKET_NOT_FOUND", &[]),
+        Error::WaitlistEntryNotFound => {
+            with_info(NotFound, message, "WAITLIST_ENTRY_NOT_FOUND", &[])
+        }
+        Error::EntrySecretInvalid => {
+            with_info(Unauthenticated, message, "ENTRY_SECRET_INVALID", &[])
+        }
+        Error::AlreadyWaiting { passport_number } => with_info(
+            AlreadyExists,
+            message,
+            "ALREADY_WAITING",
+            &[("passport_number", passport_number)],
+        ),
         Error::TicketSecretInvalid => {
             with_info(Unauthenticated, message, "TICKET_SECRET_INVALID", &[])
         }

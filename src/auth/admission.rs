@@ -96,6 +96,24 @@ impl AdmissionKeys {
         }
     }
 
+    /// The secret of a waitlist entry: derived, never stored, like a ticket's.
+    pub fn entry_secret(&self, entry: &crate::domain::waitlist::EntryId) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac("slotd-entry.v1.", entry.as_str().as_bytes()))
+    }
+
+    pub fn check_entry_secret(
+        &self,
+        entry: &crate::domain::waitlist::EntryId,
+        secret: &str,
+    ) -> Result<(), Error> {
+        let expected = self.entry_secret(entry);
+        if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::EntrySecretInvalid)
+        }
+    }
+
     pub fn mint(
         &self,
         ticket: &TicketId,

@@ -112,6 +112,12 @@ pub enum Error {
     AdmissionExpired { expired_at: String },
     #[error("the admitted session has ended (completed, left, expired or revoked)")]
     AdmissionRevoked,
+    #[error("no waitlist entry matches this entry_id")]
+    WaitlistEntryNotFound,
+    #[error("entry_secret does not match entry_id")]
+    EntrySecretInvalid,
+    #[error("passport {passport_number} is already waiting in a waitlist entry: leave it first")]
+    AlreadyWaiting { passport_number: String },
 }
 
 impl Error {

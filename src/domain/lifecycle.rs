@@ -100,6 +100,8 @@ pub struct Hold {
     pub expires_at: DateTime<Utc>,
     /// The appointment it became, once confirmed.
     pub confirmation: Option<ConfirmationNumber>,
+    /// The waitlist entry it was offered to, when it is an offer.
+    pub entry: Option<super::waitlist::EntryId>,
 }
 
 impl Hold {

@@ -8,5 +8,6 @@ pub mod lifecycle;
 pub mod room;
 pub mod rules;
 pub mod types;
+pub mod waitlist;
 
 pub use error::{Error, FieldViolation, Violations};

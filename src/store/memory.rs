@@ -18,8 +18,12 @@ use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use crate::domain::types::{
-    Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId,
-    Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
+    Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
+};
+use crate::domain::waitlist::{
+    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS,
+    OFFER_SCAN_LIMIT,
 };
 use crate::domain::Error;
 
@@ -76,19 +80,58 @@ struct State {
     remembered_holds: HashMap<RequestId, (String, HoldId, DateTime<Utc>)>,
     /// The in-process event log (same entries as the Redis Stream), ids `0-<n>`.
     events: Vec<Event>,
+    /// Waitlist entries, in line or finished.
+    entries: HashMap<EntryId, EntryRec>,
+    /// Entries in line per post and category, by join sequence.
+    lines: BTreeMap<(PostId, CategoryId), BTreeMap<u64, EntryId>>,
+    /// Passport → the entry it waits in.
+    waiting_passports: HashMap<PassportNumber, EntryId>,
+    /// request_id of a join → (fingerprint, entry, remembered until).
+    remembered_joins: HashMap<RequestId, (String, EntryId, DateTime<Utc>)>,
+    /// (post, category) → (percent offered to the waitlist, remainder of the share count).
+    shares: HashMap<(PostId, CategoryId), (u32, u32)>,
+    join_seq: u64,
+    offer_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct EntryRec {
+    /// As shown, without position and offer (computed when read).
+    entry: WaitlistEntry,
+    seq: u64,
+    offer: Option<HoldId>,
+    /// The reschedule limit a moving entry's offers are checked against.
+    limit: u32,
 }
 
 /// Events kept in process (the Redis Stream keeps about a million).
 const MAX_EVENTS: usize = 100_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            state: Mutex::new(State {
+                offer_ttl: Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// How long a waitlist offer keeps its seats (default 30 minutes).
+    pub fn with_offer_ttl(self, ttl: Duration) -> Self {
+        self.lock().offer_ttl = ttl;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -194,9 +237,386 @@ impl State {
                     ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
                 ],
             );
+            self.offer_ended(&hold, true, hold.expires_at);
+            self.offer_seats(&hold.slot, hold.seats(), None, now);
             reclaimed += 1;
         }
         reclaimed
+    }
+
+    /// Takes an entry out of line for good.
+    fn end_entry(
+        &mut self,
+        id: &EntryId,
+        status: EntryStatus,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) {
+        let Some(rec) = self.entries.get_mut(id) else {
+            return;
+        };
+        rec.entry.status = status;
+        rec.entry.updated_at = at;
+        if let Some(r) = reason {
+            rec.entry.reason = Some(r.to_owned());
+        }
+        let (line, seq) = (
+            (rec.entry.post.clone(), rec.entry.category.clone()),
+            rec.seq,
+        );
+        let passports: Vec<PassportNumber> = rec
+            .entry
+            .applicants
+            .iter()
+            .map(|a| a.passport.clone())
+            .collect();
+        if let Some(l) = self.lines.get_mut(&line) {
+            l.remove(&seq);
+        }
+        for p in passports {
+            if self.waiting_passports.get(&p) == Some(id) {
+                self.waiting_passports.remove(&p);
+            }
+        }
+    }
+
+    /// A decline puts the entry of an offer back in line, an expiry ends it. Returns the entry
+    /// when `hold` was its pending offer.
+    fn offer_ended(&mut self, hold: &Hold, expired: bool, at: DateTime<Utc>) -> Option<EntryId> {
+        let id = hold.entry.clone()?;
+        let rec = self.entries.get_mut(&id)?;
+        if rec.offer.as_ref() != Some(&hold.id) || rec.entry.status != EntryStatus::Offered {
+            return Some(id);
+        }
+        if expired {
+            self.end_entry(&id, EntryStatus::Expired, None, at);
+            self.push_event(
+                "offer_expired",
+                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+            );
+        } else {
+            rec.entry.status = EntryStatus::Waiting;
+            rec.entry.updated_at = at;
+            rec.offer = None;
+            self.push_event(
+                "offer_declined",
+                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+            );
+        }
+        Some(id)
+    }
+
+    /// Why an entry's group may not take seats now, or None (the rules of a booking).
+    fn entry_refusal(&self, applicants: &[Applicant], now: DateTime<Utc>) -> Option<&'static str> {
+        for a in applicants {
+            let Some(r) = self.receipts.get(&a.receipt) else {
+                return Some("RECEIPT_NOT_REGISTERED");
+            };
+            if r.receipt.passport != a.passport {
+                return Some("RECEIPT_PASSPORT_MISMATCH");
+            }
+            if r.receipt.expires_at() <= now {
+                return Some("RECEIPT_EXPIRED");
+            }
+            if r.backing.is_some() || r.held_by.is_some() {
+                return Some("RECEIPT_IN_USE");
+            }
+            if self.active.contains_key(&a.passport)
+                || self.held_passports.contains_key(&a.passport)
+            {
+                return Some("APPLICANT_ALREADY_BOOKED");
+            }
+        }
+        None
+    }
+
+    /// Offers the free seats of `slot` to the entries in line for it, in join order, after
+    /// `released` seats came back: each offer is a hold for the entry's group expiring
+    /// `offer_ttl` from now. The share setting limits how many released seats the line takes;
+    /// entries that no longer qualify are cancelled; `skip` (just declined) is passed over.
+    /// The same step as `offer_seats` in holds_lib.lua. Returns the seats offered.
+    fn offer_seats(
+        &mut self,
+        slot: &SlotRef,
+        released: u32,
+        skip: Option<&EntryId>,
+        now: DateTime<Utc>,
+    ) -> u32 {
+        let line_key = (slot.post.clone(), slot.category.clone());
+        let candidates: Vec<EntryId> = match self.lines.get(&line_key) {
+            Some(line) if released > 0 => line
+                .values()
+                .filter(|id| {
+                    self.entries.get(*id).is_some_and(|r| {
+                        r.entry.range.from <= slot.date && slot.date <= r.entry.range.to
+                    })
+                })
+                .take(OFFER_SCAN_LIMIT)
+                .cloned()
+                .collect(),
+            _ => return 0,
+        };
+        if candidates.is_empty() {
+            return 0;
+        }
+        let Some(rec) = self
+            .days
+            .get(&slot.day())
+            .and_then(|d| d.get(&slot.time))
+            .copied()
+        else {
+            return 0;
+        };
+        if rec.closed {
+            return 0;
+        }
+        let mut budget = rec.capacity.saturating_sub(rec.booked + rec.held);
+        if let Some((share, acc)) = self.shares.get_mut(&line_key) {
+            if *share < 100 {
+                let total = *acc + released * *share;
+                let granted = total / 100;
+                *acc = total - granted * 100;
+                budget = budget.min(granted);
+            }
+        }
+        let mut offered = 0;
+        for id in candidates {
+            if budget == 0 {
+                break;
+            }
+            let Some(rec) = self.entries.get(&id) else {
+                continue;
+            };
+            let entry = &rec.entry;
+            let seats = u32::try_from(entry.applicants.len()).unwrap_or(u32::MAX);
+            if entry.status != EntryStatus::Waiting
+                || skip == Some(&id)
+                || seats > budget
+                || !(entry.times.is_empty() || entry.times.contains(&slot.time))
+            {
+                continue;
+            }
+            let applicants = entry.applicants.clone();
+            let moving = entry.moving.clone();
+            let refusal = match &moving {
+                Some(appointment) => match self.moving_refusal(appointment, rec.limit, slot) {
+                    Some(None) => continue,
+                    Some(Some(reason)) => Some(reason),
+                    None => None,
+                },
+                None => self.entry_refusal(&applicants, now),
+            };
+            if let Some(reason) = refusal {
+                self.end_entry(&id, EntryStatus::Cancelled, Some(reason), now);
+                self.push_event(
+                    "waitlist_cancelled",
+                    &[("entry", id.to_string()), ("reason", reason.to_owned())],
+                );
+                continue;
+            }
+            let hold = Hold {
+                id: HoldId::generate(),
+                slot: slot.clone(),
+                applicants,
+                status: HoldStatus::Held,
+                created_at: now,
+                expires_at: now + self.offer_ttl,
+                confirmation: None,
+                entry: Some(id.clone()),
+            };
+            self.place_hold(&hold, moving.is_none());
+            if let Some(rec) = self.entries.get_mut(&id) {
+                rec.entry.status = EntryStatus::Offered;
+                rec.entry.updated_at = now;
+                rec.offer = Some(hold.id.clone());
+            }
+            self.push_event(
+                "offered",
+                &[
+                    ("entry", id.to_string()),
+                    ("hold", hold.id.to_string()),
+                    ("slot", slot.to_string()),
+                    ("seats", seats.to_string()),
+                    ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
+                    ("at", event_time(now)),
+                ],
+            );
+            budget -= seats;
+            offered += seats;
+        }
+        offered
+    }
+
+    /// The writes of a reschedule whose checks passed: both slots, the receipts' move counts,
+    /// the manifests, the appointment and its history, the `moved` event.
+    fn move_appointment(
+        &mut self,
+        appointment: &Appointment,
+        to: &SlotRef,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let from = appointment.slot.clone();
+        let seats = appointment.seats();
+        let confirmation = &appointment.confirmation;
+        if let Some(r) = self.slot_mut(&from) {
+            r.booked = r.booked.saturating_sub(seats);
+        }
+        if let Some(r) = self.slot_mut(to) {
+            r.booked += seats;
+        }
+        for a in &appointment.applicants {
+            if let Some(r) = self.receipts.get_mut(&a.receipt) {
+                r.reschedules += 1;
+            }
+        }
+        let old_cursor = ManifestCursor {
+            time: from.time,
+            confirmation: confirmation.clone(),
+        };
+        if let Some(m) = self.manifests.get_mut(&from.day()) {
+            m.remove(&old_cursor);
+        }
+        self.manifests
+            .entry(to.day())
+            .or_default()
+            .insert(ManifestCursor {
+                time: to.time,
+                confirmation: confirmation.clone(),
+            });
+        let moved = match self.appointments.get_mut(confirmation) {
+            Some(a) => {
+                a.slot = to.clone();
+                a.updated_at = now;
+                a.history.push(Move {
+                    from: from.clone(),
+                    to: to.clone(),
+                    at: now,
+                });
+                a.clone()
+            }
+            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
+        };
+        self.push_event(
+            "moved",
+            &[
+                ("confirmation", confirmation.to_string()),
+                ("from", from.to_string()),
+                ("to", to.to_string()),
+                ("seats", seats.to_string()),
+                ("at", event_time(now)),
+            ],
+        );
+        Ok(moved)
+    }
+
+    /// Why a moving entry's appointment may not move to `slot` now: None = it may, Some(None) =
+    /// not this slot (not earlier), Some(Some(reason)) = never again (the entry is cancelled).
+    fn moving_refusal(
+        &self,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+        slot: &SlotRef,
+    ) -> Option<Option<&'static str>> {
+        let Some(a) = self
+            .appointments
+            .get(appointment)
+            .filter(|a| a.status == AppointmentStatus::Booked)
+        else {
+            return Some(Some("APPOINTMENT_CANCELLED"));
+        };
+        if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
+            return Some(None);
+        }
+        let used_up = a.applicants.iter().any(|x| {
+            self.receipts
+                .get(&x.receipt)
+                .is_none_or(|r| r.reschedules >= limit)
+        });
+        if used_up {
+            return Some(Some("RESCHEDULE_LIMIT"));
+        }
+        None
+    }
+
+    /// Accepting an offer made to a moving entry: its appointment moves onto the offered seats
+    /// (a reschedule, same number), the seats left behind go to that date's line.
+    fn accept_move(
+        &mut self,
+        hold: &Hold,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let current = self
+            .appointments
+            .get(appointment)
+            .cloned()
+            .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
+        if current.status == AppointmentStatus::Cancelled {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: appointment.to_string(),
+            }
+            .into());
+        }
+        for a in &current.applicants {
+            let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
+            if used.is_none_or(|u| u >= limit) {
+                return Err(Error::RescheduleLimit {
+                    receipt_number: a.receipt.to_string(),
+                    limit,
+                }
+                .into());
+            }
+        }
+        self.reclaim(now);
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(hold);
+        if let Some(h) = self.holds.get_mut(&hold.id) {
+            h.status = HoldStatus::Confirmed;
+            h.confirmation = Some(appointment.clone());
+        }
+        if let Some(entry) = &hold.entry {
+            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
+            if let Some(rec) = self.entries.get_mut(entry) {
+                rec.entry.confirmation = Some(appointment.clone());
+            }
+        }
+        let moved = self.move_appointment(&current, &hold.slot, now)?;
+        self.offer_seats(&current.slot, current.seats(), None, now);
+        Ok(moved)
+    }
+
+    /// The writes of a new hold: its seats, and (`claims`) its receipts and passports, are taken
+    /// until expiry. An offer to a moving entry claims nothing: its appointment does.
+    fn place_hold(&mut self, hold: &Hold, claims: bool) {
+        let seats = hold.seats();
+        if let Some(rec) = self.slot_mut(&hold.slot) {
+            rec.held += seats;
+        }
+        for a in hold.applicants.iter().filter(|_| claims) {
+            if let Some(r) = self.receipts.get_mut(&a.receipt) {
+                r.held_by = Some(hold.id.clone());
+            }
+            self.held_passports
+                .insert(a.passport.clone(), hold.id.clone());
+        }
+        self.live_holds.insert((hold.expires_at, hold.id.clone()));
+        self.holds.insert(hold.id.clone(), hold.clone());
+    }
+
+    /// The entry as shown: with its place in line and its offer.
+    fn entry_view(&self, id: &EntryId) -> Option<WaitlistEntry> {
+        let rec = self.entries.get(id)?;
+        let mut entry = rec.entry.clone();
+        if entry.status.in_line() {
+            let line = self
+                .lines
+                .get(&(entry.post.clone(), entry.category.clone()));
+            entry.position =
+                line.map(|l| u32::try_from(l.range(..rec.seq).count() + 1).unwrap_or(u32::MAX));
+        }
+        entry.offer = rec.offer.as_ref().and_then(|h| self.holds.get(h)).cloned();
+        Some(entry)
     }
 
     /// A hold's seats, passports and receipts back to free (its status is set by the caller).
@@ -294,7 +714,57 @@ impl State {
             }
             .into());
         }
-        for a in &booking.applicants {
+        self.check_applicants(&booking.applicants, now)?;
+        if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
+            return Err(StoreError::ConfirmationTaken);
+        }
+        Ok(())
+    }
+
+    /// A moving entry's rules at join: its appointment is booked, held by exactly this group,
+    /// later than the range, and every receipt has a reschedule left.
+    fn check_moving(
+        &self,
+        join: &WaitlistJoin,
+        appointment: &ConfirmationNumber,
+        limit: u32,
+    ) -> Result<(), StoreError> {
+        let a = self
+            .appointments
+            .get(appointment)
+            .ok_or(Error::AppointmentNotFound)?;
+        if a.status == AppointmentStatus::Cancelled {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: appointment.to_string(),
+            }
+            .into());
+        }
+        if a.applicants != join.applicants {
+            return Err(Error::AppointmentNotFound.into());
+        }
+        if a.slot.date <= join.range.to {
+            return Err(moving_range_error(a.slot.date).into());
+        }
+        for x in &a.applicants {
+            let used = self.receipts.get(&x.receipt).map(|r| r.reschedules);
+            if used.is_none_or(|u| u >= limit) {
+                return Err(Error::RescheduleLimit {
+                    receipt_number: x.receipt.to_string(),
+                    limit,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The receipt and passport rules of a group (booking, hold or waitlist join).
+    fn check_applicants(
+        &self,
+        applicants: &[Applicant],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for a in applicants {
             let rec = self
                 .receipts
                 .get(&a.receipt)
@@ -329,9 +799,6 @@ impl State {
                 .into());
             }
         }
-        if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
-            return Err(StoreError::ConfirmationTaken);
-        }
         Ok(())
     }
 }
@@ -353,14 +820,20 @@ fn to_state(slot: SlotRef, r: &SlotRec) -> SlotState {
 
 #[async_trait]
 impl Inventory for MemoryStore {
-    async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
+    async fn open_slots(
+        &self,
+        plan: &OpenPlan,
+        now: DateTime<Utc>,
+    ) -> Result<OpenReport, StoreError> {
         let mut state = self.lock();
         let mut report = OpenReport::default();
+        let mut freed: Vec<(SlotRef, u32)> = Vec::new();
         for day in plan.days() {
             let slots = state.days.entry(day.clone()).or_default();
             for time in plan.times() {
                 match slots.get_mut(&time) {
                     None => {
+                        freed.push((day.at(time), plan.seats));
                         slots.insert(
                             time,
                             SlotRec {
@@ -373,9 +846,18 @@ impl Inventory for MemoryStore {
                         report.opened += 1;
                     }
                     Some(rec) => {
+                        let before = if rec.closed {
+                            0
+                        } else {
+                            rec.capacity.saturating_sub(rec.booked + rec.held)
+                        };
                         rec.closed = false;
                         rec.capacity = plan.seats.max(rec.booked + rec.held);
                         report.updated += 1;
+                        let after = rec.capacity - (rec.booked + rec.held);
+                        if after > before {
+                            freed.push((day.at(time), after - before));
+                        }
                         if plan.seats < rec.booked + rec.held {
                             report.kept_at_booked.push(to_state(day.at(time), rec));
                         }
@@ -383,10 +865,18 @@ impl Inventory for MemoryStore {
                 }
             }
         }
+        for (slot, seats) in freed {
+            state.offer_seats(&slot, seats, None, now);
+        }
         Ok(report)
     }
 
-    async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, StoreError> {
+    async fn set_capacity(
+        &self,
+        slot: &SlotRef,
+        capacity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<SlotState, StoreError> {
         let mut state = self.lock();
         let rec = state
             .days
@@ -402,7 +892,14 @@ impl Inventory for MemoryStore {
             }
             .into());
         }
+        let raised = capacity.saturating_sub(rec.capacity);
         rec.capacity = capacity;
+        state.offer_seats(slot, raised, None, now);
+        let rec = state
+            .days
+            .get(&slot.day())
+            .and_then(|d| d.get(&slot.time))
+            .ok_or_else(|| StoreError::corrupt("slot vanished inside the lock"))?;
         Ok(to_state(slot.clone(), rec))
     }
 
@@ -563,6 +1060,7 @@ impl Inventory for MemoryStore {
                 ("at", event_time(now)),
             ],
         );
+        state.offer_seats(&slot, seats, None, now);
         Ok(updated)
     }
 
@@ -698,19 +1196,10 @@ impl Inventory for MemoryStore {
             created_at: now,
             expires_at,
             confirmation: None,
+            entry: None,
         };
         let seats = hold.seats();
-        if let Some(rec) = state.slot_mut(&hold.slot) {
-            rec.held += seats;
-        }
-        for a in &hold.applicants {
-            if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                r.held_by = Some(id.clone());
-            }
-            state.held_passports.insert(a.passport.clone(), id.clone());
-        }
-        state.live_holds.insert((expires_at, id.clone()));
-        state.holds.insert(id.clone(), hold.clone());
+        state.place_hold(&hold, true);
         state.remembered_holds.insert(
             request.request_id.clone(),
             (
@@ -772,6 +1261,14 @@ impl Inventory for MemoryStore {
                 .into())
             }
         }
+        let moving = hold
+            .entry
+            .as_ref()
+            .and_then(|e| state.entries.get(e))
+            .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
+        if let Some((appointment, limit)) = moving {
+            return state.accept_move(&hold, &appointment, limit, now);
+        }
         if state.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);
         }
@@ -783,6 +1280,12 @@ impl Inventory for MemoryStore {
         if let Some(h) = state.holds.get_mut(&hold.id) {
             h.status = HoldStatus::Confirmed;
             h.confirmation = Some(number.clone());
+        }
+        if let Some(entry) = &hold.entry {
+            state.end_entry(entry, EntryStatus::Fulfilled, None, now);
+            if let Some(rec) = state.entries.get_mut(entry) {
+                rec.entry.confirmation = Some(number.clone());
+            }
         }
         Ok(state.write_booking(&hold.slot, &hold.applicants, number, Some(&hold.id), now))
     }
@@ -836,7 +1339,13 @@ impl Inventory for MemoryStore {
                 ("at", event_time(now)),
             ],
         );
+        let declined = state.offer_ended(&hold, false, now);
+        state.offer_seats(&hold.slot, hold.seats(), declined.as_ref(), now);
         Ok(released)
+    }
+
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.lock().holds.get(id).cloned())
     }
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
@@ -913,45 +1422,7 @@ impl Inventory for MemoryStore {
         }
 
         // Writes: both slots change in this one critical section.
-        if let Some(r) = state.slot_mut(&from) {
-            r.booked = r.booked.saturating_sub(seats);
-        }
-        if let Some(r) = state.slot_mut(to) {
-            r.booked += seats;
-        }
-        for a in &appointment.applicants {
-            if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                r.reschedules += 1;
-            }
-        }
-        let old_cursor = ManifestCursor {
-            time: from.time,
-            confirmation: reschedule.confirmation.clone(),
-        };
-        if let Some(m) = state.manifests.get_mut(&from.day()) {
-            m.remove(&old_cursor);
-        }
-        state
-            .manifests
-            .entry(to.day())
-            .or_default()
-            .insert(ManifestCursor {
-                time: to.time,
-                confirmation: reschedule.confirmation.clone(),
-            });
-        let moved = match state.appointments.get_mut(&reschedule.confirmation) {
-            Some(a) => {
-                a.slot = to.clone();
-                a.updated_at = now;
-                a.history.push(Move {
-                    from: from.clone(),
-                    to: to.clone(),
-                    at: now,
-                });
-                a.clone()
-            }
-            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
-        };
+        let moved = state.move_appointment(&appointment, to, now)?;
         state.remember(
             Op::Reschedule,
             &reschedule.request_id,
@@ -959,16 +1430,7 @@ impl Inventory for MemoryStore {
             reschedule.confirmation.clone(),
             now,
         );
-        state.push_event(
-            "moved",
-            &[
-                ("confirmation", reschedule.confirmation.to_string()),
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("seats", seats.to_string()),
-                ("at", event_time(now)),
-            ],
-        );
+        state.offer_seats(&from, seats, None, now);
         Ok(moved)
     }
 
@@ -991,5 +1453,172 @@ impl Inventory for MemoryStore {
             .collect();
         let next = events.last().map(|e| e.id).unwrap_or(after);
         Ok(EventPage { events, next })
+    }
+
+    async fn join_waitlist(
+        &self,
+        join: &WaitlistJoin,
+        id: &EntryId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        let mut state = self.lock();
+        let fingerprint = join.fingerprint();
+        if let Some((fp, first, until)) = state.remembered_joins.get(&join.request_id) {
+            if *until > now {
+                if *fp != fingerprint {
+                    return Err(Error::RequestIdReused {
+                        request_id: join.request_id.to_string(),
+                    }
+                    .into());
+                }
+                return state
+                    .entry_view(first)
+                    .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
+            }
+        }
+        state.reclaim(now);
+        // Checks, in the Redis script's order.
+        for a in &join.applicants {
+            if state.waiting_passports.contains_key(&a.passport) {
+                return Err(Error::AlreadyWaiting {
+                    passport_number: a.passport.to_string(),
+                }
+                .into());
+            }
+        }
+        match &join.moving {
+            Some(appointment) => state.check_moving(join, appointment, limit)?,
+            None => state.check_applicants(&join.applicants, now)?,
+        }
+        if state.entries.contains_key(id) {
+            return Err(StoreError::ConfirmationTaken);
+        }
+
+        // Writes.
+        state.join_seq += 1;
+        let seq = state.join_seq;
+        let entry = WaitlistEntry {
+            id: id.clone(),
+            post: join.post.clone(),
+            category: join.category.clone(),
+            range: join.range,
+            times: join.times.clone(),
+            applicants: join.applicants.clone(),
+            status: EntryStatus::Waiting,
+            position: None,
+            offer: None,
+            confirmation: None,
+            moving: join.moving.clone(),
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        state.entries.insert(
+            id.clone(),
+            EntryRec {
+                entry,
+                seq,
+                offer: None,
+                limit,
+            },
+        );
+        state
+            .lines
+            .entry((join.post.clone(), join.category.clone()))
+            .or_default()
+            .insert(seq, id.clone());
+        for a in &join.applicants {
+            state
+                .waiting_passports
+                .insert(a.passport.clone(), id.clone());
+        }
+        state.remembered_joins.insert(
+            join.request_id.clone(),
+            (
+                fingerprint,
+                id.clone(),
+                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
+            ),
+        );
+        state.push_event(
+            "waitlist_joined",
+            &[
+                ("entry", id.to_string()),
+                ("post", join.post.to_string()),
+                ("category", join.category.to_string()),
+                ("from", crate::domain::types::format_date(join.range.from)),
+                ("to", crate::domain::types::format_date(join.range.to)),
+                ("seats", join.seats().to_string()),
+            ],
+        );
+        state
+            .entry_view(id)
+            .ok_or_else(|| StoreError::corrupt("entry vanished inside the lock"))
+    }
+
+    async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        self.lock()
+            .entry_view(id)
+            .ok_or_else(|| Error::WaitlistEntryNotFound.into())
+    }
+
+    async fn leave_waitlist(
+        &self,
+        id: &EntryId,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        let mut state = self.lock();
+        let rec = state
+            .entries
+            .get(id)
+            .cloned()
+            .ok_or(Error::WaitlistEntryNotFound)?;
+        if rec.entry.status.in_line() {
+            state.end_entry(id, EntryStatus::Left, None, now);
+            let offer = rec
+                .offer
+                .as_ref()
+                .filter(|_| rec.entry.status == EntryStatus::Offered)
+                .and_then(|h| state.holds.get(h))
+                .filter(|h| h.status_at(now) == HoldStatus::Held)
+                .cloned();
+            if let Some(hold) = offer {
+                state.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+                state.free_hold(&hold);
+                if let Some(h) = state.holds.get_mut(&hold.id) {
+                    h.status = HoldStatus::Released;
+                }
+                state.push_event(
+                    "hold_released",
+                    &[
+                        ("hold", hold.id.to_string()),
+                        ("slot", hold.slot.to_string()),
+                        ("seats", hold.seats().to_string()),
+                        ("at", event_time(now)),
+                    ],
+                );
+                state.offer_seats(&hold.slot, hold.seats(), Some(id), now);
+            }
+            state.push_event("waitlist_left", &[("entry", id.to_string())]);
+        }
+        state
+            .entry_view(id)
+            .ok_or_else(|| StoreError::corrupt("entry vanished inside the lock"))
+    }
+
+    async fn set_waitlist_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError> {
+        let mut state = self.lock();
+        let share = state
+            .shares
+            .entry((post.clone(), category.clone()))
+            .or_insert((100, 0));
+        share.0 = percent;
+        Ok(percent)
     }
 }

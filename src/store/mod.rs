@@ -25,6 +25,7 @@ use crate::domain::types::{
     Appointment, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, Receipt, SlotRef,
     SlotState, SlotTime,
 };
+use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
 
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
@@ -81,11 +82,22 @@ pub struct ManifestPage {
 
 #[async_trait]
 pub trait Inventory: Send + Sync + 'static {
-    /// Opens (or re-opens and resizes) every slot of the plan.
-    async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError>;
+    /// Opens (or re-opens and resizes) every slot of the plan. Seats that become bookable go to
+    /// waiting entries first (offers expire from `now`).
+    async fn open_slots(
+        &self,
+        plan: &OpenPlan,
+        now: DateTime<Utc>,
+    ) -> Result<OpenReport, StoreError>;
 
-    /// Sets one existing slot's capacity; refuses `CapacityBelowBooked`.
-    async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, StoreError>;
+    /// Sets one existing slot's capacity; refuses `CapacityBelowBooked`. Seats added go to
+    /// waiting entries first.
+    async fn set_capacity(
+        &self,
+        slot: &SlotRef,
+        capacity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<SlotState, StoreError>;
 
     /// Closes one slot, or every slot of the day when `time` is None. Returns how many were open.
     async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError>;
@@ -168,6 +180,9 @@ pub trait Inventory: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Hold, StoreError>;
 
+    /// A hold as stored (any status), if it exists.
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError>;
+
     /// Returns the seats of every hold expired at `now` (the periodic sweeper; the operations
     /// above also reclaim the expired holds of the dates they touch). Returns how many.
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
@@ -183,4 +198,39 @@ pub trait Inventory: Send + Sync + 'static {
 
     /// At most `limit` events after `start`, oldest first.
     async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError>;
+
+    // ---- waitlist: released seats are offered in join order (`domain::waitlist`) ----
+
+    /// Puts the group in line, after the same receipt and passport checks as a booking, and
+    /// at most one entry in line per passport (`AlreadyWaiting`). A moving entry
+    /// (`join.moving`) instead needs its appointment booked, on a date after the range, held by
+    /// exactly this group, with a reschedule left under `limit` on every receipt. A request_id
+    /// seen before answers that first entry (or `RequestIdReused`).
+    async fn join_waitlist(
+        &self,
+        join: &WaitlistJoin,
+        id: &EntryId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError>;
+
+    /// The entry with its place in line and its offer (`WaitlistEntryNotFound`).
+    async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError>;
+
+    /// Takes the entry out of line; a pending offer is declined (its seats go to the next
+    /// entry). A finished entry is answered unchanged.
+    async fn leave_waitlist(
+        &self,
+        id: &EntryId,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError>;
+
+    /// Sets the percentage (0-100) of released seats of a post and category offered to its
+    /// waitlist; the rest stays publicly bookable.
+    async fn set_waitlist_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError>;
 }

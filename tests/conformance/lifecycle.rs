@@ -99,7 +99,7 @@ async fn full_snapshot(
 
 pub async fn a_hold_takes_the_seats_at_once_and_confirming_it_books_them(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:00", 5))
+        .open_slots(&plan(1, 1, "08:00", "08:00", 5), epoch())
         .await
         .unwrap();
     register(&store, 1..=3).await;
@@ -159,7 +159,7 @@ pub async fn an_expired_hold_returns_its_seats_exactly_once_and_confirming_it_bo
     store: Store,
 ) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:00", 3))
+        .open_slots(&plan(1, 1, "08:00", "08:00", 3), epoch())
         .await
         .unwrap();
     register(&store, 1..=2).await;
@@ -218,7 +218,7 @@ pub async fn an_expired_hold_is_reclaimed_by_the_next_booking_of_its_date_withou
     store: Store,
 ) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:00", 2))
+        .open_slots(&plan(1, 1, "08:00", "08:00", 2), epoch())
         .await
         .unwrap();
     register(&store, 1..=4).await;
@@ -247,7 +247,7 @@ pub async fn an_expired_hold_is_reclaimed_by_the_next_booking_of_its_date_withou
 
 pub async fn a_held_passport_counts_as_taken_until_the_hold_is_released(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:15", 5))
+        .open_slots(&plan(1, 1, "08:00", "08:15", 5), epoch())
         .await
         .unwrap();
     register(&store, 1..=2).await;
@@ -311,7 +311,7 @@ pub async fn a_held_passport_counts_as_taken_until_the_hold_is_released(store: S
 
 pub async fn hold_refusals_name_the_rule_and_change_nothing(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:15", 1))
+        .open_slots(&plan(1, 1, "08:00", "08:15", 1), epoch())
         .await
         .unwrap();
     register(&store, 1..=3).await;
@@ -346,7 +346,7 @@ pub async fn hold_refusals_name_the_rule_and_change_nothing(store: Store) {
 
 pub async fn rescheduling_moves_the_whole_group_atomically_and_keeps_the_number(store: Store) {
     store
-        .open_slots(&plan(1, 2, "08:00", "08:15", 3))
+        .open_slots(&plan(1, 2, "08:00", "08:15", 3), epoch())
         .await
         .unwrap();
     register(&store, 1..=2).await;
@@ -403,7 +403,7 @@ pub async fn rescheduling_moves_the_whole_group_atomically_and_keeps_the_number(
 
 pub async fn reschedule_refusals_change_nothing_and_the_limit_counts_per_receipt(store: Store) {
     store
-        .open_slots(&plan(1, 2, "08:00", "08:30", 2))
+        .open_slots(&plan(1, 2, "08:00", "08:30", 2), epoch())
         .await
         .unwrap();
     register(&store, 1..=4).await;
@@ -478,7 +478,7 @@ pub async fn reschedule_refusals_change_nothing_and_the_limit_counts_per_receipt
 
 pub async fn every_lifecycle_step_appears_in_the_event_log_in_order(store: Store) {
     store
-        .open_slots(&plan(1, 2, "08:00", "08:00", 5))
+        .open_slots(&plan(1, 2, "08:00", "08:00", 5), epoch())
         .await
         .unwrap();
     register(&store, 1..=3).await;
@@ -562,7 +562,7 @@ pub async fn every_lifecycle_step_appears_in_the_event_log_in_order(store: Store
 
 pub async fn the_manifest_pages_stably_while_bookings_land(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "11:45", 10))
+        .open_slots(&plan(1, 1, "08:00", "11:45", 10), epoch())
         .await
         .unwrap();
     register(&store, 1..=200).await;
@@ -626,7 +626,7 @@ pub async fn the_manifest_pages_stably_while_bookings_land(store: Store) {
 /// afterwards the invariant holds and every acknowledged outcome is what the store shows.
 pub async fn a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:30", 6))
+        .open_slots(&plan(1, 1, "08:00", "08:30", 6), epoch())
         .await
         .unwrap();
     let clients = 48u32;
@@ -724,7 +724,7 @@ pub async fn a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant(st
 
 pub async fn capacity_never_goes_below_booked_plus_held(store: Store) {
     store
-        .open_slots(&plan(1, 1, "08:00", "08:00", 4))
+        .open_slots(&plan(1, 1, "08:00", "08:00", 4), epoch())
         .await
         .unwrap();
     register(&store, 1..=3).await;
@@ -734,7 +734,7 @@ pub async fn capacity_never_goes_below_booked_plus_held(store: Store) {
         .unwrap();
     hold(&store, "h-1", s.clone(), &[2, 3]).await.unwrap();
     let before = full_snapshot(&store).await;
-    match refusal(store.set_capacity(&s, 2).await) {
+    match refusal(store.set_capacity(&s, 2, epoch()).await) {
         Error::CapacityBelowBooked {
             capacity, booked, ..
         } => assert_eq!((capacity, booked), (2, 3)),
@@ -742,7 +742,7 @@ pub async fn capacity_never_goes_below_booked_plus_held(store: Store) {
     }
     assert_eq!(full_snapshot(&store).await, before);
     let report = store
-        .open_slots(&plan(1, 1, "08:00", "08:00", 1))
+        .open_slots(&plan(1, 1, "08:00", "08:00", 1), epoch())
         .await
         .unwrap();
     assert_eq!(
@@ -755,7 +755,7 @@ pub async fn capacity_never_goes_below_booked_plus_held(store: Store) {
             closed: false
         }]
     );
-    let state = store.set_capacity(&s, 3).await.unwrap();
+    let state = store.set_capacity(&s, 3, epoch()).await.unwrap();
     assert_eq!((state.capacity, state.booked, state.held), (3, 1, 2));
     assert_eq!(state.remaining(), 0);
     assert_audit_clean(&store, 1, 1).await;

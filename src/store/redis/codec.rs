@@ -12,6 +12,7 @@ use crate::domain::types::{
     parse_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
     Ds160Number, PassportNumber, PersonName, PostId, ReceiptNumber, SlotRef, SlotTime,
 };
+use crate::domain::waitlist::EntryId;
 use crate::store::StoreError;
 
 /// An instant as stored: RFC 3339 in UTC with every digit of precision it has, so it reads
@@ -61,7 +62,7 @@ pub fn applicants_json(applicants: &[Applicant]) -> Result<String, StoreError> {
         .map_err(|e| StoreError::corrupt(format!("encoding applicants: {e}")))
 }
 
-fn parse_applicants(json: &str) -> Result<Vec<Applicant>, StoreError> {
+pub fn parse_applicants(json: &str) -> Result<Vec<Applicant>, StoreError> {
     let stored: Vec<StoredApplicant> = serde_json::from_str(json)
         .map_err(|e| StoreError::corrupt(format!("stored applicants: {e}")))?;
     let bad = |what: &str| StoreError::corrupt(format!("stored applicant {what}"));
@@ -205,6 +206,10 @@ pub fn decode_hold(
         created_at: parse_stored_instant(get("created_at")?)?,
         expires_at: instant_from_millis(expires_ms)?,
         confirmation,
+        entry: match fields.get("entry") {
+            Some(e) => Some(EntryId::parse(e).map_err(|_| bad("entry"))?),
+            None => None,
+        },
     };
     if hold.applicants.is_empty() {
         return Err(bad("applicants"));

@@ -5,8 +5,10 @@
 
 use crate::domain::lifecycle::HoldId;
 use crate::domain::types::{
-    format_date, ConfirmationNumber, DayRef, PassportNumber, ReceiptNumber, RequestId, SlotTime,
+    format_date, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, ReceiptNumber,
+    RequestId, SlotTime,
 };
+use crate::domain::waitlist::EntryId;
 
 /// The default hash tag.
 pub const DEFAULT_TAG: &str = "slotd";
@@ -128,6 +130,45 @@ impl Keys {
         format!("{}idem:reschedule:{request_id}", self.prefix)
     }
 
+    /// The prefix `slotd:{<tag>}:` every key starts with (the offer step builds waitlist keys
+    /// from it inside scripts, see `holds_lib.lua`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hash of a waitlist entry.
+    pub fn entry(&self, id: &EntryId) -> String {
+        format!("{}wle:{id}", self.prefix)
+    }
+
+    /// Sorted set of the entries in line for a post and category, score = join sequence.
+    pub fn line(&self, post: &PostId, category: &CategoryId) -> String {
+        format!("{}wlq:{post}:{category}", self.prefix)
+    }
+
+    /// Sorted set of the entries in line that accept a date, score = join sequence.
+    pub fn date_line(&self, day: &DayRef) -> String {
+        format!("{}wl:{}", self.prefix, Self::day_suffix(day))
+    }
+
+    /// The entry a passport waits in.
+    pub fn waiting_passport(&self, number: &PassportNumber) -> String {
+        format!("{}wlp:{number}", self.prefix)
+    }
+
+    pub fn join_sequence(&self) -> String {
+        format!("{}wlseq", self.prefix)
+    }
+
+    /// Hash `<POST>:<CAT>` → percent of released seats offered to the waitlist.
+    pub fn waitlist_share(&self) -> String {
+        format!("{}wlshare", self.prefix)
+    }
+
+    pub fn idem_waitlist(&self, request_id: &RequestId) -> String {
+        format!("{}idem:wl:{request_id}", self.prefix)
+    }
+
     /// `<POST>:<CAT>:<DATE>`, the day part of a due member.
     pub fn day_label(day: &DayRef) -> String {
         Self::day_suffix(day)
@@ -180,5 +221,16 @@ mod tests {
         assert_eq!(keys.holds_due(), "slotd:{slotd}:holds-due");
         let id = crate::domain::lifecycle::HoldId::parse(&"ab".repeat(16)).unwrap();
         assert_eq!(keys.hold(&id), format!("slotd:{{slotd}}:hold:{id}"));
+        // The offer step derives these inside scripts from the prefix: keep them in step.
+        assert_eq!(
+            keys.date_line(&day),
+            format!("{}wl:BEIJING:ALL_OTHERS:2030-01-08", keys.prefix())
+        );
+        assert_eq!(
+            keys.holds(&day).replacen(":holds:", ":wl:", 1),
+            keys.date_line(&day)
+        );
+        let entry = EntryId::parse(&"cd".repeat(16)).unwrap();
+        assert_eq!(keys.entry(&entry), format!("slotd:{{slotd}}:wle:{entry}"));
     }
 }

@@ -16,6 +16,7 @@ mod conn;
 pub mod keys;
 pub mod room;
 mod sold_out;
+mod waitlist;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -41,6 +42,7 @@ use crate::domain::types::{
     format_date, format_instant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
     DayRef, PassportNumber, PostId, Receipt, SlotRef, SlotState, SlotTime,
 };
+use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS};
 use crate::domain::Error;
 
 /// How many times a cancel re-reads an appointment that changed under it (only possible while
@@ -94,16 +96,18 @@ struct Scripts {
     release_hold: ::redis::Script,
     reclaim: ::redis::Script,
     reschedule: ::redis::Script,
+    wl_join: ::redis::Script,
+    wl_leave: ::redis::Script,
 }
 
 impl Scripts {
     fn load() -> Self {
         Self {
-            open_slots: conn::script(include_str!("lua/open_slots.lua")),
-            set_capacity: conn::script(include_str!("lua/set_capacity.lua")),
+            open_slots: conn::script(with_holds_lib!("lua/open_slots.lua")),
+            set_capacity: conn::script(with_holds_lib!("lua/set_capacity.lua")),
             close_slots: conn::script(include_str!("lua/close_slots.lua")),
             book: conn::script(with_holds_lib!("lua/book.lua")),
-            cancel: conn::script(include_str!("lua/cancel.lua")),
+            cancel: conn::script(with_holds_lib!("lua/cancel.lua")),
             register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
             audit: conn::script(include_str!("lua/audit.lua")),
             manifest: conn::script(include_str!("lua/manifest.lua")),
@@ -112,6 +116,8 @@ impl Scripts {
             release_hold: conn::script(with_holds_lib!("lua/release_hold.lua")),
             reclaim: conn::script(with_holds_lib!("lua/reclaim.lua")),
             reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
+            wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
+            wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
         }
     }
 }
@@ -121,6 +127,7 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     sold_out: sold_out::SoldOut,
+    offer_ttl: chrono::Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -143,7 +150,27 @@ impl RedisStore {
             keys,
             scripts: Scripts::load(),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
+            offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
         })
+    }
+
+    /// How long a waitlist offer keeps its seats (default 30 minutes).
+    pub fn with_offer_ttl(mut self, ttl: chrono::Duration) -> Self {
+        self.offer_ttl = ttl;
+        self
+    }
+
+    /// The five offer-context arguments of every script that may release seats (see
+    /// `offer_context` in holds_lib.lua): key prefix, now, offer TTL, hold record TTL, nonce.
+    fn offer_context(&self, invocation: &mut ::redis::ScriptInvocation<'_>, now: DateTime<Utc>) {
+        use rand::Rng;
+        let nonce: [u8; 16] = rand::rng().random();
+        invocation
+            .arg(self.keys.prefix())
+            .arg(instant_text(now))
+            .arg(self.offer_ttl.num_milliseconds())
+            .arg(self.offer_ttl.num_seconds() + HOLD_RECORD_GRACE_SECS)
+            .arg(hex::encode(nonce));
     }
 
     /// How long a slot seen sold out is refused without running the booking script
@@ -261,7 +288,11 @@ fn applicant_at<'a, T>(
 
 #[async_trait]
 impl Inventory for RedisStore {
-    async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
+    async fn open_slots(
+        &self,
+        plan: &OpenPlan,
+        now: DateTime<Utc>,
+    ) -> Result<OpenReport, StoreError> {
         let what = "open slots";
         // Seats may come back: the sold-out memo forgets everything when this returns.
         let _seats_may_return = self.sold_out.forget_on_drop();
@@ -279,6 +310,8 @@ impl Inventory for RedisStore {
             .arg(plan.category.as_str())
             .arg(format_date(plan.range.from))
             .arg(format_date(plan.range.to));
+        self.offer_context(&mut invocation, now);
+        invocation.arg(millis(now));
         for time in plan.times() {
             invocation.arg(hhmm(time));
         }
@@ -310,7 +343,12 @@ impl Inventory for RedisStore {
         Ok(report)
     }
 
-    async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, StoreError> {
+    async fn set_capacity(
+        &self,
+        slot: &SlotRef,
+        capacity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<SlotState, StoreError> {
         let what = "set capacity";
         // Seats may come back: the sold-out memo forgets everything when this returns.
         let _seats_may_return = self.sold_out.forget_on_drop();
@@ -319,7 +357,12 @@ impl Inventory for RedisStore {
             .key(self.keys.events())
             .arg(hhmm(slot.time))
             .arg(capacity)
-            .arg(slot.to_string());
+            .arg(slot.to_string())
+            .arg(slot.post.as_str())
+            .arg(slot.category.as_str())
+            .arg(format_date(slot.date));
+        self.offer_context(&mut invocation, now);
+        invocation.arg(millis(now));
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
             "OK" => Ok(SlotState {
@@ -589,6 +632,7 @@ impl Inventory for RedisStore {
                         .map(|s| s.appointment.slot.to_string())
                         .unwrap_or_default(),
                 );
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match (status.as_str(), stored) {
                 ("OK", Some(s)) => Ok(Appointment {
@@ -816,6 +860,7 @@ impl Inventory for RedisStore {
                 created_at: now,
                 expires_at,
                 confirmation: None,
+                entry: None,
             }),
             "REPLAY" => {
                 let first = HoldId::parse(&text(what, at(what, &items, 0)?)?)
@@ -840,6 +885,8 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let what = "confirm hold";
+        // Accepting a moving entry's offer frees its old seats: the memo forgets on return.
+        let _seats_may_return = self.sold_out.forget_on_drop();
         let now_text = instant_text(now);
         for _ in 0..CANCEL_ATTEMPTS {
             let Some(stored) = self.read_hold(&confirmation.hold).await? else {
@@ -876,8 +923,21 @@ impl Inventory for RedisStore {
                     .encode(),
                 )
                 .arg(hhmm(hold.slot.time));
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match status.as_str() {
+                "MOVED" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
+                "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
+                    confirmation_number: text(what, at(what, &items, 0)?)?,
+                }
+                .into()),
+                "RESCHEDULE_LIMIT" => Err(Error::RescheduleLimit {
+                    receipt_number: applicant_at(what, &hold.applicants, &items)?
+                        .receipt
+                        .to_string(),
+                    limit: uint(what, at(what, &items, 1)?)?,
+                }
+                .into()),
                 "OK" => Ok(Appointment {
                     confirmation: number.clone(),
                     slot: hold.slot.clone(),
@@ -941,6 +1001,7 @@ impl Inventory for RedisStore {
                 .arg(Keys::day_label(&day))
                 .arg(instant_text(now))
                 .arg(hhmm(hold.slot.time));
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match status.as_str() {
                 "OK" | "REPLAY" => Ok(Hold {
@@ -965,6 +1026,10 @@ impl Inventory for RedisStore {
         Err(StoreError::corrupt(
             "release hold: the hold kept changing under the read",
         ))
+    }
+
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.read_hold(id).await?.map(|s| s.hold))
     }
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
@@ -1008,7 +1073,11 @@ impl Inventory for RedisStore {
                 .key(self.keys.events())
                 .arg(millis(now))
                 .arg(Keys::day_label(day))
-                .arg(day.to_string());
+                .arg(day.to_string())
+                .arg(day.post.as_str())
+                .arg(day.category.as_str())
+                .arg(format_date(day.date));
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             match status.as_str() {
                 "OK" => reclaimed += uint(what, at(what, &items, 0)?)?,
@@ -1101,6 +1170,7 @@ impl Inventory for RedisStore {
                 .arg(format_date(to.date))
                 .arg(to.time.to_string())
                 .arg(history_line);
+            self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             let applicants = &stored.appointment.applicants;
             return match status.as_str() {
@@ -1150,6 +1220,37 @@ impl Inventory for RedisStore {
         Err(StoreError::corrupt(
             "reschedule: the appointment kept changing under the read",
         ))
+    }
+
+    async fn join_waitlist(
+        &self,
+        join: &WaitlistJoin,
+        id: &EntryId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        self.wl_join(join, id, limit, now).await
+    }
+
+    async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        self.wl_entry(id).await
+    }
+
+    async fn leave_waitlist(
+        &self,
+        id: &EntryId,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        self.wl_leave(id, now).await
+    }
+
+    async fn set_waitlist_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError> {
+        self.wl_share(post, category, percent).await
     }
 
     async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {

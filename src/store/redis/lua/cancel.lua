@@ -23,18 +23,22 @@
 -- ARGV[9]        slot time HHMM
 -- ARGV[10]       slot label "<POST>/<CAT>/<DATE> <HH:MM>" as read (a reschedule in between
 --                makes the read STALE: the day keys named would be the old date's)
+-- ARGV[11..15]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+--                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
 --       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: seats return exactly once (a cancelled appointment is refused before any write);
--- booked never goes below 0; checks first, writes last.
+-- booked never goes below 0; the seats go to the date's waitlist first (offer_seats, in the
+-- same script); checks first, writes last. Prepended with holds_lib.lua.
 local now = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
 local conf = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local now_text = ARGV[5]
-if not now or not ttl or #ARGV ~= 10 then
+local o = offer_context(11, now)
+if not now or not ttl or not o or #ARGV ~= 15 then
   return {'BAD_CALL', 'cancel arguments'}
 end
 
@@ -97,4 +101,5 @@ redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
   'type', 'cancelled', 'confirmation', conf, 'seats', seats, 'at', now_text)
+offer_seats(o, appt[4], appt[5], appt[6], hhmm, seats, nil)
 return {'OK'}

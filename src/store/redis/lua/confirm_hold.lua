@@ -22,16 +22,25 @@
 -- ARGV[6]        day label "<POST>:<CAT>:<DATE>"
 -- ARGV[7]        manifest member "<MMMM>-<CONF>"
 -- ARGV[8]        slot time HHMM
+-- ARGV[9..13]    offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+--                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY", conf} (confirmed before) | {"HOLD_NOT_FOUND"} | {"STALE"}
 --       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status} | {"CONFIRMATION_TAKEN"}
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
+-- An accepted waitlist offer (hold field `entry`) ends its entry as FULFILLED. An offer to a
+-- moving entry (entry field `moves`) is a reschedule instead: the entry's appointment moves
+-- onto the held seats (same number, history line, reschedule counted), answered
+-- {"MOVED", conf}; its old seats go to that date's line (offer step). Refusals then are
+-- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}.
+--
 -- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); an expired hold
 -- books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
 -- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does.
 local now = tonumber(ARGV[1])
-if not now then
+local o = offer_context(9, now)
+if not now or not o then
   return {'BAD_CALL', 'confirm_hold arguments'}
 end
 local hold_id = ARGV[2]
@@ -40,7 +49,7 @@ local hhmm = ARGV[8]
 
 -- Checks.
 local rec = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'expires_ms',
-  'confirmation', 'post', 'category', 'date', 'time')
+  'confirmation', 'post', 'category', 'date', 'time', 'entry')
 if not rec[1] then
   return {'HOLD_NOT_FOUND'}
 end
@@ -75,6 +84,69 @@ if not redis.call('ZSCORE', KEYS[6], member) then
   -- Already reclaimed by a replica whose clock runs ahead of ours: expired all the same.
   return {'HOLD_EXPIRED', rec[4]}
 end
+local prefix = o.prefix
+local entry_key = rec[10] and (prefix .. 'wle:' .. rec[10])
+local moves = entry_key and redis.call('HGET', entry_key, 'moves')
+if moves then
+  -- Checks of the move.
+  local appt_key = prefix .. 'appt:' .. moves
+  local a = redis.call('HMGET', appt_key, 'status', 'post', 'category', 'date', 'time',
+    'history')
+  if not a[1] then
+    return {'CORRUPT', 'moving entry names a missing appointment'}
+  end
+  if a[1] ~= 'BOOKED' then
+    return {'APPOINTMENT_CANCELLED', moves}
+  end
+  local limit = tonumber(redis.call('HGET', entry_key, 'limit') or '0') or 0
+  for i = 1, n do
+    local used = tonumber(redis.call('HGET', KEYS[7 + 2 * i], 'reschedules') or '0') or 0
+    if used >= limit then
+      return {'RESCHEDULE_LIMIT', i, limit}
+    end
+  end
+  -- Writes: the held seats become the appointment's, its old seats return.
+  reclaim_holds(expired, KEYS[2], KEYS[6], KEYS[7], KEYS[8], ARGV[6], slot_prefix)
+  redis.call('ZREM', KEYS[6], member)
+  redis.call('ZREM', KEYS[7], ARGV[6] .. ':' .. member)
+  local held = (tonumber(redis.call('HGET', KEYS[2], hhmm .. ':h') or '0') or 0) - n
+  if held < 0 then
+    held = 0
+  end
+  redis.call('HSET', KEYS[2], hhmm .. ':h', held)
+  redis.call('HINCRBY', KEYS[2], hhmm .. ':b', n)
+  local old_day = a[2] .. ':' .. a[3] .. ':' .. a[4]
+  local old_hhmm = string.sub(a[5], 1, 2) .. string.sub(a[5], 4, 5)
+  local old_booked = (tonumber(redis.call('HGET', prefix .. 'day:' .. old_day, old_hhmm .. ':b')
+    or '0') or 0) - n
+  if old_booked < 0 then
+    old_booked = 0
+  end
+  redis.call('HSET', prefix .. 'day:' .. old_day, old_hhmm .. ':b', old_booked)
+  redis.call('HDEL', prefix .. 'active:' .. old_day, moves)
+  redis.call('HSET', KEYS[3], moves, hhmm .. ':' .. n)
+  local minutes = function(hm)
+    return string.format('%04d', tonumber(string.sub(hm, 1, 2)) * 60 + tonumber(string.sub(hm, 3, 4)))
+  end
+  redis.call('ZREM', prefix .. 'manifest:' .. old_day, minutes(old_hhmm) .. '-' .. moves)
+  redis.call('ZADD', KEYS[4], 0, minutes(hhmm) .. '-' .. moves)
+  for i = 1, n do
+    redis.call('HINCRBY', KEYS[7 + 2 * i], 'reschedules', 1)
+  end
+  local from = a[2] .. '/' .. a[3] .. '/' .. a[4] .. ' ' .. a[5]
+  local to = slot_prefix .. ' ' .. rec[9]
+  redis.call('HSET', appt_key, 'post', rec[6], 'category', rec[7], 'date', rec[8],
+    'time', rec[9], 'updated_at', ARGV[4],
+    'history', (a[6] or '') .. from .. '|' .. to .. '|' .. ARGV[4] .. '\n')
+  redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', moves)
+  end_entry(prefix, rec[10], 'FULFILLED', nil, now)
+  redis.call('HSET', entry_key, 'confirmation', moves)
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
+    'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
+    'at', ARGV[4], 'hold', hold_id)
+  offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
+  return {'MOVED', moves}
+end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'CONFIRMATION_TAKEN'}
 end
@@ -100,6 +172,10 @@ redis.call('HSET', KEYS[5],
 redis.call('HSET', KEYS[3], conf, hhmm .. ':' .. n)
 redis.call('ZADD', KEYS[4], 0, ARGV[7])
 redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', conf)
+if entry_key then
+  end_entry(prefix, rec[10], 'FULFILLED', nil, now)
+  redis.call('HSET', entry_key, 'confirmation', conf)
+end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
   'seats', n, 'at', ARGV[4], 'hold', hold_id)

@@ -8,9 +8,28 @@
 -- Passport records and receipt `backing` fields claimed by a hold hold "hold:<ID>:<expires_ms>",
 -- a claim that lapses by itself at the expiry, so reclaiming touches only the date's keys.
 
+-- Whether a passport record or receipt `backing` value still claims: an appointment number
+-- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
+local function claim_live(value, now)
+  if not value then
+    return false
+  end
+  local expires = string.match(value, '^hold:%x+:(%d+)$')
+  if expires then
+    return tonumber(expires) > now
+  end
+  return true
+end
+
 -- Expired holds of a day at `now` (read only): list of {member, hhmm, seats, id, expires_ms}
--- and seats per HHMM; nil when a member does not parse.
-local function expired_holds(holds_key, now)
+-- and seats per HHMM; nil when a member does not parse. Unless `all` is set (the sweeper), a
+-- date someone waits for (its waitlist key exists) reports none: those seats must go to the
+-- waitlist first, which the sweeper does within about a second; until then they count as held
+-- (errs towards refusing, never overbooks).
+local function expired_holds(holds_key, now, all)
+  if not all and redis.call('EXISTS', (string.gsub(holds_key, ':holds:', ':wl:', 1))) == 1 then
+    return {}, {}
+  end
   local members = redis.call('ZRANGEBYSCORE', holds_key, '-inf', now, 'WITHSCORES')
   local list, by_hhmm = {}, {}
   for i = 1, #members, 2 do
@@ -26,6 +45,236 @@ local function expired_holds(holds_key, now)
   return list, by_hhmm
 end
 
+-- ---- Waitlist (see docs/redis-keys.md, "Waitlist") ----
+-- The offer step needs keys it cannot know before it runs (the entries in line and their
+-- receipts and passports), so it builds them here from the deployment prefix "slotd:{T}:",
+-- taken from a key slotd passed. Every such key carries the same hash tag, so it lives in the
+-- script's own cluster slot. Keys:
+--   wl:<POST>:<CAT>:<DATE>  zset, entries in line that accept the date, score = join sequence
+--   wlq:<POST>:<CAT>        zset, every entry in line, score = join sequence (positions)
+--   wle:<ID>                hash, the entry (`moves` = the appointment a moving entry moves)
+--   wlp:<PASSPORT>          the entry a passport waits in
+--   wlshare, wlacc          hashes "<POST>:<CAT>" -> percent offered / share remainder
+
+-- The prefix "slotd:{T}:" of a key named `<prefix><suffix>`.
+local function prefix_of(key, suffix)
+  return string.sub(key, 1, #key - #suffix)
+end
+
+local function split_words(text)
+  local out = {}
+  for w in string.gmatch(text or '', '%S+') do
+    out[#out + 1] = w
+  end
+  return out
+end
+
+-- Takes an entry out of the line for good: status, reason, the date and position indexes and
+-- its passports' claims. `at` (ms) becomes its updated_ms.
+local function end_entry(prefix, id, status, reason, at)
+  local key = prefix .. 'wle:' .. id
+  local e = redis.call('HMGET', key, 'post', 'category', 'dates', 'passports')
+  if not e[1] then
+    return
+  end
+  redis.call('HSET', key, 'status', status, 'updated_ms', at)
+  if reason then
+    redis.call('HSET', key, 'reason', reason)
+  end
+  redis.call('ZREM', prefix .. 'wlq:' .. e[1] .. ':' .. e[2], id)
+  for _, d in ipairs(split_words(e[3])) do
+    redis.call('ZREM', prefix .. 'wl:' .. e[1] .. ':' .. e[2] .. ':' .. d, id)
+  end
+  for _, p in ipairs(split_words(e[4])) do
+    if redis.call('GET', prefix .. 'wlp:' .. p) == id then
+      redis.call('DEL', prefix .. 'wlp:' .. p)
+    end
+  end
+end
+
+-- Why an entry's group may not take seats now (its receipts or passports were used elsewhere
+-- since it joined, or a receipt expired), or nil.
+local function entry_refusal(prefix, passports, receipts, now)
+  for i = 1, #passports do
+    local r = redis.call('HMGET', prefix .. 'receipt:' .. receipts[i], 'passport', 'expires_ms',
+      'backing')
+    if not r[1] then
+      return 'RECEIPT_NOT_REGISTERED'
+    end
+    if r[1] ~= passports[i] then
+      return 'RECEIPT_PASSPORT_MISMATCH'
+    end
+    if (tonumber(r[2]) or 0) <= now then
+      return 'RECEIPT_EXPIRED'
+    end
+    if claim_live(r[3], now) then
+      return 'RECEIPT_IN_USE'
+    end
+    if claim_live(redis.call('GET', prefix .. 'passport:' .. passports[i]), now) then
+      return 'APPLICANT_ALREADY_BOOKED'
+    end
+  end
+  return nil
+end
+
+-- Whether a moving entry's appointment `conf` may move to `label` ("<DATE> <HH:MM>") now:
+-- nil = yes, false = not to this slot (it is not earlier), a reason = never (cancel the entry).
+local function moving_refusal(prefix, conf, limit, label, receipts)
+  local a = redis.call('HMGET', prefix .. 'appt:' .. conf, 'status', 'date', 'time')
+  if a[1] ~= 'BOOKED' then
+    return 'APPOINTMENT_CANCELLED'
+  end
+  if label >= (a[2] or '') .. ' ' .. (a[3] or '') then
+    return false
+  end
+  for i = 1, #receipts do
+    local used = tonumber(redis.call('HGET', prefix .. 'receipt:' .. receipts[i], 'reschedules')
+      or '0') or 0
+    if used >= limit then
+      return 'RESCHEDULE_LIMIT'
+    end
+  end
+  return nil
+end
+
+-- Offers the free seats of one slot to the entries in line for its date, in join order, after
+-- `released` seats came back (cancel, expiry, release, move away, capacity raised, opened).
+-- Each offer is a hold with `entry` set, expiring `o.offer_ms` from now. The post's share
+-- setting decides how many of the released seats the line may take (default all). Entries
+-- that no longer qualify are cancelled with the reason; `skip` (an entry that just declined)
+-- is passed over once. At most `o.scan` entries are looked at. Returns the seats offered.
+-- o = {prefix, now, offer_ms, record_ttl, nonce, scan, count}: count numbers the holds made
+-- in this call, their ids are sha1(nonce:count) (nonce: 128 random bits from slotd).
+local function offer_seats(o, post, cat, date, hhmm, released, skip)
+  local p = o.prefix
+  local day_label = post .. ':' .. cat .. ':' .. date
+  local line = p .. 'wl:' .. day_label
+  if released <= 0 or redis.call('EXISTS', line) == 0 then
+    return 0
+  end
+  local day_key = p .. 'day:' .. day_label
+  local slot = redis.call('HMGET', day_key, hhmm .. ':c', hhmm .. ':b', hhmm .. ':x', hhmm .. ':h')
+  if not slot[1] or slot[3] == '1' then
+    return 0
+  end
+  local free = (tonumber(slot[1]) or 0) - (tonumber(slot[2]) or 0) - (tonumber(slot[4]) or 0)
+  if free <= 0 then
+    return 0
+  end
+  local pc = post .. ':' .. cat
+  local share = tonumber(redis.call('HGET', p .. 'wlshare', pc) or '100') or 100
+  local budget = free
+  if share < 100 then
+    local acc = (tonumber(redis.call('HGET', p .. 'wlacc', pc) or '0') or 0) + released * share
+    local granted = math.floor(acc / 100)
+    redis.call('HSET', p .. 'wlacc', pc, acc - granted * 100)
+    if granted < budget then
+      budget = granted
+    end
+  end
+  local time_text = string.sub(hhmm, 1, 2) .. ':' .. string.sub(hhmm, 3, 4)
+  local offered = 0
+  local ids = redis.call('ZRANGE', line, 0, o.scan - 1)
+  for _, id in ipairs(ids) do
+    if budget <= 0 then
+      break
+    end
+    local key = p .. 'wle:' .. id
+    local e = redis.call('HMGET', key, 'status', 'seats', 'times', 'passports', 'receipts',
+      'applicants', 'moves', 'limit')
+    local n = tonumber(e[2])
+    if e[1] ~= 'WAITING' and e[1] ~= 'OFFERED' then
+      redis.call('ZREM', line, id)
+    elseif e[1] == 'WAITING' and id ~= skip and n and n <= budget
+        and (e[3] == '' or string.find(' ' .. e[3] .. ' ', ' ' .. hhmm .. ' ', 1, true)) then
+      local passports, receipts = split_words(e[4]), split_words(e[5])
+      local refused
+      if e[7] then
+        -- A moving entry: its appointment holds the claims; the offer takes seats only.
+        refused = moving_refusal(p, e[7], tonumber(e[8]) or 0, date .. ' ' .. time_text, receipts)
+      else
+        refused = entry_refusal(p, passports, receipts, o.now)
+      end
+      if refused == false then
+        -- Not earlier than the appointment it would replace: not for this entry.
+      elseif refused then
+        end_entry(p, id, 'CANCELLED', refused, o.now)
+        redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
+          'type', 'waitlist_cancelled', 'entry', id, 'reason', refused)
+      else
+        o.count = o.count + 1
+        local hold_id = string.sub(redis.sha1hex(o.nonce .. ':' .. o.count), 1, 32)
+        local expires = o.now + o.offer_ms
+        local member = hhmm .. ':' .. n .. ':' .. hold_id
+        redis.call('HINCRBY', day_key, hhmm .. ':h', n)
+        redis.call('ZADD', p .. 'holds:' .. day_label, expires, member)
+        redis.call('ZADD', p .. 'holds-due', expires, day_label .. ':' .. member)
+        local claim = 'hold:' .. hold_id .. ':' .. expires
+        if not e[7] then
+          for i = 1, n do
+            redis.call('HSET', p .. 'receipt:' .. receipts[i], 'backing', claim)
+            redis.call('SET', p .. 'passport:' .. passports[i], claim)
+          end
+        end
+        local hold_key = p .. 'hold:' .. hold_id
+        redis.call('HSET', hold_key,
+          'post', post, 'category', cat, 'date', date, 'time', time_text,
+          'status', 'HELD', 'seats', n, 'created_at', o.now_text, 'expires_ms', expires,
+          'applicants', e[6], 'entry', id)
+        redis.call('EXPIRE', hold_key, o.record_ttl)
+        redis.call('HSET', key, 'status', 'OFFERED', 'offer', hold_id, 'updated_ms', o.now)
+        redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
+          'type', 'offered', 'entry', id, 'hold', hold_id,
+          'slot', post .. '/' .. cat .. '/' .. date .. ' ' .. time_text,
+          'seats', n, 'expires_ms', expires, 'at', o.now_text)
+        budget = budget - n
+        offered = offered + n
+      end
+    end
+  end
+  return offered
+end
+
+-- The offer context of a script: ARGV[first .. first + 4] are the key prefix "slotd:{T}:",
+-- now (RFC 3339), the offer TTL (ms), the hold record TTL (s) and a nonce (hex); nil when
+-- they do not parse.
+local function offer_context(first, now)
+  local o = {
+    prefix = ARGV[first], now = now, now_text = ARGV[first + 1],
+    offer_ms = tonumber(ARGV[first + 2]), record_ttl = tonumber(ARGV[first + 3]),
+    nonce = ARGV[first + 4], scan = 500, count = 0,
+  }
+  if not o.prefix or not o.offer_ms or not o.record_ttl or not o.nonce or #o.nonce < 16 then
+    return nil
+  end
+  return o
+end
+
+-- What happens to an entry whose offer `hold_id` ends other than by acceptance: a decline
+-- puts it back in line (its place kept), an expiry ends it. Nothing if the hold is no offer.
+local function offer_ended(prefix, hold_id, expired, at)
+  local entry = redis.call('HGET', prefix .. 'hold:' .. hold_id, 'entry')
+  if not entry then
+    return nil
+  end
+  local key = prefix .. 'wle:' .. entry
+  if redis.call('HGET', key, 'offer') ~= hold_id
+      or redis.call('HGET', key, 'status') ~= 'OFFERED' then
+    return entry
+  end
+  if expired then
+    end_entry(prefix, entry, 'EXPIRED', nil, at)
+    redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
+      'type', 'offer_expired', 'entry', entry, 'hold', hold_id)
+  else
+    redis.call('HSET', key, 'status', 'WAITING', 'updated_ms', at)
+    redis.call('HDEL', key, 'offer')
+    redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
+      'type', 'offer_declined', 'entry', entry, 'hold', hold_id)
+  end
+  return entry
+end
+
 -- Returns the seats of the expired holds found by expired_holds (writes) and appends one
 -- hold_expired event each. `day_label` is "<POST>:<CAT>:<DATE>" (due members),
 -- `slot_prefix` "<POST>/<CAT>/<DATE>" (event slots).
@@ -33,6 +282,7 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
   for _, h in ipairs(list) do
     if redis.call('ZREM', holds_key, h[1]) == 1 then
       redis.call('ZREM', due_key, day_label .. ':' .. h[1])
+      offer_ended(prefix_of(due_key, 'holds-due'), h[4], true, tonumber(h[5]))
       local held = (tonumber(redis.call('HGET', day_key, h[2] .. ':h') or '0') or 0) - h[3]
       if held < 0 then
         held = 0
@@ -45,19 +295,6 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
     end
   end
   return #list
-end
-
--- Whether a passport record or receipt `backing` value still claims: an appointment number
--- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
-local function claim_live(value, now)
-  if not value then
-    return false
-  end
-  local expires = string.match(value, '^hold:%x+:(%d+)$')
-  if expires then
-    return tonumber(expires) > now
-  end
-  return true
 end
 
 -- The group rules of a booking or a hold, read only: for applicant i (1..n) the receipt hash is

@@ -9,20 +9,28 @@
 -- ARGV[1]  now, ms since the epoch (slotd's clock)
 -- ARGV[2]  day label "<POST>:<CAT>:<DATE>" (due members)
 -- ARGV[3]  slot prefix "<POST>/<CAT>/<DATE>" (events)
+-- ARGV[4..6]  post, category, date
+-- ARGV[7..11] offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold record
+--             TTL s, nonce (hex, 128 random bits from slotd; offer hold ids derive from it)
 --
 -- Returns {"OK", reclaimed} | {"CORRUPT", detail}
 --
 -- Invariant: a hold's seats return exactly once (only the caller that removes its member
--- returns them); nothing is written when a member does not parse.
+-- returns them); nothing is written when a member does not parse. Seats that come back go to
+-- the date's waitlist first (holds_lib.lua, offer_seats); an expired offer ends its entry.
 local now = tonumber(ARGV[1])
-if not now then
+local o = offer_context(7, now)
+if not now or not o then
   return {'BAD_CALL', 'reclaim arguments'}
 end
-local list = expired_holds(KEYS[2], now)
+local list, by_hhmm = expired_holds(KEYS[2], now, true)
 if not list then
   return {'CORRUPT', 'holds member'}
 end
 local n = reclaim_holds(list, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+for hhmm, seats in pairs(by_hhmm) do
+  offer_seats(o, ARGV[4], ARGV[5], ARGV[6], hhmm, seats, nil)
+end
 -- Due entries whose day holds no such member any more (confirmed or released concurrently
 -- with a sweep read) are removed by their own scripts; nothing else to do here.
 return {'OK', n}

@@ -15,15 +15,20 @@
 -- ARGV[4]        day label "<POST>:<CAT>:<DATE>"
 -- ARGV[5]        now, RFC 3339
 -- ARGV[6]        slot time HHMM
+-- ARGV[7..11]    offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+--                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY"} (released before) | {"HOLD_NOT_FOUND"} | {"STALE"}
 --       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status}
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariant: the seats return once (only while the hold's member exists); a claim is freed only
--- if it still names this hold. Checks first, writes last.
+-- if it still names this hold. The seats go to the date's waitlist first; a released offer is
+-- a decline: its entry goes back in line and the seats pass to the next entry. Checks first,
+-- writes last.
 local now = tonumber(ARGV[1])
-if not now then
+local o = offer_context(7, now)
+if not now or not o then
   return {'BAD_CALL', 'release_hold arguments'}
 end
 local hold_id = ARGV[2]
@@ -89,4 +94,6 @@ redis.call('HSET', KEYS[1], 'status', 'RELEASED')
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000000, '*',
   'type', 'hold_released', 'hold', hold_id, 'slot', slot_prefix .. ' ' .. rec[8],
   'seats', n, 'at', ARGV[5])
+local declined = offer_ended(o.prefix, hold_id, false, now)
+offer_seats(o, rec[5], rec[6], rec[7], hhmm, n, declined)
 return {'OK'}

@@ -35,6 +35,8 @@
 -- ARGV[15]       new day label "<POST>:<CAT>:<DATE>" (due members)
 -- ARGV[16..19]   new post, category, date, time HH:MM (stored in the appointment)
 -- ARGV[20]       history line appended: "<old label>|<new label>|<now RFC 3339>"
+-- ARGV[21..25]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+--                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
 --       | {"STALE"} | {"APPOINTMENT_CANCELLED"} | {"RESCHEDULE_SAME_SLOT"}
@@ -43,12 +45,13 @@
 --
 -- Invariants: the group's seats leave the old slot and enter the new one in the same script
 -- (booked totals unchanged); booked + held <= capacity on the new slot counting only live holds;
--- each receipt backs at most `limit` moves. Every check runs before the first write, so a
+-- each receipt backs at most `limit` moves; the old slot's seats go to its waitlist first. Every check runs before the first write, so a
 -- refusal (or a crash before the script runs) leaves the appointment wholly on its old slot.
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
 local limit = tonumber(ARGV[14])
-if not now or not ttl or not limit or #ARGV ~= 20 then
+local o = offer_context(21, now)
+if not now or not ttl or not limit or not o or #ARGV ~= 25 then
   return {'BAD_CALL', 'reschedule arguments'}
 end
 local conf = ARGV[3]
@@ -148,4 +151,6 @@ redis.call('SET', KEYS[2],
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
   'type', 'moved', 'confirmation', conf, 'from', current, 'to', ARGV[9], 'seats', n,
   'at', ARGV[5])
+-- The seats left behind go to the old date's waitlist first.
+offer_seats(o, appt[4], appt[5], appt[6], old_hhmm, n, nil)
 return {'OK'}

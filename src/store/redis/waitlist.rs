@@ -1,0 +1,268 @@
+//! The waitlist on Redis (`lua/wl_*.lua`; the offer step itself lives in `holds_lib.lua`, run by
+//! every script that releases seats). Entries share the booking hash tag: an offer must be made
+//! in the same script as the release that frees its seats.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::codec::{
+    applicants_json, at, hash_fields, instant_from_millis, millis, parse_applicants, status_reply,
+    text, unexpected,
+};
+use super::keys::{hhmm, parse_hhmm};
+use super::{applicant_at, RedisStore};
+use crate::domain::rules::DateRange;
+use crate::domain::types::{
+    format_date, format_instant, parse_date, CategoryId, ConfirmationNumber, PostId,
+};
+use crate::domain::waitlist::{
+    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin,
+};
+use crate::domain::Error;
+use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
+
+impl RedisStore {
+    pub(super) async fn wl_join(
+        &self,
+        join: &WaitlistJoin,
+        id: &EntryId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        let what = "join waitlist";
+        let mut invocation = self
+            .scripts
+            .wl_join
+            .key(self.keys.idem_waitlist(&join.request_id));
+        invocation
+            .key(self.keys.entry(id))
+            .key(self.keys.line(&join.post, &join.category))
+            .key(self.keys.join_sequence())
+            .key(self.keys.events());
+        for a in &join.applicants {
+            invocation
+                .key(self.keys.receipt(&a.receipt))
+                .key(self.keys.passport(&a.passport))
+                .key(self.keys.waiting_passport(&a.passport));
+        }
+        let mut dates = Vec::new();
+        for date in join.range.days() {
+            let day = crate::domain::types::DayRef {
+                post: join.post.clone(),
+                category: join.category.clone(),
+                date,
+            };
+            invocation.key(self.keys.date_line(&day));
+            dates.push(format_date(date));
+        }
+        let words = |items: Vec<String>| items.join(" ");
+        invocation
+            .arg(millis(now))
+            .arg(join.fingerprint())
+            .arg(id.as_str())
+            .arg(join.post.as_str())
+            .arg(join.category.as_str())
+            .arg(format_date(join.range.from))
+            .arg(format_date(join.range.to))
+            .arg(words(join.times.iter().map(|t| hhmm(*t)).collect()))
+            .arg(applicants_json(&join.applicants)?)
+            .arg(join.seats())
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(dates.join(" "))
+            .arg(words(
+                join.applicants
+                    .iter()
+                    .map(|a| a.passport.to_string())
+                    .collect(),
+            ))
+            .arg(words(
+                join.applicants
+                    .iter()
+                    .map(|a| a.receipt.to_string())
+                    .collect(),
+            ))
+            .arg(join.moving.as_ref().map(|c| c.as_str()).unwrap_or(""))
+            .arg(limit);
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        let applicants = &join.applicants;
+        let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {
+            applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
+        };
+        let refusal = match status.as_str() {
+            "OK" => return self.wl_entry(id).await,
+            "REPLAY" => {
+                let first = EntryId::parse(&text(what, at(what, &items, 0)?)?)
+                    .map_err(|_| StoreError::corrupt("idempotency record names a bad entry"))?;
+                return self.wl_entry(&first).await;
+            }
+            "REQUEST_ID_REUSED" => Error::RequestIdReused {
+                request_id: join.request_id.to_string(),
+            },
+            "ALREADY_WAITING" => Error::AlreadyWaiting {
+                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
+            },
+            "RECEIPT_NOT_REGISTERED" => Error::ReceiptNotRegistered {
+                receipt_number: receipt(&items)?,
+            },
+            "RECEIPT_PASSPORT_MISMATCH" => Error::ReceiptPassportMismatch {
+                receipt_number: receipt(&items)?,
+            },
+            "RECEIPT_EXPIRED" => Error::ReceiptExpired {
+                receipt_number: receipt(&items)?,
+                expired_at: format_instant(instant_from_millis(super::codec::int(
+                    what,
+                    at(what, &items, 1)?,
+                )?)?),
+            },
+            "RECEIPT_IN_USE" => Error::ReceiptInUse {
+                receipt_number: receipt(&items)?,
+            },
+            "APPLICANT_ALREADY_BOOKED" => Error::ApplicantAlreadyBooked {
+                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
+            },
+            "CONFIRMATION_TAKEN" => return Err(StoreError::ConfirmationTaken),
+            "APPOINTMENT_NOT_FOUND" => Error::AppointmentNotFound,
+            "APPOINTMENT_CANCELLED" => Error::AppointmentCancelled {
+                confirmation_number: join
+                    .moving
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            },
+            "MOVING_RANGE" => {
+                let date = parse_date(&text(what, at(what, &items, 0)?)?)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad date")))?;
+                moving_range_error(date)
+            }
+            "RESCHEDULE_LIMIT" => Error::RescheduleLimit {
+                receipt_number: receipt(&items)?,
+                limit,
+            },
+            _ => return Err(unexpected(what, &status, &items)),
+        };
+        Err(refusal.into())
+    }
+
+    pub(super) async fn wl_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        let what = "read waitlist entry";
+        let value = self
+            .conn
+            .cmd(what, ::redis::cmd("HGETALL").arg(self.keys.entry(id)))
+            .await?;
+        let fields = hash_fields(what, value)?;
+        if fields.is_empty() {
+            return Err(Error::WaitlistEntryNotFound.into());
+        }
+        let mut entry = decode_entry(id, &fields)?;
+        if entry.status.in_line() {
+            let rank = self
+                .conn
+                .cmd(
+                    what,
+                    ::redis::cmd("ZRANK")
+                        .arg(self.keys.line(&entry.post, &entry.category))
+                        .arg(id.as_str()),
+                )
+                .await?;
+            entry.position = match rank {
+                ::redis::Value::Int(r) => u32::try_from(r + 1).ok(),
+                _ => None,
+            };
+        }
+        if let Some(offer) = fields.get("offer") {
+            let hold = crate::domain::lifecycle::HoldId::parse(offer)
+                .map_err(|_| StoreError::corrupt(format!("entry {id}: bad offer")))?;
+            entry.offer = self.read_hold(&hold).await?.map(|s| s.hold);
+        }
+        Ok(entry)
+    }
+
+    pub(super) async fn wl_leave(
+        &self,
+        id: &EntryId,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        let what = "leave waitlist";
+        // Seats may come back: the sold-out memo forgets everything when this returns.
+        let _seats_may_return = self.sold_out.forget_on_drop();
+        let mut invocation = self.scripts.wl_leave.key(self.keys.entry(id));
+        invocation
+            .key(self.keys.events())
+            .arg(millis(now))
+            .arg(id.as_str());
+        self.offer_context(&mut invocation, now);
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match status.as_str() {
+            "OK" => self.wl_entry(id).await,
+            "NOT_FOUND" => Err(Error::WaitlistEntryNotFound.into()),
+            _ => Err(unexpected(what, &status, &items)),
+        }
+    }
+
+    pub(super) async fn wl_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError> {
+        let what = "set waitlist share";
+        self.conn
+            .cmd(
+                what,
+                ::redis::cmd("HSET")
+                    .arg(self.keys.waitlist_share())
+                    .arg(format!("{post}:{category}"))
+                    .arg(percent),
+            )
+            .await?;
+        Ok(percent)
+    }
+}
+
+fn decode_entry(
+    id: &EntryId,
+    fields: &HashMap<String, String>,
+) -> Result<WaitlistEntry, StoreError> {
+    let get = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| StoreError::corrupt(format!("entry {id} lacks {name}")))
+    };
+    let bad = |what: &str| StoreError::corrupt(format!("entry {id}: bad {what}"));
+    let ms = |name: &str| -> Result<DateTime<Utc>, StoreError> {
+        instant_from_millis(get(name)?.parse().map_err(|_| bad(name))?)
+    };
+    let from = parse_date(get("from")?).map_err(|_| bad("from"))?;
+    let to = parse_date(get("to")?).map_err(|_| bad("to"))?;
+    let times = get("times")?
+        .split_whitespace()
+        .map(|t| parse_hhmm(t).ok_or_else(|| bad("times")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let applicants = parse_applicants(get("applicants")?)?;
+    if applicants.is_empty() {
+        return Err(bad("applicants"));
+    }
+    Ok(WaitlistEntry {
+        id: id.clone(),
+        post: PostId::parse(get("post")?).map_err(|_| bad("post"))?,
+        category: CategoryId::parse(get("category")?).map_err(|_| bad("category"))?,
+        range: DateRange::new(from, to).map_err(|_| bad("range"))?,
+        times,
+        applicants,
+        status: EntryStatus::parse(get("status")?).ok_or_else(|| bad("status"))?,
+        position: None,
+        offer: None,
+        confirmation: match fields.get("confirmation") {
+            Some(c) => Some(ConfirmationNumber::parse(c).map_err(|_| bad("confirmation"))?),
+            None => None,
+        },
+        moving: match fields.get("moves") {
+            Some(c) => Some(ConfirmationNumber::parse(c).map_err(|_| bad("moves"))?),
+            None => None,
+        },
+        reason: fields.get("reason").cloned(),
+        created_at: ms("created_ms")?,
+        updated_at: ms("updated_ms")?,
+    })
+}
