@@ -7,9 +7,9 @@
 //!
 //! Three buckets per client: BookingService calls, CalendarService calls, and failed
 //! confirmation lookups (NOT_FOUND from GetAppointment, CancelAppointment,
-//! RescheduleAppointment or RenderConfirmation): a client that guesses confirmation numbers
-//! runs out after a handful of misses per hour, whatever its call rate, which with 68.7-bit
-//! numbers makes enumeration hopeless.
+//! RescheduleAppointment, RenderConfirmation or JoinWaitlist): a client that guesses
+//! confirmation numbers runs out after a handful of misses per hour, whatever its call rate,
+//! which with 68.7-bit numbers makes enumeration hopeless.
 //!
 //! The state is bounded by `limits.max_clients`; when full, clients whose bucket is full again
 //! (idle) are forgotten first. Limits are per replica: N replicas allow N times the rate.

@@ -85,7 +85,7 @@ fn limit_of(path: &str) -> Option<(Limit, bool)> {
             // NOT_FOUND to a wrong pair, so each must spend the failed-lookup budget.
             let lookup = matches!(
                 method,
-                "GetAppointment" | "CancelAppointment" | "RescheduleAppointment"
+                "GetAppointment" | "CancelAppointment" | "RescheduleAppointment" | "JoinWaitlist"
             ) || method.contains("Confirmation");
             Some((Limit::Booking, lookup))
         }
