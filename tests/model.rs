@@ -562,29 +562,35 @@ impl Backend {
                 let t = time(*slot);
                 let r = self
                     .store
-                    .open_slots(&OpenPlan {
-                        post: day().post,
-                        category: day().category,
-                        range: DateRange::new(day().date, day().date).expect("range"),
-                        weekdays: vec![
-                            Weekday::Mon,
-                            Weekday::Tue,
-                            Weekday::Wed,
-                            Weekday::Thu,
-                            Weekday::Fri,
-                            Weekday::Sat,
-                            Weekday::Sun,
-                        ],
-                        first: t,
-                        last: t,
-                        seats: *seats,
-                    })
+                    .open_slots(
+                        &OpenPlan {
+                            post: day().post,
+                            category: day().category,
+                            range: DateRange::new(day().date, day().date).expect("range"),
+                            weekdays: vec![
+                                Weekday::Mon,
+                                Weekday::Tue,
+                                Weekday::Wed,
+                                Weekday::Thu,
+                                Weekday::Fri,
+                                Weekday::Sat,
+                                Weekday::Sun,
+                            ],
+                            first: t,
+                            last: t,
+                            seats: *seats,
+                        },
+                        now,
+                    )
                     .await;
                 let text = format!("{r:?}");
                 (answer(r.map(|_| None))?, text)
             }
             Op::Resize { slot, capacity } => {
-                let r = self.store.set_capacity(&slot_ref(*slot), *capacity).await;
+                let r = self
+                    .store
+                    .set_capacity(&slot_ref(*slot), *capacity, now)
+                    .await;
                 let text = format!("{r:?}");
                 (answer(r.map(|_| None))?, text)
             }
@@ -991,15 +997,18 @@ fn the_harness_catches_a_backend_that_disagrees() {
         skewed.setup().await;
         skewed
             .store
-            .open_slots(&OpenPlan {
-                post: day().post,
-                category: day().category,
-                range: DateRange::new(day().date, day().date).expect("range"),
-                weekdays: vec![Weekday::Tue],
-                first: time(1),
-                last: time(1),
-                seats: 1,
-            })
+            .open_slots(
+                &OpenPlan {
+                    post: day().post,
+                    category: day().category,
+                    range: DateRange::new(day().date, day().date).expect("range"),
+                    weekdays: vec![Weekday::Tue],
+                    first: time(1),
+                    last: time(1),
+                    seats: 1,
+                },
+                epoch(),
+            )
             .await
             .expect("open");
         run(

@@ -323,7 +323,21 @@ async fn a_wrong_passport_reads_and_changes_nothing_and_looks_like_no_appointmen
             })
             .await
             .unwrap_err();
-        for status in [&get, &render, &cancel, &moved] {
+        let wait = booking
+            .join_waitlist(pb::JoinWaitlistRequest {
+                request_id: format!("steal-wait-{n}"),
+                post_id: "BEIJING".into(),
+                category: "ALL_OTHERS".into(),
+                from_date: day(1),
+                to_date: day(3),
+                times: Vec::new(),
+                applicants: Vec::new(),
+                confirmation_number: conf.clone(),
+                passport_number: passport.clone(),
+            })
+            .await
+            .unwrap_err();
+        for status in [&get, &render, &cancel, &moved, &wait] {
             assert_refused(status, Code::NotFound, "APPOINTMENT_NOT_FOUND");
             assert!(
                 !status
@@ -397,6 +411,7 @@ async fn guessing_confirmation_numbers_at_scale_is_rate_limited_on_every_rpc_and
         "RenderConfirmation",
         "CancelAppointment",
         "RescheduleAppointment",
+        "JoinWaitlist",
     ] {
         let server = TestServer::start_with(Arc::new(MemoryStore::new()), guessing_limits()).await;
         let date = day(7);
@@ -436,6 +451,20 @@ async fn guessing_confirmation_numbers_at_scale_is_rate_limited_on_every_rpc_and
                         confirmation_number: conf,
                         passport_number: passport.clone(),
                         request_id: format!("guess-{n}"),
+                    })
+                    .await
+                    .map(|_| ()),
+                "JoinWaitlist" => booking
+                    .join_waitlist(pb::JoinWaitlistRequest {
+                        request_id: format!("guess-{n}"),
+                        post_id: "BEIJING".into(),
+                        category: "ALL_OTHERS".into(),
+                        from_date: day(1),
+                        to_date: day(3),
+                        times: Vec::new(),
+                        applicants: Vec::new(),
+                        confirmation_number: conf,
+                        passport_number: passport.clone(),
                     })
                     .await
                     .map(|_| ()),
