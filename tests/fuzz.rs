@@ -7,7 +7,8 @@
 //!   either a valid command or INVALID_ARGUMENT whose every violation names a field of that
 //!   message. Inputs: the corpus (tests/corpus/decode, replayed first), random bytes, mutated
 //!   corpus entries, and structured messages full of hostile strings.
-//! - credentials and ids: admission tokens, ticket secrets, operator tokens, hold ids,
+//! - credentials and ids: admission tokens, ticket and waitlist entry secrets, operator tokens,
+//!   hold ids,
 //!   confirmation numbers, request ids, ticket ids, client keys, event ids, passports and
 //!   receipts. Parsing never panics and is idempotent; a forged or mutated token or secret never
 //!   verifies. The corpus tests/corpus/tokens is replayed first.
@@ -27,6 +28,7 @@ use slotd::auth::OperatorAuth;
 use slotd::domain::lifecycle::{EventId, HoldId};
 use slotd::domain::room::{ClientKey, TicketId};
 use slotd::domain::types::{ConfirmationNumber, PassportNumber, ReceiptNumber, RequestId};
+use slotd::domain::waitlist::EntryId;
 use slotd::domain::Error;
 
 const KEY: &str = "fuzz-admission-key-0123456789abcdef";
@@ -247,6 +249,39 @@ fn decode_and_validate(name: &str, bytes: &[u8]) -> Result<bool, String> {
                 })
                 .map(|_| ())
         }),
+        "JoinWaitlistRequest" => target::<pb::JoinWaitlistRequest, _>(
+            bytes,
+            name,
+            &[
+                "request_id",
+                "post_id",
+                "category",
+                "from_date",
+                "to_date",
+                "times",
+                "applicants",
+                "confirmation_number",
+                "passport_number",
+            ],
+            convert::waitlist_join,
+        ),
+        "GetWaitlistEntryRequest" => target::<pb::GetWaitlistEntryRequest, _>(
+            bytes,
+            name,
+            &["entry_id", "entry_secret"],
+            |m| convert::entry_credentials(&m.entry_id, &m.entry_secret),
+        ),
+        "LeaveWaitlistRequest" => {
+            target::<pb::LeaveWaitlistRequest, _>(bytes, name, &["entry_id", "entry_secret"], |m| {
+                convert::entry_credentials(&m.entry_id, &m.entry_secret)
+            })
+        }
+        "SetWaitlistShareRequest" => target::<pb::SetWaitlistShareRequest, _>(
+            bytes,
+            name,
+            &["post_id", "category", "percent"],
+            convert::waitlist_share,
+        ),
         other => Err(format!("no decode target named {other}")),
     }
 }
@@ -273,6 +308,10 @@ const MESSAGES: &[&str] = &[
     "ConfigureWaitingRoomRequest",
     "JoinRequest",
     "GetStatusRequest",
+    "JoinWaitlistRequest",
+    "GetWaitlistEntryRequest",
+    "LeaveWaitlistRequest",
+    "SetWaitlistShareRequest",
 ];
 
 /// Every corpus entry under every message (it names the one it was written for; the others
@@ -601,6 +640,9 @@ fn ids_behave(text: &str) -> Result<(), String> {
         v.as_str().to_owned()
     })?;
     idempotent("event id", text, EventId::parse, |v| v.to_string())?;
+    idempotent("entry id", text, EntryId::parse, |v: &EntryId| {
+        v.to_string()
+    })?;
     idempotent(
         "passport",
         text,
@@ -704,13 +746,22 @@ fn arbitrary_strings_parse_without_panic_and_never_verify() {
 }
 
 #[test]
-fn mutated_admission_tokens_and_ticket_secrets_never_verify() {
+fn mutated_admission_tokens_ticket_and_entry_secrets_never_verify() {
     let keys = AdmissionKeys::new(KEY).expect("key");
     let other = AdmissionKeys::new(OTHER_KEY).expect("key");
     let ticket = TicketId::generate();
     let client = ClientKey::parse("fuzz-client").expect("client key");
     let token = keys.mint(&ticket, &client, now() + Duration::minutes(10), now());
     let secret = keys.ticket_secret(&ticket);
+    let entry = EntryId::generate();
+    let entry_secret = keys.entry_secret(&entry);
+    keys.check_entry_secret(&entry, &entry_secret)
+        .expect("genuine entry secret");
+    assert!(other.check_entry_secret(&entry, &entry_secret).is_err());
+    // A ticket's secret is not an entry's with the same id text (separate HMAC domains).
+    assert!(keys
+        .check_entry_secret(&entry, &keys.ticket_secret(&ticket))
+        .is_err());
     // The genuine ones pass (else the test below proves nothing), and only under their key.
     let (claims, id) = keys.verify(&token, now()).expect("genuine token");
     assert_eq!(id, ticket);
