@@ -318,8 +318,6 @@ pub async fn run_storm(channel: Channel, plan: StormPlan, history: Arc<History>)
                     outcome: outcome_of(&result, |_| String::new()),
                 });
             }
-            // Keep the client's channel alive until the worker ends.
-            drop(client.clone());
         }));
     }
     for task in tasks {
