@@ -70,7 +70,8 @@ local function split_words(text)
 end
 
 -- Takes an entry out of the line for good: status, reason, the date and position indexes and
--- its passports' claims. `at` (ms) becomes its updated_ms.
+-- its passports' claims. `at` (ms) becomes its updated_ms. The finished entry is kept 30 days
+-- (its holder can still read how it ended), then expires.
 local function end_entry(prefix, id, status, reason, at)
   local key = prefix .. 'wle:' .. id
   local e = redis.call('HMGET', key, 'post', 'category', 'dates', 'passports')
@@ -78,6 +79,7 @@ local function end_entry(prefix, id, status, reason, at)
     return
   end
   redis.call('HSET', key, 'status', status, 'updated_ms', at)
+  redis.call('EXPIRE', key, 30 * 24 * 60 * 60)
   if reason then
     redis.call('HSET', key, 'reason', reason)
   end
