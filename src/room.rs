@@ -148,19 +148,34 @@ impl Room {
         let token = token.ok_or(Error::AdmissionRequired)?;
         let now = self.now();
         let (_, ticket) = self.keys.verify(token, now)?;
-        self.store.check_session(&ticket, now).await?;
+        match gate {
+            // Reads may share a session; a booking call holds it until `settle`.
+            Gate::Calendar => self.store.check_session(&ticket, now).await?,
+            Gate::Booking => self.store.claim_session(&ticket, now).await?,
+        }
         Ok(Some(ticket))
     }
 
-    /// The admitted session booked: it ends, freeing its place under the active cap.
-    pub async fn complete(&self, ticket: &TicketId) {
-        if let Err(e) = self
-            .store
-            .end(ticket, TicketState::Completed, self.now())
-            .await
-        {
-            // The booking stands; the session then ends at its duration instead.
-            tracing::warn!(error = %e, ticket = %ticket, "could not end the admitted session");
+    /// Ends a booking call that passed the gate with `ticket`: `completed` (it booked) ends
+    /// the session, freeing its place under the active cap; otherwise the claim is given back
+    /// and the session may be used again.
+    pub async fn settle(&self, ticket: Option<TicketId>, completed: bool) {
+        let Some(ticket) = ticket else {
+            return;
+        };
+        let ended = if completed {
+            self.store
+                .end(&ticket, TicketState::Completed, self.now())
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        let outcome = ended.and(self.store.release_session(&ticket).await);
+        if let Err(e) = outcome {
+            // The call's outcome stands; the claim lapses after its lease (the session at its
+            // duration) instead.
+            tracing::warn!(error = %e, ticket = %ticket, completed, "could not settle the admitted session");
         }
     }
 

@@ -255,6 +255,58 @@ async fn a_stolen_ticket_id_without_its_secret_gets_nothing(r: &Replicas) {
     assert_eq!(poll(&r.a, &mine).await.state, WAITING);
 }
 
+/// One admission, one booking: the same token sent 8 times at the same instant (each for
+/// another applicant with a paid receipt) books at most once; the others are told the token is
+/// in use (ABORTED) or spent (PERMISSION_DENIED). Five rounds, on both replicas at once.
+async fn one_admission_books_once_even_when_its_token_is_sent_many_times_at_once(r: &Replicas) {
+    let date = day(7);
+    open_times(&r.a, &date, "08:00", "08:00", 100).await;
+    register_receipts(&r.a, 1..=40).await;
+    configure(&r.a, config(600, 10)).await;
+    for round in 0..5u32 {
+        let (held, _) = join(&r.a, &format!("burst-{round}")).await;
+        settle().await;
+        let admitted = poll(&r.a, &held).await;
+        assert_eq!(admitted.state, ADMITTED);
+        let token = admitted.admission_token;
+        let mut calls = Vec::new();
+        for i in 0..8u32 {
+            let server = if i % 2 == 0 { &r.a } else { &r.b };
+            let mut booking = server.booking().await;
+            let request = with_token(
+                book_request(
+                    &format!("burst-{round}-{i}"),
+                    slot(&date, "08:00"),
+                    vec![applicant(round * 8 + i + 1)],
+                ),
+                &token,
+            );
+            calls.push(tokio::spawn(async move {
+                booking.book_appointment(request).await
+            }));
+        }
+        let mut booked = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(_) => booked += 1,
+                Err(s) => assert!(
+                    matches!(
+                        (s.code(), reason(&s).as_str()),
+                        (Code::Aborted, "ADMISSION_IN_USE")
+                            | (Code::PermissionDenied, "ADMISSION_REVOKED")
+                    ),
+                    "{s:?}"
+                ),
+            }
+        }
+        assert_eq!(
+            booked, 1,
+            "round {round}: one admission booked {booked} times"
+        );
+    }
+    assert_audit_clean(&r.a, &date).await;
+}
+
 async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas) {
     let date = day(7);
     open_times(&r.a, &date, "08:00", "08:00", 5).await;
@@ -684,6 +736,7 @@ macro_rules! room_suite {
 }
 
 room_suite!(
+    one_admission_books_once_even_when_its_token_is_sent_many_times_at_once,
     a_rejoin_keeps_the_place_and_people_ahead_are_counted,
     the_room_off_means_no_tickets_and_no_tokens_needed,
     a_stolen_ticket_id_without_its_secret_gets_nothing,

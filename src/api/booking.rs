@@ -47,10 +47,10 @@ impl BookingService for BookingApi {
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
             .map_err(status)?;
-        let appointment = self.app.book(&booking).await.map_err(status)?;
-        if let Some(ticket) = admitted {
-            self.room.complete(&ticket).await;
-        }
+        let outcome = self.app.book(&booking).await;
+        // Booking ends the admitted session; a refusal gives it back for another try.
+        self.room.settle(admitted, outcome.is_ok()).await;
+        let appointment = outcome.map_err(status)?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -88,11 +88,14 @@ impl BookingService for BookingApi {
         request: Request<pb::CancelAppointmentRequest>,
     ) -> Result<Response<pb::CancelAppointmentResponse>, Status> {
         let cancellation = convert::cancellation(request.get_ref()).map_err(status)?;
-        self.room
+        let admitted = self
+            .room
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
             .map_err(status)?;
-        let appointment = self.app.cancel(&cancellation).await.map_err(status)?;
+        let outcome = self.app.cancel(&cancellation).await;
+        self.room.settle(admitted, false).await;
+        let appointment = outcome.map_err(status)?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -111,11 +114,14 @@ impl BookingService for BookingApi {
         request: Request<pb::HoldSlotRequest>,
     ) -> Result<Response<pb::HoldSlotResponse>, Status> {
         let hold = convert::hold_request(request.get_ref()).map_err(status)?;
-        self.room
+        let admitted = self
+            .room
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
             .map_err(status)?;
-        let hold = self.app.hold(&hold).await.map_err(status)?;
+        let outcome = self.app.hold(&hold).await;
+        self.room.settle(admitted, false).await;
+        let hold = outcome.map_err(status)?;
         tracing::info!(hold = %hold.id, slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
@@ -140,10 +146,9 @@ impl BookingService for BookingApi {
                 _ => return Err(status(refused)),
             },
         };
-        let appointment = self.app.confirm_hold(&confirmation).await.map_err(status)?;
-        if let Some(ticket) = admitted {
-            self.room.complete(&ticket).await;
-        }
+        let outcome = self.app.confirm_hold(&confirmation).await;
+        self.room.settle(admitted, outcome.is_ok()).await;
+        let appointment = outcome.map_err(status)?;
         tracing::info!(
             hold = %confirmation.hold,
             confirmation = %appointment.confirmation,
@@ -175,11 +180,14 @@ impl BookingService for BookingApi {
         request: Request<pb::RescheduleAppointmentRequest>,
     ) -> Result<Response<pb::RescheduleAppointmentResponse>, Status> {
         let reschedule = convert::reschedule(request.get_ref()).map_err(status)?;
-        self.room
+        let admitted = self
+            .room
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
             .map_err(status)?;
-        let appointment = self.app.reschedule(&reschedule).await.map_err(status)?;
+        let outcome = self.app.reschedule(&reschedule).await;
+        self.room.settle(admitted, false).await;
+        let appointment = outcome.map_err(status)?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -217,11 +225,14 @@ impl BookingService for BookingApi {
         let join = convert::waitlist_join(request.get_ref()).map_err(status)?;
         // Joining the line is a booking step: behind the waiting room like BookAppointment
         // (the admitted session stays open: no seat was taken yet).
-        self.room
+        let admitted = self
+            .room
             .gate(convert::admission_token(request.metadata()), Gate::Booking)
             .await
             .map_err(status)?;
-        let entry = self.app.join_waitlist(&join).await.map_err(status)?;
+        let outcome = self.app.join_waitlist(&join).await;
+        self.room.settle(admitted, false).await;
+        let entry = outcome.map_err(status)?;
         tracing::info!(entry = %entry.id, post = %entry.post, seats = entry.applicants.len(), "waitlist joined");
         Ok(Response::new(pb::JoinWaitlistResponse {
             entry_secret: self.room.keys().entry_secret(&entry.id),

@@ -284,5 +284,6 @@ fn domain_status(e: Error, message: String) -> Status {
             &[("expired_at", expired_at)],
         ),
         Error::AdmissionRevoked => with_info(PermissionDenied, message, "ADMISSION_REVOKED", &[]),
+        Error::AdmissionInUse => with_info(Aborted, message, "ADMISSION_IN_USE", &[]),
     }
 }

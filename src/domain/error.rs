@@ -112,6 +112,8 @@ pub enum Error {
     AdmissionExpired { expired_at: String },
     #[error("the admitted session has ended (completed, left, expired or revoked)")]
     AdmissionRevoked,
+    #[error("another call is using this admission token right now: retry once it has finished")]
+    AdmissionInUse,
     #[error("no waitlist entry matches this entry_id")]
     WaitlistEntryNotFound,
     #[error("entry_secret does not match entry_id")]

@@ -44,6 +44,8 @@ struct Room {
     admissions: VecDeque<DateTime<Utc>>,
     /// Ended tickets by end time, to forget them after `ENDED_TICKET_TTL_SECS`.
     ended: VecDeque<(DateTime<Utc>, TicketId)>,
+    /// Admitted sessions claimed by a call in flight, until the lease ends.
+    claims: HashMap<TicketId, DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -293,6 +295,28 @@ impl WaitingRoom for MemoryWaitingRoom {
             Some(expires) if *expires > now => Ok(()),
             _ => Err(Error::AdmissionRevoked.into()),
         }
+    }
+
+    async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut room = self.lock();
+        match room.active.get(ticket) {
+            Some(expires) if *expires > now => {}
+            _ => return Err(Error::AdmissionRevoked.into()),
+        }
+        room.claims.retain(|_, until| *until > now);
+        if room.claims.contains_key(ticket) {
+            return Err(Error::AdmissionInUse.into());
+        }
+        room.claims.insert(
+            ticket.clone(),
+            now + chrono::Duration::seconds(super::room::CLAIM_LEASE_SECS),
+        );
+        Ok(())
+    }
+
+    async fn release_session(&self, ticket: &TicketId) -> Result<(), StoreError> {
+        self.lock().claims.remove(ticket);
+        Ok(())
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {

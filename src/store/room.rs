@@ -11,6 +11,9 @@ use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketStat
 /// How long an ended ticket stays readable (so a late poll learns why it ended).
 pub const ENDED_TICKET_TTL_SECS: i64 = 3600;
 
+/// How long a claim on an admitted session lasts if its call never settles it.
+pub const CLAIM_LEASE_SECS: i64 = 30;
+
 #[async_trait]
 pub trait WaitingRoom: Send + Sync + 'static {
     /// Replaces the configuration. Enabling fills the token bucket.
@@ -50,6 +53,14 @@ pub trait WaitingRoom: Send + Sync + 'static {
 
     /// Ok when the ticket holds a live admitted session at `now`, else `AdmissionRevoked`.
     async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Claims a live admitted session for one call until `release_session` or `end` (or until
+    /// `CLAIM_LEASE_SECS` pass, should the caller die): a second claim meanwhile fails
+    /// `AdmissionInUse`, so one admission cannot book twice at the same instant.
+    async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Gives a claim back (the call finished without ending the session).
+    async fn release_session(&self, ticket: &TicketId) -> Result<(), StoreError>;
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError>;
 }

@@ -34,6 +34,8 @@ pub struct RedisWaitingRoom {
     conn: Conn,
     keys: [String; 9],
     config_key: String,
+    /// `<prefix>claim:` + ticket id: a call in flight holds the admitted session (SET NX PX).
+    claim_prefix: String,
     scripts: RoomScripts,
 }
 
@@ -65,6 +67,7 @@ impl RedisWaitingRoom {
         Ok(Self {
             conn: Conn::open(&options.conn)?,
             config_key: keys[0].clone(),
+            claim_prefix: format!("{prefix}claim:"),
             keys,
             scripts: RoomScripts {
                 join: with_lib(include_str!("lua/room_join.lua")),
@@ -277,6 +280,47 @@ impl WaitingRoom for RedisWaitingRoom {
         } else {
             Err(Error::AdmissionRevoked.into())
         }
+    }
+
+    async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let what = "claim session";
+        // Claim first, then check the session: an ended session never comes back, so a claim
+        // taken on a session that ends meanwhile books nothing (the store refuses it below).
+        let claimed = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("SET")
+                    .arg(format!("{}{}", self.claim_prefix, ticket.as_str()))
+                    .arg(millis(now))
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(crate::store::room::CLAIM_LEASE_SECS * 1000),
+            )
+            .await?;
+        if claimed == Value::Nil {
+            // Held by a call in flight, or left by a call that ended the session.
+            self.check_session(ticket, now).await?;
+            return Err(Error::AdmissionInUse.into());
+        }
+        match self.check_session(ticket, now).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.release_session(ticket).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn release_session(&self, ticket: &TicketId) -> Result<(), StoreError> {
+        let what = "release session";
+        self.conn
+            .cmd(
+                what,
+                ::redis::cmd("DEL").arg(format!("{}{}", self.claim_prefix, ticket.as_str())),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
