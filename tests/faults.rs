@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +20,7 @@ use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use support::history::{self, History, Outcome, StormPlan};
+use support::process::{free_port, Slotd};
 use support::redis::RedisServer;
 use support::*;
 
@@ -218,70 +217,6 @@ async fn a_paused_redis_beyond_the_timeout_with_clients_retrying_books_each_requ
 
 // ---------------------------------------------------------------------------------------------
 // The real binary, as an OS process.
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Slotd {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Slotd {
-    /// `slotd serve` on `port` and `redis_url`, with the test operator token and limits high
-    /// enough for a storm from one address.
-    fn start(port: u16, redis_url: &str) -> Self {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
-            .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
-            .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"));
-        let child = command.spawn().expect("spawn slotd");
-        let process = Self { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !process.log().contains("slotd listening") {
-            assert!(
-                Instant::now() < deadline,
-                "slotd did not start:\n{}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        process
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: no drain, no shutdown hook.
-    fn kill(&mut self) {
-        self.child.kill().expect("kill -9 slotd");
-        self.child.wait().expect("reap slotd");
-    }
-}
-
-impl Drop for Slotd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A date a week ahead at the post (the binary runs on the real clock).
 fn real_date() -> String {

@@ -299,4 +299,5 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
 }
 pub mod cluster;
 pub mod history;
+pub mod process;
 pub mod redis;
