@@ -559,6 +559,7 @@ impl Inventory for MemoryStore {
             "cancelled",
             &[
                 ("confirmation", cancellation.confirmation.to_string()),
+                ("slot", updated.slot.to_string()),
                 ("seats", seats.to_string()),
                 ("at", event_time(now)),
             ],

@@ -96,5 +96,5 @@ redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
-  'type', 'cancelled', 'confirmation', conf, 'seats', seats, 'at', now_text)
+  'type', 'cancelled', 'confirmation', conf, 'slot', current, 'seats', seats, 'at', now_text)
 return {'OK'}
