@@ -166,7 +166,7 @@ impl Slotd {
         let today = p.today(now);
         let days = self
             .availability
-            .days(self.store.as_ref(), post, category, range)
+            .snapshot(self.store.as_ref(), post, category, range)
             .await?;
         Ok(days
             .iter()

@@ -312,9 +312,33 @@ impl Availability {
         }
     }
 
+    /// A registered watcher's first view of its range (`days`), which also becomes the feed's
+    /// diff base for the days that have none yet: the watcher's first update then carries only
+    /// what changed after its snapshot.
+    pub async fn snapshot(
+        &self,
+        store: &dyn Inventory,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<Arc<[SlotState]>>, StoreError> {
+        let days = self.days(store, post, category, range).await?;
+        let mut told = lock(&self.told);
+        for day in &days {
+            if let Some(first) = day.first() {
+                told.entry(first.slot.day())
+                    .or_insert_with(|| day.iter().map(|s| (s.slot.time, s.bookable())).collect());
+            }
+        }
+        Ok(days)
+    }
+
     fn watched(&self, day: &DayRef) -> bool {
         self.lock_watches().keys().any(|w| {
-            w.post == day.post && w.category == day.category && w.from <= day.date && day.date <= w.to
+            w.post == day.post
+                && w.category == day.category
+                && w.from <= day.date
+                && day.date <= w.to
         })
     }
 
@@ -350,7 +374,9 @@ impl Availability {
         position: &mut EventId,
     ) -> Result<(), StoreError> {
         loop {
-            let page = store.events(EventStart::After(*position), FEED_PAGE).await?;
+            let page = store
+                .events(EventStart::After(*position), FEED_PAGE)
+                .await?;
             let full = page.events.len() >= FEED_PAGE as usize;
             self.events
                 .fetch_add(page.events.len() as u64, Ordering::Relaxed);
@@ -457,10 +483,7 @@ fn split_days(slots: Vec<SlotState>) -> BTreeMap<NaiveDate, Arc<[SlotState]>> {
     for s in slots {
         by_day.entry(s.slot.date).or_default().push(s);
     }
-    by_day
-        .into_iter()
-        .map(|(d, s)| (d, Arc::from(s)))
-        .collect()
+    by_day.into_iter().map(|(d, s)| (d, Arc::from(s))).collect()
 }
 
 /// `POST/CAT/DATE` or `POST/CAT/DATE HH:MM` (how events name days and slots).
@@ -496,7 +519,9 @@ pub fn dirty_days(event: &Event) -> Vec<DayRef> {
     }
     if event.kind == "opened" {
         let post = event.field("post").and_then(|p| PostId::parse(p).ok());
-        let category = event.field("category").and_then(|c| CategoryId::parse(c).ok());
+        let category = event
+            .field("category")
+            .and_then(|c| CategoryId::parse(c).ok());
         let from = event.field("from").and_then(|d| parse_date(d).ok());
         let to = event.field("to").and_then(|d| parse_date(d).ok());
         if let (Some(post), Some(category), Some(from), Some(to)) = (post, category, from, to) {
@@ -539,7 +564,10 @@ mod tests {
             ["BEIJING/ALL_OTHERS/2030-01-14"]
         );
         // A kind this version does not know still dirties its slot.
-        let offered = event("offered", &[("slot", "BEIJING/ALL_OTHERS/2030-01-15 09:00")]);
+        let offered = event(
+            "offered",
+            &[("slot", "BEIJING/ALL_OTHERS/2030-01-15 09:00")],
+        );
         assert_eq!(dirty_days(&offered).len(), 1);
         let moved = event(
             "moved",
@@ -549,7 +577,10 @@ mod tests {
             ],
         );
         assert_eq!(dirty_days(&moved).len(), 2);
-        let closed = event("closed", &[("day", "BEIJING/ALL_OTHERS/2030-01-14"), ("time", "")]);
+        let closed = event(
+            "closed",
+            &[("day", "BEIJING/ALL_OTHERS/2030-01-14"), ("time", "")],
+        );
         assert_eq!(dirty_days(&closed).len(), 1);
         let opened = event(
             "opened",

@@ -38,7 +38,8 @@ impl CalendarApi {
 /// Updates buffered per watcher; the feed sends at most one per tick, so this is seconds.
 const WATCH_BUFFER: usize = 8;
 
-type AvailabilityStream = Pin<Box<dyn Stream<Item = Result<pb::AvailabilityUpdate, Status>> + Send>>;
+type AvailabilityStream =
+    Pin<Box<dyn Stream<Item = Result<pb::AvailabilityUpdate, Status>> + Send>>;
 
 /// The snapshot message of a watcher's range.
 async fn snapshot(

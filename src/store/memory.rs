@@ -18,8 +18,8 @@ use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use crate::domain::types::{
-    Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId,
-    Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
+    format_date, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::Error;
 
@@ -383,6 +383,19 @@ impl Inventory for MemoryStore {
                 }
             }
         }
+        // The same operator events as the Redis scripts (the slot feed reads them).
+        state.push_event(
+            "opened",
+            &[
+                ("post", plan.post.to_string()),
+                ("category", plan.category.to_string()),
+                ("from", format_date(plan.range.from)),
+                ("to", format_date(plan.range.to)),
+                ("seats", plan.seats.to_string()),
+                ("opened", report.opened.to_string()),
+                ("updated", report.updated.to_string()),
+            ],
+        );
         Ok(report)
     }
 
@@ -403,7 +416,15 @@ impl Inventory for MemoryStore {
             .into());
         }
         rec.capacity = capacity;
-        Ok(to_state(slot.clone(), rec))
+        let updated = to_state(slot.clone(), rec);
+        state.push_event(
+            "capacity_set",
+            &[
+                ("slot", slot.to_string()),
+                ("capacity", capacity.to_string()),
+            ],
+        );
+        Ok(updated)
     }
 
     async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError> {
@@ -432,6 +453,23 @@ impl Inventory for MemoryStore {
                     closed += 1;
                 }
             }
+        }
+        if closed > 0 {
+            state.push_event(
+                "closed",
+                &[
+                    ("day", day.to_string()),
+                    // HHMM like the Redis script's event, "day" for the whole day.
+                    (
+                        "time",
+                        time.map_or_else(
+                            || "day".to_owned(),
+                            |t| format!("{:02}{:02}", t.minutes() / 60, t.minutes() % 60),
+                        ),
+                    ),
+                    ("closed", closed.to_string()),
+                ],
+            );
         }
         Ok(closed)
     }

@@ -20,9 +20,9 @@ use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
 use slotd::app::Slotd;
-use slotd::availability::CalendarOptions;
 use slotd::auth::admission::AdmissionKeys;
 use slotd::auth::OperatorAuth;
+use slotd::availability::CalendarOptions;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::{Clock, ManualClock};
 use slotd::room::Room;
@@ -88,7 +88,14 @@ impl TestServer {
         clock: ManualClock,
         options: ServeOptions,
     ) -> Self {
-        Self::launch_calendar(store, room_store, clock, options, CalendarOptions::default()).await
+        Self::launch_calendar(
+            store,
+            room_store,
+            clock,
+            options,
+            CalendarOptions::default(),
+        )
+        .await
     }
 
     pub async fn launch_calendar(
@@ -100,8 +107,7 @@ impl TestServer {
     ) -> Self {
         let catalog = Arc::new(Catalog::builtin().expect("builtin catalog"));
         let shared_clock = Arc::new(clock.clone()) as Arc<dyn Clock>;
-        let app =
-            Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
+        let app = Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
         let served = app.clone();
         let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
         let room = Room::new(keys, room_store.clone(), shared_clock);
