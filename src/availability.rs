@@ -223,7 +223,7 @@ impl Availability {
         let max_age = self.options.cache_max_age;
         if max_age.is_zero() {
             let slots = store.slots(post, category, range).await?;
-            return Ok(split_days(slots).into_iter().map(|(_, s)| s).collect());
+            return Ok(split_days(slots).into_values().collect());
         }
         let mut key = DayRef {
             post: post.clone(),
