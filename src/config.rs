@@ -827,6 +827,25 @@ mod tests {
 
         let s = layered(None, env(&[("SLOTD__TLS__CERT", "/nonexistent.pem")])).expect("parses");
         assert_eq!(s.validate().expect_err("cert without key").key, "tls.key");
+
+        let s = layered(None, env(&[("SLOTD__CALENDAR__FEED_INTERVAL_MS", "0")])).expect("parses");
+        assert_eq!(
+            s.validate().expect_err("no feed").key,
+            "calendar.feed_interval_ms"
+        );
+        let s = layered(
+            None,
+            env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "600000")]),
+        )
+        .expect("parses");
+        assert_eq!(
+            s.validate().expect_err("ten minutes stale").key,
+            "calendar.cache_max_age_ms"
+        );
+        // 0 turns the cache off, and is valid.
+        let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
+        s.validate().expect("no cache is valid");
+        assert!(s.calendar().cache_max_age.is_zero());
     }
 
     #[test]
