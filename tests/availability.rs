@@ -252,6 +252,7 @@ async fn a_watcher_sees_a_cancellation_within_a_second(backend: Backend) {
         1,
         "only the slot that changed: {update:?}"
     );
+    drop(stream); // an open stream would hold the shutdown's drain
     server.stop().await;
 }
 
@@ -293,6 +294,7 @@ async fn a_watcher_sees_a_booking_made_through_another_replica(backend: Backend)
         .await
         .expect("close");
     until_update(&mut stream, &date, "08:45", 0, Duration::from_secs(2)).await;
+    drop(stream); // an open stream would hold the shutdown's drain
     a.stop().await;
     b.stop().await;
 }
@@ -305,6 +307,57 @@ async fn memory_a_watcher_sees_a_booking_made_through_another_replica() {
 #[tokio::test]
 async fn redis_a_watcher_sees_a_booking_made_through_another_replica() {
     a_watcher_sees_a_booking_made_through_another_replica(Backend::redis()).await;
+}
+
+/// A reschedule through replica A moves a seat between two days a watcher on B covers: the
+/// feed reads both days from the `moved` event (from, to), and the update carries both slots.
+async fn a_watcher_sees_both_days_of_a_reschedule_on_another_replica(backend: Backend) {
+    let a = backend.replica(CalendarOptions::default()).await;
+    let b = backend.replica(CalendarOptions::default()).await;
+    let (d7, d8) = (day(7), day(8));
+    open_day(&a, &d7, 3).await;
+    open_day(&a, &d8, 3).await;
+    register_receipts(&a, 1..=1).await;
+    let conf = book(&a, "b-1", 1, &d7, "08:00").await;
+
+    let mut client = b.calendar().await;
+    let mut stream = watch(&mut client, &d7, &d8).await;
+    let first = next(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(seats(&first, &d7, "08:00"), Some(2));
+    assert_eq!(seats(&first, &d8, "08:30"), Some(3));
+
+    a.booking()
+        .await
+        .reschedule_appointment(pb::RescheduleAppointmentRequest {
+            confirmation_number: conf,
+            passport_number: applicant(1).passport_number,
+            request_id: "m-1".into(),
+            new_slot: Some(slot(&d8, "08:30")),
+        })
+        .await
+        .expect("reschedule");
+    // Both changes, possibly over two updates.
+    let (mut old_day, mut new_day) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while old_day != Some(3) || new_day != Some(2) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let update = next(&mut stream, left).await;
+        old_day = seats(&update, &d7, "08:00").or(old_day);
+        new_day = seats(&update, &d8, "08:30").or(new_day);
+    }
+    drop(stream); // an open stream would hold the shutdown's drain
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_a_watcher_sees_both_days_of_a_reschedule_on_another_replica() {
+    a_watcher_sees_both_days_of_a_reschedule_on_another_replica(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_a_watcher_sees_both_days_of_a_reschedule_on_another_replica() {
+    a_watcher_sees_both_days_of_a_reschedule_on_another_replica(Backend::redis()).await;
 }
 
 /// 1,000 watchers of one day on one replica (over 8 connections) all get the booking, and the
