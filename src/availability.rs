@@ -392,8 +392,8 @@ impl Availability {
         }
     }
 
-    /// Reads each dirty watched day once and broadcasts what changed. Exposed for tests.
-    pub async fn publish(&self, store: &dyn Inventory) -> Result<(), StoreError> {
+    /// Reads each dirty watched day once and broadcasts what changed.
+    async fn publish(&self, store: &dyn Inventory) -> Result<(), StoreError> {
         let mut dirty = Vec::new();
         for day in std::mem::take(&mut *lock(&self.dirty)) {
             if self.watched(&day) {
