@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+use crate::availability::{Availability, CalendarOptions, SlotSeats, Watch};
 use crate::domain::catalog::{Catalog, Post};
 use crate::domain::clock::Clock;
 use crate::domain::lifecycle::{
@@ -72,6 +73,7 @@ pub struct Slotd {
     store: Arc<dyn Inventory>,
     clock: Arc<dyn Clock>,
     lifecycle: LifecycleOptions,
+    availability: Arc<Availability>,
 }
 
 impl Slotd {
@@ -81,7 +83,24 @@ impl Slotd {
             store,
             clock,
             lifecycle: LifecycleOptions::default(),
+            availability: Arc::new(Availability::new(CalendarOptions::default())),
         }
+    }
+
+    /// The same service with other calendar cache and feed settings (a fresh, empty cache).
+    pub fn with_calendar(mut self, options: CalendarOptions) -> Self {
+        self.availability = Arc::new(Availability::new(options));
+        self
+    }
+
+    /// The calendar cache, slot feed and watchers of this replica.
+    pub fn availability(&self) -> &Arc<Availability> {
+        &self.availability
+    }
+
+    /// Runs the slot feed (one per replica) until the task is aborted: see `availability`.
+    pub fn spawn_feed(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.availability.clone().run_feed(self.store.clone()))
     }
 
     /// The same service with other hold and reschedule settings.
@@ -115,36 +134,89 @@ impl Slotd {
     ) -> Result<Vec<DateSeats>, StoreError> {
         let p = self.catalog.post_with_category(post, category)?;
         let now = self.now();
-        let slots = self.store.slots(post, category, range).await?;
+        let today = p.today(now);
+        let days = self
+            .availability
+            .days(self.store.as_ref(), post, category, range)
+            .await?;
         let mut dates: Vec<DateSeats> = Vec::new();
-        for s in slots.iter().filter(|s| bookable_now(p, s, now)) {
-            match dates.last_mut() {
-                Some(d) if d.date == s.slot.date => {
-                    d.seats += s.bookable();
-                    d.open_slots += 1;
-                }
-                _ => dates.push(DateSeats {
-                    date: s.slot.date,
-                    seats: s.bookable(),
-                    open_slots: 1,
-                }),
+        for day in &days {
+            let mut seats = 0;
+            let mut open_slots = 0;
+            for s in day.iter().filter(|s| bookable_now(p, today, s, now)) {
+                seats += s.bookable();
+                open_slots += 1;
+            }
+            if let (Some(first), true) = (day.first(), open_slots > 0) {
+                dates.push(DateSeats {
+                    date: first.slot.date,
+                    seats,
+                    open_slots,
+                });
             }
         }
         Ok(dates)
+    }
+
+    /// Every open, not yet started slot of the range with its bookable seats (0 when full),
+    /// by date and time: a watcher's snapshot, served from the calendar cache.
+    pub async fn range_seats(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<(NaiveDate, SlotSeats)>, StoreError> {
+        let p = self.catalog.post_with_category(post, category)?;
+        let now = self.now();
+        let today = p.today(now);
+        let days = self
+            .availability
+            .snapshot(self.store.as_ref(), post, category, range)
+            .await?;
+        Ok(days
+            .iter()
+            .flat_map(|day| day.iter())
+            .filter(|s| !s.closed && not_started(p, today, s, now))
+            .map(|s| {
+                (
+                    s.slot.date,
+                    SlotSeats {
+                        time: s.slot.time,
+                        seats: s.bookable(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Registers a watcher of the range (checked against the catalog first).
+    pub fn watch(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Watch, StoreError> {
+        self.catalog.post_with_category(post, category)?;
+        Ok(self.availability.watch(post, category, range))
     }
 
     /// Open, not yet started slots of a day with their free seats (0 when full).
     pub async fn day_slots(&self, day: &DayRef) -> Result<Vec<(SlotTime, u32)>, StoreError> {
         let p = self.catalog.check_day(day)?;
         let now = self.now();
+        let today = p.today(now);
         let range = DateRange {
             from: day.date,
             to: day.date,
         };
-        let slots = self.store.slots(&day.post, &day.category, range).await?;
-        Ok(slots
+        let days = self
+            .availability
+            .days(self.store.as_ref(), &day.post, &day.category, range)
+            .await?;
+        Ok(days
             .iter()
-            .filter(|s| !s.closed && p.slot_start(&s.slot) > now)
+            .flat_map(|d| d.iter())
+            .filter(|s| !s.closed && not_started(p, today, s, now))
             .map(|s| (s.slot.time, s.bookable()))
             .collect())
     }
@@ -159,7 +231,7 @@ impl Slotd {
             let confirmation = ConfirmationNumber::generate();
             match self.store.book(booking, &confirmation, now).await {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return outcome,
+                outcome => return self.touched(outcome, |a| a.slot.day()),
             }
         }
         Err(StoreError::corrupt(
@@ -176,7 +248,8 @@ impl Slotd {
     }
 
     pub async fn cancel(&self, cancellation: &Cancellation) -> Result<Appointment, StoreError> {
-        self.store.cancel(cancellation, self.now()).await
+        let outcome = self.store.cancel(cancellation, self.now()).await;
+        self.touched(outcome, |a| a.slot.day())
     }
 
     pub async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
@@ -196,7 +269,12 @@ impl Slotd {
             )
             .into());
         }
-        self.store.open_slots(plan, self.now()).await
+        let outcome = self.store.open_slots(plan, self.now()).await;
+        if outcome.is_ok() {
+            self.availability
+                .mark_range_dirty(&plan.post, &plan.category, plan.range);
+        }
+        outcome
     }
 
     pub async fn set_capacity(
@@ -206,7 +284,8 @@ impl Slotd {
     ) -> Result<SlotState, StoreError> {
         self.catalog
             .post_with_category(&slot.post, &slot.category)?;
-        self.store.set_capacity(slot, capacity, self.now()).await
+        let outcome = self.store.set_capacity(slot, capacity, self.now()).await;
+        self.touched(outcome, |s| s.slot.day())
     }
 
     pub async fn close_slots(
@@ -215,7 +294,8 @@ impl Slotd {
         time: Option<SlotTime>,
     ) -> Result<u32, StoreError> {
         self.catalog.check_day(day)?;
-        self.store.close_slots(day, time).await
+        let outcome = self.store.close_slots(day, time).await;
+        self.touched(outcome, |_| day.clone())
     }
 
     pub async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
@@ -255,7 +335,7 @@ impl Slotd {
             let id = HoldId::generate();
             match self.store.hold(request, &id, expires_at, now).await {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return outcome,
+                outcome => return self.touched(outcome, |h| h.slot.day()),
             }
         }
         Err(StoreError::corrupt("no free hold id after several draws"))
@@ -270,7 +350,15 @@ impl Slotd {
             let number = ConfirmationNumber::generate();
             match self.store.confirm_hold(confirmation, &number, now).await {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return outcome,
+                outcome => {
+                    // An accepted waitlist move also frees seats on the day it left.
+                    if let Ok(moved) = &outcome {
+                        if let Some(m) = moved.history.last().filter(|m| m.at == now) {
+                            self.availability.mark_dirty(m.from.day());
+                        }
+                    }
+                    return self.touched(outcome, |a| a.slot.day());
+                }
             }
         }
         Err(StoreError::corrupt(
@@ -284,12 +372,18 @@ impl Slotd {
     }
 
     pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
-        self.store.release_hold(release, self.now()).await
+        let outcome = self.store.release_hold(release, self.now()).await;
+        self.touched(outcome, |h| h.slot.day())
     }
 
     /// The sweeper's step: returns the seats of every hold expired by now.
     pub async fn reclaim_expired_holds(&self) -> Result<u32, StoreError> {
-        self.store.reclaim_expired_holds(self.now()).await
+        let outcome = self.store.reclaim_expired_holds(self.now()).await;
+        if matches!(outcome, Ok(n) if n > 0) {
+            // The days are in the hold_expired events the feed reads; drop the cache now.
+            self.availability.invalidate_all();
+        }
+        outcome
     }
 
     /// Moves the group to another slot that has not started, keeping its confirmation number.
@@ -299,9 +393,15 @@ impl Slotd {
             .post_with_category(&reschedule.new_slot.post, &reschedule.new_slot.category)?;
         let now = self.now();
         ensure_not_started(post, &reschedule.new_slot, now)?;
-        self.store
+        let outcome = self
+            .store
             .reschedule(reschedule, self.lifecycle.reschedule_limit, now)
-            .await
+            .await;
+        if outcome.is_ok() {
+            // The old slot is only in the `moved` event the feed reads; drop the cache now.
+            self.availability.invalidate_all();
+        }
+        self.touched(outcome, |a| a.slot.day())
     }
 
     /// One slot's inventory, expired holds reclaimed first so `held` counts live holds only.
@@ -462,7 +562,15 @@ impl Slotd {
     }
 
     pub async fn leave_waitlist(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
-        self.store.leave_waitlist(id, self.now()).await
+        let outcome = self.store.leave_waitlist(id, self.now()).await;
+        // A declined offer's seats came back (or went on to the next entry).
+        if let Ok(WaitlistEntry {
+            offer: Some(offer), ..
+        }) = &outcome
+        {
+            self.availability.mark_dirty(offer.slot.day());
+        }
+        outcome
     }
 
     pub async fn set_waitlist_share(
@@ -476,6 +584,31 @@ impl Slotd {
     }
 }
 
-fn bookable_now(post: &Post, s: &SlotState, now: DateTime<Utc>) -> bool {
-    s.bookable() > 0 && post.slot_start(&s.slot) > now
+impl Slotd {
+    /// After a write through this replica: its day is dirty at once (read-your-writes), not
+    /// only when the feed reads the event.
+    fn touched<T>(
+        &self,
+        outcome: Result<T, StoreError>,
+        day: impl FnOnce(&T) -> DayRef,
+    ) -> Result<T, StoreError> {
+        if let Ok(value) = &outcome {
+            self.availability.mark_dirty(day(value));
+        }
+        outcome
+    }
+}
+
+/// Whether the slot has not started: every slot of a later local date has not; only today's
+/// need the time zone arithmetic.
+fn not_started(post: &Post, today: NaiveDate, s: &SlotState, now: DateTime<Utc>) -> bool {
+    match s.slot.date.cmp(&today) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => post.slot_start(&s.slot) > now,
+    }
+}
+
+fn bookable_now(post: &Post, today: NaiveDate, s: &SlotState, now: DateTime<Utc>) -> bool {
+    s.bookable() > 0 && not_started(post, today, s, now)
 }

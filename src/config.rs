@@ -158,6 +158,29 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub limits: LimitSettings,
     pub booking: BookingSettings,
+    pub calendar: CalendarSettings,
+}
+
+/// The calendar cache and the slot feed (`src/availability.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalendarSettings {
+    /// Milliseconds a cached calendar day may be served before it is read again, whatever the
+    /// feed says (the staleness bound); 0 turns the cache off.
+    pub cache_max_age_ms: u64,
+    /// Milliseconds between two reads of the event log by the slot feed; also the shortest gap
+    /// between two WatchAvailability updates.
+    pub feed_interval_ms: u64,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> Self {
+        let d = crate::availability::CalendarOptions::default();
+        Self {
+            cache_max_age_ms: u64::try_from(d.cache_max_age.as_millis()).unwrap_or(1000),
+            feed_interval_ms: u64::try_from(d.feed_interval.as_millis()).unwrap_or(250),
+        }
+    }
 }
 
 /// The booking lifecycle: holds and reschedules.
@@ -533,8 +556,26 @@ impl Settings {
         chrono::Duration::seconds(i64::try_from(self.booking.offer_ttl_secs).unwrap_or(86_400))
     }
 
+    /// Calendar cache and slot feed settings for `Slotd::with_calendar`.
+    pub fn calendar(&self) -> crate::availability::CalendarOptions {
+        crate::availability::CalendarOptions {
+            cache_max_age: Duration::from_millis(self.calendar.cache_max_age_ms),
+            feed_interval: Duration::from_millis(self.calendar.feed_interval_ms),
+        }
+    }
+
     /// Every rule a value must follow, checked before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.calendar.cache_max_age_ms <= 60_000,
+            "calendar.cache_max_age_ms",
+            "must be 0-60000 (0 turns the cache off)",
+        )?;
+        check(
+            (10..=10_000).contains(&self.calendar.feed_interval_ms),
+            "calendar.feed_interval_ms",
+            "must be 10-10000",
+        )?;
         check(
             (1..=86_400).contains(&self.booking.hold_ttl_secs),
             "booking.hold_ttl_secs",
@@ -805,6 +846,25 @@ mod tests {
 
         let s = layered(None, env(&[("SLOTD__TLS__CERT", "/nonexistent.pem")])).expect("parses");
         assert_eq!(s.validate().expect_err("cert without key").key, "tls.key");
+
+        let s = layered(None, env(&[("SLOTD__CALENDAR__FEED_INTERVAL_MS", "0")])).expect("parses");
+        assert_eq!(
+            s.validate().expect_err("no feed").key,
+            "calendar.feed_interval_ms"
+        );
+        let s = layered(
+            None,
+            env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "600000")]),
+        )
+        .expect("parses");
+        assert_eq!(
+            s.validate().expect_err("ten minutes stale").key,
+            "calendar.cache_max_age_ms"
+        );
+        // 0 turns the cache off, and is valid.
+        let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
+        s.validate().expect("no cache is valid");
+        assert!(s.calendar().cache_max_age.is_zero());
     }
 
     #[test]

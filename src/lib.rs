@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod availability;
 pub mod config;
 pub mod demo;
 pub mod domain;

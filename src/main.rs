@@ -131,7 +131,9 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     };
     let clock = Arc::new(SystemClock);
     let room = Room::new(keys, room_store, clock.clone());
-    let app = Slotd::new(Arc::new(catalog), store, clock).with_lifecycle(settings.lifecycle());
+    let app = Slotd::new(Arc::new(catalog), store, clock)
+        .with_lifecycle(settings.lifecycle())
+        .with_calendar(settings.calendar());
     // Expired holds return their seats even on dates nobody touches.
     let _sweeper = app.spawn_hold_sweeper(Duration::from_secs(1));
 

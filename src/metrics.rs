@@ -47,6 +47,11 @@ pub struct RoomLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedLabels {
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: String,
 }
@@ -70,6 +75,7 @@ pub struct Metrics {
     pub bookings: Family<OutcomeLabels, Counter>,
     pub seats_remaining: Family<SeatLabels, Gauge>,
     pub waiting_room: Family<RoomLabels, Gauge>,
+    pub slot_feed: Family<FeedLabels, Gauge>,
     pub redis_errors: Family<OpLabels, Counter>,
     pub redis_duration: HistogramFamily<OpLabels>,
     pub rate_limited: Family<LimitLabels, Counter>,
@@ -109,6 +115,12 @@ impl Metrics {
             "waiting room: state=waiting|active (now), admitted|expired (totals since the room exists)",
             waiting_room.clone(),
         );
+        let slot_feed = Family::<FeedLabels, Gauge>::default();
+        registry.register(
+            "slot_feed",
+            "this replica's slot feed: what=watchers (WatchAvailability streams now), events, ticks, day_reads (totals since start; day_reads grows once per changed watched day per tick, not per watcher)",
+            slot_feed.clone(),
+        );
         let redis_errors = Family::<OpLabels, Counter>::default();
         registry.register(
             "redis_errors",
@@ -135,6 +147,7 @@ impl Metrics {
             bookings,
             seats_remaining,
             waiting_room,
+            slot_feed,
             redis_errors,
             redis_duration,
             rate_limited,
@@ -218,6 +231,17 @@ pub async fn refresh_once(app: &Slotd, room: &Room, days: u32) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "waiting room gauges not refreshed"),
+    }
+    let feed = app.availability().stats();
+    for (what, value) in [
+        ("watchers", feed.watchers),
+        ("events", feed.events),
+        ("ticks", feed.ticks),
+        ("day_reads", feed.day_reads),
+    ] {
+        m.slot_feed
+            .get_or_create(&FeedLabels { what: what.into() })
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 }
 

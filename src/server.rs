@@ -168,6 +168,8 @@ pub async fn serve(
         options.health_interval,
     ));
     let ticker = tokio::spawn(room.clone().run_ticker());
+    // The slot feed: this replica's one reader of the event log (calendar cache, watchers).
+    let feed = app.spawn_feed();
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -277,6 +279,7 @@ pub async fn serve(
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
             watcher.abort();
             ticker.abort();
+            feed.abort();
             set_all(&reporter, ServingStatus::NotServing).await;
             stop.notify_one();
             match tokio::time::timeout(options.drain_timeout, &mut server).await {
@@ -290,6 +293,7 @@ pub async fn serve(
     };
     watcher.abort();
     ticker.abort();
+    feed.abort();
     if let Some((refresher, server)) = metrics_task {
         refresher.abort();
         server.abort();

@@ -363,6 +363,13 @@ async fn watch_events_follows_the_log_from_an_id_or_from_now() {
         .await
         .unwrap()
         .into_inner();
+    // From the start: the operator's `opened`, then the booking.
+    let opened = tokio::time::timeout(Duration::from_secs(10), from_start.next())
+        .await
+        .expect("an event")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(opened.r#type, "opened");
     let first = tokio::time::timeout(Duration::from_secs(10), from_start.next())
         .await
         .expect("an event")

@@ -1,5 +1,9 @@
 //! CalendarService: the public calendar.
 
+use std::pin::Pin;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -7,6 +11,9 @@ use super::error::status;
 use super::pb;
 use super::pb::calendar_service_server::CalendarService;
 use crate::app::Slotd;
+use crate::availability::DayChange;
+use crate::domain::rules::DateRange;
+use crate::domain::types::{format_date, CategoryId, PostId};
 use crate::room::{Gate, Room};
 
 pub struct CalendarApi {
@@ -28,8 +35,119 @@ impl CalendarApi {
     }
 }
 
+/// Updates buffered per watcher; the feed sends at most one per tick, so this is seconds.
+const WATCH_BUFFER: usize = 8;
+
+type AvailabilityStream =
+    Pin<Box<dyn Stream<Item = Result<pb::AvailabilityUpdate, Status>> + Send>>;
+
+/// The snapshot message of a watcher's range.
+async fn snapshot(
+    app: &Slotd,
+    post: &PostId,
+    category: &CategoryId,
+    range: DateRange,
+) -> Result<pb::AvailabilityUpdate, Status> {
+    let seats = app
+        .range_seats(post, category, range)
+        .await
+        .map_err(status)?;
+    Ok(pb::AvailabilityUpdate {
+        snapshot: true,
+        slots: seats
+            .into_iter()
+            .map(|(date, s)| pb::SlotSeats {
+                date: format_date(date),
+                time: s.time.to_string(),
+                seats_available: s.seats,
+            })
+            .collect(),
+    })
+}
+
+/// The part of one feed message that falls in the watcher's range.
+fn changes_in(
+    changes: &[DayChange],
+    post: &PostId,
+    category: &CategoryId,
+    range: DateRange,
+) -> Vec<pb::SlotSeats> {
+    changes
+        .iter()
+        .filter(|c| {
+            c.day.post == *post
+                && c.day.category == *category
+                && range.from <= c.day.date
+                && c.day.date <= range.to
+        })
+        .flat_map(|c| {
+            let date = format_date(c.day.date);
+            c.slots.iter().map(move |s| pb::SlotSeats {
+                date: date.clone(),
+                time: s.time.to_string(),
+                seats_available: s.seats,
+            })
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl CalendarService for CalendarApi {
+    type WatchAvailabilityStream = AvailabilityStream;
+
+    async fn watch_availability(
+        &self,
+        request: Request<pb::WatchAvailabilityRequest>,
+    ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        let r = request.get_ref();
+        let (post, category, range) = convert::dates_query(&pb::ListAvailableDatesRequest {
+            post_id: r.post_id.clone(),
+            category: r.category.clone(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+        })
+        .map_err(status)?;
+        self.gate(&request).await?;
+        // Registered (subscribed) before the snapshot is read: no change falls in between.
+        let mut watch = self.app.watch(&post, &category, range).map_err(status)?;
+        let first = snapshot(&self.app, &post, &category, range).await?;
+        let app = self.app.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                let message = tokio::select! {
+                    received = watch.updates.recv() => received,
+                    () = tx.closed() => return,
+                };
+                let update = match message {
+                    Ok(changes) => {
+                        let slots = changes_in(&changes, &post, &category, range);
+                        if slots.is_empty() {
+                            continue;
+                        }
+                        Ok(pb::AvailabilityUpdate {
+                            snapshot: false,
+                            slots,
+                        })
+                    }
+                    // Fell behind the feed: start over from a fresh snapshot.
+                    Err(RecvError::Lagged(_)) => snapshot(&app, &post, &category, range).await,
+                    Err(RecvError::Closed) => return,
+                };
+                let failed = update.is_err();
+                if tx.send(update).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn list_posts(
         &self,
         _request: Request<pb::ListPostsRequest>,

@@ -349,14 +349,29 @@ async fn resolve(target: &str, allow_remote: bool) -> Result<SocketAddr, String>
     Ok(first)
 }
 
-async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
+/// Connection window of the `watch` scenario's connections. h2 (0.4.20) closes a connection
+/// with GOAWAY ENHANCE_YOUR_CALM ("too_many_data_frames", seen by tonic as RESOURCE_EXHAUSTED on
+/// every stream of it) when the small DATA frames it has received but the application has not
+/// yet read outweigh half the connection window. With ~208 Watch streams per connection, a
+/// broadcast reaching all of them while the starved load generator is slow to poll can exceed
+/// the adaptive window's small budget; a fixed 16 MiB window makes the budget 8 MiB.
+const WATCH_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+async fn connect(addr: SocketAddr, n: usize, many_streams: bool) -> Result<Vec<Channel>, String> {
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true)
+            .tcp_nodelay(true);
+        let endpoint = if many_streams {
+            endpoint
+                .http2_adaptive_window(false)
+                .initial_connection_window_size(WATCH_CONNECTION_WINDOW)
+        } else {
+            endpoint.http2_adaptive_window(true)
+        };
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -822,7 +837,7 @@ async fn run(args: Args) -> Result<Report, String> {
         }
         None => None,
     };
-    let channels = connect(addr, args.connections).await?;
+    let channels = connect(addr, args.connections, args.scenario == Scenario::Watch).await?;
     let today = today_at_post();
     let stamp = Utc::now().timestamp();
     let run_number = args

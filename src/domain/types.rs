@@ -232,12 +232,24 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, FieldViolation> {
     if !shaped {
         return Err(bad("date must be YYYY-MM-DD"));
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| bad(format!("{text} is not a real calendar date")))
+    // The shape is checked: plain digit arithmetic (chrono's format-string parser is a hot spot
+    // of calendar calls).
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'));
+    i32::try_from(num(0..4))
+        .ok()
+        .and_then(|y| NaiveDate::from_ymd_opt(y, num(5..7), num(8..10)))
+        .ok_or_else(|| bad(format!("{text} is not a real calendar date")))
 }
 
 pub fn format_date(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    if (0..=9999).contains(&date.year()) {
+        // Same text as `%Y-%m-%d` for these years, without chrono's format-string machinery.
+        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+    } else {
+        date.format("%Y-%m-%d").to_string()
+    }
 }
 
 /// A slot's start time: minutes after midnight, on the 15-minute grid.
@@ -559,6 +571,20 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
+        // The fast paths agree with chrono's `%Y-%m-%d` both ways.
+        for text in [
+            "0000-01-01",
+            "0999-12-31",
+            "2030-01-07",
+            "9999-12-31",
+            "2024-02-29",
+        ] {
+            let d = parse_date(text).unwrap();
+            assert_eq!(d, NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap());
+            assert_eq!(format_date(d), d.format("%Y-%m-%d").to_string());
+        }
+        let far = NaiveDate::from_ymd_opt(12_345, 6, 7).unwrap();
+        assert_eq!(format_date(far), far.format("%Y-%m-%d").to_string());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use crate::domain::types::{
-    Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    format_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
     PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::waitlist::{
@@ -865,6 +865,19 @@ impl Inventory for MemoryStore {
                 }
             }
         }
+        // The same operator events as the Redis scripts (the slot feed reads them).
+        state.push_event(
+            "opened",
+            &[
+                ("post", plan.post.to_string()),
+                ("category", plan.category.to_string()),
+                ("from", format_date(plan.range.from)),
+                ("to", format_date(plan.range.to)),
+                ("seats", plan.seats.to_string()),
+                ("opened", report.opened.to_string()),
+                ("updated", report.updated.to_string()),
+            ],
+        );
         for (slot, seats) in freed {
             state.offer_seats(&slot, seats, None, now);
         }
@@ -894,6 +907,13 @@ impl Inventory for MemoryStore {
         }
         let raised = capacity.saturating_sub(rec.capacity);
         rec.capacity = capacity;
+        state.push_event(
+            "capacity_set",
+            &[
+                ("slot", slot.to_string()),
+                ("capacity", capacity.to_string()),
+            ],
+        );
         state.offer_seats(slot, raised, None, now);
         let rec = state
             .days
@@ -929,6 +949,23 @@ impl Inventory for MemoryStore {
                     closed += 1;
                 }
             }
+        }
+        if closed > 0 {
+            state.push_event(
+                "closed",
+                &[
+                    ("day", day.to_string()),
+                    // HHMM like the Redis script's event, "day" for the whole day.
+                    (
+                        "time",
+                        time.map_or_else(
+                            || "day".to_owned(),
+                            |t| format!("{:02}{:02}", t.minutes() / 60, t.minutes() % 60),
+                        ),
+                    ),
+                    ("closed", closed.to_string()),
+                ],
+            );
         }
         Ok(closed)
     }
@@ -1056,6 +1093,7 @@ impl Inventory for MemoryStore {
             "cancelled",
             &[
                 ("confirmation", cancellation.confirmation.to_string()),
+                ("slot", updated.slot.to_string()),
                 ("seats", seats.to_string()),
                 ("at", event_time(now)),
             ],

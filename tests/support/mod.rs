@@ -22,6 +22,7 @@ use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
 use slotd::app::Slotd;
 use slotd::auth::admission::AdmissionKeys;
 use slotd::auth::OperatorAuth;
+use slotd::availability::CalendarOptions;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::{Clock, ManualClock};
 use slotd::room::Room;
@@ -46,6 +47,8 @@ pub struct TestServer {
     pub clock: ManualClock,
     pub store: Arc<dyn Inventory>,
     pub room: Arc<dyn WaitingRoom>,
+    /// The server's use cases (its calendar cache and slot feed: `app.availability()`).
+    pub app: Slotd,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -65,6 +68,19 @@ impl TestServer {
         Self::launch(store, room, ManualClock::new(epoch()), options).await
     }
 
+    /// A server on `store` with other calendar cache and slot feed settings.
+    pub async fn start_calendar(store: Arc<dyn Inventory>, calendar: CalendarOptions) -> Self {
+        let room: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+        Self::launch_calendar(
+            store,
+            room,
+            ManualClock::new(epoch()),
+            ServeOptions::default(),
+            calendar,
+        )
+        .await
+    }
+
     /// A server on the given stores and clock (replicas share stores and a clock).
     pub async fn launch(
         store: Arc<dyn Inventory>,
@@ -72,9 +88,27 @@ impl TestServer {
         clock: ManualClock,
         options: ServeOptions,
     ) -> Self {
+        Self::launch_calendar(
+            store,
+            room_store,
+            clock,
+            options,
+            CalendarOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn launch_calendar(
+        store: Arc<dyn Inventory>,
+        room_store: Arc<dyn WaitingRoom>,
+        clock: ManualClock,
+        options: ServeOptions,
+        calendar: CalendarOptions,
+    ) -> Self {
         let catalog = Arc::new(Catalog::builtin().expect("builtin catalog"));
         let shared_clock = Arc::new(clock.clone()) as Arc<dyn Clock>;
-        let app = Slotd::new(catalog, store.clone(), shared_clock.clone());
+        let app = Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
+        let served = app.clone();
         let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
         let room = Room::new(keys, room_store.clone(), shared_clock);
         let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
@@ -87,7 +121,7 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = serve(listener, app, room, auth, options, shutdown).await {
+            if let Err(e) = serve(listener, served, room, auth, options, shutdown).await {
                 panic!("server failed: {e}");
             }
         });
@@ -96,6 +130,7 @@ impl TestServer {
             clock,
             store,
             room: room_store,
+            app,
             shutdown: Some(tx),
             task: Some(task),
         }

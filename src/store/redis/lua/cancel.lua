@@ -100,6 +100,6 @@ redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
-  'type', 'cancelled', 'confirmation', conf, 'seats', seats, 'at', now_text)
+  'type', 'cancelled', 'confirmation', conf, 'slot', current, 'seats', seats, 'at', now_text)
 offer_seats(o, appt[4], appt[5], appt[6], hhmm, seats, nil)
 return {'OK'}

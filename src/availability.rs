@@ -1,0 +1,599 @@
+//! Live availability of one replica: the calendar cache, the slot feed that keeps it fresh, and
+//! the fan-out of seat-count changes to `WatchAvailability` streams.
+//!
+//! One mechanism: a day (post, category, date) is *dirty* when something changed its slots.
+//! Dirty days come from two places, and both go through [`Availability::mark_dirty`]:
+//! - this replica's own writes (`Slotd` marks the days it touched as soon as the store answers,
+//!   so a client reads its own booking at once), and
+//! - the feed: ONE task per replica tails the store's event log (`Inventory::events`: the Redis
+//!   Stream every replica appends to, or the embedded store's log) every `feed_interval`, and
+//!   marks the days of every event (any event with a `slot` field, plus `opened`, `closed` and
+//!   `moved`), so writes of other replicas (and the hold sweeper) are seen within one tick.
+//!
+//! Marking a day dirty drops its cached slots. Independently of the feed, a cached day older
+//! than `cache_max_age` is read again: that is the stated staleness bound, which holds even when
+//! the feed falls behind or the event log cannot be read. After each tick the feed reads every
+//! dirty day that some watcher covers ONCE, compares it with what watchers were last told and
+//! broadcasts the changed slots in one message; every watcher filters that message in process.
+//! A watcher therefore costs no store read, and gets at most one update per tick.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use tokio::sync::broadcast;
+
+use crate::domain::lifecycle::{Event, EventId, EventStart};
+use crate::domain::rules::DateRange;
+use crate::domain::types::{parse_date, CategoryId, DayRef, PostId, SlotState, SlotTime};
+use crate::store::{Inventory, StoreError};
+
+/// Days cached at once; past it, stale entries go first, then everything.
+const MAX_CACHED_DAYS: usize = 50_000;
+/// Events read per page by the feed.
+const FEED_PAGE: u32 = 1_000;
+/// Feed messages a slow watcher may fall behind before it is sent a fresh snapshot instead.
+const BROADCAST_DEPTH: usize = 64;
+
+/// Settings of the calendar cache and the slot feed (`calendar.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalendarOptions {
+    /// A cached day older than this is read again, whatever the feed says; zero turns the cache
+    /// off (every calendar call reads the store).
+    pub cache_max_age: Duration,
+    /// How often the feed reads the event log and sends watchers their changes.
+    pub feed_interval: Duration,
+}
+
+impl Default for CalendarOptions {
+    fn default() -> Self {
+        Self {
+            cache_max_age: Duration::from_millis(1_000),
+            feed_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One slot's bookable seats as watchers see them (0 when full or closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSeats {
+    pub time: SlotTime,
+    pub seats: u32,
+}
+
+/// The slots of one day whose seat counts changed, with their new counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayChange {
+    pub day: DayRef,
+    pub slots: Vec<SlotSeats>,
+}
+
+/// Counters of the feed (tests and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    /// Ticks that found at least one dirty watched day.
+    pub ticks: u64,
+    /// Store reads of a watched dirty day (one per day per tick, whatever the watcher count).
+    pub day_reads: u64,
+    /// Events the feed has read from the log.
+    pub events: u64,
+    /// Watchers now registered.
+    pub watchers: u64,
+}
+
+struct Cached {
+    /// None once invalidated.
+    slots: Option<Arc<[SlotState]>>,
+    /// When the read that filled it started, or when it was invalidated.
+    stamp: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WatchKey {
+    post: PostId,
+    category: CategoryId,
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+/// A registered watcher; dropping it unregisters the range.
+pub struct Watch {
+    owner: Arc<Availability>,
+    key: WatchKey,
+    pub updates: broadcast::Receiver<Arc<Vec<DayChange>>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watches = self.owner.lock_watches();
+        if let Some(n) = watches.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                watches.remove(&self.key);
+            }
+        }
+        self.owner.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Availability {
+    options: CalendarOptions,
+    cache: Mutex<HashMap<DayRef, Cached>>,
+    /// Days marked since the feed's last tick.
+    dirty: Mutex<HashSet<DayRef>>,
+    /// Watched ranges and how many watchers share each.
+    watches: Mutex<HashMap<WatchKey, usize>>,
+    /// What watchers were last told per watched day (the feed's diff base).
+    told: Mutex<HashMap<DayRef, BTreeMap<SlotTime, u32>>>,
+    tx: broadcast::Sender<Arc<Vec<DayChange>>>,
+    ticks: AtomicU64,
+    day_reads: AtomicU64,
+    events: AtomicU64,
+    watchers: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind: keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Availability {
+    pub fn new(options: CalendarOptions) -> Self {
+        let (tx, _) = broadcast::channel(BROADCAST_DEPTH);
+        Self {
+            options,
+            cache: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+            watches: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
+            tx,
+            ticks: AtomicU64::new(0),
+            day_reads: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            watchers: AtomicU64::new(0),
+        }
+    }
+
+    pub fn options(&self) -> CalendarOptions {
+        self.options
+    }
+
+    pub fn stats(&self) -> FeedStats {
+        FeedStats {
+            ticks: self.ticks.load(Ordering::Relaxed),
+            day_reads: self.day_reads.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            watchers: self.watchers.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock_watches(&self) -> MutexGuard<'_, HashMap<WatchKey, usize>> {
+        lock(&self.watches)
+    }
+
+    /// Something changed the day's slots: drop its cached copy and tell the feed.
+    pub fn mark_dirty(&self, day: DayRef) {
+        if !self.options.cache_max_age.is_zero() {
+            lock(&self.cache).insert(
+                day.clone(),
+                Cached {
+                    slots: None,
+                    stamp: Instant::now(),
+                },
+            );
+        }
+        lock(&self.dirty).insert(day);
+    }
+
+    /// Every day of the range is dirty.
+    pub fn mark_range_dirty(&self, post: &PostId, category: &CategoryId, range: DateRange) {
+        for date in range.days() {
+            self.mark_dirty(DayRef {
+                post: post.clone(),
+                category: category.clone(),
+                date,
+            });
+        }
+    }
+
+    /// Drops the whole cache (a write whose days are not known here, e.g. a reschedule's old
+    /// slot or a hold sweep); watchers learn the days from the feed's events.
+    pub fn invalidate_all(&self) {
+        if self.options.cache_max_age.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        for entry in lock(&self.cache).values_mut() {
+            entry.slots = None;
+            entry.stamp = now;
+        }
+    }
+
+    /// The slots of every day of the range, per day in date order (days without slots are
+    /// left out), from the cache where fresh, else with one store read of the range.
+    pub async fn days(
+        &self,
+        store: &dyn Inventory,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<Arc<[SlotState]>>, StoreError> {
+        let max_age = self.options.cache_max_age;
+        if max_age.is_zero() {
+            let slots = store.slots(post, category, range).await?;
+            return Ok(split_days(slots).into_values().collect());
+        }
+        let mut key = DayRef {
+            post: post.clone(),
+            category: category.clone(),
+            date: range.from,
+        };
+        {
+            let cache = lock(&self.cache);
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let mut complete = true;
+            for date in range.days() {
+                key.date = date;
+                match cache.get(&key) {
+                    Some(Cached {
+                        slots: Some(slots),
+                        stamp,
+                    }) if now.duration_since(*stamp) < max_age => {
+                        if !slots.is_empty() {
+                            out.push(slots.clone());
+                        }
+                    }
+                    _ => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                return Ok(out);
+            }
+        }
+        let started = Instant::now();
+        let slots = store.slots(post, category, range).await?;
+        let mut by_day: BTreeMap<NaiveDate, Arc<[SlotState]>> = split_days(slots);
+        let mut cache = lock(&self.cache);
+        if cache.len() + 366 > MAX_CACHED_DAYS {
+            let now = Instant::now();
+            cache.retain(|_, c| c.slots.is_some() && now.duration_since(c.stamp) < max_age);
+            if cache.len() + 366 > MAX_CACHED_DAYS {
+                cache.clear();
+            }
+        }
+        let empty: Arc<[SlotState]> = Arc::from(Vec::new());
+        for date in range.days() {
+            key.date = date;
+            let slots = by_day.get(&date).cloned().unwrap_or_else(|| empty.clone());
+            // A day invalidated after this read started keeps its invalidation: the read may
+            // predate the write.
+            let newer = cache.get(&key).is_some_and(|c| c.stamp > started);
+            if !newer {
+                cache.insert(
+                    key.clone(),
+                    Cached {
+                        slots: Some(slots),
+                        stamp: started,
+                    },
+                );
+            }
+        }
+        by_day.retain(|_, s| !s.is_empty());
+        Ok(by_day.into_values().collect())
+    }
+
+    /// Registers a watcher of the range; it receives every later feed message.
+    pub fn watch(
+        self: &Arc<Self>,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Watch {
+        let key = WatchKey {
+            post: post.clone(),
+            category: category.clone(),
+            from: range.from,
+            to: range.to,
+        };
+        // Subscribe before the caller reads its snapshot, so no change falls between the two.
+        let updates = self.tx.subscribe();
+        *self.lock_watches().entry(key.clone()).or_insert(0) += 1;
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Watch {
+            owner: self.clone(),
+            key,
+            updates,
+        }
+    }
+
+    /// A registered watcher's first view of its range (`days`), which also becomes the feed's
+    /// diff base for the days that have none yet: the watcher's first update then carries only
+    /// what changed after its snapshot.
+    pub async fn snapshot(
+        &self,
+        store: &dyn Inventory,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<Arc<[SlotState]>>, StoreError> {
+        let days = self.days(store, post, category, range).await?;
+        let mut told = lock(&self.told);
+        for day in &days {
+            if let Some(first) = day.first() {
+                told.entry(first.slot.day())
+                    .or_insert_with(|| day.iter().map(|s| (s.slot.time, s.bookable())).collect());
+            }
+        }
+        Ok(days)
+    }
+
+    fn watched(&self, day: &DayRef) -> bool {
+        self.lock_watches().keys().any(|w| {
+            w.post == day.post
+                && w.category == day.category
+                && w.from <= day.date
+                && day.date <= w.to
+        })
+    }
+
+    /// The feed: tails the event log from now on and broadcasts changes, until aborted.
+    pub async fn run_feed(self: Arc<Self>, store: Arc<dyn Inventory>) {
+        let interval = self.options.feed_interval;
+        let mut after: Option<EventId> = None;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match after {
+                None => match store.events(EventStart::Latest, 0).await {
+                    Ok(page) => after = Some(page.next),
+                    Err(e) => tracing::warn!(error = %e, "slot feed: event log unreadable"),
+                },
+                Some(ref mut position) => {
+                    if let Err(e) = self.read_events(store.as_ref(), position).await {
+                        // The cache bound still holds: entries expire by age.
+                        tracing::warn!(error = %e, "slot feed: event log unreadable");
+                    }
+                }
+            }
+            if let Err(e) = self.publish(store.as_ref()).await {
+                tracing::warn!(error = %e, "slot feed: reading changed days failed");
+            }
+        }
+    }
+
+    async fn read_events(
+        &self,
+        store: &dyn Inventory,
+        position: &mut EventId,
+    ) -> Result<(), StoreError> {
+        loop {
+            let page = store
+                .events(EventStart::After(*position), FEED_PAGE)
+                .await?;
+            let full = page.events.len() >= FEED_PAGE as usize;
+            self.events
+                .fetch_add(page.events.len() as u64, Ordering::Relaxed);
+            for event in &page.events {
+                for day in dirty_days(event) {
+                    self.mark_dirty(day);
+                }
+            }
+            *position = page.next;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads each dirty watched day once and broadcasts what changed.
+    async fn publish(&self, store: &dyn Inventory) -> Result<(), StoreError> {
+        let mut dirty = Vec::new();
+        for day in std::mem::take(&mut *lock(&self.dirty)) {
+            if self.watched(&day) {
+                dirty.push(day);
+            } else {
+                // Nobody watches it now: what watchers were told of it is no base any more.
+                lock(&self.told).remove(&day);
+            }
+        }
+        if dirty.is_empty() {
+            // Forget diff bases of days nobody watches any more.
+            let mut told = lock(&self.told);
+            if !told.is_empty() && self.lock_watches().is_empty() {
+                told.clear();
+            }
+            return Ok(());
+        }
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let mut changes = Vec::new();
+        for (i, day) in dirty.iter().enumerate() {
+            let range = DateRange {
+                from: day.date,
+                to: day.date,
+            };
+            let started = Instant::now();
+            let slots = match store.slots(&day.post, &day.category, range).await {
+                Ok(slots) => slots,
+                Err(e) => {
+                    // Try these days again next tick.
+                    lock(&self.dirty).extend(dirty[i..].iter().cloned());
+                    return Err(e);
+                }
+            };
+            self.day_reads.fetch_add(1, Ordering::Relaxed);
+            let now: BTreeMap<SlotTime, u32> =
+                slots.iter().map(|s| (s.slot.time, s.bookable())).collect();
+            if !self.options.cache_max_age.is_zero() {
+                let mut cache = lock(&self.cache);
+                let newer = cache.get(day).is_some_and(|c| c.stamp > started);
+                if !newer {
+                    cache.insert(
+                        day.clone(),
+                        Cached {
+                            slots: Some(Arc::from(slots)),
+                            stamp: started,
+                        },
+                    );
+                }
+            }
+            let mut told = lock(&self.told);
+            let before = told.get(day);
+            let changed: Vec<SlotSeats> = now
+                .iter()
+                .filter(|(t, n)| before.and_then(|b| b.get(t)) != Some(n))
+                .map(|(t, n)| SlotSeats {
+                    time: *t,
+                    seats: *n,
+                })
+                .chain(
+                    // Slots that disappeared count as 0 seats.
+                    before
+                        .into_iter()
+                        .flat_map(|b| b.keys())
+                        .filter(|t| !now.contains_key(t))
+                        .map(|t| SlotSeats { time: *t, seats: 0 }),
+                )
+                .collect();
+            told.insert(day.clone(), now);
+            if !changed.is_empty() {
+                changes.push(DayChange {
+                    day: day.clone(),
+                    slots: changed,
+                });
+            }
+        }
+        if !changes.is_empty() {
+            // No receiver is not an error: the watchers left.
+            let _ = self.tx.send(Arc::new(changes));
+        }
+        Ok(())
+    }
+}
+
+/// Groups a range's slots (ordered by date and time) by date.
+fn split_days(slots: Vec<SlotState>) -> BTreeMap<NaiveDate, Arc<[SlotState]>> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<SlotState>> = BTreeMap::new();
+    for s in slots {
+        by_day.entry(s.slot.date).or_default().push(s);
+    }
+    by_day.into_iter().map(|(d, s)| (d, Arc::from(s))).collect()
+}
+
+/// `POST/CAT/DATE` or `POST/CAT/DATE HH:MM` (how events name days and slots).
+pub fn parse_day_label(text: &str) -> Option<DayRef> {
+    let day = text.split(' ').next()?;
+    let mut parts = day.split('/');
+    let post = PostId::parse(parts.next()?).ok()?;
+    let category = CategoryId::parse(parts.next()?).ok()?;
+    let date = parse_date(parts.next()?).ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(DayRef {
+        post,
+        category,
+        date,
+    })
+}
+
+/// The days an event changed: its `slot` (any kind, including kinds this version does not
+/// know), `moved`'s `from` and `to`, `closed`'s `day`, `opened`'s range.
+pub fn dirty_days(event: &Event) -> Vec<DayRef> {
+    let mut days = Vec::new();
+    for field in ["slot", "from", "to", "day"] {
+        if field != "slot" && !matches!(event.kind.as_str(), "moved" | "closed") {
+            continue;
+        }
+        if let Some(day) = event.field(field).and_then(parse_day_label) {
+            if !days.contains(&day) {
+                days.push(day);
+            }
+        }
+    }
+    if event.kind == "opened" {
+        let post = event.field("post").and_then(|p| PostId::parse(p).ok());
+        let category = event
+            .field("category")
+            .and_then(|c| CategoryId::parse(c).ok());
+        let from = event.field("from").and_then(|d| parse_date(d).ok());
+        let to = event.field("to").and_then(|d| parse_date(d).ok());
+        if let (Some(post), Some(category), Some(from), Some(to)) = (post, category, from, to) {
+            if let Ok(range) = DateRange::new(from, to) {
+                days.extend(range.days().map(|date| DayRef {
+                    post: post.clone(),
+                    category: category.clone(),
+                    date,
+                }));
+            }
+        }
+    }
+    days
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, fields: &[(&str, &str)]) -> Event {
+        Event {
+            id: EventId::default(),
+            kind: kind.into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn label(day: &DayRef) -> String {
+        day.to_string()
+    }
+
+    #[test]
+    fn events_name_the_days_they_changed() {
+        let booked = event("booked", &[("slot", "BEIJING/ALL_OTHERS/2030-01-14 08:00")]);
+        assert_eq!(
+            dirty_days(&booked).iter().map(label).collect::<Vec<_>>(),
+            ["BEIJING/ALL_OTHERS/2030-01-14"]
+        );
+        // A kind this version does not know still dirties its slot.
+        let offered = event(
+            "offered",
+            &[("slot", "BEIJING/ALL_OTHERS/2030-01-15 09:00")],
+        );
+        assert_eq!(dirty_days(&offered).len(), 1);
+        let moved = event(
+            "moved",
+            &[
+                ("from", "BEIJING/ALL_OTHERS/2030-01-14 08:00"),
+                ("to", "BEIJING/ALL_OTHERS/2030-01-16 08:00"),
+            ],
+        );
+        assert_eq!(dirty_days(&moved).len(), 2);
+        let closed = event(
+            "closed",
+            &[("day", "BEIJING/ALL_OTHERS/2030-01-14"), ("time", "")],
+        );
+        assert_eq!(dirty_days(&closed).len(), 1);
+        let opened = event(
+            "opened",
+            &[
+                ("post", "BEIJING"),
+                ("category", "ALL_OTHERS"),
+                ("from", "2030-01-14"),
+                ("to", "2030-01-20"),
+            ],
+        );
+        assert_eq!(dirty_days(&opened).len(), 7);
+        // `from`/`to` of an `opened` event are dates, not days; a receipt names none.
+        assert!(dirty_days(&event("receipt_registered", &[("receipt", "R1")])).is_empty());
+        assert!(dirty_days(&event("booked", &[("slot", "garbage")])).is_empty());
+    }
+}

@@ -1,0 +1,473 @@
+//! The calendar cache, the per-replica slot feed and WatchAvailability (src/availability.rs), on
+//! both backends: the cache's staleness bound holds for writes of another replica, the feed
+//! shows them long before it, watchers see cancellations and other replicas' bookings, and a
+//! thousand watchers cost one store read per dirty day per feed tick.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+use slotd::api::pb;
+use slotd::api::pb::calendar_service_client::CalendarServiceClient;
+use slotd::availability::CalendarOptions;
+use slotd::store::memory::MemoryStore;
+use slotd::store::Inventory;
+use support::redis::RedisServer;
+use support::*;
+
+/// One shared inventory and a way to give each replica its own handle on it (its own Redis
+/// connection; the embedded store is shared in process).
+enum Backend {
+    Memory(Arc<MemoryStore>),
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn memory() -> Self {
+        Backend::Memory(Arc::new(MemoryStore::new()))
+    }
+
+    fn redis() -> Self {
+        Backend::Redis(RedisServer::start())
+    }
+
+    fn replica_store(&self) -> Arc<dyn Inventory> {
+        match self {
+            Backend::Memory(store) => store.clone(),
+            Backend::Redis(redis) => redis.patient_store(),
+        }
+    }
+
+    async fn replica(&self, calendar: CalendarOptions) -> TestServer {
+        TestServer::start_calendar(self.replica_store(), calendar).await
+    }
+}
+
+fn calendar(cache_ms: u64, feed_ms: u64) -> CalendarOptions {
+    CalendarOptions {
+        cache_max_age: Duration::from_millis(cache_ms),
+        feed_interval: Duration::from_millis(feed_ms),
+    }
+}
+
+async fn book(server: &TestServer, id: &str, i: u32, date: &str, time: &str) -> String {
+    server
+        .booking()
+        .await
+        .book_appointment(book_request(id, slot(date, time), vec![applicant(i)]))
+        .await
+        .expect("book")
+        .into_inner()
+        .appointment
+        .expect("appointment")
+        .confirmation_number
+}
+
+async fn cancel(server: &TestServer, confirmation: &str, i: u32, id: &str) {
+    server
+        .booking()
+        .await
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number: confirmation.into(),
+            passport_number: applicant(i).passport_number,
+            request_id: id.into(),
+        })
+        .await
+        .expect("cancel");
+}
+
+fn watch_request(from: &str, to: &str) -> pb::WatchAvailabilityRequest {
+    pb::WatchAvailabilityRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from: from.into(),
+        to: to.into(),
+    }
+}
+
+async fn watch(
+    client: &mut CalendarServiceClient<Channel>,
+    from: &str,
+    to: &str,
+) -> Streaming<pb::AvailabilityUpdate> {
+    client
+        .watch_availability(watch_request(from, to))
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next update, within `wait`.
+async fn next(
+    stream: &mut Streaming<pb::AvailabilityUpdate>,
+    wait: Duration,
+) -> pb::AvailabilityUpdate {
+    tokio::time::timeout(wait, stream.message())
+        .await
+        .expect("an update in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// Updates until one shows the slot at `want` seats, all within `wait`; returns that update.
+async fn until_update(
+    stream: &mut Streaming<pb::AvailabilityUpdate>,
+    date: &str,
+    time: &str,
+    want: u32,
+    wait: Duration,
+) -> pb::AvailabilityUpdate {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let update = next(stream, left).await;
+        if seats(&update, date, time) == Some(want) {
+            return update;
+        }
+    }
+}
+
+fn seats(update: &pb::AvailabilityUpdate, date: &str, time: &str) -> Option<u32> {
+    update
+        .slots
+        .iter()
+        .find(|s| s.date == date && s.time == time)
+        .map(|s| s.seats_available)
+}
+
+/// Polls ListSlots on `server` until the slot shows `want` seats; how many polls it took.
+async fn until_seats(server: &TestServer, date: &str, time: &str, want: u32) {
+    for _ in 0..500 {
+        if seats_left(server, date, time).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{date} {time} never showed {want} seats");
+}
+
+// ---- the cache's staleness bound ----
+
+/// The feed of replica B is made too slow to matter (a minute): only the cache's age bound can
+/// make B see a write of replica A. Once `cache_max_age` has passed since the write, every
+/// ListSlots on B must show it: the cached day was read before the write, so it is too old.
+async fn a_write_by_another_replica_is_visible_once_the_bound_has_passed(backend: Backend) {
+    let bound = Duration::from_millis(300);
+    let a = backend.replica(CalendarOptions::default()).await;
+    let b = backend.replica(calendar(300, 60_000)).await;
+    let date = day(7);
+    open_day(&a, &date, 4).await;
+    register_receipts(&a, 1..=2).await;
+    assert_eq!(seats_left(&b, &date, "08:00").await, 4, "B caches the day");
+
+    let conf = book(&a, "b-1", 1, &date, "08:00").await;
+    tokio::time::sleep(bound).await;
+    assert_eq!(
+        seats_left(&b, &date, "08:00").await,
+        3,
+        "booking past the bound"
+    );
+    cancel(&a, &conf, 1, "c-1").await;
+    tokio::time::sleep(bound).await;
+    assert_eq!(
+        seats_left(&b, &date, "08:00").await,
+        4,
+        "cancel past the bound"
+    );
+
+    // Writes through B itself are read back at once, bound or not.
+    book(&b, "b-2", 2, &date, "08:00").await;
+    assert_eq!(seats_left(&b, &date, "08:00").await, 3);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_a_write_by_another_replica_is_visible_once_the_bound_has_passed() {
+    a_write_by_another_replica_is_visible_once_the_bound_has_passed(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_a_write_by_another_replica_is_visible_once_the_bound_has_passed() {
+    a_write_by_another_replica_is_visible_once_the_bound_has_passed(Backend::redis()).await;
+}
+
+/// With a cache bound of a minute, B still sees A's booking and cancellation: the feed reads
+/// them from the event log (the cancellation through the slot its event now names).
+async fn the_feed_shows_another_replicas_writes_long_before_the_bound(backend: Backend) {
+    let a = backend.replica(CalendarOptions::default()).await;
+    let b = backend.replica(calendar(60_000, 50)).await;
+    let date = day(7);
+    open_day(&a, &date, 4).await;
+    register_receipts(&a, 1..=1).await;
+    assert_eq!(seats_left(&b, &date, "08:15").await, 4);
+    let before = b.app.availability().stats().events;
+
+    let conf = book(&a, "b-1", 1, &date, "08:15").await;
+    until_seats(&b, &date, "08:15", 3).await;
+    cancel(&a, &conf, 1, "c-1").await;
+    until_seats(&b, &date, "08:15", 4).await;
+    assert!(b.app.availability().stats().events >= before + 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_the_feed_shows_another_replicas_writes_long_before_the_bound() {
+    the_feed_shows_another_replicas_writes_long_before_the_bound(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_the_feed_shows_another_replicas_writes_long_before_the_bound() {
+    the_feed_shows_another_replicas_writes_long_before_the_bound(Backend::redis()).await;
+}
+
+// ---- WatchAvailability ----
+
+async fn a_watcher_sees_a_cancellation_within_a_second(backend: Backend) {
+    let server = backend.replica(CalendarOptions::default()).await;
+    let (d7, d8) = (day(7), day(8));
+    open_day(&server, &d7, 4).await;
+    open_day(&server, &d8, 2).await;
+    register_receipts(&server, 1..=1).await;
+    let conf = book(&server, "b-1", 1, &d7, "08:30").await;
+
+    let mut client = server.calendar().await;
+    let mut stream = watch(&mut client, &d7, &d8).await;
+    let first = next(&mut stream, Duration::from_secs(5)).await;
+    assert!(first.snapshot);
+    assert_eq!(first.slots.len(), 8, "every open slot of both days");
+    assert_eq!(seats(&first, &d7, "08:30"), Some(3));
+    assert_eq!(seats(&first, &d8, "08:00"), Some(2));
+
+    cancel(&server, &conf, 1, "c-1").await;
+    let update = until_update(&mut stream, &d7, "08:30", 4, Duration::from_secs(1)).await;
+    assert!(!update.snapshot);
+    assert_eq!(
+        update.slots.len(),
+        1,
+        "only the slot that changed: {update:?}"
+    );
+    drop(stream); // an open stream would hold the shutdown's drain
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn memory_a_watcher_sees_a_cancellation_within_a_second() {
+    a_watcher_sees_a_cancellation_within_a_second(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_a_watcher_sees_a_cancellation_within_a_second() {
+    a_watcher_sees_a_cancellation_within_a_second(Backend::redis()).await;
+}
+
+async fn a_watcher_sees_a_booking_made_through_another_replica(backend: Backend) {
+    let a = backend.replica(CalendarOptions::default()).await;
+    let b = backend.replica(CalendarOptions::default()).await;
+    let date = day(9);
+    open_day(&a, &date, 4).await;
+    register_receipts(&a, 1..=1).await;
+
+    let mut client = b.calendar().await;
+    let mut stream = watch(&mut client, &date, &date).await;
+    let first = next(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(seats(&first, &date, "08:45"), Some(4));
+
+    book(&a, "b-1", 1, &date, "08:45").await;
+    until_update(&mut stream, &date, "08:45", 3, Duration::from_secs(2)).await;
+
+    // Closing the slot on A reports it at 0 seats.
+    a.admin()
+        .await
+        .close_slots(admin(pb::CloseSlotsRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            date: date.clone(),
+            time: "08:45".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("close");
+    until_update(&mut stream, &date, "08:45", 0, Duration::from_secs(2)).await;
+    drop(stream); // an open stream would hold the shutdown's drain
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_a_watcher_sees_a_booking_made_through_another_replica() {
+    a_watcher_sees_a_booking_made_through_another_replica(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_a_watcher_sees_a_booking_made_through_another_replica() {
+    a_watcher_sees_a_booking_made_through_another_replica(Backend::redis()).await;
+}
+
+/// A reschedule through replica A moves a seat between two days a watcher on B covers: the
+/// feed reads both days from the `moved` event (from, to), and the update carries both slots.
+async fn a_watcher_sees_both_days_of_a_reschedule_on_another_replica(backend: Backend) {
+    let a = backend.replica(CalendarOptions::default()).await;
+    let b = backend.replica(CalendarOptions::default()).await;
+    let (d7, d8) = (day(7), day(8));
+    open_day(&a, &d7, 3).await;
+    open_day(&a, &d8, 3).await;
+    register_receipts(&a, 1..=1).await;
+    let conf = book(&a, "b-1", 1, &d7, "08:00").await;
+
+    let mut client = b.calendar().await;
+    let mut stream = watch(&mut client, &d7, &d8).await;
+    let first = next(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(seats(&first, &d7, "08:00"), Some(2));
+    assert_eq!(seats(&first, &d8, "08:30"), Some(3));
+
+    a.booking()
+        .await
+        .reschedule_appointment(pb::RescheduleAppointmentRequest {
+            confirmation_number: conf,
+            passport_number: applicant(1).passport_number,
+            request_id: "m-1".into(),
+            new_slot: Some(slot(&d8, "08:30")),
+        })
+        .await
+        .expect("reschedule");
+    // Both changes, possibly over two updates.
+    let (mut old_day, mut new_day) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while old_day != Some(3) || new_day != Some(2) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let update = next(&mut stream, left).await;
+        old_day = seats(&update, &d7, "08:00").or(old_day);
+        new_day = seats(&update, &d8, "08:30").or(new_day);
+    }
+    drop(stream); // an open stream would hold the shutdown's drain
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_a_watcher_sees_both_days_of_a_reschedule_on_another_replica() {
+    a_watcher_sees_both_days_of_a_reschedule_on_another_replica(Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn redis_a_watcher_sees_both_days_of_a_reschedule_on_another_replica() {
+    a_watcher_sees_both_days_of_a_reschedule_on_another_replica(Backend::redis()).await;
+}
+
+/// 1,000 watchers of one day on one replica (over 8 connections) all get the booking, and the
+/// feed read the day once per tick that found it dirty, not once per watcher.
+async fn a_thousand_watchers_cost_one_read_per_dirty_day_per_tick(backend: Backend) {
+    const WATCHERS: usize = 1_000;
+    let server = backend.replica(CalendarOptions::default()).await;
+    let date = day(10);
+    open_day(&server, &date, 5).await;
+    register_receipts(&server, 1..=1).await;
+
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(server.calendar().await);
+    }
+    let mut streams = Vec::new();
+    for i in 0..WATCHERS {
+        let client = &mut clients[i % 8];
+        streams.push(watch(client, &date, &date).await);
+    }
+    for stream in &mut streams {
+        let first = next(stream, Duration::from_secs(10)).await;
+        assert_eq!(seats(&first, &date, "08:00"), Some(5));
+    }
+    let availability = server.app.availability().clone();
+    assert_eq!(availability.stats().watchers, WATCHERS as u64);
+    let before = availability.stats();
+
+    book(&server, "b-1", 1, &date, "08:00").await;
+    let mut tasks = Vec::new();
+    for mut stream in streams {
+        let date = date.clone();
+        tasks.push(tokio::spawn(async move {
+            until_update(&mut stream, &date, "08:00", 4, Duration::from_secs(10)).await;
+            stream
+        }));
+    }
+    let mut kept = Vec::new();
+    for task in tasks {
+        kept.push(task.await.expect("every watcher saw the booking"));
+    }
+    let after = availability.stats();
+    let reads = after.day_reads - before.day_reads;
+    let ticks = after.ticks - before.ticks;
+    assert!(reads >= 1, "the feed read the day");
+    assert!(
+        reads <= ticks,
+        "one dirty day: at most one read per tick ({reads} reads in {ticks} ticks)"
+    );
+    assert!(reads < 10, "{reads} reads for {WATCHERS} watchers");
+
+    drop(kept);
+    for _ in 0..250 {
+        if availability.stats().watchers == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        availability.stats().watchers,
+        0,
+        "closed streams unregister"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_thousand_watchers_cost_one_read_per_dirty_day_per_tick() {
+    a_thousand_watchers_cost_one_read_per_dirty_day_per_tick(Backend::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_thousand_watchers_cost_one_read_per_dirty_day_per_tick() {
+    a_thousand_watchers_cost_one_read_per_dirty_day_per_tick(Backend::redis()).await;
+}
+
+#[tokio::test]
+async fn watch_availability_validates_like_list_available_dates() {
+    let server = TestServer::memory().await;
+    let mut client = server.calendar().await;
+    let err = client
+        .watch_availability(watch_request(&day(9), &day(7)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(bad_fields(&err), ["to"]);
+    let err = client
+        .watch_availability(watch_request(&day(1), &day(400)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(bad_fields(&err), ["to"]);
+    let err = client
+        .watch_availability(pb::WatchAvailabilityRequest {
+            post_id: "bad post".into(),
+            category: String::new(),
+            from: "tomorrow".into(),
+            to: day(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(bad_fields(&err), ["post_id", "category", "from"]);
+    let err = client
+        .watch_availability(pb::WatchAvailabilityRequest {
+            post_id: "NOWHERE".into(),
+            ..watch_request(&day(1), &day(2))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    server.stop().await;
+}
