@@ -219,6 +219,10 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// HTTP/2 streams (concurrent calls) per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 initial stream and connection flow-control windows in KiB (0 = h2's 64 KiB).
+    pub http2_window_kib: u32,
+    /// HTTP/2 BDP-based adaptive flow-control windows.
+    pub http2_adaptive_window: bool,
 }
 
 impl Default for ServerSettings {
@@ -232,6 +236,8 @@ impl Default for ServerSettings {
             drain_timeout_secs: 10,
             request_timeout_secs: 30,
             max_concurrent_streams: 256,
+            http2_window_kib: 0,
+            http2_adaptive_window: false,
         }
     }
 }
@@ -616,6 +622,11 @@ impl Settings {
             (1..=3600).contains(&s.request_timeout_secs),
             "server.request_timeout_secs",
             "must be 1-3600",
+        )?;
+        check(
+            s.http2_window_kib <= 65_536,
+            "server.http2_window_kib",
+            "must be 0 (h2's default) to 65536 KiB",
         )?;
         check(
             (1..=10_000).contains(&s.max_concurrent_streams),

@@ -163,6 +163,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_concurrent_streams: args.max_concurrent_streams,
+        http2_window_kib: args.http2_window_kib,
+        http2_adaptive_window: args.http2_adaptive_window,
         limits: settings.limits.clone(),
         tls,
         metrics: settings.metrics.listen.map(|listen| MetricsOptions {

@@ -60,6 +60,10 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 initial stream and connection windows in KiB (0 = h2's default, 64 KiB).
+    pub http2_window_kib: u32,
+    /// HTTP/2 BDP-based adaptive windows.
+    pub http2_adaptive_window: bool,
     /// Per-client rate limits. The library default (tests, benches) is
     /// `LimitSettings::unlimited()`; the binary sets them from `limits.*`.
     pub limits: LimitSettings,
@@ -74,6 +78,8 @@ impl Default for ServeOptions {
             health_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
+            http2_window_kib: 0,
+            http2_adaptive_window: false,
             limits: LimitSettings::unlimited(),
             tls: None,
             metrics: None,
@@ -223,9 +229,14 @@ pub async fn serve(
         None => None,
     };
 
+    let window =
+        (options.http2_window_kib > 0).then(|| options.http2_window_kib.saturating_mul(1024));
     let mut builder = Server::builder()
         .timeout(options.request_timeout)
-        .max_concurrent_streams(options.max_concurrent_streams);
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .http2_adaptive_window(Some(options.http2_adaptive_window));
     if let Some(tls) = &options.tls {
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
