@@ -21,43 +21,11 @@ pub const DEFAULT_RESCHEDULE_LIMIT: u32 = 2;
 /// Event pages.
 pub const MAX_EVENT_PAGE: u32 = 1000;
 
-/// 32 lowercase hex digits = 128 bits from the CSPRNG.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HoldId(String);
-
-impl HoldId {
-    pub const LEN: usize = 32;
-
-    pub fn generate() -> Self {
-        use rand::Rng;
-        let bytes: [u8; 16] = rand::rng().random();
-        Self(hex::encode(bytes))
-    }
-
-    pub fn parse(text: &str) -> Result<Self, FieldViolation> {
-        let lower = text.trim().to_ascii_lowercase();
-        if lower.is_empty() {
-            return Err(FieldViolation::new("", "hold_id is required"));
-        }
-        if lower.len() != Self::LEN || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FieldViolation::new(
-                "",
-                format!("hold_id must be {} hexadecimal digits", Self::LEN),
-            ));
-        }
-        Ok(Self(lower))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for HoldId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+random_hex_id!(
+    /// A hold's id and only credential: 128 bits from the CSPRNG.
+    HoldId,
+    "hold_id"
+);
 
 /// Where a hold is in its life. Only `Held` holds seats, and only until `expires_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

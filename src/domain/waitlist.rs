@@ -8,8 +8,6 @@
 //! entry's place; an offer left to expire ends the entry (an unresponsive applicant must not
 //! hold up the line again and again).
 
-use std::fmt;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
@@ -26,43 +24,11 @@ pub const BOOKING_WINDOW_DAYS: i64 = 365;
 /// step; entries further back are reached as those ahead are served or leave).
 pub const OFFER_SCAN_LIMIT: usize = 500;
 
-/// 32 lowercase hex digits = 128 bits from the CSPRNG.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EntryId(String);
-
-impl EntryId {
-    pub const LEN: usize = 32;
-
-    pub fn generate() -> Self {
-        use rand::Rng;
-        let bytes: [u8; 16] = rand::rng().random();
-        Self(hex::encode(bytes))
-    }
-
-    pub fn parse(text: &str) -> Result<Self, FieldViolation> {
-        let lower = text.trim().to_ascii_lowercase();
-        if lower.is_empty() {
-            return Err(FieldViolation::new("", "entry_id is required"));
-        }
-        if lower.len() != Self::LEN || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FieldViolation::new(
-                "",
-                format!("entry_id must be {} hexadecimal digits", Self::LEN),
-            ));
-        }
-        Ok(Self(lower))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+random_hex_id!(
+    /// A waitlist entry's id: 128 bits from the CSPRNG (reading it needs the entry secret too).
+    EntryId,
+    "entry_id"
+);
 
 /// Where an entry is in its life. Only `Waiting` and `Offered` are in line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

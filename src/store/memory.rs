@@ -803,6 +803,28 @@ impl State {
     }
 }
 
+/// What a request_id remembered with its fingerprint (until an instant) answers: Ok(Some(first))
+/// replays the first outcome, Err refuses the id reused for other content, Ok(None) is new.
+fn recall<T: Clone>(
+    seen: &HashMap<RequestId, (String, T, DateTime<Utc>)>,
+    request_id: &RequestId,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<T>, StoreError> {
+    match seen.get(request_id) {
+        Some((fp, first, until)) if *until > now => {
+            if fp != fingerprint {
+                return Err(Error::RequestIdReused {
+                    request_id: request_id.to_string(),
+                }
+                .into());
+            }
+            Ok(Some(first.clone()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Instants in events: RFC 3339 UTC with full precision, as the Redis store writes them.
 fn event_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -1204,20 +1226,17 @@ impl Inventory for MemoryStore {
     ) -> Result<Hold, StoreError> {
         let mut state = self.lock();
         let fingerprint = request.fingerprint();
-        if let Some((fp, first, until)) = state.remembered_holds.get(&request.request_id) {
-            if *until > now {
-                if *fp != fingerprint {
-                    return Err(Error::RequestIdReused {
-                        request_id: request.request_id.to_string(),
-                    }
-                    .into());
-                }
-                return state
-                    .holds
-                    .get(first)
-                    .cloned()
-                    .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
-            }
+        if let Some(first) = recall(
+            &state.remembered_holds,
+            &request.request_id,
+            &fingerprint,
+            now,
+        )? {
+            return state
+                .holds
+                .get(&first)
+                .cloned()
+                .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
         }
         state.reclaim(now);
         // The same rules as a booking; a hold id collision is drawn again like a number.
@@ -1502,18 +1521,10 @@ impl Inventory for MemoryStore {
     ) -> Result<WaitlistEntry, StoreError> {
         let mut state = self.lock();
         let fingerprint = join.fingerprint();
-        if let Some((fp, first, until)) = state.remembered_joins.get(&join.request_id) {
-            if *until > now {
-                if *fp != fingerprint {
-                    return Err(Error::RequestIdReused {
-                        request_id: join.request_id.to_string(),
-                    }
-                    .into());
-                }
-                return state
-                    .entry_view(first)
-                    .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
-            }
+        if let Some(first) = recall(&state.remembered_joins, &join.request_id, &fingerprint, now)? {
+            return state
+                .entry_view(&first)
+                .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
         }
         state.reclaim(now);
         // Checks, in the Redis script's order.
