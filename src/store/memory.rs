@@ -619,6 +619,30 @@ impl State {
         Some(entry)
     }
 
+    /// The writes of releasing a live hold: its seats and claims come back, it is RELEASED, one
+    /// `hold_released` event (ReleaseHold, and leaving the waitlist with a pending offer).
+    fn release(&mut self, hold: &Hold, now: DateTime<Utc>) -> Result<Hold, StoreError> {
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(hold);
+        let released = match self.holds.get_mut(&hold.id) {
+            Some(h) => {
+                h.status = HoldStatus::Released;
+                h.clone()
+            }
+            None => return Err(StoreError::corrupt("hold vanished inside the lock")),
+        };
+        self.push_event(
+            "hold_released",
+            &[
+                ("hold", hold.id.to_string()),
+                ("slot", hold.slot.to_string()),
+                ("seats", hold.seats().to_string()),
+                ("at", event_time(now)),
+            ],
+        );
+        Ok(released)
+    }
+
     /// A hold's seats, passports and receipts back to free (its status is set by the caller).
     fn free_hold(&mut self, hold: &Hold) {
         let seats = hold.seats();
@@ -1378,24 +1402,7 @@ impl Inventory for MemoryStore {
             }
         }
         state.reclaim(now);
-        state.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        state.free_hold(&hold);
-        let released = match state.holds.get_mut(&hold.id) {
-            Some(h) => {
-                h.status = HoldStatus::Released;
-                h.clone()
-            }
-            None => return Err(StoreError::corrupt("hold vanished inside the lock")),
-        };
-        state.push_event(
-            "hold_released",
-            &[
-                ("hold", hold.id.to_string()),
-                ("slot", hold.slot.to_string()),
-                ("seats", hold.seats().to_string()),
-                ("at", event_time(now)),
-            ],
-        );
+        let released = state.release(&hold, now)?;
         let declined = state.offer_ended(&hold, false, now);
         state.offer_seats(&hold.slot, hold.seats(), declined.as_ref(), now);
         Ok(released)
@@ -1633,20 +1640,7 @@ impl Inventory for MemoryStore {
                 .filter(|h| h.status_at(now) == HoldStatus::Held)
                 .cloned();
             if let Some(hold) = offer {
-                state.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-                state.free_hold(&hold);
-                if let Some(h) = state.holds.get_mut(&hold.id) {
-                    h.status = HoldStatus::Released;
-                }
-                state.push_event(
-                    "hold_released",
-                    &[
-                        ("hold", hold.id.to_string()),
-                        ("slot", hold.slot.to_string()),
-                        ("seats", hold.seats().to_string()),
-                        ("at", event_time(now)),
-                    ],
-                );
+                state.release(&hold, now)?;
                 state.offer_seats(&hold.slot, hold.seats(), Some(id), now);
             }
             state.push_event("waitlist_left", &[("entry", id.to_string())]);

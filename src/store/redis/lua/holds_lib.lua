@@ -277,6 +277,34 @@ local function offer_ended(prefix, hold_id, expired, at)
   return entry
 end
 
+-- The writes of releasing a live hold whose member "<HHMM>:<n>:<ID>" is still in the day's
+-- holds set (ReleaseHold, and leaving the waitlist with a pending offer): its seats come back,
+-- passport and receipt claims that still name it are freed, it is RELEASED, one hold_released
+-- event. h = {key, id, hhmm, n, expires (text), day_key, holds_key, due_key, events_key,
+-- day_label, slot_label, now_text, receipts = {keys}, passports = {keys}}.
+local function release_writes(h)
+  local member = h.hhmm .. ':' .. h.n .. ':' .. h.id
+  redis.call('ZREM', h.holds_key, member)
+  redis.call('ZREM', h.due_key, h.day_label .. ':' .. member)
+  local held = (tonumber(redis.call('HGET', h.day_key, h.hhmm .. ':h') or '0') or 0) - h.n
+  if held < 0 then
+    held = 0
+  end
+  redis.call('HSET', h.day_key, h.hhmm .. ':h', held)
+  local claim = 'hold:' .. h.id .. ':' .. h.expires
+  for i = 1, #h.receipts do
+    if redis.call('HGET', h.receipts[i], 'backing') == claim then
+      redis.call('HDEL', h.receipts[i], 'backing')
+    end
+    if redis.call('GET', h.passports[i]) == claim then
+      redis.call('DEL', h.passports[i])
+    end
+  end
+  redis.call('HSET', h.key, 'status', 'RELEASED')
+  redis.call('XADD', h.events_key, 'MAXLEN', '~', 1000000, '*',
+    'type', 'hold_released', 'hold', h.id, 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
+end
+
 -- Returns the seats of the expired holds found by expired_holds (writes) and appends one
 -- hold_expired event each. `day_label` is "<POST>:<CAT>:<DATE>" (due members),
 -- `slot_prefix` "<POST>/<CAT>/<DATE>" (event slots).

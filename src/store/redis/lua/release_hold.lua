@@ -74,26 +74,16 @@ end
 
 -- Writes.
 reclaim_holds(expired, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], slot_prefix)
-redis.call('ZREM', KEYS[3], member)
-redis.call('ZREM', KEYS[4], ARGV[4] .. ':' .. member)
-local held = (tonumber(redis.call('HGET', KEYS[2], hhmm .. ':h') or '0') or 0) - n
-if held < 0 then
-  held = 0
-end
-redis.call('HSET', KEYS[2], hhmm .. ':h', held)
-local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+local receipts, passports = {}, {}
 for i = 1, n do
-  if redis.call('HGET', KEYS[4 + 2 * i], 'backing') == claim then
-    redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
-  end
-  if redis.call('GET', KEYS[5 + 2 * i]) == claim then
-    redis.call('DEL', KEYS[5 + 2 * i])
-  end
+  receipts[i], passports[i] = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
 end
-redis.call('HSET', KEYS[1], 'status', 'RELEASED')
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000000, '*',
-  'type', 'hold_released', 'hold', hold_id, 'slot', slot_prefix .. ' ' .. rec[8],
-  'seats', n, 'at', ARGV[5])
+release_writes({
+  key = KEYS[1], id = hold_id, hhmm = hhmm, n = n, expires = rec[4], day_key = KEYS[2],
+  holds_key = KEYS[3], due_key = KEYS[4], events_key = KEYS[5], day_label = ARGV[4],
+  slot_label = slot_prefix .. ' ' .. rec[8], now_text = ARGV[5],
+  receipts = receipts, passports = passports,
+})
 local declined = offer_ended(o.prefix, hold_id, false, now)
 offer_seats(o, rec[5], rec[6], rec[7], hhmm, n, declined)
 return {'OK'}

@@ -40,29 +40,21 @@ if e[1] == 'OFFERED' and e[2] then
   if h[1] == 'HELD' and n and expires and expires > now then
     local hhmm = string.sub(h[7], 1, 2) .. string.sub(h[7], 4, 5)
     local day_label = h[4] .. ':' .. h[5] .. ':' .. h[6]
-    local member = hhmm .. ':' .. n .. ':' .. e[2]
-    if redis.call('ZREM', p .. 'holds:' .. day_label, member) == 1 then
-      redis.call('ZREM', p .. 'holds-due', day_label .. ':' .. member)
-      local day_key = p .. 'day:' .. day_label
-      local held = (tonumber(redis.call('HGET', day_key, hhmm .. ':h') or '0') or 0) - n
-      if held < 0 then
-        held = 0
+    if redis.call('ZSCORE', p .. 'holds:' .. day_label, hhmm .. ':' .. n .. ':' .. e[2]) then
+      local receipts, passports = {}, {}
+      for i, r in ipairs(split_words(e[4])) do
+        receipts[i] = p .. 'receipt:' .. r
       end
-      redis.call('HSET', day_key, hhmm .. ':h', held)
-      local claim = 'hold:' .. e[2] .. ':' .. h[3]
-      local passports, receipts = split_words(e[3]), split_words(e[4])
-      for i = 1, #passports do
-        if redis.call('HGET', p .. 'receipt:' .. receipts[i], 'backing') == claim then
-          redis.call('HDEL', p .. 'receipt:' .. receipts[i], 'backing')
-        end
-        if redis.call('GET', p .. 'passport:' .. passports[i]) == claim then
-          redis.call('DEL', p .. 'passport:' .. passports[i])
-        end
+      for i, x in ipairs(split_words(e[3])) do
+        passports[i] = p .. 'passport:' .. x
       end
-      redis.call('HSET', hold_key, 'status', 'RELEASED')
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*',
-        'type', 'hold_released', 'hold', e[2], 'slot', h[4] .. '/' .. h[5] .. '/' .. h[6] .. ' ' .. h[7],
-        'seats', n, 'at', o.now_text)
+      release_writes({
+        key = hold_key, id = e[2], hhmm = hhmm, n = n, expires = h[3],
+        day_key = p .. 'day:' .. day_label, holds_key = p .. 'holds:' .. day_label,
+        due_key = p .. 'holds-due', events_key = KEYS[2], day_label = day_label,
+        slot_label = h[4] .. '/' .. h[5] .. '/' .. h[6] .. ' ' .. h[7], now_text = o.now_text,
+        receipts = receipts, passports = passports,
+      })
       offer_seats(o, h[4], h[5], h[6], hhmm, n, id)
     end
   end
