@@ -193,6 +193,8 @@ pub struct BookingSettings {
     pub reschedule_limit: u32,
     /// Seconds a waitlist offer keeps its seats.
     pub offer_ttl_secs: u64,
+    /// Milliseconds between two runs of the hold sweeper (expired holds return their seats).
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for BookingSettings {
@@ -202,6 +204,7 @@ impl Default for BookingSettings {
             hold_ttl_secs: u64::try_from(d.hold_ttl.num_seconds()).unwrap_or(600),
             reschedule_limit: d.reschedule_limit,
             offer_ttl_secs: crate::domain::waitlist::DEFAULT_OFFER_TTL_SECS,
+            sweep_interval_ms: 1000,
         }
     }
 }
@@ -591,6 +594,11 @@ impl Settings {
             (1..=86_400).contains(&self.booking.offer_ttl_secs),
             "booking.offer_ttl_secs",
             "must be 1-86400 seconds",
+        )?;
+        check(
+            (10..=3_600_000).contains(&self.booking.sweep_interval_ms),
+            "booking.sweep_interval_ms",
+            "must be 10-3600000 milliseconds",
         )?;
         check(
             self.booking.reschedule_limit <= 100,

@@ -135,7 +135,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .with_lifecycle(settings.lifecycle())
         .with_calendar(settings.calendar());
     // Expired holds return their seats even on dates nobody touches.
-    let _sweeper = app.spawn_hold_sweeper(Duration::from_secs(1));
+    let _sweeper =
+        app.spawn_hold_sweeper(Duration::from_millis(settings.booking.sweep_interval_ms));
 
     if args.demo {
         let (slots, receipts) = slotd::demo::seed(&app).await?;

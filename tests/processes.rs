@@ -185,3 +185,117 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     );
     drop(processes);
 }
+
+/// Issue #20's reproduction with real processes: two slotd replicas on one Redis, the second
+/// under `faketime -f +60s`. A hold for passport P is made on the first (hold TTL 30 s, so to
+/// the second its claim has lapsed at once); the second books P on another date; then the first
+/// confirms the hold. Before claims were compare-and-set both succeeded (one passport and one
+/// receipt behind two BOOKED appointments); now the confirm is refused HOLD_EXPIRED. The second
+/// replica's sweeper is slowed to once an hour so it cannot reclaim the hold first and hide the
+/// interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_appointments() {
+    let redis = RedisServer::start();
+    let slow = [
+        ("SLOTD_HOLD_TTL_SECS", "30"),
+        ("SLOTD__BOOKING__SWEEP_INTERVAL_MS", "3600000"),
+    ];
+    let first = Slotd::start_with(0, &redis.url(), None, &slow);
+    let ahead = Slotd::start_with(0, &redis.url(), Some("+60s"), &slow);
+    let (one, two) = (connect(&first.addr()).await, connect(&ahead.addr()).await);
+    let date = real_date();
+    let other_date = (Utc::now() + chrono::Duration::days(8))
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive()
+        .to_string();
+    let mut ops = AdminServiceClient::new(one.clone());
+    ops.open_slots(admin(pb::OpenSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from: date.clone(),
+        to: other_date.clone(),
+        weekdays: (1..=7).collect(),
+        first_time: "08:00".into(),
+        last_time: "08:00".into(),
+        seats_per_slot: 5,
+    }))
+    .await
+    .unwrap();
+    let a = applicant(1);
+    ops.register_receipt(admin(pb::RegisterReceiptRequest {
+        receipt_number: a.receipt_number.clone(),
+        passport_number: a.passport_number.clone(),
+        paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+        amount: "185.00".into(),
+        currency: "USD".into(),
+    }))
+    .await
+    .unwrap();
+
+    let hold = BookingServiceClient::new(one.clone())
+        .hold_slot(pb::HoldSlotRequest {
+            request_id: "skew-hold".into(),
+            slot: Some(slot(&date, "08:00")),
+            applicants: vec![applicant(1)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+    let booked = BookingServiceClient::new(two.clone())
+        .book_appointment(book_request(
+            "skew-book",
+            slot(&other_date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .expect("to the replica a minute ahead the hold's claims have lapsed")
+        .into_inner()
+        .appointment
+        .unwrap();
+    let confirm = BookingServiceClient::new(one.clone())
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: hold.hold_id.clone(),
+            request_id: "skew-confirm".into(),
+        })
+        .await;
+    match confirm {
+        Ok(r) => panic!(
+            "one passport backs two appointments: {} and {:?}",
+            booked.confirmation_number,
+            r.into_inner().appointment.map(|a| a.confirmation_number)
+        ),
+        Err(status) => assert_refused(&status, tonic::Code::FailedPrecondition, "HOLD_EXPIRED"),
+    }
+    // Exactly one BOOKED appointment on either date, and the passport stays taken on both
+    // replicas.
+    let mut live = Vec::new();
+    for d in [&date, &other_date] {
+        let page = ops
+            .list_appointments(admin(pb::ListAppointmentsRequest {
+                post_id: "BEIJING".into(),
+                category: "ALL_OTHERS".into(),
+                date: d.to_string(),
+                page_size: 100,
+                page_token: String::new(),
+                include_cancelled: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        live.extend(page.appointments.into_iter().map(|a| a.confirmation_number));
+    }
+    assert_eq!(live, vec![booked.confirmation_number.clone()]);
+    for (channel, id) in [(&one, "skew-third-1"), (&two, "skew-third-2")] {
+        let status = BookingServiceClient::new(channel.clone())
+            .book_appointment(book_request(id, slot(&date, "08:00"), vec![applicant(1)]))
+            .await
+            .unwrap_err();
+        assert!(
+            ["RECEIPT_IN_USE", "APPLICANT_ALREADY_BOOKED"].contains(&reason(&status).as_str()),
+            "{status:?}"
+        );
+    }
+    drop((first, ahead));
+}

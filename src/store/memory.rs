@@ -1114,11 +1114,17 @@ impl Inventory for MemoryStore {
         {
             rec.booked = rec.booked.saturating_sub(seats);
         }
+        // Compare-and-set: only claims that still name this appointment are freed.
+        let confirmation = &cancellation.confirmation;
         for a in &applicants {
             if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                r.backing = None;
+                if r.backing.as_ref() == Some(confirmation) {
+                    r.backing = None;
+                }
             }
-            state.active.remove(&a.passport);
+            if state.active.get(&a.passport) == Some(confirmation) {
+                state.active.remove(&a.passport);
+            }
         }
         let updated = match state.appointments.get_mut(&cancellation.confirmation) {
             Some(a) => {
@@ -1349,6 +1355,22 @@ impl Inventory for MemoryStore {
             .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
         if let Some((appointment, limit)) = moving {
             return state.accept_move(&hold, &appointment, limit, now);
+        }
+        // Compare-and-set: the claims become the appointment's only while they still name this
+        // hold (as confirm_hold.lua); a hold that lost one has expired and books nothing.
+        let claims_held = hold.applicants.iter().all(|a| {
+            state
+                .receipts
+                .get(&a.receipt)
+                .is_some_and(|r| r.held_by.as_ref() == Some(&hold.id))
+                && state.held_passports.get(&a.passport) == Some(&hold.id)
+        });
+        if !claims_held {
+            return Err(Error::HoldExpired {
+                hold_id: hold.id.to_string(),
+                expired_at: crate::domain::types::format_instant(hold.expires_at),
+            }
+            .into());
         }
         if state.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);

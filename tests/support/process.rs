@@ -26,8 +26,29 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
+        Self::start_with(port, redis_url, None, &[])
+    }
+
+    /// As `start`, with extra environment (config keys) and, when `clock_offset` is given
+    /// (`"+60s"`), under `faketime -f <offset>` so its system clock runs that far off (the
+    /// monotonic clock is left alone).
+    pub fn start_with(
+        port: u16,
+        redis_url: &str,
+        clock_offset: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
+        let mut command = match clock_offset {
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", offset, env!("CARGO_BIN_EXE_slotd")])
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_slotd")),
+        };
+        command.envs(env.iter().copied());
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])

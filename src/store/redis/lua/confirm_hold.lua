@@ -35,8 +35,9 @@
 -- {"MOVED", conf}; its old seats go to that date's line (offer step). Refusals then are
 -- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}.
 --
--- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); an expired hold
--- books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
+-- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); a hold whose
+-- passport or receipt claim no longer reads "hold:<HOLD_ID>:<expires_ms>" books nothing
+-- (HOLD_EXPIRED, no write); an expired hold books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
 -- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does.
 local now = tonumber(ARGV[1])
 local o = offer_context(9, now)
@@ -146,6 +147,17 @@ if moves then
     'at', ARGV[4], 'hold', hold_id)
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
   return {'MOVED', moves}
+end
+-- Compare-and-set: the hold's passport and receipt claims become the appointment's only while
+-- they still name this hold. A replica whose clock runs ahead may have judged the claim lapsed
+-- and given it to another booking or hold; then this hold has expired for good, whatever our
+-- clock says, and books nothing (one passport, one receipt: at most one live appointment).
+local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+for i = 1, n do
+  if redis.call('HGET', KEYS[7 + 2 * i], 'backing') ~= claim
+      or redis.call('GET', KEYS[8 + 2 * i]) ~= claim then
+    return {'HOLD_EXPIRED', rec[4]}
+  end
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'CONFIRMATION_TAKEN'}

@@ -1,0 +1,193 @@
+//! Conformance cases of passport and receipt claims (issue #20, item 1): a claim is taken or
+//! freed only while it still names the hold or appointment doing so, so no clock difference
+//! between replicas (slotd passes its own `now`) lets one passport or receipt back two live
+//! appointments. Run on every backend by `conformance!` in `tests/conformance.rs`.
+
+use chrono::Duration;
+
+use slotd::domain::lifecycle::{HoldConfirmation, HoldId};
+
+use super::*;
+
+/// A hold of `ids` on `s` made at `epoch()`, expiring ten minutes later.
+async fn hold_at_epoch(store: &Store, s: SlotRef, ids: &[u32]) -> slotd::domain::lifecycle::Hold {
+    store
+        .hold(
+            &booking("claims-hold", s, ids),
+            &HoldId::generate(),
+            epoch() + Duration::minutes(10),
+            epoch(),
+        )
+        .await
+        .unwrap()
+}
+
+fn confirming(id: &HoldId) -> HoldConfirmation {
+    HoldConfirmation {
+        request_id: RequestId::parse("claims-confirm").unwrap(),
+        hold: id.clone(),
+    }
+}
+
+/// Every BOOKED appointment of days 1..=2 that `p` is an applicant of.
+async fn booked_for(store: &Store, p: u32) -> Vec<Appointment> {
+    let mut out = Vec::new();
+    for d in 1..=2 {
+        for a in all_manifest(store, &day(d), false).await {
+            if a.status == AppointmentStatus::Booked && a.includes(&passport(p)) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// The issue's interleaving at the boundary, with the clock each replica would pass: a hold on
+/// day 1 expires at E; a replica whose clock reads E books the same passport and receipt on day
+/// 2 (to it the hold's claims have lapsed); then a replica whose clock reads E - 1 ms confirms
+/// the hold. Before compare-and-set both succeeded: two BOOKED appointments on one passport.
+pub async fn a_hold_whose_claims_a_later_clock_took_is_never_confirmed(store: Store) {
+    store
+        .open_slots(&plan(1, 2, "08:00", "08:00", 5), epoch())
+        .await
+        .unwrap();
+    register(&store, [1]).await;
+    let h = hold_at_epoch(&store, slot(1, "08:00"), &[1]).await;
+    let expiry = h.expires_at;
+
+    let other = store
+        .book(
+            &booking("claims-book", slot(2, "08:00"), &[1]),
+            &ConfirmationNumber::generate(),
+            expiry,
+        )
+        .await
+        .unwrap();
+
+    let late = expiry - Duration::milliseconds(1);
+    let refused = refusal(
+        store
+            .confirm_hold(&confirming(&h.id), &ConfirmationNumber::generate(), late)
+            .await,
+    );
+    assert!(matches!(refused, Error::HoldExpired { .. }), "{refused:?}");
+    let booked = booked_for(&store, 1).await;
+    assert_eq!(
+        booked.iter().map(|a| &a.confirmation).collect::<Vec<_>>(),
+        vec![&other.confirmation],
+        "one passport backs one live appointment"
+    );
+    // The claims stay the booking's: the same passport and receipt are refused elsewhere, at
+    // either clock.
+    for now in [late, expiry + Duration::minutes(1)] {
+        let refused = refusal(
+            store
+                .book(
+                    &booking("claims-third", slot(1, "08:00"), &[1]),
+                    &ConfirmationNumber::generate(),
+                    now,
+                )
+                .await,
+        );
+        assert!(
+            matches!(
+                refused,
+                Error::ReceiptInUse { .. } | Error::ApplicantAlreadyBooked { .. }
+            ),
+            "{refused:?}"
+        );
+    }
+    // The lost hold's seat comes back at its expiry, once.
+    store
+        .reclaim_expired_holds(expiry + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(slot_state(&store, &slot(1, "08:00")).await.held, 0);
+    assert_audit_clean(&store, 1, 2).await;
+}
+
+/// The other order at the same boundary: a confirm at E - 1 ms turns the claims into the
+/// appointment's, so a booking at E (its clock says the hold lapsed) finds them taken.
+pub async fn a_hold_confirmed_just_before_its_expiry_keeps_its_claims_against_a_later_clock(
+    store: Store,
+) {
+    store
+        .open_slots(&plan(1, 2, "08:00", "08:00", 5), epoch())
+        .await
+        .unwrap();
+    register(&store, [1]).await;
+    let h = hold_at_epoch(&store, slot(1, "08:00"), &[1]).await;
+    let expiry = h.expires_at;
+    let confirmed = store
+        .confirm_hold(
+            &confirming(&h.id),
+            &ConfirmationNumber::generate(),
+            expiry - Duration::milliseconds(1),
+        )
+        .await
+        .unwrap();
+    let refused = refusal(
+        store
+            .book(
+                &booking("claims-book", slot(2, "08:00"), &[1]),
+                &ConfirmationNumber::generate(),
+                expiry,
+            )
+            .await,
+    );
+    assert!(
+        matches!(
+            refused,
+            Error::ReceiptInUse { .. } | Error::ApplicantAlreadyBooked { .. }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        booked_for(&store, 1)
+            .await
+            .iter()
+            .map(|a| &a.confirmation)
+            .collect::<Vec<_>>(),
+        vec![&confirmed.confirmation]
+    );
+    assert_audit_clean(&store, 1, 2).await;
+}
+
+/// A claim taken and freed again in between (the other booking was cancelled) does not name the
+/// hold either: the hold stays expired and books nothing.
+pub async fn a_hold_whose_claims_were_taken_and_freed_again_stays_expired(store: Store) {
+    store
+        .open_slots(&plan(1, 2, "08:00", "08:00", 5), epoch())
+        .await
+        .unwrap();
+    register(&store, [1]).await;
+    let h = hold_at_epoch(&store, slot(1, "08:00"), &[1]).await;
+    let expiry = h.expires_at;
+    let other = store
+        .book(
+            &booking("claims-book", slot(2, "08:00"), &[1]),
+            &ConfirmationNumber::generate(),
+            expiry,
+        )
+        .await
+        .unwrap();
+    store
+        .cancel(
+            &cancellation("claims-cancel", &other.confirmation, 1),
+            expiry,
+        )
+        .await
+        .unwrap();
+    let refused = refusal(
+        store
+            .confirm_hold(
+                &confirming(&h.id),
+                &ConfirmationNumber::generate(),
+                expiry - Duration::milliseconds(1),
+            )
+            .await,
+    );
+    assert!(matches!(refused, Error::HoldExpired { .. }), "{refused:?}");
+    assert!(booked_for(&store, 1).await.is_empty());
+    assert_audit_clean(&store, 1, 2).await;
+}
