@@ -299,3 +299,186 @@ async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_
     }
     drop((first, ahead));
 }
+
+/// Credentials stay private (issue #20, item 6), read from outside the real binary: hold ids
+/// (plain holds and waitlist offers) and entry secrets appear neither in the event stream an
+/// operator reads with WatchEvents nor in any log line; both name holds by `hold_ref`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_ids_and_entry_secrets_appear_in_no_event_and_no_log_line() {
+    use tokio_stream::StreamExt;
+    let redis = RedisServer::start();
+    let process = Slotd::start(0, &redis.url());
+    let channel = connect(&process.addr()).await;
+    let date = real_date();
+    let mut ops = AdminServiceClient::new(channel.clone());
+    ops.open_slots(admin(pb::OpenSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from: date.clone(),
+        to: date.clone(),
+        weekdays: (1..=7).collect(),
+        first_time: "08:00".into(),
+        last_time: "08:15".into(),
+        seats_per_slot: 1,
+    }))
+    .await
+    .unwrap();
+    for i in 1..=4 {
+        let a = applicant(i);
+        ops.register_receipt(admin(pb::RegisterReceiptRequest {
+            receipt_number: a.receipt_number,
+            passport_number: a.passport_number,
+            paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+            amount: "185.00".into(),
+            currency: "USD".into(),
+        }))
+        .await
+        .unwrap();
+    }
+    let mut booking = BookingServiceClient::new(channel.clone());
+    let holder = booking.clone();
+    let hold = |request_id: &'static str, time: &'static str, i: u32| {
+        let mut booking = holder.clone();
+        let date = date.clone();
+        async move {
+            booking
+                .hold_slot(pb::HoldSlotRequest {
+                    request_id: request_id.into(),
+                    slot: Some(slot(&date, time)),
+                    applicants: vec![applicant(i)],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .hold
+                .unwrap()
+                .hold_id
+        }
+    };
+    let confirmed = hold("cred-h1", "08:15", 1).await;
+    booking
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: confirmed.clone(),
+            request_id: "cred-confirm".into(),
+        })
+        .await
+        .unwrap();
+    let appointment = booking
+        .book_appointment(book_request(
+            "cred-book",
+            slot(&date, "08:00"),
+            vec![applicant(2)],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    let joined = booking
+        .join_waitlist(pb::JoinWaitlistRequest {
+            request_id: "cred-join".into(),
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from_date: date.clone(),
+            to_date: date.clone(),
+            times: Vec::new(),
+            applicants: vec![applicant(3)],
+            confirmation_number: String::new(),
+            passport_number: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (entry_id, secret) = (joined.entry.unwrap().entry_id, joined.entry_secret);
+    booking
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number: appointment.confirmation_number,
+            passport_number: applicant(2).passport_number,
+            request_id: "cred-cancel".into(),
+        })
+        .await
+        .unwrap();
+    let offer = booking
+        .get_waitlist_entry(pb::GetWaitlistEntryRequest {
+            entry_id: entry_id.clone(),
+            entry_secret: secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .offer
+        .expect("the released seat is offered")
+        .hold_id;
+    booking
+        .release_hold(pb::ReleaseHoldRequest {
+            hold_id: offer.clone(),
+            request_id: "cred-decline".into(),
+        })
+        .await
+        .unwrap();
+    let released = hold("cred-h2", "08:00", 4).await;
+    booking
+        .release_hold(pb::ReleaseHoldRequest {
+            hold_id: released.clone(),
+            request_id: "cred-release".into(),
+        })
+        .await
+        .unwrap();
+
+    let secrets = [&confirmed, &offer, &released, &secret];
+    let mut stream = ops
+        .watch_events(admin(pb::WatchEventsRequest {
+            after_id: "0".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: Vec<pb::BookingEvent> = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event")
+            .expect("stream open")
+            .expect("event");
+        seen.push(event);
+        if seen.iter().filter(|e| e.r#type == "hold_released").count() == 2 {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|e| e.r#type.as_str()).collect();
+    for kind in [
+        "held",
+        "booked",
+        "offered",
+        "offer_declined",
+        "hold_released",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    for e in &seen {
+        for value in e.fields.values() {
+            for s in secrets {
+                assert!(
+                    !value.contains(s.as_str()),
+                    "{} carries a credential: {e:?}",
+                    e.r#type
+                );
+            }
+        }
+    }
+    assert!(seen.iter().any(|e| e.fields.contains_key("hold_ref")));
+
+    let log = process.log();
+    assert!(
+        log.contains("seats held") && log.contains("hold_ref"),
+        "{log}"
+    );
+    for s in secrets {
+        assert!(
+            !log.contains(s.as_str()),
+            "a credential is in the log:\n{log}"
+        );
+    }
+}

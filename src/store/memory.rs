@@ -231,7 +231,7 @@ impl State {
             self.push_event(
                 "hold_expired",
                 &[
-                    ("hold", id.to_string()),
+                    ("hold_ref", id.reference()),
                     ("slot", hold.slot.to_string()),
                     ("seats", hold.seats().to_string()),
                     ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
@@ -292,7 +292,7 @@ impl State {
             self.end_entry(&id, EntryStatus::Expired, None, at);
             self.push_event(
                 "offer_expired",
-                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
             );
         } else {
             rec.entry.status = EntryStatus::Waiting;
@@ -300,7 +300,7 @@ impl State {
             rec.offer = None;
             self.push_event(
                 "offer_declined",
-                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
             );
         }
         Some(id)
@@ -434,7 +434,7 @@ impl State {
                 "offered",
                 &[
                     ("entry", id.to_string()),
-                    ("hold", hold.id.to_string()),
+                    ("hold_ref", hold.id.reference()),
                     ("slot", slot.to_string()),
                     ("seats", seats.to_string()),
                     ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
@@ -634,7 +634,7 @@ impl State {
         self.push_event(
             "hold_released",
             &[
-                ("hold", hold.id.to_string()),
+                ("hold_ref", hold.id.reference()),
                 ("slot", hold.slot.to_string()),
                 ("seats", hold.seats().to_string()),
                 ("at", event_time(now)),
@@ -706,7 +706,7 @@ impl State {
             ("at", event_time(now)),
         ];
         if let Some(h) = hold {
-            fields.push(("hold", h.to_string()));
+            fields.push(("hold_ref", h.reference()));
         }
         self.push_event("booked", &fields);
         appointment
@@ -1298,7 +1298,7 @@ impl Inventory for MemoryStore {
         state.push_event(
             "held",
             &[
-                ("hold", id.to_string()),
+                ("hold_ref", id.reference()),
                 ("slot", hold.slot.to_string()),
                 ("seats", seats.to_string()),
                 ("expires_ms", expires_at.timestamp_millis().to_string()),

@@ -191,3 +191,100 @@ pub async fn a_hold_whose_claims_were_taken_and_freed_again_stays_expired(store:
     assert!(booked_for(&store, 1).await.is_empty());
     assert_audit_clean(&store, 1, 2).await;
 }
+
+/// Hold ids are bearer credentials (issue #20, item 6): no event of the log every WatchEvents
+/// consumer reads carries one, for plain holds (held, booked, hold_released, hold_expired) and
+/// waitlist offers (offered, offer_declined, offer_expired) alike. Events name a hold by
+/// `hold_ref`, 16 hex digits of SHA-1("hold:<id>"), the same on every backend.
+pub async fn no_event_carries_a_hold_id_only_its_reference(store: Store) {
+    use slotd::domain::lifecycle::{EventStart, HoldRelease};
+    store
+        .open_slots(&plan(1, 1, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    store
+        .open_slots(&plan(2, 2, "08:00", "08:00", 3), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=6).await;
+    let hold_of = |request_id: &'static str, ids: &'static [u32]| {
+        let store = store.clone();
+        async move {
+            store
+                .hold(
+                    &booking(request_id, slot(2, "08:00"), ids),
+                    &HoldId::generate(),
+                    epoch() + Duration::minutes(10),
+                    epoch(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let confirmed = hold_of("cred-h1", &[1]).await;
+    store
+        .confirm_hold(
+            &confirming(&confirmed.id),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let released = hold_of("cred-h2", &[2]).await;
+    store
+        .release_hold(
+            &HoldRelease {
+                request_id: RequestId::parse("cred-release").unwrap(),
+                hold: released.id.clone(),
+            },
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let expired = hold_of("cred-h3", &[3]).await;
+    // A waitlist offer, declined, then offered again and left to expire.
+    let a = book(&store, &booking("cred-a", slot(1, "08:00"), &[4]))
+        .await
+        .unwrap();
+    let w = super::waitlist::join(&store, "cred-w", 1, 1, &[5]).await;
+    store
+        .cancel(&cancellation("cred-c", &a.confirmation, 4), epoch())
+        .await
+        .unwrap();
+    let offer = super::waitlist::offer_of(&store, &w).await;
+    store
+        .reclaim_expired_holds(epoch() + Duration::days(1))
+        .await
+        .unwrap();
+
+    let events = store
+        .events(EventStart::After(Default::default()), 1000)
+        .await
+        .unwrap()
+        .events;
+    let ids = [&confirmed.id, &released.id, &expired.id, &offer.id];
+    for e in &events {
+        assert!(!e.fields.contains_key("hold"), "{e:?}");
+        for value in e.fields.values() {
+            for id in ids {
+                assert!(
+                    !value.contains(id.as_str()),
+                    "event {} carries hold id {id}: {e:?}",
+                    e.kind
+                );
+            }
+        }
+    }
+    let refs: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| Some((e.kind.as_str(), e.field("hold_ref")?)))
+        .collect();
+    let has = |kind: &str, id: &HoldId| refs.contains(&(kind, id.reference().as_str()));
+    assert!(has("held", &confirmed.id), "{refs:?}");
+    assert!(has("booked", &confirmed.id), "{refs:?}");
+    assert!(has("hold_released", &released.id), "{refs:?}");
+    assert!(has("hold_expired", &expired.id), "{refs:?}");
+    assert!(has("offered", &offer.id), "{refs:?}");
+    assert!(has("offer_expired", &offer.id), "{refs:?}");
+    assert_eq!(confirmed.id.reference().len(), HoldId::REFERENCE_LEN);
+}

@@ -144,7 +144,7 @@ if moves then
   redis.call('HSET', entry_key, 'confirmation', moves)
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
     'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
-    'at', ARGV[4], 'hold', hold_id)
+    'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
   return {'MOVED', moves}
 end
@@ -190,5 +190,5 @@ if entry_key then
 end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
-  'seats', n, 'at', ARGV[4], 'hold', hold_id)
+  'seats', n, 'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
 return {'OK'}

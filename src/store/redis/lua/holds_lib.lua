@@ -8,6 +8,13 @@
 -- Passport records and receipt `backing` fields claimed by a hold hold "hold:<ID>:<expires_ms>",
 -- a claim that lapses by itself at the expiry, so reclaiming touches only the date's keys.
 
+-- What events name a hold by: 16 hex digits of SHA-1("hold:<ID>"), a reference that grants
+-- nothing (hold ids are bearer credentials and never enter the event stream); the same as
+-- HoldId::reference in Rust.
+local function hold_ref(id)
+  return string.sub(redis.sha1hex('hold:' .. id), 1, 16)
+end
+
 -- Whether a passport record or receipt `backing` value still claims: an appointment number
 -- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
 local function claim_live(value, now)
@@ -226,7 +233,7 @@ local function offer_seats(o, post, cat, date, hhmm, released, skip)
         redis.call('EXPIRE', hold_key, o.record_ttl)
         redis.call('HSET', key, 'status', 'OFFERED', 'offer', hold_id, 'updated_ms', o.now)
         redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
-          'type', 'offered', 'entry', id, 'hold', hold_id,
+          'type', 'offered', 'entry', id, 'hold_ref', hold_ref(hold_id),
           'slot', post .. '/' .. cat .. '/' .. date .. ' ' .. time_text,
           'seats', n, 'expires_ms', expires, 'at', o.now_text)
         budget = budget - n
@@ -267,12 +274,12 @@ local function offer_ended(prefix, hold_id, expired, at)
   if expired then
     end_entry(prefix, entry, 'EXPIRED', nil, at)
     redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
-      'type', 'offer_expired', 'entry', entry, 'hold', hold_id)
+      'type', 'offer_expired', 'entry', entry, 'hold_ref', hold_ref(hold_id))
   else
     redis.call('HSET', key, 'status', 'WAITING', 'updated_ms', at)
     redis.call('HDEL', key, 'offer')
     redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
-      'type', 'offer_declined', 'entry', entry, 'hold', hold_id)
+      'type', 'offer_declined', 'entry', entry, 'hold_ref', hold_ref(hold_id))
   end
   return entry
 end
@@ -302,7 +309,7 @@ local function release_writes(h)
   end
   redis.call('HSET', h.key, 'status', 'RELEASED')
   redis.call('XADD', h.events_key, 'MAXLEN', '~', 1000000, '*',
-    'type', 'hold_released', 'hold', h.id, 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
+    'type', 'hold_released', 'hold_ref', hold_ref(h.id), 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
 end
 
 -- Returns the seats of the expired holds found by expired_holds (writes) and appends one
@@ -319,7 +326,7 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
       end
       redis.call('HSET', day_key, h[2] .. ':h', held)
       redis.call('XADD', events_key, 'MAXLEN', '~', 1000000, '*',
-        'type', 'hold_expired', 'hold', h[4],
+        'type', 'hold_expired', 'hold_ref', hold_ref(h[4]),
         'slot', slot_prefix .. ' ' .. string.sub(h[2], 1, 2) .. ':' .. string.sub(h[2], 3, 4),
         'seats', h[3], 'expires_ms', h[5])
     end
