@@ -6,10 +6,11 @@
 //! limit by inventing identities.
 //!
 //! Three buckets per client: BookingService calls, CalendarService calls, and failed
-//! confirmation lookups (NOT_FOUND from GetAppointment, CancelAppointment,
-//! RescheduleAppointment, RenderConfirmation or JoinWaitlist): a client that guesses
-//! confirmation numbers runs out after a handful of misses per hour, whatever its call rate,
-//! which with 68.7-bit numbers makes enumeration hopeless.
+//! lookups (NOT_FOUND from GetAppointment, CancelAppointment, RescheduleAppointment,
+//! RenderConfirmation or JoinWaitlist; RECEIPT_NOT_REGISTERED from BookAppointment, HoldSlot
+//! or JoinWaitlist): a client that guesses confirmation numbers, or probes which receipt
+//! numbers exist, runs out after a handful of misses per hour, whatever its call rate, which
+//! with 68.7-bit numbers makes enumeration hopeless.
 //!
 //! The state is bounded by `limits.max_clients`; when full, clients whose bucket is full again
 //! (idle) are forgotten first. Limits are per replica: N replicas allow N times the rate.

@@ -96,6 +96,7 @@ conformance!(
     a_hold_confirmed_just_before_its_expiry_keeps_its_claims_against_a_later_clock,
     a_hold_whose_claims_were_taken_and_freed_again_stays_expired,
     no_event_carries_a_hold_id_only_its_reference,
+    joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt,
 );
 
 #[path = "conformance/claims.rs"]

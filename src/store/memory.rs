@@ -757,14 +757,15 @@ impl State {
             .appointments
             .get(appointment)
             .ok_or(Error::AppointmentNotFound)?;
+        // The group first (as wl_join.lua): a number without its group learns nothing.
+        if a.applicants != join.applicants {
+            return Err(Error::AppointmentNotFound.into());
+        }
         if a.status == AppointmentStatus::Cancelled {
             return Err(Error::AppointmentCancelled {
                 confirmation_number: appointment.to_string(),
             }
             .into());
-        }
-        if a.applicants != join.applicants {
-            return Err(Error::AppointmentNotFound.into());
         }
         if a.slot.date <= join.range.to {
             return Err(moving_range_error(a.slot.date).into());
@@ -1556,7 +1557,12 @@ impl Inventory for MemoryStore {
                 .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
         }
         state.reclaim(now);
-        // Checks, in the Redis script's order.
+        // Checks, in the Redis script's order: ownership first (receipts, or the appointment's
+        // number and passport), so ALREADY_WAITING answers only a caller who proved it.
+        match &join.moving {
+            Some(appointment) => state.check_moving(join, appointment, limit)?,
+            None => state.check_applicants(&join.applicants, now)?,
+        }
         for a in &join.applicants {
             if state.waiting_passports.contains_key(&a.passport) {
                 return Err(Error::AlreadyWaiting {
@@ -1564,10 +1570,6 @@ impl Inventory for MemoryStore {
                 }
                 .into());
             }
-        }
-        match &join.moving {
-            Some(appointment) => state.check_moving(join, appointment, limit)?,
-            None => state.check_applicants(&join.applicants, now)?,
         }
         if state.entries.contains_key(id) {
             return Err(StoreError::ConfirmationTaken);

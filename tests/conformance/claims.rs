@@ -288,3 +288,88 @@ pub async fn no_event_carries_a_hold_id_only_its_reference(store: Store) {
     assert!(has("offer_expired", &offer.id), "{refs:?}");
     assert_eq!(confirmed.id.reference().len(), HoldId::REFERENCE_LEN);
 }
+
+/// No oracles (issue #20, item 5): joining the waitlist with a passport that waits already but
+/// a receipt that is not its own answers the receipt refusal, never ALREADY_WAITING; only a
+/// caller who shows the passport's receipt learns that it waits. A moving join with the number
+/// of a cancelled appointment but another group answers APPOINTMENT_NOT_FOUND, like a number
+/// that does not exist, never APPOINTMENT_CANCELLED.
+pub async fn joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt(store: Store) {
+    use slotd::domain::waitlist::{EntryId, WaitlistJoin};
+    store
+        .open_slots(&plan(1, 3, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=3).await;
+    super::waitlist::join(&store, "oracle-w", 1, 1, &[1]).await;
+    let join_as = |request_id: &str, a: Applicant| {
+        WaitlistJoin::new(
+            RequestId::parse(request_id).unwrap(),
+            post(),
+            category(),
+            range(1, 2),
+            Vec::new(),
+            vec![a],
+        )
+        .unwrap()
+    };
+    let unknown = Applicant {
+        receipt: receipt_no(9),
+        ..applicant(1)
+    };
+    let others = Applicant {
+        receipt: receipt_no(2),
+        ..applicant(1)
+    };
+    let before = snapshot(&store).await;
+    for (request_id, a) in [("oracle-1", unknown), ("oracle-2", others)] {
+        let refused = refusal(
+            store
+                .join_waitlist(&join_as(request_id, a), &EntryId::generate(), 2, epoch())
+                .await,
+        );
+        assert!(
+            matches!(
+                refused,
+                Error::ReceiptNotRegistered { .. } | Error::ReceiptPassportMismatch { .. }
+            ),
+            "{request_id}: {refused:?}"
+        );
+    }
+    // Its own receipt proves the passport: now it may learn that it waits.
+    let refused = refusal(
+        store
+            .join_waitlist(
+                &join_as("oracle-3", applicant(1)),
+                &EntryId::generate(),
+                2,
+                epoch(),
+            )
+            .await,
+    );
+    assert!(
+        matches!(refused, Error::AlreadyWaiting { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(snapshot(&store).await, before);
+
+    // A cancelled appointment's number with another group looks like no appointment.
+    let a = book(&store, &booking("oracle-b", slot(3, "08:00"), &[2]))
+        .await
+        .unwrap();
+    store
+        .cancel(&cancellation("oracle-c", &a.confirmation, 2), epoch())
+        .await
+        .unwrap();
+    let refused = refusal(
+        store
+            .join_waitlist(
+                &join_as("oracle-4", applicant(3)).moving(a.confirmation.clone()),
+                &EntryId::generate(),
+                2,
+                epoch(),
+            )
+            .await,
+    );
+    assert!(matches!(refused, Error::AppointmentNotFound), "{refused:?}");
+}
