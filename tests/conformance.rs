@@ -97,6 +97,8 @@ conformance!(
     a_hold_whose_claims_were_taken_and_freed_again_stays_expired,
     no_event_carries_a_hold_id_only_its_reference,
     joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt,
+    a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry,
+    cancelling_an_appointment_ends_the_entry_that_wanted_to_move_it,
 );
 
 #[path = "conformance/claims.rs"]

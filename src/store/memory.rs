@@ -280,6 +280,43 @@ impl State {
         }
     }
 
+    /// Ends a moving entry for good (`reason`) that can never move its appointment: the seats
+    /// of its live offer come back at once (the offer claims no passport or receipt) and go to
+    /// the next entries (as `cancel_moving_entry` in holds_lib.lua).
+    fn cancel_moving_entry(
+        &mut self,
+        id: &EntryId,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(rec) = self.entries.get(id) else {
+            return Ok(());
+        };
+        if !rec.entry.status.in_line() {
+            return Ok(());
+        }
+        let offer = match (&rec.offer, rec.entry.status) {
+            (Some(h), EntryStatus::Offered) => self
+                .holds
+                .get(h)
+                .filter(|h| h.status_at(now) == HoldStatus::Held)
+                .cloned(),
+            _ => None,
+        };
+        if let Some(hold) = &offer {
+            self.release(hold, now)?;
+        }
+        self.end_entry(id, EntryStatus::Cancelled, Some(reason), now);
+        self.push_event(
+            "waitlist_cancelled",
+            &[("entry", id.to_string()), ("reason", reason.to_owned())],
+        );
+        if let Some(hold) = offer {
+            self.offer_seats(&hold.slot, hold.seats(), None, now);
+        }
+        Ok(())
+    }
+
     /// A decline puts the entry of an offer back in line, an expiry ends it. Returns the entry
     /// when `hold` was its pending offer.
     fn offer_ended(&mut self, hold: &Hold, expired: bool, at: DateTime<Utc>) -> Option<EntryId> {
@@ -552,21 +589,37 @@ impl State {
             .get(appointment)
             .cloned()
             .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
-        if current.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: appointment.to_string(),
+        // A refusal is final for the entry: the offer's seats come back at once, the entry ends.
+        let refused = if current.status == AppointmentStatus::Cancelled {
+            Some((
+                "APPOINTMENT_CANCELLED",
+                Error::AppointmentCancelled {
+                    confirmation_number: appointment.to_string(),
+                },
+            ))
+        } else {
+            current
+                .applicants
+                .iter()
+                .find(|a| {
+                    let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
+                    used.is_none_or(|u| u >= limit)
+                })
+                .map(|a| {
+                    (
+                        "RESCHEDULE_LIMIT",
+                        Error::RescheduleLimit {
+                            receipt_number: a.receipt.to_string(),
+                            limit,
+                        },
+                    )
+                })
+        };
+        if let Some((reason, error)) = refused {
+            if let Some(entry) = &hold.entry {
+                self.cancel_moving_entry(entry, reason, now)?;
             }
-            .into());
-        }
-        for a in &current.applicants {
-            let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
-            if used.is_none_or(|u| u >= limit) {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
+            return Err(error.into());
         }
         self.reclaim(now);
         self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
@@ -1151,6 +1204,17 @@ impl Inventory for MemoryStore {
                 ("at", event_time(now)),
             ],
         );
+        // The entry that waited to move this appointment can never move it: it ends now.
+        let movers: Vec<EntryId> = applicants
+            .iter()
+            .filter_map(|a| state.waiting_passports.get(&a.passport).cloned())
+            .filter(|e| {
+                state.entries.get(e).and_then(|r| r.entry.moving.as_ref()) == Some(confirmation)
+            })
+            .collect();
+        for entry in movers {
+            state.cancel_moving_entry(&entry, "APPOINTMENT_CANCELLED", now)?;
+        }
         state.offer_seats(&slot, seats, None, now);
         Ok(updated)
     }

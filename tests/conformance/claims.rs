@@ -373,3 +373,149 @@ pub async fn joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt(st
     );
     assert!(matches!(refused, Error::AppointmentNotFound), "{refused:?}");
 }
+
+fn moved_to(
+    request_id: &str,
+    a: &Appointment,
+    to: SlotRef,
+) -> slotd::domain::lifecycle::Reschedule {
+    slotd::domain::lifecycle::Reschedule {
+        request_id: RequestId::parse(request_id).unwrap(),
+        confirmation: a.confirmation.clone(),
+        passport: a.applicants[0].passport.clone(),
+        new_slot: to,
+    }
+}
+
+/// Offers (issue #20, item 8): an offer to a moving entry that is refused on acceptance
+/// (RESCHEDULE_LIMIT: the group moved elsewhere meanwhile and has no reschedule left) gives its
+/// seats back at once, to the next entry in line, and ends its entry with the reason; it does
+/// not sit on the seats for the offer's whole TTL.
+pub async fn a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry(store: Store) {
+    use slotd::domain::waitlist::EntryStatus;
+    store
+        .open_slots(&plan(1, 3, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=4).await;
+    let mine = book(&store, &booking("mine", slot(3, "08:00"), &[1]))
+        .await
+        .unwrap();
+    let early = book(&store, &booking("early", slot(1, "08:00"), &[2]))
+        .await
+        .unwrap();
+    let moving = super::waitlist::join_moving(&store, "w-moving", &mine, 1, 1, 2)
+        .await
+        .unwrap();
+    let next = super::waitlist::join(&store, "w-next", 1, 1, &[4]).await;
+    store
+        .cancel(&cancellation("c-early", &early.confirmation, 2), epoch())
+        .await
+        .unwrap();
+    let offer = super::waitlist::offer_of(&store, &moving).await;
+    // Meanwhile the group spends both its reschedules elsewhere (day 3 -> 2 -> 3).
+    let later = epoch() + Duration::minutes(1);
+    store
+        .reschedule(&moved_to("m-1", &mine, slot(2, "08:00")), 2, later)
+        .await
+        .unwrap();
+    store
+        .reschedule(&moved_to("m-2", &mine, slot(3, "08:00")), 2, later)
+        .await
+        .unwrap();
+    let refused = refusal(
+        store
+            .confirm_hold(
+                &HoldConfirmation {
+                    request_id: RequestId::parse("accept").unwrap(),
+                    hold: offer.id.clone(),
+                },
+                &ConfirmationNumber::generate(),
+                later,
+            )
+            .await,
+    );
+    assert!(
+        matches!(refused, Error::RescheduleLimit { .. }),
+        "{refused:?}"
+    );
+    let gone = super::waitlist::entry(&store, &moving).await;
+    assert_eq!(gone.status, EntryStatus::Cancelled);
+    assert_eq!(gone.reason.as_deref(), Some("RESCHEDULE_LIMIT"));
+    // The seat went on to the next entry at once, long before the offer's TTL.
+    assert_eq!(
+        super::waitlist::offer_of(&store, &next).await.slot,
+        slot(1, "08:00")
+    );
+    let day1 = slot_state(&store, &slot(1, "08:00")).await;
+    assert_eq!((day1.booked, day1.held), (0, 1));
+    assert_eq!(
+        store
+            .appointment(&mine.confirmation, &passport(1))
+            .await
+            .unwrap()
+            .slot,
+        slot(3, "08:00")
+    );
+    assert_audit_clean(&store, 1, 3).await;
+}
+
+/// Cancelling an appointment ends the waitlist entry that waited to move it, at once: while it
+/// waits (no seats involved) and while it has an offer (whose seats come back and go to the
+/// next entry).
+pub async fn cancelling_an_appointment_ends_the_entry_that_wanted_to_move_it(store: Store) {
+    use slotd::domain::waitlist::EntryStatus;
+    store
+        .open_slots(&plan(1, 6, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=6).await;
+    // Waiting: appointment on day 6, waiting for day 4 or 5.
+    let far = book(&store, &booking("far", slot(6, "08:00"), &[5]))
+        .await
+        .unwrap();
+    let waiting = super::waitlist::join_moving(&store, "w-far", &far, 4, 5, 2)
+        .await
+        .unwrap();
+    store
+        .cancel(&cancellation("c-far", &far.confirmation, 5), epoch())
+        .await
+        .unwrap();
+    let gone = super::waitlist::entry(&store, &waiting).await;
+    assert_eq!(gone.status, EntryStatus::Cancelled);
+    assert_eq!(gone.reason.as_deref(), Some("APPOINTMENT_CANCELLED"));
+
+    // Offered: appointment on day 3, its entry holds the seat released on day 1.
+    let mine = book(&store, &booking("mine", slot(3, "08:00"), &[1]))
+        .await
+        .unwrap();
+    let early = book(&store, &booking("early", slot(1, "08:00"), &[2]))
+        .await
+        .unwrap();
+    let moving = super::waitlist::join_moving(&store, "w-moving", &mine, 1, 1, 2)
+        .await
+        .unwrap();
+    let next = super::waitlist::join(&store, "w-next", 1, 1, &[4]).await;
+    store
+        .cancel(&cancellation("c-early", &early.confirmation, 2), epoch())
+        .await
+        .unwrap();
+    let offer = super::waitlist::offer_of(&store, &moving).await;
+    store
+        .cancel(&cancellation("c-mine", &mine.confirmation, 1), epoch())
+        .await
+        .unwrap();
+    let gone = super::waitlist::entry(&store, &moving).await;
+    assert_eq!(gone.status, EntryStatus::Cancelled);
+    assert_eq!(gone.reason.as_deref(), Some("APPOINTMENT_CANCELLED"));
+    let released = store.find_hold(&offer.id).await.unwrap().unwrap();
+    assert_eq!(
+        released.status,
+        slotd::domain::lifecycle::HoldStatus::Released
+    );
+    assert_eq!(
+        super::waitlist::offer_of(&store, &next).await.slot,
+        slot(1, "08:00")
+    );
+    assert_audit_clean(&store, 1, 6).await;
+}

@@ -41,7 +41,7 @@ pub(super) async fn join(
         .unwrap()
 }
 
-async fn entry(store: &Store, e: &WaitlistEntry) -> WaitlistEntry {
+pub(super) async fn entry(store: &Store, e: &WaitlistEntry) -> WaitlistEntry {
     store.waitlist_entry(&e.id).await.unwrap()
 }
 
@@ -567,7 +567,7 @@ pub async fn offers_appear_in_the_event_log(store: Store) {
     assert_eq!(e.field("slot"), Some(slot(1, "08:00").to_string().as_str()));
 }
 
-async fn join_moving(
+pub(super) async fn join_moving(
     store: &Store,
     request_id: &str,
     appointment: &Appointment,

@@ -108,5 +108,14 @@ redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
   'type', 'cancelled', 'confirmation', conf, 'slot', current, 'seats', seats, 'at', now_text)
+-- The entry that waited to move this appointment can never move it: it ends now, and the
+-- seats of its pending offer come back at once. Its passports name it (wlp:<PASSPORT>).
+for i = 1, seats do
+  local passport = string.sub(KEYS[5 + 2 * i], #o.prefix + #'passport:' + 1)
+  local waiting = redis.call('GET', o.prefix .. 'wlp:' .. passport)
+  if waiting and redis.call('HGET', o.prefix .. 'wle:' .. waiting, 'moves') == conf then
+    cancel_moving_entry(o, waiting, 'APPOINTMENT_CANCELLED')
+  end
+end
 offer_seats(o, appt[4], appt[5], appt[6], hhmm, seats, nil)
 return {'OK'}

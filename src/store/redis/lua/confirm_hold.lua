@@ -33,12 +33,14 @@
 -- moving entry (entry field `moves`) is a reschedule instead: the entry's appointment moves
 -- onto the held seats (same number, history line, reschedule counted), answered
 -- {"MOVED", conf}; its old seats go to that date's line (offer step). Refusals then are
--- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}.
+-- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}, and final: the offer's seats
+-- come back at once (and go to the next entries), the entry ends CANCELLED with that reason.
 --
 -- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); a hold whose
 -- passport or receipt claim no longer reads "hold:<HOLD_ID>:<expires_ms>" books nothing
 -- (HOLD_EXPIRED, no write); an expired hold books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
--- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does.
+-- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does, and
+-- a moving offer's final refusal (above).
 local now = tonumber(ARGV[1])
 local o = offer_context(9, now)
 if not now or not o then
@@ -96,13 +98,17 @@ if moves then
   if not a[1] then
     return {'CORRUPT', 'moving entry names a missing appointment'}
   end
+  -- A refusal is final for the entry: the offer's seats come back at once and go on to the
+  -- next entries, the entry ends (these writes are the refusal's whole outcome).
   if a[1] ~= 'BOOKED' then
+    cancel_moving_entry(o, rec[10], 'APPOINTMENT_CANCELLED')
     return {'APPOINTMENT_CANCELLED', moves}
   end
   local limit = tonumber(redis.call('HGET', entry_key, 'limit') or '0') or 0
   for i = 1, n do
     local used = tonumber(redis.call('HGET', KEYS[7 + 2 * i], 'reschedules') or '0') or 0
     if used >= limit then
+      cancel_moving_entry(o, rec[10], 'RESCHEDULE_LIMIT')
       return {'RESCHEDULE_LIMIT', i, limit}
     end
   end

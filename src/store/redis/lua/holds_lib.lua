@@ -312,6 +312,47 @@ local function release_writes(h)
     'type', 'hold_released', 'hold_ref', hold_ref(h.id), 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
 end
 
+-- Ends moving entry `id` for good with `reason` (its appointment was cancelled, or it can move
+-- no more): the seats of its live offer come back at once (an offer to a moving entry claims no
+-- passport or receipt) and go to the next entries of that date; one waitlist_cancelled event.
+-- Nothing if the entry is not in line. Writes only: the caller decided.
+local function cancel_moving_entry(o, id, reason)
+  local p = o.prefix
+  local key = p .. 'wle:' .. id
+  local e = redis.call('HMGET', key, 'status', 'offer')
+  if e[1] ~= 'WAITING' and e[1] ~= 'OFFERED' then
+    return
+  end
+  local freed
+  if e[1] == 'OFFERED' and e[2] then
+    local hold_key = p .. 'hold:' .. e[2]
+    local h = redis.call('HMGET', hold_key, 'status', 'seats', 'expires_ms', 'post', 'category',
+      'date', 'time')
+    local n, expires = tonumber(h[2]), tonumber(h[3])
+    if h[1] == 'HELD' and n and expires and expires > o.now and h[7] then
+      local day_label = h[4] .. ':' .. h[5] .. ':' .. h[6]
+      local hhmm = string.sub(h[7], 1, 2) .. string.sub(h[7], 4, 5)
+      local holds_key = p .. 'holds:' .. day_label
+      if redis.call('ZSCORE', holds_key, hhmm .. ':' .. n .. ':' .. e[2]) then
+        release_writes({
+          key = hold_key, id = e[2], hhmm = hhmm, n = n, expires = h[3],
+          day_key = p .. 'day:' .. day_label, holds_key = holds_key, due_key = p .. 'holds-due',
+          events_key = p .. 'events', day_label = day_label,
+          slot_label = h[4] .. '/' .. h[5] .. '/' .. h[6] .. ' ' .. h[7], now_text = o.now_text,
+          receipts = {}, passports = {},
+        })
+        freed = {h[4], h[5], h[6], hhmm, n}
+      end
+    end
+  end
+  end_entry(p, id, 'CANCELLED', reason, o.now)
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
+    'type', 'waitlist_cancelled', 'entry', id, 'reason', reason)
+  if freed then
+    offer_seats(o, freed[1], freed[2], freed[3], freed[4], freed[5], nil)
+  end
+end
+
 -- Returns the seats of the expired holds found by expired_holds (writes) and appends one
 -- hold_expired event each. `day_label` is "<POST>:<CAT>:<DATE>" (due members),
 -- `slot_prefix` "<POST>/<CAT>/<DATE>" (event slots).
