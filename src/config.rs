@@ -142,9 +142,14 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA of operator client certificates: AdminService then also accepts a verified client
-    /// certificate instead of the bearer token.
+    /// certificate for one of --tls-operator-names instead of the bearer token.
     #[arg(long, env = "SLOTD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// DNS names (subject alternative names) an operator client certificate must be valid for,
+    /// comma-separated; required with --tls-client-ca.
+    #[arg(long, env = "SLOTD_TLS_OPERATOR_NAMES", value_delimiter = ',')]
+    pub tls_operator_names: Option<Vec<String>>,
 }
 
 /// The whole configuration; every field has a default, so an empty file is valid.
@@ -318,6 +323,8 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    /// DNS names (subject alternative names) of accepted operator certificates.
+    pub operator_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -333,6 +340,10 @@ pub struct LimitSettings {
     /// and hour, and the burst: the anti-enumeration limit.
     pub lookup_failures_per_hour: u32,
     pub lookup_failure_burst: u32,
+    /// Failed operator authentications (AdminService) per client and hour, and the burst:
+    /// guessing the admin token or trying certificates stops after a handful.
+    pub operator_failures_per_hour: u32,
+    pub operator_failure_burst: u32,
     /// Peers (e.g. the edge proxy) trusted to name the client in `x-client-id`; every other
     /// peer is limited by its IP address.
     pub trusted_proxies: Vec<IpAddr>,
@@ -349,6 +360,8 @@ impl Default for LimitSettings {
             calendar_burst: 100,
             lookup_failures_per_hour: 30,
             lookup_failure_burst: 10,
+            operator_failures_per_hour: 60,
+            operator_failure_burst: 10,
             trusted_proxies: Vec::new(),
             max_clients: 100_000,
         }
@@ -365,6 +378,8 @@ impl LimitSettings {
             calendar_burst: u32::MAX,
             lookup_failures_per_hour: u32::MAX,
             lookup_failure_burst: u32::MAX,
+            operator_failures_per_hour: u32::MAX,
+            operator_failure_burst: u32::MAX,
             ..Self::default()
         }
     }
@@ -530,6 +545,9 @@ impl ServeArgs {
         set_opt(&mut s.tls.cert, &self.tls_cert);
         set_opt(&mut s.tls.key, &self.tls_key);
         set_opt(&mut s.tls.client_ca, &self.tls_client_ca);
+        if let Some(names) = &self.tls_operator_names {
+            s.tls.operator_names = names.clone();
+        }
     }
 }
 
@@ -718,6 +736,23 @@ impl Settings {
             "tls.client_ca",
             "needs tls.cert and tls.key",
         )?;
+        check(
+            t.client_ca.is_none() || !t.operator_names.is_empty(),
+            "tls.operator_names",
+            "needs at least one name with tls.client_ca: only certificates valid for these names are operators",
+        )?;
+        check(
+            t.operator_names.is_empty() || t.client_ca.is_some(),
+            "tls.operator_names",
+            "needs tls.client_ca",
+        )?;
+        for name in &t.operator_names {
+            check(
+                crate::auth::OperatorNames::valid_name(name),
+                "tls.operator_names",
+                "each must be a DNS name without wildcards",
+            )?;
+        }
         readable("tls.cert", &t.cert)?;
         readable("tls.key", &t.key)?;
         readable("tls.client_ca", &t.client_ca)?;
@@ -733,6 +768,11 @@ impl Settings {
                 l.lookup_failures_per_hour,
             ),
             ("limits.lookup_failure_burst", l.lookup_failure_burst),
+            (
+                "limits.operator_failures_per_hour",
+                l.operator_failures_per_hour,
+            ),
+            ("limits.operator_failure_burst", l.operator_failure_burst),
         ] {
             check(value >= 1, key, "must be at least 1")?;
         }

@@ -157,6 +157,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 Some(ca) => Some(read_pem("tls.client_ca", ca)?),
                 None => None,
             },
+            operator_names: settings.tls.operator_names.clone(),
         }),
         _ => None,
     };
