@@ -787,7 +787,7 @@ async fn receipt_probes_answer_alike_learn_nothing_and_spend_the_failed_lookup_b
             .await
             .unwrap();
         let before = state(&server, &date).await;
-        let mut call = |n: u32, a: pb::Applicant| {
+        let call = |n: u32, a: pb::Applicant| {
             let mut booking = booking.clone();
             let date = date.clone();
             async move {
