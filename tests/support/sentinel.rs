@@ -1,0 +1,217 @@
+//! A throwaway Sentinel deployment on loopback: one primary, one replica and three sentinels
+//! (quorum 2, down-after 1 s) monitoring it as `slotd-primary`, in one temp dir, killed on drop.
+//! No persistence: the replica holds the data (that is what WAIT acknowledges).
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::process::free_port;
+
+pub const MASTER: &str = "slotd-primary";
+
+pub struct SentinelSet {
+    /// Data nodes (port, process); the primary is first at the start.
+    nodes: Vec<(u16, Option<Child>)>,
+    sentinels: Vec<(u16, Child)>,
+    dir: TempDir,
+}
+
+fn client(port: u16) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?
+        .get_connection_with_timeout(Duration::from_millis(500))
+}
+
+fn info(port: u16) -> String {
+    client(port)
+        .and_then(|mut c| {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut c)
+        })
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn data_node(port: u16, dir: &std::path::Path, replica_of: Option<u16>) -> Child {
+    let mut c = Command::new("redis-server");
+    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--maxmemory-policy", "noeviction"])
+        .arg("--dir")
+        .arg(dir);
+    if let Some(primary) = replica_of {
+        c.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): needs redis-server 7"))
+}
+
+impl SentinelSet {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let primary = free_port();
+        let mut replica = free_port();
+        while replica == primary {
+            replica = free_port();
+        }
+        let node_dir = |port: u16| {
+            let d = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&d).expect("node dir");
+            d
+        };
+        let nodes = vec![
+            (primary, Some(data_node(primary, &node_dir(primary), None))),
+            (
+                replica,
+                Some(data_node(replica, &node_dir(replica), Some(primary))),
+            ),
+        ];
+        wait_until("the replica's link to the primary is up", 20, || {
+            info(replica).contains("master_link_status:up")
+        });
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let mut port = free_port();
+            while port == primary || port == replica || sentinels.iter().any(|(p, _)| *p == port) {
+                port = free_port();
+            }
+            let conf = dir.path().join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel failover-timeout {MASTER} 10000\n\
+                     sentinel parallel-syncs {MASTER} 1\n",
+                    dir.path().display()
+                ),
+            )
+            .expect("sentinel.conf");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel");
+            sentinels.push((port, child));
+        }
+        let set = Self {
+            nodes,
+            sentinels,
+            dir,
+        };
+        for (port, _) in &set.sentinels {
+            let port = *port;
+            wait_until("every sentinel sees the replica and the others", 30, || {
+                client(port)
+                    .and_then(|mut c| {
+                        redis::cmd("SENTINEL")
+                            .arg("MASTER")
+                            .arg(MASTER)
+                            .query::<Vec<String>>(&mut c)
+                    })
+                    .map(|fields| {
+                        let field = |name: &str| {
+                            fields
+                                .iter()
+                                .position(|f| f == name)
+                                .and_then(|i| fields.get(i + 1))
+                                .cloned()
+                                .unwrap_or_default()
+                        };
+                        field("num-slaves") == "1" && field("num-other-sentinels") == "2"
+                    })
+                    .unwrap_or(false)
+            });
+        }
+        set
+    }
+
+    /// `redis+sentinel://` with the three sentinels.
+    pub fn url(&self) -> String {
+        let list: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER}", list.join(","))
+    }
+
+    /// The port the sentinels name as primary now.
+    pub fn primary(&self) -> u16 {
+        for (port, _) in &self.sentinels {
+            let named = client(*port).and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(MASTER)
+                    .query::<(String, u16)>(&mut c)
+            });
+            if let Ok((_, p)) = named {
+                return p;
+            }
+        }
+        panic!("no sentinel names a primary");
+    }
+
+    /// SIGKILL a data node, like a crash.
+    pub fn kill(&mut self, port: u16) {
+        if let Some((_, slot)) = self.nodes.iter_mut().find(|(p, _)| *p == port) {
+            if let Some(mut child) = slot.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Waits until the sentinels name another primary than `dead` and it answers as primary.
+    pub fn wait_promoted(&self, dead: u16, secs: u64) -> u16 {
+        let mut promoted = 0;
+        wait_until("the sentinels promote the replica", secs, || {
+            promoted = self.primary();
+            promoted != dead && info(promoted).contains("role:master")
+        });
+        promoted
+    }
+
+    /// Restarts the dead node as a replica of `primary` (what an orchestrator does), and waits
+    /// for its link.
+    pub fn restart_as_replica(&mut self, port: u16, primary: u16) {
+        let dir = self.dir.path().join(port.to_string());
+        let child = data_node(port, &dir, Some(primary));
+        if let Some((_, slot)) = self.nodes.iter_mut().find(|(p, _)| *p == port) {
+            *slot = Some(child);
+        }
+        wait_until("the restarted node replicates the new primary", 30, || {
+            info(port).contains("master_link_status:up")
+        });
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for (_, slot) in &mut self.nodes {
+            if let Some(mut child) = slot.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
