@@ -191,10 +191,13 @@ impl SentinelSet {
     /// for its link.
     pub fn restart_as_replica(&mut self, port: u16, primary: u16) {
         let dir = self.dir.path().join(port.to_string());
-        let child = data_node(port, &dir, Some(primary));
-        if let Some((_, slot)) = self.nodes.iter_mut().find(|(p, _)| *p == port) {
-            *slot = Some(child);
-        }
+        let slot = self
+            .nodes
+            .iter_mut()
+            .find(|(p, _)| *p == port)
+            .map(|(_, slot)| slot)
+            .expect("a node of this set");
+        *slot = Some(data_node(port, &dir, Some(primary)));
         wait_until("the restarted node replicates the new primary", 30, || {
             info(port).contains("master_link_status:up")
         });
