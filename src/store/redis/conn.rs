@@ -1003,6 +1003,42 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_sentinel_url_with_a_ca_and_a_client_certificate_opens_without_connecting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (ca, client, client_key) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("c.pem"),
+            dir.path().join("c.key"),
+        );
+        std::fs::write(&ca, cert.pem()).expect("write");
+        std::fs::write(&client, cert.pem()).expect("write");
+        std::fs::write(&client_key, key.serialize_pem()).expect("write");
+        let options = ConnOptions {
+            url: "rediss+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/primary/1".into(),
+            tls: TlsFiles {
+                ca_cert: Some(ca),
+                client_cert: Some(client),
+                client_key: Some(client_key.clone()),
+            },
+            ..ConnOptions::default()
+        };
+        let conn = Conn::open(&options).expect("lazy: nothing is contacted yet");
+        assert!(matches!(conn.target, Target::Sentinel(_)));
+        // A key file that is not a key is named.
+        let mut broken = options.clone();
+        broken.tls.client_key = broken.tls.ca_cert.clone();
+        assert_eq!(
+            check(&broken).expect_err("not a key").key,
+            "redis.tls_client_key"
+        );
+    }
+
+    #[test]
     fn passwords_are_redacted_on_every_scheme() {
         assert_eq!(
             redacted_url("redis-cluster://:pw@a:1,b:2"),
