@@ -281,12 +281,22 @@ async fn sentinel_failover_mid_storm_is_followed_and_loses_no_acknowledged_booki
     let verdict = history::check(&channel, &plan, &history).await;
     history::audit_clean(&channel, &plan.date).await;
     let log = slotd.log();
+    // What the UNAVAILABLE answers were, from slotd's log (`store unavailable`, by detail).
+    let mut unavailable = std::collections::BTreeMap::<String, u32>::new();
+    for line in log.lines().filter(|l| l.contains("store unavailable")) {
+        let detail = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["fields"]["detail"].as_str().map(String::from))
+            .unwrap_or_else(|| "(no detail)".into());
+        let kind: String = detail.chars().filter(|c| !c.is_ascii_digit()).collect();
+        *unavailable.entry(kind).or_default() += 1;
+    }
     let wait_short = log.matches("replicas acknowledged within").count();
     eprintln!(
         "sentinel failover: promoted {promoted} {promotion:?} after the kill, slotd read \
          through it {followed:?} later; {before} acknowledged before the kill; a write on the \
-         lone primary answered {:?}; {wait_short} log lines of WAIT short of its replica; {}; \
-         retried answers {:?}; {verdict:?}",
+         lone primary answered {:?}; {wait_short} answers of WAIT short of its replica; {}; \
+         retried answers {:?}; UNAVAILABLE details {unavailable:#?}; {verdict:?}",
         lone.as_ref()
             .map(|_| ())
             .map_err(|s| (s.code(), support::reason(s))),
