@@ -1,6 +1,6 @@
 //! The documented Redis deployments, driven through the real `slotd` binary (issue 15): Redis
 //! Cluster from `--redis-url redis-cluster://...`, Redis over TLS (private CA, mutual TLS, a
-//! TLS cluster) and Redis Sentinel following a failover. Each one books, waits in the room and
+//! TLS cluster, Sentinel over TLS) and Redis Sentinel following a failover. Each one books, waits in the room and
 //! audits through the process; `slotd config check` takes the same URLs.
 
 mod support;
@@ -107,7 +107,8 @@ async fn rediss_with_a_private_ca_books_and_a_wrong_ca_fails_fast_naming_the_key
         "not a certificate: {out}"
     );
 
-    let slotd = Slotd::start_with(0, &redis.url(), &args(&["--redis-ca-cert", &pki.ca()]));
+    // The CA from the flag's environment twin (the other tests pass --redis-ca-cert).
+    let slotd = Slotd::start_env(0, &redis.url(), &[], &[("SLOTD_REDIS_CA_CERT", &pki.ca())]);
     let channel = connect(&slotd.addr()).await;
     book_wait_audit(&channel, 1).await;
 
@@ -171,6 +172,18 @@ async fn a_tls_cluster_with_mutual_tls_books_waits_in_the_room_and_audits() {
         refused.contains("config key `redis.tls_ca_cert`"),
         "a wrong CA fails at start on a cluster too:\n{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_books_waits_in_the_room_and_audits() {
+    let pki = Pki::new();
+    let set = SentinelSet::start_tls(&pki);
+    assert!(set.url().starts_with("rediss+sentinel://"));
+    let mut tls = args(&["--redis-ca-cert", &pki.ca()]);
+    tls.extend(pki.client_args());
+    let slotd = Slotd::start_with(0, &set.url(), &tls);
+    let channel = connect(&slotd.addr()).await;
+    book_wait_audit(&channel, 1).await;
 }
 
 /// Books until `n` are acknowledged (bounded).

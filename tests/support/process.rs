@@ -31,7 +31,12 @@ impl Slotd {
 
     /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...).
     pub fn start_with(port: u16, redis_url: &str, extra: &[String]) -> Self {
-        let (child, log) = spawn(port, redis_url, extra);
+        Self::start_env(port, redis_url, extra, &[])
+    }
+
+    /// `start_with` plus environment variables (`SLOTD_REDIS_CA_CERT`, ...).
+    pub fn start_env(port: u16, redis_url: &str, extra: &[String], env: &[(&str, &str)]) -> Self {
+        let (child, log) = spawn(port, redis_url, extra, env);
         let mut process = Self {
             child,
             addr: String::new(),
@@ -55,7 +60,7 @@ impl Slotd {
     /// Starts `slotd serve` expecting it to refuse to start: waits (bounded) for it to exit,
     /// asserts a failure exit code, and returns its output.
     pub fn refused(redis_url: &str, extra: &[String]) -> String {
-        let (mut child, log) = spawn(0, redis_url, extra);
+        let (mut child, log) = spawn(0, redis_url, extra, &[]);
         let deadline = Instant::now() + Duration::from_secs(30);
         let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
         loop {
@@ -103,7 +108,12 @@ impl Drop for Slotd {
     }
 }
 
-fn spawn(port: u16, redis_url: &str, extra: &[String]) -> (Child, tempfile::NamedTempFile) {
+fn spawn(
+    port: u16,
+    redis_url: &str,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Child, tempfile::NamedTempFile) {
     let log = tempfile::NamedTempFile::new().expect("log file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
     command
@@ -111,6 +121,7 @@ fn spawn(port: u16, redis_url: &str, extra: &[String]) -> (Child, tempfile::Name
         .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
         .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
         .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
         .env_remove("RUST_LOG")

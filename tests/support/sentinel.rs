@@ -1,6 +1,8 @@
 //! A throwaway Sentinel deployment on loopback: one primary, one replica and three sentinels
 //! (quorum 2, down-after 1 s) monitoring it as `slotd-primary`, in one temp dir, killed on drop.
-//! No persistence: the replica holds the data (that is what WAIT acknowledges).
+//! No persistence: the replica holds the data (that is what WAIT acknowledges). `start_tls`
+//! makes every node and sentinel TLS-only (mutual TLS, replication and sentinel links too).
+//! Inspected with `redis-cli` (`--tls` for the TLS set).
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::process::free_port;
+use super::tls::Pki;
 
 pub const MASTER: &str = "slotd-primary";
 
@@ -16,21 +19,25 @@ pub struct SentinelSet {
     /// Data nodes (port, process); the primary is first at the start.
     nodes: Vec<(u16, Option<Child>)>,
     sentinels: Vec<(u16, Child)>,
+    /// TLS arguments of every redis-server (empty: plaintext).
+    tls_args: Vec<String>,
+    /// `redis-cli` arguments to reach a node (`--tls ...` for the TLS set).
+    cli_args: Vec<String>,
     dir: TempDir,
 }
 
-fn client(port: u16) -> redis::RedisResult<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?
-        .get_connection_with_timeout(Duration::from_millis(500))
-}
-
-fn info(port: u16) -> String {
-    client(port)
-        .and_then(|mut c| {
-            redis::cmd("INFO")
-                .arg("replication")
-                .query::<String>(&mut c)
-        })
+/// `redis-cli -p port args...`'s output ("" when it fails).
+fn query(cli_args: &[String], port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(cli_args)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
 
@@ -42,9 +49,33 @@ fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn data_node(port: u16, dir: &std::path::Path, replica_of: Option<u16>) -> Child {
+/// The port arguments: `--port P`, or `--port 0 --tls-port P` plus the TLS files.
+fn port_args(port: u16, tls_args: &[String]) -> Vec<String> {
+    if tls_args.is_empty() {
+        vec!["--port".into(), port.to_string()]
+    } else {
+        let mut args = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ];
+        args.extend(tls_args.iter().cloned());
+        args
+    }
+}
+
+fn data_node(
+    port: u16,
+    dir: &std::path::Path,
+    replica_of: Option<u16>,
+    tls_args: &[String],
+) -> Child {
     let mut c = Command::new("redis-server");
-    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    c.args(port_args(port, tls_args))
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
         .arg("--dir")
@@ -60,6 +91,26 @@ fn data_node(port: u16, dir: &std::path::Path, replica_of: Option<u16>) -> Child
 
 impl SentinelSet {
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), Vec::new())
+    }
+
+    /// Everything over TLS with the certificates of `pki` (mutual TLS everywhere).
+    pub fn start_tls(pki: &Pki) -> Self {
+        let p = |n: &str| pki.path(n).display().to_string();
+        let cli = vec![
+            "--tls".into(),
+            "--cacert".into(),
+            p("ca.pem"),
+            "--cert".into(),
+            p("client.pem"),
+            "--key".into(),
+            p("client.key"),
+        ];
+        Self::start_with(pki.server_args("yes"), cli)
+    }
+
+    fn start_with(tls_args: Vec<String>, cli_args: Vec<String>) -> Self {
+        let info = |port: u16| query(&cli_args, port, &["INFO", "replication"]);
         let dir = tempfile::tempdir().expect("temp dir");
         let primary = free_port();
         let mut replica = free_port();
@@ -72,10 +123,18 @@ impl SentinelSet {
             d
         };
         let nodes = vec![
-            (primary, Some(data_node(primary, &node_dir(primary), None))),
+            (
+                primary,
+                Some(data_node(primary, &node_dir(primary), None, &tls_args)),
+            ),
             (
                 replica,
-                Some(data_node(replica, &node_dir(replica), Some(primary))),
+                Some(data_node(
+                    replica,
+                    &node_dir(replica),
+                    Some(primary),
+                    &tls_args,
+                )),
             ),
         ];
         wait_until("the replica's link to the primary is up", 20, || {
@@ -88,10 +147,11 @@ impl SentinelSet {
                 port = free_port();
             }
             let conf = dir.path().join(format!("sentinel-{port}.conf"));
+            // `--port/--tls-port` go on the command line; the file holds the monitoring.
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                    "bind 127.0.0.1\ndir {}\n\
                      sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 10000\n\
@@ -103,6 +163,7 @@ impl SentinelSet {
             let child = Command::new("redis-server")
                 .arg(&conf)
                 .arg("--sentinel")
+                .args(port_args(port, &tls_args))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -112,55 +173,57 @@ impl SentinelSet {
         let set = Self {
             nodes,
             sentinels,
+            tls_args,
+            cli_args,
             dir,
         };
         for (port, _) in &set.sentinels {
             let port = *port;
             wait_until("every sentinel sees the replica and the others", 30, || {
-                client(port)
-                    .and_then(|mut c| {
-                        redis::cmd("SENTINEL")
-                            .arg("MASTER")
-                            .arg(MASTER)
-                            .query::<Vec<String>>(&mut c)
-                    })
-                    .map(|fields| {
-                        let field = |name: &str| {
-                            fields
-                                .iter()
-                                .position(|f| f == name)
-                                .and_then(|i| fields.get(i + 1))
-                                .cloned()
-                                .unwrap_or_default()
-                        };
-                        field("num-slaves") == "1" && field("num-other-sentinels") == "2"
-                    })
-                    .unwrap_or(false)
+                let out = set.query(port, &["SENTINEL", "MASTER", MASTER]);
+                let fields: Vec<&str> = out.lines().collect();
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .position(|f| *f == name)
+                        .and_then(|i| fields.get(i + 1))
+                        .copied()
+                        .unwrap_or_default()
+                };
+                field("num-slaves") == "1" && field("num-other-sentinels") == "2"
             });
         }
         set
     }
 
-    /// `redis+sentinel://` with the three sentinels.
+    fn query(&self, port: u16, args: &[&str]) -> String {
+        query(&self.cli_args, port, args)
+    }
+
+    fn info(&self, port: u16) -> String {
+        self.query(port, &["INFO", "replication"])
+    }
+
+    /// `redis+sentinel://` (`rediss+sentinel://` for the TLS set) with the three sentinels.
     pub fn url(&self) -> String {
         let list: Vec<String> = self
             .sentinels
             .iter()
             .map(|(p, _)| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+sentinel://{}/{MASTER}", list.join(","))
+        let scheme = if self.tls_args.is_empty() {
+            "redis+sentinel"
+        } else {
+            "rediss+sentinel"
+        };
+        format!("{scheme}://{}/{MASTER}", list.join(","))
     }
 
     /// The port the sentinels name as primary now.
     pub fn primary(&self) -> u16 {
         for (port, _) in &self.sentinels {
-            let named = client(*port).and_then(|mut c| {
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(MASTER)
-                    .query::<(String, u16)>(&mut c)
-            });
-            if let Ok((_, p)) = named {
+            let out = self.query(*port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
+            if let Some(p) = out.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
                 return p;
             }
         }
@@ -182,7 +245,7 @@ impl SentinelSet {
         let mut promoted = 0;
         wait_until("the sentinels promote the replica", secs, || {
             promoted = self.primary();
-            promoted != dead && info(promoted).contains("role:master")
+            promoted != dead && self.info(promoted).contains("role:master")
         });
         promoted
     }
@@ -197,9 +260,9 @@ impl SentinelSet {
             .find(|(p, _)| *p == port)
             .map(|(_, slot)| slot)
             .expect("a node of this set");
-        *slot = Some(data_node(port, &dir, Some(primary)));
+        *slot = Some(data_node(port, &dir, Some(primary), &self.tls_args));
         wait_until("the restarted node replicates the new primary", 30, || {
-            info(port).contains("master_link_status:up")
+            self.info(port).contains("master_link_status:up")
         });
     }
 }

@@ -86,7 +86,7 @@ impl Pki {
     }
 
     /// redis-server's TLS arguments; `auth_clients`: `yes` (mutual TLS), `no`.
-    fn server_args(&self, auth_clients: &str) -> Vec<String> {
+    pub fn server_args(&self, auth_clients: &str) -> Vec<String> {
         let p = |n: &str| self.path(n).display().to_string();
         vec![
             "--tls-cert-file".into(),
