@@ -1,7 +1,7 @@
 //! The documented Redis deployments, driven through the real `slotd` binary (issue 15): Redis
 //! Cluster from `--redis-url redis-cluster://...`, Redis over TLS (private CA, mutual TLS, a
-//! TLS cluster, Sentinel over TLS) and Redis Sentinel following a failover. Each one books, waits in the room and
-//! audits through the process; `slotd config check` takes the same URLs.
+//! TLS cluster, Sentinel over TLS) and Redis Sentinel following a failover. Each one books,
+//! waits in the room and audits through the process; `slotd config check` takes the same URLs.
 
 mod support;
 
