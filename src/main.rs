@@ -104,6 +104,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             let store = RedisStore::connect(&options)
                 .map_err(|e| format!("--redis-url: {e}"))?
                 .with_offer_ttl(settings.offer_ttl());
+            // A certificate Redis or slotd refuses is a configuration error: fail fast.
+            if let Some(e) = store.tls_refusal().await {
+                return Err(format!("config key `{}`: {}", e.key, e.detail).into());
+            }
             // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
             match store.ping().await {
                 Ok(()) => tracing::info!(tag = %options.tag, "redis store answers"),

@@ -200,8 +200,8 @@ async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_
         ("SLOTD_HOLD_TTL_SECS", "30"),
         ("SLOTD__BOOKING__SWEEP_INTERVAL_MS", "3600000"),
     ];
-    let first = Slotd::start_with(0, &redis.url(), None, &slow);
-    let ahead = Slotd::start_with(0, &redis.url(), Some("+60s"), &slow);
+    let first = Slotd::start_env(0, &redis.url(), &[], &slow);
+    let ahead = Slotd::start_skewed(0, &redis.url(), "+60s", &slow);
     let (one, two) = (connect(&first.addr()).await, connect(&ahead.addr()).await);
     let date = real_date();
     let other_date = (Utc::now() + chrono::Duration::days(8))
