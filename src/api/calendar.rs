@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -11,7 +10,7 @@ use super::error::status;
 use super::pb;
 use super::pb::calendar_service_server::CalendarService;
 use crate::app::Slotd;
-use crate::availability::DayChange;
+use crate::availability::{DayChange, WatchEvent};
 use crate::domain::rules::DateRange;
 use crate::domain::types::{format_date, CategoryId, PostId};
 use crate::room::{Gate, Room};
@@ -119,11 +118,11 @@ impl CalendarService for CalendarApi {
             }
             loop {
                 let message = tokio::select! {
-                    received = watch.updates.recv() => received,
+                    received = watch.next() => received,
                     () = tx.closed() => return,
                 };
                 let update = match message {
-                    Ok(changes) => {
+                    WatchEvent::Changes(changes) => {
                         let slots = changes_in(&changes, &post, &category, range);
                         if slots.is_empty() {
                             continue;
@@ -134,8 +133,8 @@ impl CalendarService for CalendarApi {
                         })
                     }
                     // Fell behind the feed: start over from a fresh snapshot.
-                    Err(RecvError::Lagged(_)) => snapshot(&app, &post, &category, range).await,
-                    Err(RecvError::Closed) => return,
+                    WatchEvent::Lagged => snapshot(&app, &post, &category, range).await,
+                    WatchEvent::Closed => return,
                 };
                 let failed = update.is_err();
                 if tx.send(update).await.is_err() || failed {

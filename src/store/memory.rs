@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{EventPage, Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use super::{
+    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
+};
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Move, Reschedule,
@@ -215,8 +217,8 @@ impl State {
 
     /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
     /// exactly once (a hold leaves `live_holds` when reclaimed, confirmed or released).
-    fn reclaim(&mut self, now: DateTime<Utc>) -> u32 {
-        let mut reclaimed = 0;
+    fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
+        let mut reclaimed = Reclaimed::default();
         while let Some((expires, id)) = self.live_holds.first().cloned() {
             if expires > now {
                 break;
@@ -239,7 +241,11 @@ impl State {
             );
             self.offer_ended(&hold, true, hold.expires_at);
             self.offer_seats(&hold.slot, hold.seats(), None, now);
-            reclaimed += 1;
+            reclaimed.holds += 1;
+            let day = hold.slot.day();
+            if !reclaimed.days.contains(&day) {
+                reclaimed.days.push(day);
+            }
         }
         reclaimed
     }
@@ -1412,7 +1418,7 @@ impl Inventory for MemoryStore {
         Ok(self.lock().holds.get(id).cloned())
     }
 
-    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         Ok(self.lock().reclaim(now))
     }
 

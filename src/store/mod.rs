@@ -73,6 +73,15 @@ pub struct EventPage {
     pub next: EventId,
 }
 
+/// What a hold sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Holds whose seats came back.
+    pub holds: u32,
+    /// The days of those holds, each once.
+    pub days: Vec<DayRef>,
+}
+
 /// A page of a day's manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManifestPage {
@@ -184,8 +193,9 @@ pub trait Inventory: Send + Sync + 'static {
     async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError>;
 
     /// Returns the seats of every hold expired at `now` (the periodic sweeper; the operations
-    /// above also reclaim the expired holds of the dates they touch). Returns how many.
-    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
+    /// above also reclaim the expired holds of the dates they touch). Returns how many, and the
+    /// days whose seats came back (the calendar cache drops those only).
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError>;
 
     /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each
     /// receipt may back at most `limit` moves.
