@@ -199,6 +199,9 @@ impl Drop for Watch {
     }
 }
 
+/// The lock under which one calendar's misses read the store.
+type Flight = Arc<tokio::sync::Mutex<()>>;
+
 pub struct Availability {
     options: CalendarOptions,
     cache: Mutex<HashMap<DayRef, Cached>>,
@@ -211,7 +214,7 @@ pub struct Availability {
     /// One lock per calendar (post, category): a miss reads the store under it, so concurrent
     /// misses wait for one read instead of each reading (single flight). Bounded by the
     /// catalog: callers check the post and category first.
-    flights: Mutex<HashMap<(PostId, CategoryId), Arc<tokio::sync::Mutex<()>>>>,
+    flights: Mutex<HashMap<(PostId, CategoryId), Flight>>,
     ticks: AtomicU64,
     calendar_reads: AtomicU64,
     deliveries: AtomicU64,

@@ -1,6 +1,7 @@
 //! CalendarService: the public calendar.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -14,15 +15,17 @@ use crate::availability::{DayChange, WatchEvent};
 use crate::domain::rules::DateRange;
 use crate::domain::types::{format_date, CategoryId, PostId};
 use crate::room::{Gate, Room};
+use crate::streams::Streams;
 
 pub struct CalendarApi {
     app: Slotd,
     room: Room,
+    streams: Arc<Streams>,
 }
 
 impl CalendarApi {
-    pub fn new(app: Slotd, room: Room) -> Self {
-        Self { app, room }
+    pub fn new(app: Slotd, room: Room, streams: Arc<Streams>) -> Self {
+        Self { app, room, streams }
     }
 
     async fn gate<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -107,12 +110,19 @@ impl CalendarService for CalendarApi {
         })
         .map_err(status)?;
         self.gate(&request).await?;
+        // Counted per client until the stream ends; refused past the cap.
+        let permit = self
+            .streams
+            .open(self.streams.client(&request))
+            .map_err(status)?;
+        let deadline = self.streams.deadline();
         // Registered (subscribed) before the snapshot is read: no change falls in between.
         let mut watch = self.app.watch(&post, &category, range).map_err(status)?;
         let first = snapshot(&self.app, &post, &category, range).await?;
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            let _permit = permit;
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
@@ -120,6 +130,9 @@ impl CalendarService for CalendarApi {
                 let message = tokio::select! {
                     received = watch.next() => received,
                     () = tx.closed() => return,
+                    // The lifetime is over: end with OK; the client watches again and starts
+                    // from a fresh snapshot (crate::streams).
+                    () = tokio::time::sleep_until(deadline) => return,
                 };
                 let update = match message {
                     WatchEvent::Changes(changes) => {
