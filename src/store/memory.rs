@@ -1167,22 +1167,32 @@ impl Inventory for MemoryStore {
             None => Box::new(entries.iter()),
         };
         let limit = query.limit as usize;
+        if limit == 0 {
+            return Ok(page);
+        }
+        // As manifest.lua: at most MANIFEST_SCAN_BUDGET entries examined per call; when the
+        // budget runs out first the page is short and the next starts after the last examined.
+        let mut examined: u32 = 0;
         for cursor in iter.by_ref() {
+            examined += 1;
             let Some(a) = state.appointments.get(&cursor.confirmation) else {
                 return Err(StoreError::corrupt("manifest names a missing appointment"));
             };
-            if a.status == AppointmentStatus::Cancelled && !query.include_cancelled {
-                continue;
+            if a.status != AppointmentStatus::Cancelled || query.include_cancelled {
+                if page.appointments.len() == limit {
+                    // One more exists: the page ends at the previous entry.
+                    page.next = page.appointments.last().map(|last| ManifestCursor {
+                        time: last.slot.time,
+                        confirmation: last.confirmation.clone(),
+                    });
+                    break;
+                }
+                page.appointments.push(a.clone());
             }
-            if page.appointments.len() == limit {
-                // One more exists: the page ends at the previous entry.
-                page.next = page.appointments.last().map(|last| ManifestCursor {
-                    time: last.slot.time,
-                    confirmation: last.confirmation.clone(),
-                });
+            if examined >= super::MANIFEST_SCAN_BUDGET {
+                page.next = Some(cursor.clone());
                 break;
             }
-            page.appointments.push(a.clone());
         }
         Ok(page)
     }

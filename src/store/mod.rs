@@ -27,6 +27,11 @@ use crate::domain::types::{
 };
 use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
 
+/// Manifest entries one `manifest` call examines at most (both stores): however many cancelled
+/// appointments lie between two live ones, one call's work is bounded; the page is then short
+/// (even empty) with a `next` cursor, and the caller follows it.
+pub const MANIFEST_SCAN_BUDGET: u32 = 1024;
+
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 

@@ -676,11 +676,30 @@ impl Inventory for RedisStore {
             .key(self.keys.active(&query.day))
             .arg(start)
             .arg(u64::from(query.limit) + 1)
-            .arg(if query.include_cancelled { "1" } else { "0" });
-        let ::redis::Value::Array(members) = self.conn.read_script(what, &invocation).await? else {
-            return Err(StoreError::corrupt(format!(
-                "{what}: expected a member list"
-            )));
+            .arg(if query.include_cancelled { "1" } else { "0" })
+            .arg(super::MANIFEST_SCAN_BUDGET);
+        let reply = self.conn.read_script(what, &invocation).await?;
+        let (members, resume) = match reply {
+            ::redis::Value::Array(mut parts) if parts.len() == 2 => {
+                let resume = text(what, &parts[1])?;
+                match parts.swap_remove(0) {
+                    ::redis::Value::Array(members) => (members, resume),
+                    _ => return Err(StoreError::corrupt(format!("{what}: expected members"))),
+                }
+            }
+            _ => {
+                return Err(StoreError::corrupt(format!(
+                    "{what}: expected members and a resume point"
+                )))
+            }
+        };
+        // The scan budget ran out first: a short page, and the next starts after `resume`.
+        let resume = match resume.as_str() {
+            "" => None,
+            member => Some(
+                ManifestCursor::parse(member)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad member {member}")))?,
+            ),
         };
         let mut cursors = Vec::with_capacity(members.len());
         for m in &members {
@@ -694,6 +713,7 @@ impl Inventory for RedisStore {
         let more = cursors.len() > limit;
         cursors.truncate(limit);
         if cursors.is_empty() {
+            page.next = resume;
             return Ok(page);
         }
         let mut pipe = ::redis::pipe();
@@ -714,6 +734,8 @@ impl Inventory for RedisStore {
         }
         if more {
             page.next = cursors.last().cloned();
+        } else if resume.is_some() {
+            page.next = resume;
         }
         Ok(page)
     }
