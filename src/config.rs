@@ -179,6 +179,29 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub booking: BookingSettings,
     pub calendar: CalendarSettings,
+    pub streams: StreamSettings,
+}
+
+/// Bounds on server streams, WatchAvailability and WatchOffers (`src/streams.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Streams one client (peer IP, or `x-client-id` from a trusted proxy) may hold open at
+    /// once; one more is refused RESOURCE_EXHAUSTED / TOO_MANY_STREAMS.
+    pub max_per_client: u32,
+    /// Seconds a stream lives; then it ends with OK and the client opens it again (its first
+    /// message is a full snapshot).
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        let d = crate::streams::StreamOptions::default();
+        Self {
+            max_per_client: d.max_per_client,
+            max_lifetime_secs: d.max_lifetime.as_secs(),
+        }
+    }
 }
 
 /// The calendar cache and the slot feed (`src/availability.rs`).
@@ -618,8 +641,26 @@ impl Settings {
         }
     }
 
+    /// Stream bounds for `ServeOptions::streams`.
+    pub fn streams(&self) -> crate::streams::StreamOptions {
+        crate::streams::StreamOptions {
+            max_per_client: self.streams.max_per_client,
+            max_lifetime: Duration::from_secs(self.streams.max_lifetime_secs),
+        }
+    }
+
     /// Every rule a value must follow, checked before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=10_000).contains(&self.streams.max_per_client),
+            "streams.max_per_client",
+            "must be 1-10000",
+        )?;
+        check(
+            (10..=86_400).contains(&self.streams.max_lifetime_secs),
+            "streams.max_lifetime_secs",
+            "must be 10-86400 seconds",
+        )?;
         check(
             self.calendar.cache_max_age_ms <= 60_000,
             "calendar.cache_max_age_ms",
@@ -994,6 +1035,28 @@ mod tests {
         let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
         s.validate().expect("no cache is valid");
         assert!(s.calendar().cache_max_age.is_zero());
+
+        let s = layered(None, env(&[("SLOTD__STREAMS__MAX_PER_CLIENT", "0")])).expect("parses");
+        assert_eq!(
+            s.validate().expect_err("no streams").key,
+            "streams.max_per_client"
+        );
+        let s = layered(None, env(&[("SLOTD__STREAMS__MAX_LIFETIME_SECS", "1")])).expect("parses");
+        assert_eq!(
+            s.validate().expect_err("a second").key,
+            "streams.max_lifetime_secs"
+        );
+        let s = layered(
+            None,
+            env(&[
+                ("SLOTD__STREAMS__MAX_PER_CLIENT", "4"),
+                ("SLOTD__STREAMS__MAX_LIFETIME_SECS", "600"),
+            ]),
+        )
+        .expect("parses");
+        s.validate().expect("valid stream bounds");
+        assert_eq!(s.streams().max_per_client, 4);
+        assert_eq!(s.streams().max_lifetime, Duration::from_secs(600));
     }
 
     #[test]

@@ -172,6 +172,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         http2_window_kib: args.http2_window_kib,
         http2_adaptive_window: args.http2_adaptive_window,
         limits: settings.limits.clone(),
+        streams: settings.streams(),
         tls,
         metrics: settings.metrics.listen.map(|listen| MetricsOptions {
             listen,

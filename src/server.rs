@@ -38,6 +38,7 @@ use crate::auth::OperatorAuth;
 use crate::config::LimitSettings;
 use crate::limits::Limits;
 use crate::room::Room;
+use crate::streams::{StreamOptions, Streams};
 
 /// The largest request slotd decodes: a full group booking is about 1 KiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -67,6 +68,9 @@ pub struct ServeOptions {
     /// Per-client rate limits. The library default (tests, benches) is
     /// `LimitSettings::unlimited()`; the binary sets them from `limits.*`.
     pub limits: LimitSettings,
+    /// Per-client cap on open server streams and their lifetime (`crate::streams`). The
+    /// library default is `StreamOptions::unlimited()`; the binary sets `streams.*`.
+    pub streams: StreamOptions,
     pub tls: Option<TlsOptions>,
     pub metrics: Option<MetricsOptions>,
 }
@@ -81,6 +85,7 @@ impl Default for ServeOptions {
             http2_window_kib: 0,
             http2_adaptive_window: false,
             limits: LimitSettings::unlimited(),
+            streams: StreamOptions::unlimited(),
             tls: None,
             metrics: None,
         }
@@ -298,6 +303,7 @@ pub async fn serve(
         pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ]);
+    let streams = Streams::new(options.streams, limits.clone());
     let limits = Some(limits);
 
     let stop = Arc::new(Notify::new());
@@ -308,11 +314,15 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            CalendarServiceServer::new(CalendarApi::new(app.clone(), room.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            CalendarServiceServer::new(CalendarApi::new(
+                app.clone(),
+                room.clone(),
+                streams.clone(),
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            BookingServiceServer::new(BookingApi::new(app.clone(), room.clone()))
+            BookingServiceServer::new(BookingApi::new(app.clone(), room.clone(), streams))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(

@@ -68,6 +68,7 @@ conformance!(
     receipts_freed_by_a_cancellation_back_a_new_booking,
     receipts_expire_365_days_after_payment,
     manifest_pages_are_stable_ordered_and_skip_cancelled_unless_asked,
+    one_manifest_call_examines_a_bounded_number_of_entries,
     registering_a_receipt_is_idempotent_and_a_different_one_conflicts,
     two_hundred_concurrent_bookings_on_24_seats_book_exactly_24,
     a_hold_takes_the_seats_at_once_and_confirming_it_books_them,
@@ -990,6 +991,73 @@ mod cases {
             .unwrap();
         assert!(empty.appointments.is_empty() && empty.next.is_none());
         assert_audit_clean(&store, 1, 1).await;
+    }
+
+    /// A book/cancel loop leaves more cancelled entries ahead of a live one than one call may
+    /// examine (`MANIFEST_SCAN_BUDGET`): the first page is short with a cursor instead of
+    /// scanning them all in one script, and following the cursors reaches the live one.
+    pub async fn one_manifest_call_examines_a_bounded_number_of_entries(store: Store) {
+        use slotd::store::MANIFEST_SCAN_BUDGET;
+        store
+            .open_slots(&plan(1, 1, "08:00", "08:15", 2), epoch())
+            .await
+            .unwrap();
+        register(&store, [1, 2]).await;
+        let cancelled = MANIFEST_SCAN_BUDGET + 50;
+        for n in 0..cancelled {
+            let a = book(&store, &booking(&format!("b{n}"), slot(1, "08:00"), &[1]))
+                .await
+                .unwrap();
+            store
+                .cancel(&cancellation(&format!("c{n}"), &a.confirmation, 1), epoch())
+                .await
+                .unwrap();
+        }
+        let live = book(&store, &booking("live", slot(1, "08:15"), &[2]))
+            .await
+            .unwrap();
+        let mut query = ManifestQuery {
+            day: day(1),
+            after: None,
+            limit: 10,
+            include_cancelled: false,
+        };
+        let first = store.manifest(&query).await.unwrap();
+        assert!(
+            first.appointments.is_empty(),
+            "one call examined every cancelled entry"
+        );
+        let mut found = Vec::new();
+        let mut calls = 1;
+        let mut page = first;
+        loop {
+            found.extend(page.appointments);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+            page = store.manifest(&query).await.unwrap();
+            calls += 1;
+            assert!(calls <= 10, "the cursors make progress");
+        }
+        assert_eq!(found, vec![live]);
+        assert_eq!(
+            calls, 2,
+            "{cancelled} entries at {MANIFEST_SCAN_BUDGET} per call"
+        );
+        // Cancelled ones, when asked, page normally.
+        let all = store
+            .manifest(&ManifestQuery {
+                day: day(1),
+                after: None,
+                limit: 10,
+                include_cancelled: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.appointments.len(), 10);
+        assert!(all.next.is_some());
+        assert_audit_clean(&store, 0, 2).await;
     }
 
     pub async fn registering_a_receipt_is_idempotent_and_a_different_one_conflicts(store: Store) {

@@ -815,7 +815,8 @@ async fn a_hold_reclaimed_by_a_replica_running_ahead_cannot_be_confirmed_by_one_
         store
             .reclaim_expired_holds(t0 + ChronoDuration::minutes(11))
             .await
-            .unwrap(),
+            .unwrap()
+            .holds,
         1
     );
     // The replica behind (+9 min) confirms, then releases.

@@ -26,8 +26,17 @@ pub enum ApiError {
         limit: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The client holds `streams.max_per_client` open streams already (`crate::streams`).
+    #[error("too many open streams: at most {max} per client; close one first")]
+    TooManyStreams { max: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::streams::TooManyStreams> for ApiError {
+    fn from(e: crate::streams::TooManyStreams) -> Self {
+        ApiError::TooManyStreams { max: e.max }
+    }
 }
 
 impl From<Error> for ApiError {
@@ -65,6 +74,12 @@ impl From<ApiError> for Status {
                 details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, meta);
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            ApiError::TooManyStreams { max } => with_info(
+                Code::ResourceExhausted,
+                message,
+                "TOO_MANY_STREAMS",
+                &[("max_per_client", max.to_string())],
+            ),
             ApiError::Store(StoreError::Unavailable { detail }) => {
                 tracing::warn!(%detail, "store unavailable");
                 with_info(

@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{EventPage, Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use super::{
+    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
+};
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Move, Reschedule,
@@ -215,8 +217,8 @@ impl State {
 
     /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
     /// exactly once (a hold leaves `live_holds` when reclaimed, confirmed or released).
-    fn reclaim(&mut self, now: DateTime<Utc>) -> u32 {
-        let mut reclaimed = 0;
+    fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
+        let mut reclaimed = Reclaimed::default();
         while let Some((expires, id)) = self.live_holds.first().cloned() {
             if expires > now {
                 break;
@@ -239,7 +241,11 @@ impl State {
             );
             self.offer_ended(&hold, true, hold.expires_at);
             self.offer_seats(&hold.slot, hold.seats(), None, now);
-            reclaimed += 1;
+            reclaimed.holds += 1;
+            let day = hold.slot.day();
+            if !reclaimed.days.contains(&day) {
+                reclaimed.days.push(day);
+            }
         }
         reclaimed
     }
@@ -1232,22 +1238,32 @@ impl Inventory for MemoryStore {
             None => Box::new(entries.iter()),
         };
         let limit = query.limit as usize;
+        if limit == 0 {
+            return Ok(page);
+        }
+        // As manifest.lua: at most MANIFEST_SCAN_BUDGET entries examined per call; when the
+        // budget runs out first the page is short and the next starts after the last examined.
+        let mut examined: u32 = 0;
         for cursor in iter.by_ref() {
+            examined += 1;
             let Some(a) = state.appointments.get(&cursor.confirmation) else {
                 return Err(StoreError::corrupt("manifest names a missing appointment"));
             };
-            if a.status == AppointmentStatus::Cancelled && !query.include_cancelled {
-                continue;
+            if a.status != AppointmentStatus::Cancelled || query.include_cancelled {
+                if page.appointments.len() == limit {
+                    // One more exists: the page ends at the previous entry.
+                    page.next = page.appointments.last().map(|last| ManifestCursor {
+                        time: last.slot.time,
+                        confirmation: last.confirmation.clone(),
+                    });
+                    break;
+                }
+                page.appointments.push(a.clone());
             }
-            if page.appointments.len() == limit {
-                // One more exists: the page ends at the previous entry.
-                page.next = page.appointments.last().map(|last| ManifestCursor {
-                    time: last.slot.time,
-                    confirmation: last.confirmation.clone(),
-                });
+            if examined >= super::MANIFEST_SCAN_BUDGET {
+                page.next = Some(cursor.clone());
                 break;
             }
-            page.appointments.push(a.clone());
         }
         Ok(page)
     }
@@ -1499,7 +1515,7 @@ impl Inventory for MemoryStore {
         Ok(self.lock().holds.get(id).cloned())
     }
 
-    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         Ok(self.lock().reclaim(now))
     }
 

@@ -168,11 +168,11 @@ pub async fn an_expired_hold_returns_its_seats_exactly_once_and_confirming_it_bo
     let later = epoch() + Duration::minutes(TTL_MINUTES) + Duration::seconds(1);
 
     // Not yet due: the sweeper leaves it.
-    assert_eq!(store.reclaim_expired_holds(epoch()).await.unwrap(), 0);
+    assert_eq!(store.reclaim_expired_holds(epoch()).await.unwrap().holds, 0);
     assert_eq!(slot_state(&store, &s).await.held, 2);
     // Due: reclaimed once, never twice.
-    assert_eq!(store.reclaim_expired_holds(later).await.unwrap(), 1);
-    assert_eq!(store.reclaim_expired_holds(later).await.unwrap(), 0);
+    assert_eq!(store.reclaim_expired_holds(later).await.unwrap().holds, 1);
+    assert_eq!(store.reclaim_expired_holds(later).await.unwrap().holds, 0);
     let state = slot_state(&store, &s).await;
     assert_eq!((state.booked, state.held, state.remaining()), (0, 0, 3));
 
@@ -241,7 +241,7 @@ pub async fn an_expired_hold_is_reclaimed_by_the_next_booking_of_its_date_withou
     assert_eq!(a.seats(), 2);
     let state = slot_state(&store, &s).await;
     assert_eq!((state.booked, state.held, state.remaining()), (2, 0, 0));
-    assert_eq!(store.reclaim_expired_holds(later).await.unwrap(), 0);
+    assert_eq!(store.reclaim_expired_holds(later).await.unwrap().holds, 0);
     assert_audit_clean(&store, 1, 1).await;
 }
 

@@ -159,7 +159,7 @@ pub async fn an_expired_offer_passes_to_the_next_entry(store: Store) {
 
     // The sweeper at the offer's expiry: w1 leaves the line, w2 gets the seat.
     let later = offer_expiry() + Duration::seconds(1);
-    assert!(store.reclaim_expired_holds(later).await.unwrap() >= 1);
+    assert!(store.reclaim_expired_holds(later).await.unwrap().holds >= 1);
     let gone = entry(&store, &w1).await;
     assert_eq!(gone.status, EntryStatus::Expired);
     assert_eq!(gone.position, None);

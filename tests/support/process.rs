@@ -145,9 +145,10 @@ fn spawn(
         .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
         .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
         .args(extra)
-        .envs(env.iter().copied())
         .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
         .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+        // After the defaults, so a test may override them.
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(log.reopen().expect("log"))

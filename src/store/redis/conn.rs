@@ -39,9 +39,18 @@ pub struct ConnOptions {
     /// Reconnection attempts after a connection is lost, before a call gives up.
     pub reconnect_retries: usize,
     /// Acknowledge a script's writes only once this many replicas have them (`WAIT`); 0 = off.
-    /// With it on, an acknowledged booking survives the failover of its primary; fewer
-    /// replicas within `wait_timeout` answer `Unavailable` (the write may stand: a retry with
-    /// the same request_id replays it and waits again).
+    /// What each answer means (README, Guarantees; DEPLOYMENT.md):
+    /// - OK to a first attempt: the write is on the primary and on `wait_replicas` replicas;
+    ///   it survives the failover of its primary.
+    /// - `Unavailable` because too few replicas are connected (`NOREPLICAS`, Redis's
+    ///   `min-replicas-to-write`, shipped in deploy/redis.conf equal to `wait_replicas`): the
+    ///   script was refused at its first write, and its checks come before any write, so
+    ///   nothing was written.
+    /// - `Unavailable` because `WAIT` fell short within `wait_timeout`: the write is committed on
+    ///   the primary but not confirmed on replicas (a failover now may lose it).
+    /// - OK to a replay (same request_id) of such a write: its committed outcome. slotd waits
+    ///   for the replicas once more; if they still fall short it answers the outcome anyway
+    ///   (logged), since the write stands on the primary and the client must learn it.
     pub wait_replicas: u32,
     pub wait_timeout: Duration,
     /// PEM files for `rediss` links (single server, cluster nodes, Sentinel and its primary).
@@ -815,7 +824,15 @@ impl Conn {
     ) -> Result<Value, StoreError> {
         let value = self.read_script(what, invocation).await?;
         if let Some((replicas, timeout)) = self.wait {
-            self.wait_for_replicas(what, replicas, timeout).await?;
+            match self.wait_for_replicas(what, replicas, timeout).await {
+                Ok(()) => {}
+                // A replay writes nothing new: it names an outcome committed before, which the
+                // client could not learn while the replicas fell short. Answer it.
+                Err(e) if is_replay(&value) => {
+                    tracing::warn!(what, error = %e, "replay answered with its committed outcome; replicas not confirmed");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(value)
     }
@@ -891,7 +908,31 @@ fn unavailable(e: RedisError) -> StoreError {
 /// operation may or may not have been applied and a retry with the same request_id is safe.
 /// The exceptions are replies that do not parse as what we asked for (WRONGTYPE on one of our
 /// keys, a reply of the wrong shape): those are data we cannot read, `Corrupt`.
+/// Whether a script's reply is `{"REPLAY", ...}`: a request_id seen before, answered with its
+/// first outcome and no new write (book, cancel, hold, confirm_hold, release_hold, reschedule,
+/// wl_join).
+fn is_replay(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => {
+            matches!(
+                items.first(),
+                Some(Value::BulkString(s)) if s.as_slice() == b"REPLAY"
+            ) || matches!(items.first(), Some(Value::SimpleString(s)) if s == "REPLAY")
+        }
+        _ => false,
+    }
+}
+
 fn map_error(what: &str, e: RedisError) -> StoreError {
+    if e.code() == Some("NOREPLICAS") || e.to_string().contains("NOREPLICAS") {
+        // min-replicas-to-write: the script was refused at its first write; every script
+        // checks before it writes, so nothing was written.
+        return StoreError::Unavailable {
+            detail: format!(
+                "{what}: refused before writing, too few replicas connected (NOREPLICAS): {e}"
+            ),
+        };
+    }
     // redis-rs exposes no code for an error inside a pipeline reply, hence the text check.
     let corrupt = matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
         || e.code() == Some("WRONGTYPE")
