@@ -326,6 +326,10 @@ pub struct LimitSettings {
     /// CalendarService calls per client and minute, and the burst.
     pub calendar_per_minute: u32,
     pub calendar_burst: u32,
+    /// WaitingRoomService calls (Join, GetStatus, Watch, Leave) per client and minute, and the
+    /// burst: a Watch stream counts once, when it opens.
+    pub room_per_minute: u32,
+    pub room_burst: u32,
     /// Failed confirmation lookups (NOT_FOUND from GetAppointment/CancelAppointment) per client
     /// and hour, and the burst: the anti-enumeration limit.
     pub lookup_failures_per_hour: u32,
@@ -344,6 +348,8 @@ impl Default for LimitSettings {
             booking_burst: 20,
             calendar_per_minute: 600,
             calendar_burst: 100,
+            room_per_minute: 120,
+            room_burst: 60,
             lookup_failures_per_hour: 30,
             lookup_failure_burst: 10,
             trusted_proxies: Vec::new(),
@@ -360,6 +366,8 @@ impl LimitSettings {
             booking_burst: u32::MAX,
             calendar_per_minute: u32::MAX,
             calendar_burst: u32::MAX,
+            room_per_minute: u32::MAX,
+            room_burst: u32::MAX,
             lookup_failures_per_hour: u32::MAX,
             lookup_failure_burst: u32::MAX,
             ..Self::default()
@@ -720,6 +728,8 @@ impl Settings {
             ("limits.booking_burst", l.booking_burst),
             ("limits.calendar_per_minute", l.calendar_per_minute),
             ("limits.calendar_burst", l.calendar_burst),
+            ("limits.room_per_minute", l.room_per_minute),
+            ("limits.room_burst", l.room_burst),
             (
                 "limits.lookup_failures_per_hour",
                 l.lookup_failures_per_hour,

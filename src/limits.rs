@@ -5,8 +5,9 @@
 //! metadata instead; from anyone else `x-client-id` is ignored, so a client cannot dodge its
 //! limit by inventing identities.
 //!
-//! Three buckets per client: BookingService calls, CalendarService calls, and failed
-//! confirmation lookups (NOT_FOUND from GetAppointment, CancelAppointment,
+//! Four buckets per client: BookingService calls, CalendarService calls, WaitingRoomService
+//! calls (Join, GetStatus, Watch, Leave: a crowd must not be able to flood the room's store
+//! either), and failed confirmation lookups (NOT_FOUND from GetAppointment, CancelAppointment,
 //! RescheduleAppointment, RenderConfirmation or JoinWaitlist): a client that guesses
 //! confirmation numbers runs out after a handful of misses per hour, whatever its call rate,
 //! which with 68.7-bit numbers makes enumeration hopeless.
@@ -26,6 +27,7 @@ use crate::config::LimitSettings;
 pub enum Limit {
     Booking,
     Calendar,
+    Room,
     LookupFailures,
 }
 
@@ -34,6 +36,7 @@ impl Limit {
         match self {
             Limit::Booking => "booking",
             Limit::Calendar => "calendar",
+            Limit::Room => "room",
             Limit::LookupFailures => "lookup_failures",
         }
     }
@@ -122,6 +125,7 @@ pub struct Exceeded {
 pub struct Limits {
     booking: Buckets,
     calendar: Buckets,
+    room: Buckets,
     lookups: Buckets,
     trusted_proxies: Vec<IpAddr>,
 }
@@ -138,6 +142,11 @@ impl Limits {
             calendar: Buckets::new(
                 f64::from(settings.calendar_per_minute.max(1)) / 60.0,
                 settings.calendar_burst,
+                max,
+            ),
+            room: Buckets::new(
+                f64::from(settings.room_per_minute.max(1)) / 60.0,
+                settings.room_burst,
                 max,
             ),
             lookups: Buckets::new(
@@ -180,6 +189,7 @@ impl Limits {
         let buckets = match limit {
             Limit::Booking => &self.booking,
             Limit::Calendar => &self.calendar,
+            Limit::Room => &self.room,
             Limit::LookupFailures => &self.lookups,
         };
         buckets

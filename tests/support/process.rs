@@ -34,6 +34,8 @@ impl Slotd {
             .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
             .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
             .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+            .env("SLOTD__LIMITS__ROOM_BURST", "100000")
+            .env("SLOTD__LIMITS__ROOM_PER_MINUTE", "100000")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
