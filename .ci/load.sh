@@ -30,6 +30,8 @@ pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 export SLOTD_ADMIN_TOKEN="ci-load-admin-token-$RANDOM$RANDOM"
+# Required with Redis (tickets and tokens outlive the process); >= 32 characters.
+export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
 "$BIN/slotd" serve --config benches/load.toml --listen "127.0.0.1:$SLOTD_PORT" \
   --redis-url "redis://127.0.0.1:$REDIS_PORT/" >"$WORK/slotd.log" 2>&1 &
 pids+=($!)

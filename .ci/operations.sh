@@ -34,6 +34,8 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/slotd"
 "$BIN" config check deploy/slotd.example.toml >/dev/null
 
 export SLOTD_ADMIN_TOKEN=ops-guide-token-change-me-0123
+# Required with Redis (tickets and tokens outlive the process); >= 32 characters.
+export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
 SLOTD__REDIS__URL="redis://127.0.0.1:$redis_port/0" \
   "$BIN" serve --config deploy/slotd.example.toml \
   --listen "127.0.0.1:$slotd_port" --metrics-listen "127.0.0.1:$metrics_port" \

@@ -61,10 +61,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Key that signs waiting-room admission tokens and ticket secrets (at least 32 characters).
-    /// Every replica behind one address needs the same key. Default: random per process.
+    /// Key that signs waiting-room admission tokens, ticket secrets and waitlist entry secrets
+    /// (at least 32 characters). Every replica behind one address needs the same key. Required
+    /// with --redis-url; the embedded store generates a random one per process.
     #[arg(long, env = "SLOTD_ADMISSION_KEY", hide_env_values = true)]
     pub admission_key: Option<String>,
+
+    /// Earlier admission keys, comma-separated: they no longer sign but still verify, so a key
+    /// rotation keeps every ticket, token and entry secret issued before it (at most 4).
+    #[arg(
+        long,
+        env = "SLOTD_PREVIOUS_ADMISSION_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_admission_keys: Option<Vec<String>>,
 
     /// Seed the next 60 days of slots and 100 demo receipts.
     #[arg(long, env = "SLOTD_DEMO")]
@@ -212,6 +223,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_token: Option<String>,
     pub admission_key: Option<String>,
+    /// Earlier keys that still verify (rotation); `admission_key` signs.
+    pub previous_admission_keys: Vec<String>,
     pub demo: bool,
     pub posts: Option<PathBuf>,
     pub drain_timeout_secs: u64,
@@ -231,6 +244,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_token: None,
             admission_key: None,
+            previous_admission_keys: Vec::new(),
             demo: false,
             posts: None,
             drain_timeout_secs: 10,
@@ -505,6 +519,10 @@ impl ServeArgs {
         set(&mut s.server.listen, &self.listen);
         set_opt(&mut s.server.admin_token, &self.admin_token);
         set_opt(&mut s.server.admission_key, &self.admission_key);
+        set(
+            &mut s.server.previous_admission_keys,
+            &self.previous_admission_keys,
+        );
         if self.demo {
             s.server.demo = true;
         }
@@ -610,10 +628,7 @@ impl Settings {
             crate::auth::OperatorAuth::new(Some(token))
                 .map_err(|e| ConfigError::new("server.admin_token", e))?;
         }
-        if let Some(key) = &s.admission_key {
-            crate::auth::admission::AdmissionKeys::new(key)
-                .map_err(|e| ConfigError::new("server.admission_key", e))?;
-        }
+        self.admission_keys()?;
         if let Some(path) = &s.posts {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::new("server.posts", format!("{}: {e}", path.display()))
@@ -746,6 +761,51 @@ impl Settings {
         Ok(())
     }
 
+    /// The waiting-room keys: `server.admission_key` signs, `server.previous_admission_keys`
+    /// still verify. None when no key is configured, which only the embedded store allows
+    /// (it then uses a random per-process key: its state dies with the process anyway). With
+    /// Redis, tickets, tokens and waitlist entries outlive a process, so their key must too.
+    pub fn admission_keys(
+        &self,
+    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
+        use crate::auth::admission::{AdmissionKeys, MAX_PREVIOUS_KEYS};
+        let s = &self.server;
+        let Some(key) = &s.admission_key else {
+            check(
+                s.previous_admission_keys.is_empty(),
+                "server.admission_key",
+                "server.previous_admission_keys only verify: set the key that signs too",
+            )?;
+            check(
+                self.redis.url.is_none(),
+                "server.admission_key",
+                "required with redis.url (--admission-key / SLOTD_ADMISSION_KEY, at least 32 \
+                 characters, e.g. `openssl rand -hex 32`): tickets, admission tokens and waitlist \
+                 entry secrets live in Redis across restarts, so a random per-process key would \
+                 invalidate them all at each restart",
+            )?;
+            return Ok(None);
+        };
+        check(
+            s.previous_admission_keys.len() <= MAX_PREVIOUS_KEYS,
+            "server.previous_admission_keys",
+            format!("at most {MAX_PREVIOUS_KEYS} keys"),
+        )?;
+        for (i, previous) in s.previous_admission_keys.iter().enumerate() {
+            check(
+                previous != key,
+                &format!("server.previous_admission_keys[{i}]"),
+                "is the current server.admission_key",
+            )?;
+        }
+        AdmissionKeys::with_previous(key, &s.previous_admission_keys)
+            .map(Some)
+            .map_err(|e| match e.index {
+                None => ConfigError::new("server.admission_key", e),
+                Some(i) => ConfigError::new(format!("server.previous_admission_keys[{i}]"), e),
+            })
+    }
+
     /// The Redis store's options, when `redis.url` is set.
     pub fn redis_options(&self) -> Option<crate::store::redis::RedisOptions> {
         let url = self.redis.url.clone()?;
@@ -772,6 +832,9 @@ impl Settings {
         };
         hide(&mut copy.server.admin_token);
         hide(&mut copy.server.admission_key);
+        for key in &mut copy.server.previous_admission_keys {
+            *key = "<redacted>".into();
+        }
         if let Some(url) = &copy.redis.url {
             // Keep scheme and host, drop a password (redis://:secret@host).
             if let Some((scheme, rest)) = url.split_once("://") {
@@ -834,8 +897,12 @@ mod tests {
         assert_eq!(s.limits.booking_burst, 3);
         assert_eq!(s.limits.trusted_proxies.len(), 2);
         assert!(s.server.demo);
+        // With Redis the admission key is required.
+        let missing = s.validate().expect_err("no admission key");
+        assert_eq!(missing.key, "server.admission_key");
         let flags = ServeArgs {
             redis_tag: Some("fromflag".into()),
+            admission_key: Some("an-admission-key-of-32-characters-at-least".into()),
             ..ServeArgs::default()
         };
         flags.apply(&mut s);

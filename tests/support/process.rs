@@ -26,12 +26,18 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
+        Self::start_with(port, redis_url, &["--admission-key", ADMISSION_KEY])
+    }
+
+    /// The same with other admission-key flags (`--admission-key`, `--previous-admission-keys`).
+    pub fn start_with(port: u16, redis_url: &str, key_args: &[&str]) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
-            .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
+            .args(key_args)
+            .args(["--log-format", "json"])
             .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
             .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
             .env("SLOTD__LIMITS__ROOM_BURST", "100000")
