@@ -5,7 +5,7 @@
 //! (`redis.connect_timeout_ms`). `slotd config check FILE` runs the same loading and validation
 //! without starting anything. Every key is listed in README.md (Configuration).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -348,9 +348,9 @@ pub struct LimitSettings {
     /// and hour, and the burst: the anti-enumeration limit.
     pub lookup_failures_per_hour: u32,
     pub lookup_failure_burst: u32,
-    /// Peers (e.g. the edge proxy) trusted to name the client in `x-client-id`; every other
-    /// peer is limited by its IP address.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers (e.g. the edge proxies), as addresses or CIDRs (`10.0.0.0/8`), trusted to name
+    /// the client in `x-client-id`; every other peer is limited by its IPv4 address or IPv6 /64.
+    pub trusted_proxies: Vec<crate::limits::IpNet>,
     /// Clients tracked at once; beyond it idle clients are forgotten first.
     pub max_clients: usize,
 }

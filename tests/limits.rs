@@ -125,3 +125,74 @@ async fn join_get_status_and_watch_are_rate_limited_per_client_with_retry_info()
         .expect("calendar has its own bucket");
     server.stop().await;
 }
+
+/// `limits.trusted_proxies` takes CIDRs: any peer inside one names its clients in
+/// `x-client-id`, each with a bucket of its own.
+#[tokio::test]
+async fn a_proxy_inside_a_trusted_cidr_names_its_clients() {
+    let server = TestServer::start_with(
+        Arc::new(MemoryStore::new()),
+        ServeOptions {
+            limits: LimitSettings {
+                calendar_per_minute: 1,
+                calendar_burst: 2,
+                trusted_proxies: vec!["127.0.0.0/8".parse().expect("cidr")],
+                ..LimitSettings::default()
+            },
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let mut calendar = server.calendar().await;
+    let as_client = |id: &str| {
+        let mut request = tonic::Request::new(pb::ListPostsRequest {});
+        request
+            .metadata_mut()
+            .insert("x-client-id", id.parse().expect("ascii"));
+        request
+    };
+    for _ in 0..2 {
+        calendar
+            .list_posts(as_client("user-a"))
+            .await
+            .expect("user-a's burst");
+    }
+    let refused = calendar
+        .list_posts(as_client("user-a"))
+        .await
+        .expect_err("user-a is over its limit");
+    assert_rate_limited(&refused, "calendar");
+    calendar
+        .list_posts(as_client("user-b"))
+        .await
+        .expect("user-b, behind the same proxy, has its own bucket");
+    server.stop().await;
+}
+
+/// The binary reads CIDRs from its config and names the key of a bad one.
+#[test]
+fn config_check_takes_cidrs_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let check = |name: &str, proxies: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("[limits]\ntrusted_proxies = {proxies}\n")).expect("write");
+        std::process::Command::new(env!("CARGO_BIN_EXE_slotd"))
+            .args(["config", "check", &path.display().to_string()])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run slotd")
+    };
+    let good = check(
+        "good.toml",
+        r#"["10.0.0.1", "10.0.0.0/8", "2001:db8::/32", "::1"]"#,
+    );
+    assert!(good.status.success(), "{good:?}");
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(stdout.contains("10.0.0.0/8"), "{stdout}");
+    assert!(stdout.contains("2001:db8::/32"), "{stdout}");
+    let bad = check("bad.toml", r#"["10.0.0.0/33"]"#);
+    assert!(!bad.status.success(), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("limits.trusted_proxies"), "{stderr}");
+    assert!(stderr.contains("0-32"), "{stderr}");
+}
