@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::confirmation;
 use super::convert;
@@ -58,35 +59,40 @@ impl BookingApi {
         let app = self.app.clone();
         let room = self.room.clone();
         let token = token.map(str::to_owned);
-        let task = tokio::spawn(async move {
-            let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
-                Ok(admitted) => admitted,
-                // A waitlist offer was earned in its own line: accepting it needs no second
-                // queue (its 128-bit hold id reached only the entry's holder).
-                Err(refused) => match fallback {
-                    Some(hold) => match app.find_hold(&hold).await {
-                        Ok(Some(hold)) if hold.entry.is_some() => None,
-                        _ => return Err(refused),
+        // The task carries the RPC's span: its store calls stay children of the call's trace.
+        let span = tracing::Span::current();
+        let task = tokio::spawn(
+            async move {
+                let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
+                    Ok(admitted) => admitted,
+                    // A waitlist offer was earned in its own line: accepting it needs no second
+                    // queue (its 128-bit hold id reached only the entry's holder).
+                    Err(refused) => match fallback {
+                        Some(hold) => match app.find_hold(&hold).await {
+                            Ok(Some(hold)) if hold.entry.is_some() => None,
+                            _ => return Err(refused),
+                        },
+                        None => return Err(refused),
                     },
-                    None => return Err(refused),
-                },
-            };
-            if let (Some(ticket), Step::Other) = (&admitted, step) {
-                let counted = app
-                    .store()
-                    .admission_step(ticket, ADMISSION_STEP_LIMIT, app.now())
-                    .await;
-                if let Err(e) = counted {
-                    room.settle(admitted, false).await;
-                    return Err(e);
+                };
+                if let (Some(ticket), Step::Other) = (&admitted, step) {
+                    let counted = app
+                        .store()
+                        .admission_step(ticket, ADMISSION_STEP_LIMIT, app.now())
+                        .await;
+                    if let Err(e) = counted {
+                        room.settle(admitted, false).await;
+                        return Err(e);
+                    }
                 }
+                let outcome = call(app, admitted.clone()).await;
+                // Booking ends the admitted session; anything else gives it back for another call.
+                let completed = step == Step::Booking && outcome.is_ok();
+                room.settle(admitted, completed).await;
+                outcome
             }
-            let outcome = call(app, admitted.clone()).await;
-            // Booking ends the admitted session; anything else gives it back for another call.
-            let completed = step == Step::Booking && outcome.is_ok();
-            room.settle(admitted, completed).await;
-            outcome
-        });
+            .instrument(span),
+        );
         match task.await {
             Ok(outcome) => outcome.map_err(status),
             Err(e) => {
