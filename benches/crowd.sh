@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A flash crowd through the waiting room (issue 14): a throwaway redis-server (AOF as
-# deploy/redis.conf), two release slotd replicas on it, then `slotd-load --scenario crowd`:
+# A flash crowd through the waiting room (issue 14): a throwaway redis-server (no AOF unless
+# AOF=always), two release slotd replicas on it, then `slotd-load --scenario crowd`:
 # N clients join the paused room in a burst over both replicas, each holding a Watch stream; the
 # room admits RATE per second; the admitted hold and book a HOT-seat slot; 10 % abandon mid-wait.
 # Reports Redis CPU (INFO cpu) and slotd CPU and RSS (/proc) per waiter-second and per stream,
@@ -22,8 +22,14 @@ print(*(x.getsockname()[1] for x in s))')
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly yes \
-  --appendfsync always --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
+# AOF=always is deploy/redis.conf's durability (every write fsynced); the default `no` measures
+# CPU without the disk, like benches/room-costs.sh.
+case "${AOF:-no}" in
+  always) aof=(--appendonly yes --appendfsync always) ;;
+  *) aof=(--appendonly no) ;;
+esac
+redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' "${aof[@]}" \
+  --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export SLOTD_ADMIN_TOKEN="crowd-admin-token-$RANDOM$RANDOM"

@@ -203,6 +203,9 @@ struct Plan {
     category: String,
     first_day: NaiveDate,
     hot_day: NaiveDate,
+    /// The hot slot's time: `crowd` takes another one than `book-hot`, so two runs a few
+    /// seconds apart (CI) never share a hot slot.
+    hot_time: &'static str,
     run: String,
 }
 
@@ -223,7 +226,10 @@ impl Plan {
     }
 
     fn hot_slot(&self) -> pb::SlotRef {
-        self.slot(self.hot_day.format("%Y-%m-%d").to_string(), "08:00".into())
+        self.slot(
+            self.hot_day.format("%Y-%m-%d").to_string(),
+            self.hot_time.into(),
+        )
     }
 
     fn applicant(&self, i: u32) -> pb::Applicant {
@@ -476,7 +482,13 @@ async fn setup(s: Setup<'_>) -> Result<(), String> {
         admin
             .open_slots(with_token(
                 s.token,
-                open(hot.date.clone(), hot.date, "08:00", "08:00", args.hot_seats),
+                open(
+                    hot.date.clone(),
+                    hot.date,
+                    &hot.time,
+                    &hot.time,
+                    args.hot_seats,
+                ),
             ))
             .await
             .map_err(|e| format!("open hot slot: {e}"))?;
@@ -837,7 +849,7 @@ async fn audit(shared: &Shared, report: &mut Report) -> Result<(), String> {
             .slots;
         hot.seats_left_after = slots
             .iter()
-            .find(|s| s.time == "08:00")
+            .find(|s| s.time == plan.hot_time)
             .map(|s| s.seats_available)
             .unwrap_or(0);
         hot.sold_out = hot.seats_left_after == 0;
@@ -914,6 +926,11 @@ async fn run(args: Args) -> Result<Report, String> {
         first_day: today + Days::days(1),
         // A fresh hot slot per run (most of the time), beyond the spread days.
         hot_day: today + Days::days(i64::from(args.days) + 1 + run_number.rem_euclid(300)),
+        hot_time: if args.scenario == Scenario::Crowd {
+            "09:00"
+        } else {
+            "08:00"
+        },
         run,
     };
     if needs_inventory(args.scenario) && !args.skip_setup {
