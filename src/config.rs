@@ -628,6 +628,8 @@ impl Settings {
             crate::auth::OperatorAuth::new(Some(token))
                 .map_err(|e| ConfigError::new("server.admin_token", e))?;
         }
+        // The key itself may come from SLOTD_ADMISSION_KEY (a flag twin `config check` does not
+        // read), so only `serve` insists on one with Redis (`serving_admission_keys`).
         self.admission_keys()?;
         if let Some(path) = &s.posts {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -761,10 +763,27 @@ impl Settings {
         Ok(())
     }
 
+    /// The keys `slotd serve` runs with: as `admission_keys`, and a key is required with Redis.
+    /// None only for the embedded store (it then uses a random per-process key: its state dies
+    /// with the process anyway). With Redis, tickets, tokens and waitlist entries outlive a
+    /// process, so their key must too.
+    pub fn serving_admission_keys(
+        &self,
+    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
+        let keys = self.admission_keys()?;
+        check(
+            keys.is_some() || self.redis.url.is_none(),
+            "server.admission_key",
+            "required with redis.url (--admission-key / SLOTD_ADMISSION_KEY, at least 32 \
+             characters, e.g. `openssl rand -hex 32`): tickets, admission tokens and waitlist \
+             entry secrets live in Redis across restarts, so a random per-process key would \
+             invalidate them all at each restart",
+        )?;
+        Ok(keys)
+    }
+
     /// The waiting-room keys: `server.admission_key` signs, `server.previous_admission_keys`
-    /// still verify. None when no key is configured, which only the embedded store allows
-    /// (it then uses a random per-process key: its state dies with the process anyway). With
-    /// Redis, tickets, tokens and waitlist entries outlive a process, so their key must too.
+    /// still verify; None when no key is configured.
     pub fn admission_keys(
         &self,
     ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
@@ -775,14 +794,6 @@ impl Settings {
                 s.previous_admission_keys.is_empty(),
                 "server.admission_key",
                 "server.previous_admission_keys only verify: set the key that signs too",
-            )?;
-            check(
-                self.redis.url.is_none(),
-                "server.admission_key",
-                "required with redis.url (--admission-key / SLOTD_ADMISSION_KEY, at least 32 \
-                 characters, e.g. `openssl rand -hex 32`): tickets, admission tokens and waitlist \
-                 entry secrets live in Redis across restarts, so a random per-process key would \
-                 invalidate them all at each restart",
             )?;
             return Ok(None);
         };
@@ -897,8 +908,10 @@ mod tests {
         assert_eq!(s.limits.booking_burst, 3);
         assert_eq!(s.limits.trusted_proxies.len(), 2);
         assert!(s.server.demo);
-        // With Redis the admission key is required.
-        let missing = s.validate().expect_err("no admission key");
+        // With Redis `serve` requires the admission key (it may come from a flag twin, so the
+        // file alone is valid).
+        s.validate().expect("valid without the key");
+        let missing = s.serving_admission_keys().expect_err("no admission key");
         assert_eq!(missing.key, "server.admission_key");
         let flags = ServeArgs {
             redis_tag: Some("fromflag".into()),

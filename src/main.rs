@@ -117,7 +117,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     // Validated already: with Redis a missing key stopped slotd at start.
-    let keys = match settings.admission_keys()? {
+    let keys = match settings.serving_admission_keys()? {
         Some(keys) => keys,
         None => {
             tracing::warn!("no admission key configured: the embedded store uses a random one per process; replicas behind one address must share --admission-key");

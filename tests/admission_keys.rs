@@ -102,22 +102,38 @@ fn with_redis_and_no_admission_key_slotd_refuses_to_start_naming_the_key() {
     assert!(!status.success(), "{log}");
     assert!(log.contains("server.previous_admission_keys[1]"), "{log}");
 
-    // `slotd config check` says the same about a file.
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("slotd.toml");
-    std::fs::write(&file, format!("[redis]\nurl = \"{url}\"\n")).expect("write");
+    std::fs::write(
+        &file,
+        "[server]\nprevious_admission_keys = [\"short\"]\n[redis]\nurl = \"redis://127.0.0.1:1/\"\n",
+    )
+    .expect("write");
+    // `slotd config check` validates the keys a file names (the key itself may come from the
+    // environment at start, so a file without one passes).
     let (status, log) = run_to_exit(&["config", "check", &file.display().to_string()]);
     assert!(!status.success(), "{log}");
     assert!(log.contains("server.admission_key"), "{log}");
 }
 
+/// A channel to `slotd` once its store answers (a fresh process may not be connected yet).
 async fn connect(slotd: &Slotd) -> Channel {
-    Endpoint::from_shared(format!("http://{}", slotd.addr()))
+    let channel = Endpoint::from_shared(format!("http://{}", slotd.addr()))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .expect("connect")
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while AdminServiceClient::new(channel.clone())
+        .get_waiting_room_stats(admin(pb::GetWaitingRoomStatsRequest {}))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the store never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    channel
 }
 
 /// A date `days` from today (UTC; Beijing is ahead, so still in the future there).
@@ -148,15 +164,26 @@ async fn issue(slotd: &Slotd) -> Issued {
     let channel = connect(slotd).await;
     let mut ops = AdminServiceClient::new(channel.clone());
     let a = applicant(1);
-    ops.register_receipt(admin(pb::RegisterReceiptRequest {
-        receipt_number: a.receipt_number.clone(),
-        passport_number: a.passport_number.clone(),
-        paid_at: (Utc::now() - ChronoDuration::days(1)).to_rfc3339(),
-        amount: "185.00".into(),
-        currency: "USD".into(),
-    }))
-    .await
-    .expect("register receipt");
+    // The first call may find the store not connected yet (UNAVAILABLE): retry until it answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let registered = ops
+            .register_receipt(admin(pb::RegisterReceiptRequest {
+                receipt_number: a.receipt_number.clone(),
+                passport_number: a.passport_number.clone(),
+                paid_at: (Utc::now() - ChronoDuration::days(1)).to_rfc3339(),
+                amount: "185.00".into(),
+                currency: "USD".into(),
+            }))
+            .await;
+        match registered {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("register receipt: {e:?}"),
+        }
+    }
     let entry = BookingServiceClient::new(channel.clone())
         .join_waitlist(pb::JoinWaitlistRequest {
             request_id: "keys-wait-1".into(),
