@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI load test (issue 7): slotd on a throwaway Redis, then short book-hot and mixed runs of
-# slotd-load. It fails only on correctness (overbooking, an audit violation, an unexpected error
+# slotd-load, and a small flash crowd through the waiting room over two replicas (issue 14). It fails only on correctness (overbooking, an audit violation, an unexpected error
 # code: slotd-load exits non-zero), never on speed: this machine is shared and debug-built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,13 +9,13 @@ ROOT=$(pwd)
 cargo build --bin slotd --bin slotd-load
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
-# Two distinct free ports at once (two separate probes could return the same port twice).
+# Three distinct free ports at once (separate probes could return the same port twice).
 free_ports() { python3 -c 'import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])'; }
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))'; }
 WORK=$(mktemp -d)
-read -r REDIS_PORT SLOTD_PORT < <(free_ports)
+read -r REDIS_PORT SLOTD_PORT SLOTD_PORT_B < <(free_ports)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -30,6 +30,8 @@ pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 export SLOTD_ADMIN_TOKEN="ci-load-admin-token-$RANDOM$RANDOM"
+# Required with Redis (tickets and tokens outlive the process); >= 32 characters.
+export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
 "$BIN/slotd" serve --config benches/load.toml --listen "127.0.0.1:$SLOTD_PORT" \
   --redis-url "redis://127.0.0.1:$REDIS_PORT/" >"$WORK/slotd.log" 2>&1 &
 pids+=($!)
@@ -52,4 +54,21 @@ run() {
 }
 run --scenario book-hot --duration 15 --concurrency 64 --connections 4 --hot-seats 300 --applicants 2000
 run --scenario mixed --duration 15 --concurrency 64 --connections 4 --applicants 3000
+
+# A second replica on the same Redis for the crowd: 300 clients join in a burst over both, each
+# watching; the room admits 100/s; the admitted hold and book a 120-seat hot slot; 10 % abandon.
+slotd_a=${pids[1]}
+"$BIN/slotd" serve --config benches/load.toml --listen "127.0.0.1:$SLOTD_PORT_B" \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT/" >"$WORK/slotd-b.log" 2>&1 &
+pids+=($!)
+slotd_b=$!
+for _ in $(seq 100); do
+  "$BIN/slotd-load" --target "127.0.0.1:$SLOTD_PORT_B" --scenario ping --requests 1 \
+    --connections 1 --concurrency 1 >/dev/null 2>&1 && break
+  sleep 0.2
+done
+run --scenario crowd --addr "127.0.0.1:$SLOTD_PORT" --addr "127.0.0.1:$SLOTD_PORT_B" \
+  --concurrency 300 --applicants 300 --rate 100 --hot-seats 120 --days 1 --abandon 0.1 \
+  --duration 60 --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
+  --server-pid "$slotd_a" --server-pid "$slotd_b"
 echo "load test: correct under load"

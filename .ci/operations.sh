@@ -34,6 +34,8 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/slotd"
 "$BIN" config check deploy/slotd.example.toml >/dev/null
 
 export SLOTD_ADMIN_TOKEN=ops-guide-token-change-me-0123
+# Required with Redis (tickets and tokens outlive the process); >= 32 characters.
+export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
 SLOTD__REDIS__URL="redis://127.0.0.1:$redis_port/0" \
   "$BIN" serve --config deploy/slotd.example.toml \
   --listen "127.0.0.1:$slotd_port" --metrics-listen "127.0.0.1:$metrics_port" \
@@ -47,9 +49,12 @@ grep -q "slotd listening" "$work/slotd.log" || { cat "$work/slotd.log"; echo "sl
 grep -q "redis store answers" "$work/slotd.log" || { cat "$work/slotd.log"; echo "slotd is not on redis" >&2; exit 1; }
 
 out="$work/out"
+# The runbook's `slotd config check` steps run this build.
+PATH="$(cd "$(dirname "$BIN")" && pwd):$PATH"
+export PATH
 script="$work/guide.sh"
 python3 .ci/readme.py blocks deploy/OPERATIONS.md ops >"$script"
-ADDR="127.0.0.1:$slotd_port" OUT="$out" bash -euxo pipefail "$script"
+ADDR="127.0.0.1:$slotd_port" OUT="$out" CONFIG=deploy/slotd.example.toml bash -euxo pipefail "$script"
 
 # The guide's answers, checked.
 check() { grep -q "$2" "$out/$1" || { echo "--- $out/$1:"; cat "$out/$1"; echo "expected $2 in $1" >&2; exit 1; }; }
@@ -69,6 +74,10 @@ check room-on.json '"enabled": true'
 check room-stats.json '"config"'
 if grep -q '"enabled": true' "$out/room-off.json"; then echo "room still on" >&2; exit 1; fi
 if grep -q '"time"' "$out/holiday-slots.json"; then echo "holiday still bookable" >&2; exit 1; fi
+check rotate-learn.toml 'previous_admission_keys = \["<redacted>"\]'
+check rotate-swap.toml 'previous_admission_keys = \["<redacted>"\]'
+check rotate-retire.toml 'previous_admission_keys = \[\]'
+check rotate-mistake.txt 'server.previous_admission_keys\[0\]'
 
 # The metrics the guide lists are served.
 metrics=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())")

@@ -5,7 +5,7 @@
 //! (`redis.connect_timeout_ms`). `slotd config check FILE` runs the same loading and validation
 //! without starting anything. Every key is listed in README.md (Configuration).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,10 +61,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Key that signs waiting-room admission tokens and ticket secrets (at least 32 characters).
-    /// Every replica behind one address needs the same key. Default: random per process.
+    /// Key that signs waiting-room admission tokens, ticket secrets and waitlist entry secrets
+    /// (at least 32 characters). Every replica behind one address needs the same key. Required
+    /// with --redis-url; the embedded store generates a random one per process.
     #[arg(long, env = "SLOTD_ADMISSION_KEY", hide_env_values = true)]
     pub admission_key: Option<String>,
+
+    /// Earlier admission keys, comma-separated: they no longer sign but still verify, so a key
+    /// rotation keeps every ticket, token and entry secret issued before it (at most 4).
+    #[arg(
+        long,
+        env = "SLOTD_PREVIOUS_ADMISSION_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_admission_keys: Option<Vec<String>>,
 
     /// Seed the next 60 days of slots and 100 demo receipts.
     #[arg(long, env = "SLOTD_DEMO")]
@@ -258,6 +269,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_token: Option<String>,
     pub admission_key: Option<String>,
+    /// Earlier keys that still verify (rotation); `admission_key` signs.
+    pub previous_admission_keys: Vec<String>,
     pub demo: bool,
     pub posts: Option<PathBuf>,
     pub drain_timeout_secs: u64,
@@ -277,6 +290,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_token: None,
             admission_key: None,
+            previous_admission_keys: Vec::new(),
             demo: false,
             posts: None,
             drain_timeout_secs: 10,
@@ -383,6 +397,10 @@ pub struct LimitSettings {
     /// CalendarService calls per client and minute, and the burst.
     pub calendar_per_minute: u32,
     pub calendar_burst: u32,
+    /// WaitingRoomService calls (Join, GetStatus, Watch, Leave) per client and minute, and the
+    /// burst: a Watch stream counts once, when it opens.
+    pub room_per_minute: u32,
+    pub room_burst: u32,
     /// Failed confirmation lookups (NOT_FOUND from GetAppointment/CancelAppointment) per client
     /// and hour, and the burst: the anti-enumeration limit.
     pub lookup_failures_per_hour: u32,
@@ -391,9 +409,9 @@ pub struct LimitSettings {
     /// guessing the admin token or trying certificates stops after a handful.
     pub operator_failures_per_hour: u32,
     pub operator_failure_burst: u32,
-    /// Peers (e.g. the edge proxy) trusted to name the client in `x-client-id`; every other
-    /// peer is limited by its IP address.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers (e.g. the edge proxies), as addresses or CIDRs (`10.0.0.0/8`), trusted to name
+    /// the client in `x-client-id`; every other peer is limited by its IPv4 address or IPv6 /64.
+    pub trusted_proxies: Vec<crate::limits::IpNet>,
     /// Clients tracked at once; beyond it idle clients are forgotten first.
     pub max_clients: usize,
 }
@@ -405,6 +423,8 @@ impl Default for LimitSettings {
             booking_burst: 20,
             calendar_per_minute: 600,
             calendar_burst: 100,
+            room_per_minute: 120,
+            room_burst: 60,
             lookup_failures_per_hour: 30,
             lookup_failure_burst: 10,
             operator_failures_per_hour: 60,
@@ -423,6 +443,8 @@ impl LimitSettings {
             booking_burst: u32::MAX,
             calendar_per_minute: u32::MAX,
             calendar_burst: u32::MAX,
+            room_per_minute: u32::MAX,
+            room_burst: u32::MAX,
             lookup_failures_per_hour: u32::MAX,
             lookup_failure_burst: u32::MAX,
             operator_failures_per_hour: u32::MAX,
@@ -562,6 +584,10 @@ impl ServeArgs {
         set(&mut s.server.listen, &self.listen);
         set_opt(&mut s.server.admin_token, &self.admin_token);
         set_opt(&mut s.server.admission_key, &self.admission_key);
+        set(
+            &mut s.server.previous_admission_keys,
+            &self.previous_admission_keys,
+        );
         if self.demo {
             s.server.demo = true;
         }
@@ -696,10 +722,9 @@ impl Settings {
             crate::auth::OperatorAuth::new(Some(token))
                 .map_err(|e| ConfigError::new("server.admin_token", e))?;
         }
-        if let Some(key) = &s.admission_key {
-            crate::auth::admission::AdmissionKeys::new(key)
-                .map_err(|e| ConfigError::new("server.admission_key", e))?;
-        }
+        // The key itself may come from SLOTD_ADMISSION_KEY (a flag twin `config check` does not
+        // read), so only `serve` insists on one with Redis (`serving_admission_keys`).
+        self.admission_keys()?;
         if let Some(path) = &s.posts {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::new("server.posts", format!("{}: {e}", path.display()))
@@ -835,6 +860,8 @@ impl Settings {
             ("limits.booking_burst", l.booking_burst),
             ("limits.calendar_per_minute", l.calendar_per_minute),
             ("limits.calendar_burst", l.calendar_burst),
+            ("limits.room_per_minute", l.room_per_minute),
+            ("limits.room_burst", l.room_burst),
             (
                 "limits.lookup_failures_per_hour",
                 l.lookup_failures_per_hour,
@@ -854,6 +881,60 @@ impl Settings {
             "must be 1-10000000",
         )?;
         Ok(())
+    }
+
+    /// The keys `slotd serve` runs with: as `admission_keys`, and a key is required with Redis.
+    /// None only for the embedded store (it then uses a random per-process key: its state dies
+    /// with the process anyway). With Redis, tickets, tokens and waitlist entries outlive a
+    /// process, so their key must too.
+    pub fn serving_admission_keys(
+        &self,
+    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
+        let keys = self.admission_keys()?;
+        check(
+            keys.is_some() || self.redis.url.is_none(),
+            "server.admission_key",
+            "required with redis.url (--admission-key / SLOTD_ADMISSION_KEY, at least 32 \
+             characters, e.g. `openssl rand -hex 32`): tickets, admission tokens and waitlist \
+             entry secrets live in Redis across restarts, so a random per-process key would \
+             invalidate them all at each restart",
+        )?;
+        Ok(keys)
+    }
+
+    /// The waiting-room keys: `server.admission_key` signs, `server.previous_admission_keys`
+    /// still verify; None when no key is configured.
+    pub fn admission_keys(
+        &self,
+    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
+        use crate::auth::admission::{AdmissionKeys, MAX_PREVIOUS_KEYS};
+        let s = &self.server;
+        let Some(key) = &s.admission_key else {
+            check(
+                s.previous_admission_keys.is_empty(),
+                "server.admission_key",
+                "server.previous_admission_keys only verify: set the key that signs too",
+            )?;
+            return Ok(None);
+        };
+        check(
+            s.previous_admission_keys.len() <= MAX_PREVIOUS_KEYS,
+            "server.previous_admission_keys",
+            format!("at most {MAX_PREVIOUS_KEYS} keys"),
+        )?;
+        for (i, previous) in s.previous_admission_keys.iter().enumerate() {
+            check(
+                previous != key,
+                &format!("server.previous_admission_keys[{i}]"),
+                "is the current server.admission_key",
+            )?;
+        }
+        AdmissionKeys::with_previous(key, &s.previous_admission_keys)
+            .map(Some)
+            .map_err(|e| match e.index {
+                None => ConfigError::new("server.admission_key", e),
+                Some(i) => ConfigError::new(format!("server.previous_admission_keys[{i}]"), e),
+            })
     }
 
     /// The Redis store's options, when `redis.url` is set.
@@ -887,6 +968,9 @@ impl Settings {
         };
         hide(&mut copy.server.admin_token);
         hide(&mut copy.server.admission_key);
+        for key in &mut copy.server.previous_admission_keys {
+            *key = "<redacted>".into();
+        }
         if let Some(url) = &copy.redis.url {
             // Keep scheme and hosts, drop a password (redis://:secret@host).
             copy.redis.url = Some(crate::store::redis::conn::redacted_url(url));
@@ -983,8 +1067,14 @@ mod tests {
         assert_eq!(s.limits.booking_burst, 3);
         assert_eq!(s.limits.trusted_proxies.len(), 2);
         assert!(s.server.demo);
+        // With Redis `serve` requires the admission key (it may come from a flag twin, so the
+        // file alone is valid).
+        s.validate().expect("valid without the key");
+        let missing = s.serving_admission_keys().expect_err("no admission key");
+        assert_eq!(missing.key, "server.admission_key");
         let flags = ServeArgs {
             redis_tag: Some("fromflag".into()),
+            admission_key: Some("an-admission-key-of-32-characters-at-least".into()),
             ..ServeArgs::default()
         };
         flags.apply(&mut s);

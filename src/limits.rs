@@ -1,24 +1,34 @@
 //! Per-client rate limits (token buckets, per replica, in memory).
 //!
-//! Who the client is: the peer IP address. A peer listed in `limits.trusted_proxies` (the edge
-//! proxy that terminates the public connections) may name the client in `x-client-id`
-//! metadata instead; from anyone else `x-client-id` is ignored, so a client cannot dodge its
-//! limit by inventing identities.
+//! Who the client is: the peer IPv4 address, or the /64 prefix of a peer IPv6 address (one
+//! subscriber gets a whole /64, so counting single IPv6 addresses would hand each attacker 2^64
+//! identities). A peer in `limits.trusted_proxies` (addresses or CIDRs of the edge proxies that
+//! terminate the public connections) may name the client in `x-client-id` metadata instead;
+//! from anyone else `x-client-id` is ignored, so a client cannot dodge its limit by inventing
+//! identities.
 //!
-//! Three buckets per client: BookingService calls, CalendarService calls, and failed
-//! lookups (NOT_FOUND from GetAppointment, CancelAppointment, RescheduleAppointment,
-//! RenderConfirmation or JoinWaitlist; RECEIPT_NOT_REGISTERED from BookAppointment, HoldSlot
-//! or JoinWaitlist): a client that guesses confirmation numbers, or probes which receipt
-//! numbers exist, runs out after a handful of misses per hour, whatever its call rate, which
-//! with 68.7-bit numbers makes enumeration hopeless.
+//! Five buckets per client: BookingService calls, CalendarService calls, WaitingRoomService
+//! calls (Join, GetStatus, Watch, Leave: a crowd must not be able to flood the room's store
+//! either), failed lookups (NOT_FOUND from GetAppointment, CancelAppointment,
+//! RescheduleAppointment, RenderConfirmation or JoinWaitlist; RECEIPT_NOT_REGISTERED from
+//! BookAppointment, HoldSlot or JoinWaitlist), and failed operator authentications: a client
+//! that guesses confirmation numbers, or probes which receipt numbers exist, runs out after a
+//! handful of misses per hour, whatever its call rate, which with 68.7-bit numbers makes
+//! enumeration hopeless.
 //!
-//! The state is bounded by `limits.max_clients`; when full, clients whose bucket is full again
-//! (idle) are forgotten first. Limits are per replica: N replicas allow N times the rate.
+//! The state is bounded by `limits.max_clients`. When the table is full, only clients whose
+//! bucket is full again (idle: forgetting them changes nothing) are forgotten, in one sweep at
+//! most every `SWEEP_EVERY`; while no room is free, new clients share one overflow bucket. A
+//! busy bucket, above all a spent failed-lookup budget, is never forgotten, so filling the table
+//! cannot buy an enumerator a fresh budget. Limits are per replica: N replicas allow N times
+//! the rate.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::LimitSettings;
 
@@ -27,6 +37,7 @@ use crate::config::LimitSettings;
 pub enum Limit {
     Booking,
     Calendar,
+    Room,
     LookupFailures,
     /// Failed operator authentication (AdminService: wrong or missing token, certificate for a
     /// name not allowed).
@@ -38,6 +49,7 @@ impl Limit {
         match self {
             Limit::Booking => "booking",
             Limit::Calendar => "calendar",
+            Limit::Room => "room",
             Limit::LookupFailures => "lookup_failures",
             Limit::OperatorFailures => "operator_failures",
         }
@@ -50,12 +62,23 @@ struct Bucket {
     at: Instant,
 }
 
+/// The bucket every client shares that arrives while the table is full of busy clients.
+const OVERFLOW: &str = "overflow";
+/// How often a full table is swept for idle clients (a sweep is O(table)).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct Table {
+    clients: HashMap<String, Bucket>,
+    last_sweep: Option<Instant>,
+}
+
 #[derive(Debug)]
 struct Buckets {
     per_sec: f64,
     burst: f64,
     max_clients: usize,
-    clients: Mutex<HashMap<String, Bucket>>,
+    table: Mutex<Table>,
 }
 
 impl Buckets {
@@ -64,7 +87,31 @@ impl Buckets {
             per_sec,
             burst: f64::from(burst.max(1)),
             max_clients,
-            clients: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// The key whose bucket counts `client`: its own, or the shared overflow bucket while the
+    /// table is full of busy clients. Never forgets a bucket that is not full.
+    fn key_for<'a>(&self, table: &mut Table, client: &'a str, now: Instant) -> &'a str {
+        if table.clients.contains_key(client) || table.clients.len() < self.max_clients {
+            return client;
+        }
+        let due = table
+            .last_sweep
+            .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
+        if due {
+            table.last_sweep = Some(now);
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            table.clients.retain(|key, b| {
+                let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+                key == OVERFLOW || b.tokens + elapsed * per_sec < burst
+            });
+        }
+        if table.clients.len() < self.max_clients {
+            client
+        } else {
+            OVERFLOW
         }
     }
 
@@ -81,19 +128,10 @@ impl Buckets {
 
     /// Takes `cost` tokens (1 to spend, 0 to only look); Err(retry after) when empty.
     fn take(&self, client: &str, cost: f64, now: Instant) -> Result<(), Duration> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if !clients.contains_key(client) && clients.len() >= self.max_clients {
-            let (per_sec, burst) = (self.per_sec, self.burst);
-            clients.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-                b.tokens + elapsed * per_sec < burst
-            });
-            if clients.len() >= self.max_clients {
-                // Everyone is busy: forget them all rather than grow without bound.
-                clients.clear();
-            }
-        }
-        let bucket = clients.entry(client.to_owned()).or_insert(Bucket {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let key = self.key_for(&mut table, client, now);
+        // The overflow bucket may be one entry over `max_clients`: the bound stays exact + 1.
+        let bucket = table.clients.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -106,10 +144,16 @@ impl Buckets {
         }
     }
 
-    /// Spends one token, going no lower than empty.
+    /// Spends one token, going no lower than empty (the overflow bucket's for a client that
+    /// has none of its own).
     fn charge(&self, client: &str, now: Instant) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = clients.get_mut(client) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if table.clients.contains_key(client) {
+            client
+        } else {
+            OVERFLOW
+        };
+        if let Some(bucket) = table.clients.get_mut(key) {
             self.refill(bucket, now);
             bucket.tokens = (bucket.tokens - 1.0).max(0.0);
         }
@@ -127,9 +171,90 @@ pub struct Exceeded {
 pub struct Limits {
     booking: Buckets,
     calendar: Buckets,
+    room: Buckets,
     lookups: Buckets,
     operators: Buckets,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<IpNet>,
+}
+
+/// An IP network, `10.0.0.0/8` or `2001:db8::/32`; a bare address is its own /32 or /128.
+/// Written as that text in config (`limits.trusted_proxies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            format!("`{text}` is not an IP address or CIDR (10.0.0.0/8, 2001:db8::/32)")
+        })?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0-{max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<IpNet> for String {
+    fn from(net: IpNet) -> String {
+        net.to_string()
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The /64 network of an IPv6 address, the unit one subscriber is given.
+fn slash_64(ip: Ipv6Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(ip) & (u128::MAX << 64))
 }
 
 impl Limits {
@@ -144,6 +269,11 @@ impl Limits {
             calendar: Buckets::new(
                 f64::from(settings.calendar_per_minute.max(1)) / 60.0,
                 settings.calendar_burst,
+                max,
+            ),
+            room: Buckets::new(
+                f64::from(settings.room_per_minute.max(1)) / 60.0,
+                settings.room_burst,
                 max,
             ),
             lookups: Buckets::new(
@@ -161,20 +291,23 @@ impl Limits {
     }
 
     /// The client a call is counted for: `id:<x-client-id>` from a trusted proxy, else
-    /// `ip:<peer address>`.
+    /// `ip:<peer IPv4 address>` or `ip:<peer IPv6 /64>/64`.
     pub fn client(&self, peer: Option<SocketAddr>, client_id: Option<&str>) -> String {
         let Some(peer) = peer else {
             return "unknown".into();
         };
         let ip = peer.ip().to_canonical();
-        if self.trusted_proxies.contains(&ip) {
+        if self.trusted_proxies.iter().any(|net| net.contains(ip)) {
             if let Some(id) = client_id.filter(|id| {
                 (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
             }) {
                 return format!("id:{id}");
             }
         }
-        format!("ip:{ip}")
+        match ip {
+            IpAddr::V4(v4) => format!("ip:{v4}"),
+            IpAddr::V6(v6) => format!("ip:{}/64", slash_64(v6)),
+        }
     }
 
     /// Admits one call of `limit` (and, for lookups, checks the failure budget is not spent).
@@ -191,6 +324,7 @@ impl Limits {
         let buckets = match limit {
             Limit::Booking => &self.booking,
             Limit::Calendar => &self.calendar,
+            Limit::Room => &self.room,
             Limit::LookupFailures => &self.lookups,
             Limit::OperatorFailures => &self.operators,
         };
@@ -284,7 +418,119 @@ mod tests {
         for i in 0..10 {
             let _ = l.admit(Limit::Booking, false, &format!("ip:10.1.0.{i}"));
         }
-        let n = l.booking.clients.lock().expect("lock").len();
-        assert!(n <= 2, "{n}");
+        let n = l.booking.table.lock().expect("lock").clients.len();
+        // max_clients, plus the shared overflow bucket.
+        assert!(n <= 3, "{n}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_ipv4_by_address() {
+        let l = limits();
+        let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:4000".parse().expect("addr");
+        let b: SocketAddr = "[2001:db8:1:2:ffff:1:2:3]:4000".parse().expect("addr");
+        let other: SocketAddr = "[2001:db8:1:3::1]:4000".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4000".parse().expect("addr");
+        assert_eq!(l.client(Some(a), None), "ip:2001:db8:1:2::/64");
+        assert_eq!(l.client(Some(a), None), l.client(Some(b), None));
+        assert_ne!(l.client(Some(a), None), l.client(Some(other), None));
+        assert_eq!(l.client(Some(mapped), None), "ip:192.0.2.7");
+        // One /64 shares one bucket: rotating addresses inside it gains nothing.
+        for i in 0..3 {
+            let peer: SocketAddr = format!("[2001:db8:1:2::{i:x}]:4000").parse().expect("addr");
+            l.admit(Limit::Booking, false, &l.client(Some(peer), None))
+                .expect("within the burst");
+        }
+        let next: SocketAddr = "[2001:db8:1:2::ffff]:4000".parse().expect("addr");
+        l.admit(Limit::Booking, false, &l.client(Some(next), None))
+            .expect_err("the /64 spent its burst");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_plain_addresses() {
+        let l = Limits::new(&LimitSettings {
+            trusted_proxies: ["10.0.0.1", "192.168.0.0/16", "2001:db8:aa::/48"]
+                .iter()
+                .map(|t| t.parse().expect("net"))
+                .collect(),
+            ..LimitSettings::default()
+        });
+        for (peer, trusted) in [
+            ("10.0.0.1:1", true),
+            ("10.0.0.2:1", false),
+            ("192.168.44.5:1", true),
+            ("192.169.0.1:1", false),
+            ("[2001:db8:aa:ffff::9]:1", true),
+            ("[2001:db8:ab::9]:1", false),
+            ("[::ffff:192.168.1.1]:1", true),
+        ] {
+            let peer: SocketAddr = peer.parse().expect("addr");
+            let id = l.client(Some(peer), Some("user-1"));
+            assert_eq!(id == "id:user-1", trusted, "{peer}: {id}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "example.com",
+            "10.0.0.0/",
+            "/8",
+        ] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "10.0.0.0/8".parse::<IpNet>().expect("net").to_string(),
+            "10.0.0.0/8"
+        );
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .expect("net")
+            .contains("8.8.8.8".parse().expect("ip")));
+    }
+
+    #[test]
+    fn a_full_client_table_never_forgets_a_spent_lookup_budget() {
+        let l = limits(); // max_clients 2, lookup burst 2
+        for c in ["enumerator", "busy"] {
+            l.admit(Limit::Booking, true, c).expect("first lookup");
+            l.lookup_failed(c);
+            l.lookup_failed(c);
+        }
+        assert_eq!(
+            l.admit(Limit::Booking, true, "enumerator")
+                .expect_err("budget spent")
+                .limit,
+            Limit::LookupFailures
+        );
+        // A flood of new identities fills the table: they share the overflow bucket, nobody's
+        // spent budget is forgotten.
+        for i in 0..1000 {
+            let _ = l.admit(Limit::Booking, true, &format!("ip:198.51.100.{i}"));
+        }
+        assert_eq!(
+            l.admit(Limit::Booking, true, "enumerator")
+                .expect_err("still spent after the flood")
+                .limit,
+            Limit::LookupFailures
+        );
+        let table = l.lookups.table.lock().expect("lock");
+        assert!(table.clients.contains_key("enumerator"));
+        assert!(table.clients.len() <= 3, "{}", table.clients.len());
+    }
+
+    #[test]
+    fn idle_clients_make_room_for_new_ones() {
+        let l = limits(); // max_clients 2
+        let start = Instant::now();
+        l.booking.take("a", 1.0, start).expect("a");
+        l.booking.take("b", 1.0, start).expect("b");
+        // Two seconds later both buckets are full again (60/min, burst 3): idle, forgettable.
+        let later = start + Duration::from_secs(2);
+        l.booking.take("c", 1.0, later).expect("c");
+        let table = l.booking.table.lock().expect("lock");
+        assert!(
+            table.clients.contains_key("c"),
+            "{:?}",
+            table.clients.keys()
+        );
+        assert!(!table.clients.contains_key(OVERFLOW));
     }
 }

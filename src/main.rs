@@ -120,10 +120,11 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(MemoryStore::new().with_offer_ttl(settings.offer_ttl()))
         }
     };
-    let keys = match &args.admission_key {
-        Some(key) => AdmissionKeys::new(key)?,
+    // Validated already: with Redis a missing key stopped slotd at start.
+    let keys = match settings.serving_admission_keys()? {
+        Some(keys) => keys,
         None => {
-            tracing::warn!("no admission key configured: using a random one; replicas behind one address must share --admission-key");
+            tracing::warn!("no admission key configured: the embedded store uses a random one per process; replicas behind one address must share --admission-key");
             AdmissionKeys::random()
         }
     };

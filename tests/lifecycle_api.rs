@@ -824,6 +824,7 @@ async fn a_hold_reclaimed_by_a_replica_running_ahead_cannot_be_confirmed_by_one_
     let confirm = HoldConfirmation {
         request_id: RequestId::parse("c-1").unwrap(),
         hold: id.clone(),
+        admission: None,
     };
     match store
         .confirm_hold(&confirm, &ConfirmationNumber::generate(), behind)

@@ -637,6 +637,7 @@ impl Backend {
                             &HoldConfirmation {
                                 request_id: request_id(&fresh.request_id),
                                 hold: id,
+                                admission: None,
                             },
                             &fresh.conf,
                             now,

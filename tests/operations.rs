@@ -538,6 +538,7 @@ fn config_check_accepts_a_good_file_and_names_the_bad_key() {
         dir.path(),
         "good.toml",
         "[server]\nlisten = \"127.0.0.1:6000\"\nadmin_token = \"a-very-secret-operator-token\"\n\
+         admission_key = \"a-very-secret-admission-key-0123456789\"\n\
          [redis]\nurl = \"redis://127.0.0.1:6379/0\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\
          [limits]\ntrusted_proxies = [\"10.0.0.1\"]\n",
     );
@@ -548,6 +549,10 @@ fn config_check_accepts_a_good_file_and_names_the_bad_key() {
     assert!(stdout.contains("127.0.0.1:9464"), "{stdout}");
     assert!(
         !stdout.contains("a-very-secret-operator-token"),
+        "secrets are redacted: {stdout}"
+    );
+    assert!(
+        !stdout.contains("a-very-secret-admission-key"),
         "secrets are redacted: {stdout}"
     );
 
@@ -778,7 +783,14 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
     const APPLICANTS: u32 = 120;
     let redis = RedisServer::start();
     let mut slotd = Process::start(
-        &["--redis-url", &redis.url(), "--drain-timeout-secs", "5"],
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--admission-key",
+            ADMISSION_KEY,
+            "--drain-timeout-secs",
+            "5",
+        ],
         &[
             ("SLOTD__LIMITS__BOOKING_BURST", "100000"),
             ("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000"),

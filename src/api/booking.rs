@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::confirmation;
 use super::convert;
@@ -16,9 +17,12 @@ use super::pb;
 use super::pb::booking_service_server::BookingService;
 use super::room::HEARTBEAT;
 use crate::app::Slotd;
+use crate::domain::lifecycle::{HoldConfirmation, HoldId};
+use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
 use crate::room::{Gate, Room};
 use crate::streams::Streams;
+use crate::store::{StoreError, ADMISSION_STEP_LIMIT};
 
 /// How often a WatchOffers stream re-reads its entry (an offer reaches the watcher within
 /// this, plus a heartbeat every `HEARTBEAT` while nothing changes).
@@ -36,6 +40,79 @@ impl BookingApi {
     pub fn new(app: Slotd, room: Room, streams: Arc<Streams>) -> Self {
         Self { app, room, streams }
     }
+
+    /// Runs a call behind the waiting room from the gate to settling its admission in a task
+    /// of its own, so a client whose deadline drops the request cannot cut the call between its
+    /// booking's commit and the settle (which would give the admission back for a second
+    /// booking). The booking step also records its admission atomically (`Booking::admission`):
+    /// even an unsettled admission (slotd killed, room store down) books only once. Other steps
+    /// are counted against `ADMISSION_STEP_LIMIT` before they run.
+    async fn admitted<T, F, Fut>(
+        &self,
+        token: Option<&str>,
+        step: Step,
+        fallback: Option<HoldId>,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Slotd, Option<TicketId>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let app = self.app.clone();
+        let room = self.room.clone();
+        let token = token.map(str::to_owned);
+        // The task carries the RPC's span: its store calls stay children of the call's trace.
+        let span = tracing::Span::current();
+        let task = tokio::spawn(
+            async move {
+                let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
+                    Ok(admitted) => admitted,
+                    // A waitlist offer was earned in its own line: accepting it needs no second
+                    // queue (its 128-bit hold id reached only the entry's holder).
+                    Err(refused) => match fallback {
+                        Some(hold) => match app.find_hold(&hold).await {
+                            Ok(Some(hold)) if hold.entry.is_some() => None,
+                            _ => return Err(refused),
+                        },
+                        None => return Err(refused),
+                    },
+                };
+                if let (Some(ticket), Step::Other) = (&admitted, step) {
+                    let counted = app
+                        .store()
+                        .admission_step(ticket, ADMISSION_STEP_LIMIT, app.now())
+                        .await;
+                    if let Err(e) = counted {
+                        room.settle(admitted, false).await;
+                        return Err(e);
+                    }
+                }
+                let outcome = call(app, admitted.clone()).await;
+                // Booking ends the admitted session; anything else gives it back for another call.
+                let completed = step == Step::Booking && outcome.is_ok();
+                room.settle(admitted, completed).await;
+                outcome
+            }
+            .instrument(span),
+        );
+        match task.await {
+            Ok(outcome) => outcome.map_err(status),
+            Err(e) => {
+                tracing::error!(error = %e, "admitted call failed");
+                Err(Status::internal("the call failed inside slotd"))
+            }
+        }
+    }
+}
+
+/// What a call behind the waiting room does with its admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Books (BookAppointment, ConfirmHold): once per admission, then the session ends.
+    Booking,
+    /// Holds, reschedules, cancels, joins the waitlist: counted, at most `ADMISSION_STEP_LIMIT`.
+    Other,
 }
 
 #[tonic::async_trait]
@@ -45,15 +122,12 @@ impl BookingService for BookingApi {
         request: Request<pb::BookAppointmentRequest>,
     ) -> Result<Response<pb::BookAppointmentResponse>, Status> {
         let booking = convert::booking(request.get_ref()).map_err(status)?;
-        let admitted = self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-            .map_err(status)?;
-        let outcome = self.app.book(&booking).await;
-        // Booking ends the admitted session; a refusal gives it back for another try.
-        self.room.settle(admitted, outcome.is_ok()).await;
-        let appointment = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let appointment = self
+            .admitted(token, Step::Booking, None, |app, admitted| async move {
+                app.book(&booking.under_admission(admitted)).await
+            })
+            .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -91,14 +165,12 @@ impl BookingService for BookingApi {
         request: Request<pb::CancelAppointmentRequest>,
     ) -> Result<Response<pb::CancelAppointmentResponse>, Status> {
         let cancellation = convert::cancellation(request.get_ref()).map_err(status)?;
-        let admitted = self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-            .map_err(status)?;
-        let outcome = self.app.cancel(&cancellation).await;
-        self.room.settle(admitted, false).await;
-        let appointment = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let appointment = self
+            .admitted(token, Step::Other, None, |app, _| async move {
+                app.cancel(&cancellation).await
+            })
+            .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -117,14 +189,12 @@ impl BookingService for BookingApi {
         request: Request<pb::HoldSlotRequest>,
     ) -> Result<Response<pb::HoldSlotResponse>, Status> {
         let hold = convert::hold_request(request.get_ref()).map_err(status)?;
-        let admitted = self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-            .map_err(status)?;
-        let outcome = self.app.hold(&hold).await;
-        self.room.settle(admitted, false).await;
-        let hold = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let hold = self
+            .admitted(token, Step::Other, None, |app, _| async move {
+                app.hold(&hold).await
+            })
+            .await?;
         tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
@@ -136,22 +206,18 @@ impl BookingService for BookingApi {
         request: Request<pb::ConfirmHoldRequest>,
     ) -> Result<Response<pb::ConfirmHoldResponse>, Status> {
         let confirmation = convert::hold_confirmation(request.get_ref()).map_err(status)?;
-        let admitted = match self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-        {
-            Ok(admitted) => admitted,
-            // A waitlist offer was earned in its own line: accepting it needs no second queue
-            // (its 128-bit hold id reached only the entry's holder).
-            Err(refused) => match self.app.find_hold(&confirmation.hold).await {
-                Ok(Some(hold)) if hold.entry.is_some() => None,
-                _ => return Err(status(refused)),
-            },
-        };
-        let outcome = self.app.confirm_hold(&confirmation).await;
-        self.room.settle(admitted, outcome.is_ok()).await;
-        let appointment = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let hold = Some(confirmation.hold.clone());
+        let confirmed = confirmation.clone();
+        let appointment = self
+            .admitted(token, Step::Booking, hold, |app, admitted| async move {
+                let confirmation = HoldConfirmation {
+                    admission: admitted,
+                    ..confirmed
+                };
+                app.confirm_hold(&confirmation).await
+            })
+            .await?;
         tracing::info!(
             hold_ref = %confirmation.hold.reference(),
             confirmation = %appointment.confirmation,
@@ -183,14 +249,12 @@ impl BookingService for BookingApi {
         request: Request<pb::RescheduleAppointmentRequest>,
     ) -> Result<Response<pb::RescheduleAppointmentResponse>, Status> {
         let reschedule = convert::reschedule(request.get_ref()).map_err(status)?;
-        let admitted = self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-            .map_err(status)?;
-        let outcome = self.app.reschedule(&reschedule).await;
-        self.room.settle(admitted, false).await;
-        let appointment = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let appointment = self
+            .admitted(token, Step::Other, None, |app, _| async move {
+                app.reschedule(&reschedule).await
+            })
+            .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
@@ -228,14 +292,12 @@ impl BookingService for BookingApi {
         let join = convert::waitlist_join(request.get_ref()).map_err(status)?;
         // Joining the line is a booking step: behind the waiting room like BookAppointment
         // (the admitted session stays open: no seat was taken yet).
-        let admitted = self
-            .room
-            .gate(convert::admission_token(request.metadata()), Gate::Booking)
-            .await
-            .map_err(status)?;
-        let outcome = self.app.join_waitlist(&join).await;
-        self.room.settle(admitted, false).await;
-        let entry = outcome.map_err(status)?;
+        let token = convert::admission_token(request.metadata());
+        let entry = self
+            .admitted(token, Step::Other, None, |app, _| async move {
+                app.join_waitlist(&join).await
+            })
+            .await?;
         tracing::info!(entry = %entry.id, post = %entry.post, seats = entry.applicants.len(), "waitlist joined");
         Ok(Response::new(pb::JoinWaitlistResponse {
             entry_secret: self.room.keys().entry_secret(&entry.id),

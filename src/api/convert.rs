@@ -329,6 +329,7 @@ pub fn hold_confirmation(req: &pb::ConfirmHoldRequest) -> Result<HoldConfirmatio
         Some(HoldConfirmation {
             request_id: request_id?,
             hold: hold?,
+            admission: None,
         })
     })
 }

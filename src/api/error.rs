@@ -302,5 +302,12 @@ fn domain_status(e: Error, message: String) -> Status {
         ),
         Error::AdmissionRevoked => with_info(PermissionDenied, message, "ADMISSION_REVOKED", &[]),
         Error::AdmissionInUse => with_info(Aborted, message, "ADMISSION_IN_USE", &[]),
+        Error::AdmissionUsed => with_info(PermissionDenied, message, "ADMISSION_USED", &[]),
+        Error::AdmissionStepsExhausted { limit } => with_info(
+            PermissionDenied,
+            message,
+            "ADMISSION_STEPS_EXHAUSTED",
+            &[("limit", limit.to_string())],
+        ),
     }
 }

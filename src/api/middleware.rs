@@ -96,6 +96,7 @@ fn limit_of(path: &str) -> Option<(Limit, bool)> {
             Some((Limit::Booking, lookup))
         }
         "slotd.v1.CalendarService" => Some((Limit::Calendar, false)),
+        "slotd.v1.WaitingRoomService" => Some((Limit::Room, false)),
         _ => None,
     }
 }
@@ -416,6 +417,13 @@ mod tests {
             limit_of("/slotd.v1.CalendarService/ListSlots"),
             Some((Limit::Calendar, false))
         );
+        for method in ["Join", "GetStatus", "Watch", "Leave"] {
+            assert_eq!(
+                limit_of(&format!("/slotd.v1.WaitingRoomService/{method}")),
+                Some((Limit::Room, false)),
+                "{method}"
+            );
+        }
         assert_eq!(limit_of("/slotd.v1.AdminService/OpenSlots"), None);
     }
 }

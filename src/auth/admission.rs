@@ -1,10 +1,16 @@
-//! Waiting-room credentials, both HMAC-SHA256 under one key that every replica shares:
+//! Waiting-room credentials, all HMAC-SHA256 under one key that every replica shares:
 //! - the ticket secret, `HMAC(key, "slotd-ticket.v1." + ticket_id)`: derived, never stored, so a
 //!   leaked ticket id is worth nothing and a rejoin can hand the same secret back;
 //! - the admission token, `base64url(claims) "." base64url(HMAC(key, "slotd-admission.v1." +
 //!   base64url(claims)))`, claims = ticket, client key, expiry, issue time and a unique id.
 //!   Booking verifies signature and expiry locally, then asks the store whether the admitted
-//!   session is still live (revocation, completion, expiry).
+//!   session is still live (revocation, completion, expiry);
+//! - the waitlist entry secret, `HMAC(key, "slotd-entry.v1." + entry_id)`, like a ticket's.
+//!
+//! Rotation: the current key signs everything issued from now on; up to `MAX_PREVIOUS_KEYS`
+//! earlier keys still verify, so rolling a new key out (the old one kept as previous) drops
+//! nobody's place, token or waitlist entry. Once nothing signed by an old key can be alive (the
+//! longest of session duration, ended-ticket TTL and waitlist life), the old key is removed.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -22,12 +28,17 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest admission key accepted at start.
 pub const MIN_KEY_LEN: usize = 32;
+/// Earlier keys that still verify.
+pub const MAX_PREVIOUS_KEYS: usize = 4;
 /// Longest token looked at; anything longer is refused before decoding.
 const MAX_TOKEN_LEN: usize = 1024;
 
 #[derive(Clone)]
 pub struct AdmissionKeys {
+    /// Signs; verifies first.
     key: Vec<u8>,
+    /// Verify only, newest first.
+    previous: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AdmissionKeys {
@@ -38,7 +49,10 @@ impl std::fmt::Debug for AdmissionKeys {
 
 #[derive(Debug, thiserror::Error)]
 #[error("admission key must be at least {MIN_KEY_LEN} characters")]
-pub struct WeakKey;
+pub struct WeakKey {
+    /// Which previous key (None: the current one).
+    pub index: Option<usize>,
+}
 
 /// What an admission token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,24 +71,37 @@ pub struct Claims {
 
 impl AdmissionKeys {
     pub fn new(key: &str) -> Result<Self, WeakKey> {
+        Self::with_previous(key, &[])
+    }
+
+    /// `key` signs; `previous` (newest first) still verify.
+    pub fn with_previous(key: &str, previous: &[String]) -> Result<Self, WeakKey> {
         if key.len() < MIN_KEY_LEN {
-            return Err(WeakKey);
+            return Err(WeakKey { index: None });
+        }
+        if let Some(index) = previous.iter().position(|k| k.len() < MIN_KEY_LEN) {
+            return Err(WeakKey { index: Some(index) });
         }
         Ok(Self {
             key: key.as_bytes().to_vec(),
+            previous: previous.iter().map(|k| k.as_bytes().to_vec()).collect(),
         })
     }
 
-    /// A random key: fine for one replica; replicas behind one address must share a key.
+    /// A random key: only for the embedded store, whose tickets die with the process; replicas
+    /// behind one address, and anything on Redis, need a configured shared key.
     pub fn random() -> Self {
         use rand::Rng;
         let key: [u8; 32] = rand::rng().random();
-        Self { key: key.to_vec() }
+        Self {
+            key: key.to_vec(),
+            previous: Vec::new(),
+        }
     }
 
-    fn mac(&self, domain: &str, data: &[u8]) -> [u8; 32] {
+    fn mac_with(key: &[u8], domain: &str, data: &[u8]) -> [u8; 32] {
         // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
-        let mut mac = match HmacSha256::new_from_slice(&self.key) {
+        let mut mac = match HmacSha256::new_from_slice(key) {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC takes any key length"),
         };
@@ -83,13 +110,31 @@ impl AdmissionKeys {
         mac.finalize().into_bytes().into()
     }
 
+    fn mac(&self, domain: &str, data: &[u8]) -> [u8; 32] {
+        Self::mac_with(&self.key, domain, data)
+    }
+
+    /// Whether `tag` is the MAC of `data` under the current or any previous key (each compared
+    /// in constant time; the number of keys tried is not secret).
+    fn verifies(&self, domain: &str, data: &[u8], tag: &[u8]) -> bool {
+        std::iter::once(&self.key)
+            .chain(&self.previous)
+            .any(|key| bool::from(Self::mac_with(key, domain, data).as_slice().ct_eq(tag)))
+    }
+
+    fn verifies_secret(&self, domain: &str, id: &str, secret: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(secret) {
+            Ok(tag) => self.verifies(domain, id.as_bytes(), &tag),
+            Err(_) => false,
+        }
+    }
+
     pub fn ticket_secret(&self, ticket: &TicketId) -> String {
         URL_SAFE_NO_PAD.encode(self.mac("slotd-ticket.v1.", ticket.as_str().as_bytes()))
     }
 
     pub fn check_ticket_secret(&self, ticket: &TicketId, secret: &str) -> Result<(), Error> {
-        let expected = self.ticket_secret(ticket);
-        if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
+        if self.verifies_secret("slotd-ticket.v1.", ticket.as_str(), secret) {
             Ok(())
         } else {
             Err(Error::TicketSecretInvalid)
@@ -106,8 +151,7 @@ impl AdmissionKeys {
         entry: &crate::domain::waitlist::EntryId,
         secret: &str,
     ) -> Result<(), Error> {
-        let expected = self.entry_secret(entry);
-        if bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
+        if self.verifies_secret("slotd-entry.v1.", entry.as_str(), secret) {
             Ok(())
         } else {
             Err(Error::EntrySecretInvalid)
@@ -146,8 +190,7 @@ impl AdmissionKeys {
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| Error::AdmissionInvalid)?;
-        let expected = self.mac("slotd-admission.v1.", payload.as_bytes());
-        if !bool::from(expected.as_slice().ct_eq(&sig)) {
+        if !self.verifies("slotd-admission.v1.", payload.as_bytes(), &sig) {
             return Err(Error::AdmissionInvalid);
         }
         let json = URL_SAFE_NO_PAD
@@ -239,5 +282,52 @@ mod tests {
     #[test]
     fn short_keys_are_refused() {
         assert!(AdmissionKeys::new("short").is_err());
+        let e = AdmissionKeys::with_previous(
+            "0123456789abcdef0123456789abcdef",
+            &["another-key-another-key-another-key".into(), "short".into()],
+        )
+        .expect_err("a short previous key");
+        assert_eq!(e.index, Some(1));
+    }
+
+    #[test]
+    fn after_a_rotation_the_new_key_signs_and_the_previous_keys_still_verify() {
+        let old = keys();
+        let now = Utc::now();
+        let t = TicketId::generate();
+        let entry = crate::domain::waitlist::EntryId::generate();
+        let ck = ClientKey::parse("sess-1").unwrap();
+        let old_token = old.mint(&t, &ck, now + Duration::minutes(10), now);
+        let old_secret = old.ticket_secret(&t);
+        let old_entry = old.entry_secret(&entry);
+
+        let new_key = "a-brand-new-key-a-brand-new-key-0123";
+        let rotated =
+            AdmissionKeys::with_previous(new_key, &["0123456789abcdef0123456789abcdef".into()])
+                .unwrap();
+        assert!(rotated.verify(&old_token, now).is_ok());
+        assert!(rotated.check_ticket_secret(&t, &old_secret).is_ok());
+        assert!(rotated.check_entry_secret(&entry, &old_entry).is_ok());
+        // New credentials are signed by the new key alone.
+        let new_only = AdmissionKeys::new(new_key).unwrap();
+        let new_token = rotated.mint(&t, &ck, now + Duration::minutes(10), now);
+        assert!(new_only.verify(&new_token, now).is_ok());
+        assert_eq!(old.verify(&new_token, now), Err(Error::AdmissionInvalid));
+        assert!(new_only
+            .check_ticket_secret(&t, &rotated.ticket_secret(&t))
+            .is_ok());
+        // Dropping the old key from the list ends what it signed.
+        assert_eq!(
+            new_only.verify(&old_token, now),
+            Err(Error::AdmissionInvalid)
+        );
+        assert_eq!(
+            new_only.check_ticket_secret(&t, &old_secret),
+            Err(Error::TicketSecretInvalid)
+        );
+        assert_eq!(
+            new_only.check_entry_secret(&entry, &old_entry),
+            Err(Error::EntrySecretInvalid)
+        );
     }
 }

@@ -7,6 +7,9 @@
 //! violation or any unexpected error code (SLOT_FULL on the hot slot is expected; anything else
 //! is not). Figures and how to read them: benches/README.md.
 //!
+//! The `crowd` scenario (a flash crowd through the waiting room, over several replicas) lives in
+//! `slotd-load/crowd.rs`.
+//!
 //! It refuses any target that is not a loopback address unless `--allow-remote` is given: load
 //! belongs on a machine you own, never on a shared or production endpoint.
 
@@ -37,6 +40,9 @@ use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
 
+#[path = "slotd-load/crowd.rs"]
+mod crowd;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum Scenario {
@@ -54,6 +60,12 @@ enum Scenario {
     Watch,
     /// 60 % calendar, 30 % book-spread, 10 % ping.
     Mixed,
+    /// A flash crowd: `--concurrency` clients join the paused room in a burst over every
+    /// `--addr`, each holding a Watch stream; the room then admits at `--rate` per second, the
+    /// admitted hold and book the hot slot (`--hot-seats`), `--abandon` of them close their
+    /// stream mid-wait. Reports Redis (`--redis-url`) and slotd (`--server-pid`) costs per
+    /// waiter-second; fails on an admission inversion, a rate-bound violation or overbooking.
+    Crowd,
 }
 
 #[derive(Debug, Parser)]
@@ -67,6 +79,16 @@ struct Args {
     /// slotd address (host:port); loopback only unless --allow-remote.
     #[arg(long, default_value = "127.0.0.1:50051")]
     target: String,
+    /// `crowd`: every replica's address (repeat the flag); clients are spread over them.
+    /// Default: `--target`.
+    #[arg(long = "addr")]
+    addrs: Vec<String>,
+    /// `crowd`: the share of clients that close their stream mid-wait (0-1).
+    #[arg(long, default_value_t = 0.1)]
+    abandon: f64,
+    /// `crowd`: the waiting room's Redis, for its CPU (`INFO cpu`) over the waiting phase.
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     allow_remote: bool,
@@ -86,7 +108,8 @@ struct Args {
     #[arg(long)]
     requests: Option<u64>,
     /// Open loop: start requests at this rate (per second) whatever the latency; latency is then
-    /// measured from each request's scheduled start (no coordinated omission).
+    /// measured from each request's scheduled start (no coordinated omission). For `crowd`:
+    /// the room's admissions per second (default 50).
     #[arg(long)]
     rate: Option<f64>,
     /// Applicants (receipts) registered before a booking run: an upper bound on bookings.
@@ -105,9 +128,10 @@ struct Args {
     post: String,
     #[arg(long, default_value = "ALL_OTHERS")]
     category: String,
-    /// slotd's process id: report its resident memory (VmRSS) before and during the run.
+    /// slotd's process id: report its resident memory (VmRSS) before and during the run (and
+    /// for `crowd` its CPU). Repeat the flag for several replicas.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Names this run's applicants and hot slot (default: from the clock). With the same id, a
     /// `--skip-setup` run reuses what a `--setup-only` run opened and registered.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..1_000_000))]
@@ -146,6 +170,7 @@ struct Report {
     audit_violations: Vec<String>,
     watch_streams_open: u64,
     watch_messages: u64,
+    crowd: Option<crowd::CrowdReport>,
     server_rss_kib_before: Option<u64>,
     server_rss_kib_peak: Option<u64>,
     applicant_pool_exhausted: bool,
@@ -178,6 +203,9 @@ struct Plan {
     category: String,
     first_day: NaiveDate,
     hot_day: NaiveDate,
+    /// The hot slot's time: `crowd` takes another one than `book-hot`, so two runs a few
+    /// seconds apart (CI) never share a hot slot.
+    hot_time: &'static str,
     run: String,
 }
 
@@ -198,7 +226,10 @@ impl Plan {
     }
 
     fn hot_slot(&self) -> pb::SlotRef {
-        self.slot(self.hot_day.format("%Y-%m-%d").to_string(), "08:00".into())
+        self.slot(
+            self.hot_day.format("%Y-%m-%d").to_string(),
+            self.hot_time.into(),
+        )
     }
 
     fn applicant(&self, i: u32) -> pb::Applicant {
@@ -389,15 +420,24 @@ fn today_at_post() -> NaiveDate {
 fn needs_inventory(s: Scenario) -> bool {
     matches!(
         s,
-        Scenario::BookSpread | Scenario::BookHot | Scenario::Calendar | Scenario::Mixed
+        Scenario::BookSpread
+            | Scenario::BookHot
+            | Scenario::Calendar
+            | Scenario::Mixed
+            | Scenario::Crowd
     )
 }
 
 fn books(s: Scenario) -> bool {
     matches!(
         s,
-        Scenario::BookSpread | Scenario::BookHot | Scenario::Mixed
+        Scenario::BookSpread | Scenario::BookHot | Scenario::Mixed | Scenario::Crowd
     )
+}
+
+/// Scenarios that open and check the hot slot.
+fn hot(s: Scenario) -> bool {
+    matches!(s, Scenario::BookHot | Scenario::Crowd)
 }
 
 /// What setup needs: the run's arguments, plan, connections and token.
@@ -437,12 +477,18 @@ async fn setup(s: Setup<'_>) -> Result<(), String> {
         ))
         .await
         .map_err(|e| format!("open slots: {e}"))?;
-    if args.scenario == Scenario::BookHot {
+    if hot(args.scenario) {
         let hot = plan.hot_slot();
         admin
             .open_slots(with_token(
                 s.token,
-                open(hot.date.clone(), hot.date, "08:00", "08:00", args.hot_seats),
+                open(
+                    hot.date.clone(),
+                    hot.date,
+                    &hot.time,
+                    &hot.time,
+                    args.hot_seats,
+                ),
             ))
             .await
             .map_err(|e| format!("open hot slot: {e}"))?;
@@ -615,7 +661,7 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Tally {
                 let expected: &[&str] = if hot { &["SLOT_FULL"] } else { &[] };
                 tally.record(started, &outcome, expected);
             }
-            Scenario::Watch | Scenario::Mixed => break,
+            Scenario::Watch | Scenario::Mixed | Scenario::Crowd => break,
         }
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
@@ -735,7 +781,7 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
     let mut peak = report.server_rss_kib_before;
     while Instant::now() < shared.deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        peak = peak.max(shared.args.server_pid.and_then(rss_kib));
+        peak = peak.max(shared.args.server_pid.first().copied().and_then(rss_kib));
     }
     for t in tasks {
         let _ = t.await;
@@ -761,7 +807,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn audit(shared: &Shared, report: &mut Report) -> Result<(), String> {
     let plan = &shared.plan;
     let mut admin = AdminServiceClient::new(shared.channels[0].clone());
-    let last = if shared.args.scenario == Scenario::BookHot {
+    let last = if hot(shared.args.scenario) {
         plan.hot_day.format("%Y-%m-%d").to_string()
     } else {
         plan.day(shared.args.days - 1)
@@ -803,7 +849,7 @@ async fn audit(shared: &Shared, report: &mut Report) -> Result<(), String> {
             .slots;
         hot.seats_left_after = slots
             .iter()
-            .find(|s| s.time == "08:00")
+            .find(|s| s.time == plan.hot_time)
             .map(|s| s.seats_available)
             .unwrap_or(0);
         hot.sold_out = hot.seats_left_after == 0;
@@ -823,6 +869,22 @@ async fn run(args: Args) -> Result<Report, String> {
         return Err("--rate must be positive".into());
     }
     let addr = resolve(&args.target, args.allow_remote).await?;
+    let crowd_run = args.scenario == Scenario::Crowd;
+    if crowd_run {
+        if !(0.0..=1.0).contains(&args.abandon) {
+            return Err("--abandon must be 0-1".into());
+        }
+        if (args.applicants as usize) < args.concurrency {
+            return Err("--applicants must be at least --concurrency for crowd".into());
+        }
+    }
+    let mut addrs = Vec::new();
+    for a in &args.addrs {
+        addrs.push(resolve(a, args.allow_remote).await?);
+    }
+    if addrs.is_empty() {
+        addrs.push(addr);
+    }
     let token = match &args.admin_token {
         Some(t) => Some(
             format!("Bearer {t}")
@@ -837,7 +899,20 @@ async fn run(args: Args) -> Result<Report, String> {
         }
         None => None,
     };
-    let channels = connect(addr, args.connections, args.scenario == Scenario::Watch).await?;
+    let channels = if crowd_run {
+        // Enough connections for one Watch stream per client, spread over the replicas.
+        let needed = args.concurrency.div_ceil(crowd::STREAMS_PER_CONNECTION);
+        let per_addr = needed.max(args.connections).div_ceil(addrs.len());
+        let mut channels = Vec::new();
+        for _ in 0..per_addr {
+            for a in &addrs {
+                channels.extend(connect(*a, 1, true).await?);
+            }
+        }
+        channels
+    } else {
+        connect(addr, args.connections, args.scenario == Scenario::Watch).await?
+    };
     let today = today_at_post();
     let stamp = Utc::now().timestamp();
     let run_number = args
@@ -851,6 +926,11 @@ async fn run(args: Args) -> Result<Report, String> {
         first_day: today + Days::days(1),
         // A fresh hot slot per run (most of the time), beyond the spread days.
         hot_day: today + Days::days(i64::from(args.days) + 1 + run_number.rem_euclid(300)),
+        hot_time: if args.scenario == Scenario::Crowd {
+            "09:00"
+        } else {
+            "08:00"
+        },
         run,
     };
     if needs_inventory(args.scenario) && !args.skip_setup {
@@ -899,7 +979,7 @@ async fn run(args: Args) -> Result<Report, String> {
     if scenario == Scenario::Watch {
         configure_room(&shared, room_config(true, true)).await?;
     }
-    if scenario == Scenario::BookHot {
+    if hot(scenario) {
         report.hot = Some(HotReport {
             slot: {
                 let s = shared.plan.hot_slot();
@@ -909,7 +989,7 @@ async fn run(args: Args) -> Result<Report, String> {
             ..HotReport::default()
         });
     }
-    report.server_rss_kib_before = shared.args.server_pid.and_then(rss_kib);
+    report.server_rss_kib_before = shared.args.server_pid.first().copied().and_then(rss_kib);
 
     let start = Instant::now();
     shared.start = start;
@@ -917,6 +997,32 @@ async fn run(args: Args) -> Result<Report, String> {
     let shared = Arc::new(shared);
     let outcome = if scenario == Scenario::Watch {
         watch_run(&shared, &mut report).await
+    } else if scenario == Scenario::Crowd {
+        let run = crowd::run(
+            crowd::Crowd {
+                addrs: &addrs,
+                channels: &shared.channels,
+                token: &shared.token,
+                plan: &shared.plan,
+                clients: shared.args.concurrency,
+                rate: shared.args.rate.unwrap_or(50.0),
+                abandon: shared.args.abandon,
+                hot_seats: shared.args.hot_seats,
+                duration: Duration::from_secs_f64(shared.args.duration),
+                redis_url: shared.args.redis_url.as_deref(),
+                server_pids: &shared.args.server_pid,
+            },
+            &mut report.unexpected,
+        )
+        .await;
+        run.map(|crowd| {
+            if let Some(h) = report.hot.as_mut() {
+                h.confirmed = crowd.booked;
+            }
+            report.bookings_confirmed = crowd.booked;
+            report.requests = crowd.joined;
+            report.crowd = Some(crowd);
+        })
     } else {
         drive(&shared, &mut report).await
     };
@@ -933,8 +1039,13 @@ async fn run(args: Args) -> Result<Report, String> {
         audit(&shared, &mut report).await?;
     }
     let overbooked = report.hot.as_ref().is_some_and(|h| h.overbooked);
-    report.passed =
-        report.unexpected.is_empty() && report.audit_violations.is_empty() && !overbooked;
+    let crowd_ok = report.crowd.as_ref().is_none_or(|c| {
+        c.admission_inversions == 0 && c.rate_bound_violations == 0 && !c.overbooked
+    });
+    report.passed = report.unexpected.is_empty()
+        && report.audit_violations.is_empty()
+        && !overbooked
+        && crowd_ok;
     Ok(report)
 }
 
@@ -1008,6 +1119,15 @@ async fn drive(shared: &Arc<Shared>, report: &mut Report) -> Result<(), String> 
 }
 
 fn print_human(r: &Report) {
+    if let Some(c) = &r.crowd {
+        crowd::print(c);
+    } else {
+        print_requests(r);
+    }
+    print_checks(r);
+}
+
+fn print_requests(r: &Report) {
     println!(
         "{:?}: {} requests in {:.2} s over {} workers / {} connections{}",
         r.scenario.unwrap_or(Scenario::Ping),
@@ -1032,6 +1152,9 @@ fn print_human(r: &Report) {
     for (k, v) in &r.outcomes {
         println!("  {k}: {v}");
     }
+}
+
+fn print_checks(r: &Report) {
     if let Some(h) = &r.hot {
         println!(
             "hot slot {}: capacity {}, confirmed {}, seats left {}, sold out {}, overbooked {}",

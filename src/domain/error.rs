@@ -114,6 +114,12 @@ pub enum Error {
     AdmissionRevoked,
     #[error("another call is using this admission token right now: retry once it has finished")]
     AdmissionInUse,
+    #[error("this admission has booked already: one admission books once")]
+    AdmissionUsed,
+    #[error(
+        "this admission has made its {limit} holds, reschedules, cancellations and waitlist joins: join the waiting room again"
+    )]
+    AdmissionStepsExhausted { limit: u32 },
     #[error("no waitlist entry matches this entry_id")]
     WaitlistEntryNotFound,
     #[error("entry_secret does not match entry_id")]

@@ -110,6 +110,8 @@ pub type HoldRequest = Booking;
 pub struct HoldConfirmation {
     pub request_id: RequestId,
     pub hold: HoldId,
+    /// The waiting-room admission the call passed the gate with (see `Booking::admission`).
+    pub admission: Option<crate::domain::room::TicketId>,
 }
 
 impl HoldConfirmation {

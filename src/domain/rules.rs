@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::Post;
 use super::error::{Error, FieldViolation, Violations};
+use super::room::TicketId;
 use super::types::{
     Applicant, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, RequestId, SlotRef,
     SlotTime,
@@ -31,6 +32,10 @@ pub struct Booking {
     pub request_id: RequestId,
     pub slot: SlotRef,
     pub applicants: Vec<Applicant>,
+    /// The waiting-room admission the call passed the gate with: a booking records it in its
+    /// own atomic step, so one admission books at most once (`AdmissionUsed`), whatever happens
+    /// to the call afterwards. Not part of the fingerprint.
+    pub admission: Option<TicketId>,
 }
 
 impl Booking {
@@ -45,7 +50,14 @@ impl Booking {
             request_id,
             slot,
             applicants,
+            admission: None,
         })
+    }
+
+    /// The same booking, made under the admission of `ticket`.
+    pub fn under_admission(mut self, ticket: Option<TicketId>) -> Self {
+        self.admission = ticket;
+        self
     }
 
     pub fn seats(&self) -> u32 {

@@ -16,6 +16,7 @@ use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Move, Reschedule,
 };
+use crate::domain::room::TicketId;
 use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
@@ -94,6 +95,16 @@ struct State {
     shares: HashMap<(PostId, CategoryId), (u32, u32)>,
     join_seq: u64,
     offer_ttl: Duration,
+    /// What each waiting-room admission has done (see `Inventory::admission_step`).
+    admissions: HashMap<TicketId, AdmissionRec>,
+}
+
+/// The booking an admission made and its other steps, remembered as long as a request_id.
+#[derive(Debug, Clone)]
+struct AdmissionRec {
+    booked: Option<ConfirmationNumber>,
+    steps: u32,
+    expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +182,47 @@ impl State {
             .ok_or_else(|| StoreError::corrupt("remembered request names a missing appointment"))
     }
 
+    /// Refuses a second booking under one admission (checked with the other rules).
+    fn check_admission(
+        &self,
+        admission: Option<&TicketId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        match admission.and_then(|t| self.admissions.get(t)) {
+            Some(rec) if rec.expires_at > now && rec.booked.is_some() => Err(Error::AdmissionUsed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the booking an admission made (a write: after every check).
+    fn record_admission(
+        &mut self,
+        admission: Option<&TicketId>,
+        confirmation: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(ticket) = admission {
+            let rec = self.admission_rec(ticket, now);
+            rec.booked = Some(confirmation.clone());
+        }
+    }
+
+    fn admission_rec(&mut self, ticket: &TicketId, now: DateTime<Utc>) -> &mut AdmissionRec {
+        let fresh = AdmissionRec {
+            booked: None,
+            steps: 0,
+            expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
+        };
+        let rec = self
+            .admissions
+            .entry(ticket.clone())
+            .or_insert(fresh.clone());
+        if rec.expires_at <= now {
+            *rec = fresh;
+        }
+        rec
+    }
+
     fn remember(
         &mut self,
         op: Op,
@@ -183,6 +235,7 @@ impl State {
         if self.writes_since_prune >= 4096 {
             self.writes_since_prune = 0;
             self.remembered.retain(|_, r| r.expires_at > now);
+            self.admissions.retain(|_, r| r.expires_at > now);
         }
         self.remembered.insert(
             (op, request_id.clone()),
@@ -1110,12 +1163,14 @@ impl Inventory for MemoryStore {
         if let Some(first) = state.replay(Op::Book, &booking.request_id, &fingerprint, now)? {
             return Ok(first);
         }
+        state.check_admission(booking.admission.as_ref(), now)?;
         state.reclaim(now);
         state.check_booking(booking, Some(confirmation), now)?;
 
         // Writes: nothing below can fail.
         let appointment =
             state.write_booking(&booking.slot, &booking.applicants, confirmation, None, now);
+        state.record_admission(booking.admission.as_ref(), confirmation, now);
         state.remember(
             Op::Book,
             &booking.request_id,
@@ -1429,13 +1484,16 @@ impl Inventory for MemoryStore {
                 .into())
             }
         }
+        state.check_admission(confirmation.admission.as_ref(), now)?;
         let moving = hold
             .entry
             .as_ref()
             .and_then(|e| state.entries.get(e))
             .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
         if let Some((appointment, limit)) = moving {
-            return state.accept_move(&hold, &appointment, limit, now);
+            let moved = state.accept_move(&hold, &appointment, limit, now)?;
+            state.record_admission(confirmation.admission.as_ref(), &moved.confirmation, now);
+            return Ok(moved);
         }
         // Compare-and-set: the claims become the appointment's only while they still name this
         // hold (as confirm_hold.lua); a hold that lost one has expired and books nothing.
@@ -1457,6 +1515,7 @@ impl Inventory for MemoryStore {
             return Err(StoreError::ConfirmationTaken);
         }
         state.reclaim(now);
+        state.record_admission(confirmation.admission.as_ref(), number, now);
 
         // The hold's seats, passports and receipts become the appointment's.
         state.live_holds.remove(&(hold.expires_at, hold.id.clone()));
@@ -1752,6 +1811,24 @@ impl Inventory for MemoryStore {
         state
             .entry_view(id)
             .ok_or_else(|| StoreError::corrupt("entry vanished inside the lock"))
+    }
+
+    async fn admission_step(
+        &self,
+        ticket: &TicketId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let mut state = self.lock();
+        let rec = state.admission_rec(ticket, now);
+        if rec.booked.is_some() {
+            return Err(Error::AdmissionUsed.into());
+        }
+        if rec.steps >= limit {
+            return Err(Error::AdmissionStepsExhausted { limit }.into());
+        }
+        rec.steps += 1;
+        Ok(rec.steps)
     }
 
     async fn set_waitlist_share(

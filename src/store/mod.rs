@@ -18,6 +18,7 @@ use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     Reschedule,
 };
+use crate::domain::room::TicketId;
 use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
@@ -34,6 +35,10 @@ pub const MANIFEST_SCAN_BUDGET: u32 = 1024;
 
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// How many holds, reschedules, cancellations and waitlist joins one waiting-room admission may
+/// attempt (`Inventory::admission_step`); its one booking is counted apart.
+pub const ADMISSION_STEP_LIMIT: u32 = 8;
 
 /// The store layer's one error type.
 #[derive(Debug, thiserror::Error)]
@@ -247,5 +252,19 @@ pub trait Inventory: Send + Sync + 'static {
         post: &PostId,
         category: &CategoryId,
         percent: u32,
+    ) -> Result<u32, StoreError>;
+
+    // ---- waiting-room admissions ----
+
+    /// Counts one non-booking step (hold, reschedule, cancellation, waitlist join) made under
+    /// the admission of `ticket`, before it runs, so a dropped or crashed call still counts:
+    /// `AdmissionUsed` once the admission booked (`Booking::admission` records that in the
+    /// booking's own atomic step), `AdmissionStepsExhausted` after `limit` steps. Returns the
+    /// steps counted so far. Remembered as long as a request_id.
+    async fn admission_step(
+        &self,
+        ticket: &TicketId,
+        limit: u32,
+        now: DateTime<Utc>,
     ) -> Result<u32, StoreError>;
 }

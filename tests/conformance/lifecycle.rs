@@ -37,6 +37,7 @@ fn confirm(id: &HoldId, request_id: &str) -> HoldConfirmation {
     HoldConfirmation {
         request_id: RequestId::parse(request_id).unwrap(),
         hold: id.clone(),
+        admission: None,
     }
 }
 
@@ -652,6 +653,7 @@ pub async fn a_storm_of_lifecycle_operations_on_hot_slots_keeps_the_invariant(st
                             let c = HoldConfirmation {
                                 request_id: RequestId::parse(&format!("c-{i}")).unwrap(),
                                 hold: h.id,
+                                admission: None,
                             };
                             if let Ok(a) = store
                                 .confirm_hold(&c, &ConfirmationNumber::generate(), epoch())

@@ -123,6 +123,7 @@ pub async fn three_waiters_and_a_cancellation_get_offers_in_join_order(store: St
             &HoldConfirmation {
                 request_id: RequestId::parse("accept-1").unwrap(),
                 hold: offer1.id.clone(),
+                admission: None,
             },
             &ConfirmationNumber::generate(),
             epoch() + Duration::minutes(1),
@@ -178,6 +179,7 @@ pub async fn an_expired_offer_passes_to_the_next_entry(store: Store) {
                     &HoldConfirmation {
                         request_id: RequestId::parse("late").unwrap(),
                         hold: offer.id.clone(),
+                        admission: None,
                     },
                     &ConfirmationNumber::generate(),
                     later,
@@ -632,6 +634,7 @@ pub async fn a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_ap
             &HoldConfirmation {
                 request_id: RequestId::parse("accept").unwrap(),
                 hold: offer.id.clone(),
+                admission: None,
             },
             &ConfirmationNumber::generate(),
             epoch() + Duration::minutes(1),
@@ -651,6 +654,7 @@ pub async fn a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_ap
             &HoldConfirmation {
                 request_id: RequestId::parse("accept-2").unwrap(),
                 hold: offer.id.clone(),
+                admission: None,
             },
             &ConfirmationNumber::generate(),
             epoch() + Duration::minutes(2),

@@ -29,9 +29,11 @@ impl Slotd {
         Self::start_with(port, redis_url, &[])
     }
 
-    /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...).
-    pub fn start_with(port: u16, redis_url: &str, extra: &[String]) -> Self {
-        Self::start_env(port, redis_url, extra, &[])
+    /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...; an
+    /// `--admission-key` among them replaces the shared test key).
+    pub fn start_with<S: AsRef<str>>(port: u16, redis_url: &str, extra: &[S]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|a| a.as_ref().to_string()).collect();
+        Self::start_env(port, redis_url, &extra, &[])
     }
 
     /// `start_with` plus environment variables (`SLOTD_REDIS_CA_CERT`, ...).
@@ -140,13 +142,21 @@ fn spawn(
         }
         None => Command::new(env!("CARGO_BIN_EXE_slotd")),
     };
+    let shared_key: &[&str] = if extra.iter().any(|a| a == "--admission-key") {
+        &[]
+    } else {
+        &["--admission-key", ADMISSION_KEY]
+    };
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
-        .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
+        .args(["--log-format", "json"])
+        .args(shared_key)
         .args(extra)
         .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
         .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+        .env("SLOTD__LIMITS__ROOM_BURST", "100000")
+        .env("SLOTD__LIMITS__ROOM_PER_MINUTE", "100000")
         // After the defaults, so a test may override them.
         .envs(env.iter().copied())
         .env_remove("RUST_LOG")

@@ -114,6 +114,12 @@ impl Keys {
 
     /// Sorted set of every hold of every day, for the sweeper: member
     /// `<POST>:<CAT>:<DATE>:<HHMM>:<seats>:<HOLD_ID>`, score = expiry in ms.
+    /// Hash of what one waiting-room admission did (`booked`, `steps`): in the booking hash
+    /// tag, so the booking script records it atomically.
+    pub fn admission(&self, ticket: &crate::domain::room::TicketId) -> String {
+        format!("{}admission:{ticket}", self.prefix)
+    }
+
     pub fn holds_due(&self) -> String {
         format!("{}holds-due", self.prefix)
     }

@@ -11,6 +11,7 @@
 //!
 //! This module must not know about gRPC, and nothing above `store` sees a redis type.
 
+mod admission;
 mod codec;
 pub mod conn;
 pub mod keys;
@@ -100,6 +101,7 @@ struct Scripts {
     reschedule: ::redis::Script,
     wl_join: ::redis::Script,
     wl_leave: ::redis::Script,
+    admission_step: ::redis::Script,
 }
 
 impl Scripts {
@@ -120,6 +122,7 @@ impl Scripts {
             reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
             wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
             wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
+            admission_step: conn::script(include_str!("lua/admission_step.lua")),
         }
     }
 }
@@ -484,6 +487,9 @@ impl Inventory for RedisStore {
         invocation
             .key(self.keys.holds(&day))
             .key(self.keys.holds_due());
+        if let Some(ticket) = &booking.admission {
+            invocation.key(self.keys.admission(ticket));
+        }
         invocation
             .arg(millis(now))
             .arg(booking.fingerprint())
@@ -502,6 +508,9 @@ impl Inventory for RedisStore {
             invocation.arg(a.passport.as_str());
         }
         invocation.arg(Keys::day_label(&day));
+        if booking.admission.is_some() {
+            invocation.arg(IDEMPOTENCY_TTL_SECS);
+        }
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         let applicants = &booking.applicants;
         let receipt_number = |items: &[::redis::Value]| -> Result<String, StoreError> {
@@ -522,6 +531,7 @@ impl Inventory for RedisStore {
                 request_id: booking.request_id.to_string(),
             }
             .into()),
+            "ADMISSION_USED" => Err(Error::AdmissionUsed.into()),
             "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
             "SLOT_CLOSED" => Err(Error::SlotClosed { slot: slot.clone() }.into()),
             "SLOT_FULL" => {
@@ -938,6 +948,9 @@ impl Inventory for RedisStore {
                     .key(self.keys.receipt(&a.receipt))
                     .key(self.keys.passport(&a.passport));
             }
+            if let Some(ticket) = &confirmation.admission {
+                invocation.key(self.keys.admission(ticket));
+            }
             invocation
                 .arg(millis(now))
                 .arg(hold.id.as_str())
@@ -954,8 +967,12 @@ impl Inventory for RedisStore {
                 )
                 .arg(hhmm(hold.slot.time));
             self.offer_context(&mut invocation, now);
+            if confirmation.admission.is_some() {
+                invocation.arg(IDEMPOTENCY_TTL_SECS);
+            }
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match status.as_str() {
+                "ADMISSION_USED" => Err(Error::AdmissionUsed.into()),
                 "MOVED" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
                 "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
                     confirmation_number: text(what, at(what, &items, 0)?)?,
@@ -1278,6 +1295,15 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
         self.wl_leave(id, now).await
+    }
+
+    async fn admission_step(
+        &self,
+        ticket: &crate::domain::room::TicketId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        self.count_admission_step(ticket, limit, now).await
     }
 
     async fn set_waitlist_share(

@@ -10,6 +10,8 @@
 -- KEYS[6+2i]     passport record of applicant i            slotd:{T}:passport:<NO>
 -- KEYS[7+2n]     holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
 -- KEYS[8+2n]     due zset            slotd:{T}:holds-due
+-- KEYS[9+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
+--                waiting-room admission: field `booked` = the one appointment it made, `steps`)
 -- ARGV[1]        now, ms since the epoch (slotd's clock; Redis TIME is never read)
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number of the new appointment
@@ -22,6 +24,7 @@
 -- ARGV[13]       applicants JSON (stored verbatim, parsed only by slotd)
 -- ARGV[13+i]     passport number of applicant i
 -- ARGV[14+n]     day label "<POST>:<CAT>:<DATE>" (due members)
+-- ARGV[15+n]     admission record TTL, seconds (with KEYS[9+2n] only)
 --
 -- Returns {"OK"}                                 booked
 --       | {"REPLAY", conf}                       request_id seen with the same content
@@ -31,6 +34,7 @@
 --       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
 --       | {"APPLICANT_ALREADY_BOOKED", i}
 --       | {"CONFIRMATION_TAKEN"}
+--       | {"ADMISSION_USED"}                     the admission booked before (one admission books once)
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: booked + held <= capacity counting only live holds (expired holds of the date are
@@ -46,7 +50,13 @@ local member = ARGV[5]
 local n = tonumber(ARGV[6])
 local ttl = tonumber(ARGV[7])
 local now_text = ARGV[8]
-if not now or not n or not ttl or #KEYS ~= 8 + 2 * n or #ARGV ~= 14 + n then
+if not now or not n or not ttl then
+  return {'BAD_CALL', 'book arguments'}
+end
+local admission = nil
+if #KEYS == 9 + 2 * n and #ARGV == 15 + n then
+  admission = KEYS[9 + 2 * n]
+elseif #KEYS ~= 8 + 2 * n or #ARGV ~= 14 + n then
   return {'BAD_CALL', 'book arguments'}
 end
 
@@ -63,6 +73,9 @@ if seen then
     end
     return {'REPLAY', seen_conf}
   end
+end
+if admission and redis.call('HEXISTS', admission, 'booked') == 1 then
+  return {'ADMISSION_USED'}
 end
 
 local slot = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x', hhmm .. ':h')
@@ -116,6 +129,10 @@ redis.call('HSET', KEYS[2], conf, hhmm .. ':' .. n)
 redis.call('ZADD', KEYS[3], 0, member)
 redis.call('SET', KEYS[5],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
+if admission then
+  redis.call('HSET', admission, 'booked', conf)
+  redis.call('EXPIRE', admission, tonumber(ARGV[15 + n]))
+end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf,
   'slot', ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11] .. ' ' .. ARGV[12],

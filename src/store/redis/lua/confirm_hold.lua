@@ -14,6 +14,8 @@
 -- KEYS[8]        events stream       slotd:{T}:events
 -- KEYS[7+2i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[8+2i]     passport record of applicant i
+-- KEYS[9+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
+--                waiting-room admission; see book.lua)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        hold id
 -- ARGV[3]        confirmation number of the new appointment
@@ -24,9 +26,11 @@
 -- ARGV[8]        slot time HHMM
 -- ARGV[9..13]    offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
+-- ARGV[14]       admission record TTL, seconds (with KEYS[9+2n] only)
 --
 -- Returns {"OK"} | {"REPLAY", conf} (confirmed before) | {"HOLD_NOT_FOUND"} | {"STALE"}
 --       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status} | {"CONFIRMATION_TAKEN"}
+--       | {"ADMISSION_USED"} (the admission booked before: one admission books once)
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- An accepted waitlist offer (hold field `entry`) ends its entry as FULFILLED. An offer to a
@@ -64,7 +68,10 @@ local expires = tonumber(rec[4])
 if not n or not expires then
   return {'CORRUPT', 'hold record'}
 end
-if #KEYS ~= 8 + 2 * n then
+local admission = nil
+if #KEYS == 9 + 2 * n and #ARGV == 14 then
+  admission = KEYS[9 + 2 * n]
+elseif #KEYS ~= 8 + 2 * n then
   return {'BAD_CALL', 'confirm_hold keys'}
 end
 if rec[1] == 'CONFIRMED' then
@@ -86,6 +93,15 @@ local member = hhmm .. ':' .. n .. ':' .. hold_id
 if not redis.call('ZSCORE', KEYS[6], member) then
   -- Already reclaimed by a replica whose clock runs ahead of ours: expired all the same.
   return {'HOLD_EXPIRED', rec[4]}
+end
+if admission and redis.call('HEXISTS', admission, 'booked') == 1 then
+  return {'ADMISSION_USED'}
+end
+local function record_admission(booked)
+  if admission then
+    redis.call('HSET', admission, 'booked', booked)
+    redis.call('EXPIRE', admission, tonumber(ARGV[14]))
+  end
 end
 local prefix = o.prefix
 local entry_key = rec[10] and (prefix .. 'wle:' .. rec[10])
@@ -152,6 +168,7 @@ if moves then
     'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
     'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
+  record_admission(moves)
   return {'MOVED', moves}
 end
 -- Compare-and-set: the hold's passport and receipt claims become the appointment's only while
@@ -197,4 +214,5 @@ end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
   'seats', n, 'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
+record_admission(conf)
 return {'OK'}

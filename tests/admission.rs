@@ -1,0 +1,471 @@
+//! One admission, one booking, whatever happens to the call: a client whose deadline drops the
+//! request right after the booking committed, or a settle that never reaches the room store,
+//! must not let the same admission token book again. Other steps under one admission (holds,
+//! reschedules, cancellations, waitlist joins) are bounded. The same bodies run on the embedded
+//! store and on Redis.
+
+mod support;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+
+use slotd::api::pb;
+use slotd::domain::clock::ManualClock;
+use slotd::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use slotd::server::ServeOptions;
+use slotd::store::room::{WaitingRoom, CLAIM_LEASE_SECS};
+use slotd::store::{Inventory, StoreError, ADMISSION_STEP_LIMIT};
+use support::*;
+
+const NORMAL: u8 = 0;
+const SLOW_SETTLE: u8 = 1;
+const FAILING_SETTLE: u8 = 2;
+
+/// A room store whose "this admission completed" write is slow or fails: the window between a
+/// booking's commit and its settle, held open for the test.
+struct Settling {
+    inner: Arc<dyn WaitingRoom>,
+    mode: AtomicU8,
+}
+
+#[async_trait]
+impl WaitingRoom for Settling {
+    async fn configure(
+        &self,
+        config: &RoomConfig,
+        now: DateTime<Utc>,
+    ) -> Result<RoomConfig, StoreError> {
+        self.inner.configure(config, now).await
+    }
+    async fn config(&self) -> Result<RoomConfig, StoreError> {
+        self.inner.config().await
+    }
+    async fn join(
+        &self,
+        client_key: &ClientKey,
+        fresh: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        self.inner.join(client_key, fresh, now).await
+    }
+    async fn status(
+        &self,
+        ticket: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        self.inner.status(ticket, now).await
+    }
+    async fn end(
+        &self,
+        ticket: &TicketId,
+        state: TicketState,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        if state == TicketState::Completed {
+            match self.mode.load(Ordering::SeqCst) {
+                SLOW_SETTLE => tokio::time::sleep(Duration::from_millis(600)).await,
+                FAILING_SETTLE => {
+                    return Err(StoreError::Unavailable {
+                        detail: "injected: the room store is down".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        self.inner.end(ticket, state, now).await
+    }
+    async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.advance(now).await
+    }
+    async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.check_session(ticket, now).await
+    }
+    async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.claim_session(ticket, now).await
+    }
+    async fn release_session(&self, ticket: &TicketId) -> Result<(), StoreError> {
+        self.inner.release_session(ticket).await
+    }
+    async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
+        self.inner.stats(now).await
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    clock: ManualClock,
+    room: Arc<Settling>,
+}
+
+impl Setup {
+    async fn start(store: Arc<dyn Inventory>, room: Arc<dyn WaitingRoom>) -> Self {
+        let clock = ManualClock::new(epoch());
+        let room = Arc::new(Settling {
+            inner: room,
+            mode: AtomicU8::new(NORMAL),
+        });
+        let server = TestServer::launch(
+            store,
+            room.clone() as Arc<dyn WaitingRoom>,
+            clock.clone(),
+            ServeOptions::default(),
+        )
+        .await;
+        Self {
+            server,
+            clock,
+            room,
+        }
+    }
+
+    fn settle_mode(&self, mode: u8) {
+        self.room.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+struct Admitted {
+    id: String,
+    secret: String,
+    token: String,
+}
+
+/// Opens the room and returns an admitted ticket for `key` (the ticker admits within ticks).
+async fn admitted(s: &Setup, key: &str) -> Admitted {
+    s.server
+        .admin()
+        .await
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(pb::WaitingRoomConfig {
+                enabled: true,
+                admissions_per_minute: 600,
+                max_active_sessions: 100,
+                session_duration_seconds: 3600,
+                waiter_timeout_seconds: 600,
+                paused: false,
+                gate_calendar: false,
+            }),
+        }))
+        .await
+        .expect("configure waiting room");
+    let joined = s
+        .server
+        .waiting_room()
+        .await
+        .join(pb::JoinRequest {
+            client_key: key.into(),
+        })
+        .await
+        .expect("join")
+        .into_inner();
+    let status = joined.status.expect("status");
+    let (id, secret) = (status.ticket_id, joined.ticket_secret);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ticket(s, &id, &secret).await;
+        if status.state == pb::TicketState::Admitted as i32 {
+            return Admitted {
+                id,
+                secret,
+                token: status.admission_token,
+            };
+        }
+        assert!(Instant::now() < deadline, "never admitted: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ticket(s: &Setup, id: &str, secret: &str) -> pb::TicketStatus {
+    s.server
+        .waiting_room()
+        .await
+        .get_status(pb::GetStatusRequest {
+            ticket_id: id.into(),
+            ticket_secret: secret.into(),
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = token.parse().expect("ascii token");
+    request.metadata_mut().insert("x-admission-token", value);
+    request
+}
+
+fn hold_request(request_id: &str, date: &str, i: u32) -> pb::HoldSlotRequest {
+    pb::HoldSlotRequest {
+        request_id: request_id.into(),
+        slot: Some(slot(date, "08:00")),
+        applicants: vec![applicant(i)],
+    }
+}
+
+/// Seats booked on `date` 08:00, read from the store itself (no cache in between).
+async fn booked(s: &Setup, date: &str) -> u32 {
+    let date = slotd::domain::types::parse_date(date).expect("date");
+    s.server
+        .store
+        .slots(
+            &slotd::domain::types::PostId::parse("BEIJING").expect("post"),
+            &slotd::domain::types::CategoryId::parse("ALL_OTHERS").expect("category"),
+            slotd::domain::rules::DateRange {
+                from: date,
+                to: date,
+            },
+        )
+        .await
+        .expect("slots")
+        .first()
+        .map(|slot| slot.booked)
+        .unwrap_or(0)
+}
+
+fn spent(status: &tonic::Status) -> bool {
+    matches!(
+        (status.code(), reason(status).as_str()),
+        (Code::PermissionDenied, "ADMISSION_USED") | (Code::PermissionDenied, "ADMISSION_REVOKED")
+    )
+}
+
+/// The client's deadline expires while the booking it asked for has committed but its
+/// admission is not settled yet. The booking stands, the admission still ends, and the same
+/// token books nothing more, even after the claim's lease would have lapsed.
+async fn a_deadline_that_drops_the_call_after_the_commit_does_not_let_the_token_book_again(
+    s: Setup,
+) {
+    let date = day(7);
+    open_times(&s.server, &date, "08:00", "08:00", 10).await;
+    register_receipts(&s.server, 1..=3).await;
+    let admission = admitted(&s, "deadline-1").await;
+    s.settle_mode(SLOW_SETTLE);
+    let mut request = with_token(
+        book_request("deadline-1", slot(&date, "08:00"), vec![applicant(1)]),
+        &admission.token,
+    );
+    request.set_timeout(Duration::from_millis(150));
+    let dropped = s
+        .server
+        .booking()
+        .await
+        .book_appointment(request)
+        .await
+        .expect_err("the settle outlasts the client's deadline");
+    assert!(
+        matches!(dropped.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{dropped:?}"
+    );
+    // The booking committed and the admission ends although nobody waits for the call.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ticket(&s, &admission.id, &admission.secret).await;
+        if status.state == pb::TicketState::Completed as i32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped call never settled its admission: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(booked(&s, &date).await, 1);
+    s.settle_mode(NORMAL);
+    s.clock
+        .advance(ChronoDuration::seconds(CLAIM_LEASE_SECS + 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, id) in [(2u32, "deadline-2"), (3, "deadline-3")] {
+        let again = s
+            .server
+            .booking()
+            .await
+            .book_appointment(with_token(
+                book_request(id, slot(&date, "08:00"), vec![applicant(i)]),
+                &admission.token,
+            ))
+            .await
+            .expect_err("one admission books once");
+        assert!(spent(&again), "{again:?}");
+    }
+    assert_eq!(booked(&s, &date).await, 1);
+    assert_audit_clean(&s.server, &date).await;
+    s.server.stop().await;
+}
+
+/// The room store cannot record that the admission completed (down at the wrong instant, or
+/// slotd killed before it could): the booking itself recorded its admission, so once the claim
+/// lapses the token still books nothing more, through BookAppointment or ConfirmHold, and
+/// takes no hold either.
+async fn an_admission_whose_settle_never_arrived_still_books_once(s: Setup) {
+    let date = day(7);
+    open_times(&s.server, &date, "08:00", "08:00", 10).await;
+    register_receipts(&s.server, 1..=6).await;
+    let mut booking = s.server.booking().await;
+
+    // Booked directly.
+    let first = admitted(&s, "unsettled-1").await;
+    s.settle_mode(FAILING_SETTLE);
+    booking
+        .book_appointment(with_token(
+            book_request("unsettled-1", slot(&date, "08:00"), vec![applicant(1)]),
+            &first.token,
+        ))
+        .await
+        .expect("the booking stands although its settle failed");
+    // Booked through a hold.
+    s.settle_mode(NORMAL);
+    let second = admitted(&s, "unsettled-2").await;
+    let hold = booking
+        .hold_slot(with_token(
+            hold_request("unsettled-hold-2", &date, 2),
+            &second.token,
+        ))
+        .await
+        .expect("hold")
+        .into_inner()
+        .hold
+        .expect("hold");
+    s.settle_mode(FAILING_SETTLE);
+    booking
+        .confirm_hold(with_token(
+            pb::ConfirmHoldRequest {
+                hold_id: hold.hold_id,
+                request_id: "unsettled-confirm-2".into(),
+            },
+            &second.token,
+        ))
+        .await
+        .expect("the confirmation stands although its settle failed");
+    s.settle_mode(NORMAL);
+    assert_eq!(booked(&s, &date).await, 2);
+
+    // Both sessions are still open in the room (their settle never arrived); the claims lapse.
+    s.clock
+        .advance(ChronoDuration::seconds(CLAIM_LEASE_SECS + 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (n, token) in [(3u32, &first.token), (4, &second.token)] {
+        let again = booking
+            .book_appointment(with_token(
+                book_request(
+                    &format!("unsettled-again-{n}"),
+                    slot(&date, "08:00"),
+                    vec![applicant(n)],
+                ),
+                token,
+            ))
+            .await
+            .expect_err("one admission books once");
+        assert_refused(&again, Code::PermissionDenied, "ADMISSION_USED");
+        let held = booking
+            .hold_slot(with_token(
+                hold_request(&format!("unsettled-hold-again-{n}"), &date, n + 2),
+                token,
+            ))
+            .await
+            .expect_err("a spent admission takes no hold");
+        assert_refused(&held, Code::PermissionDenied, "ADMISSION_USED");
+    }
+    assert_eq!(booked(&s, &date).await, 2);
+    assert_audit_clean(&s.server, &date).await;
+    s.server.stop().await;
+}
+
+/// An admission makes at most `ADMISSION_STEP_LIMIT` holds (and reschedules, cancellations,
+/// waitlist joins) in all; its one booking is counted apart.
+async fn one_admission_makes_a_bounded_number_of_holds(s: Setup) {
+    let date = day(7);
+    open_times(&s.server, &date, "08:00", "08:00", 10).await;
+    register_receipts(&s.server, 1..=2).await;
+    let admission = admitted(&s, "steps-1").await;
+    let mut booking = s.server.booking().await;
+    for n in 0..ADMISSION_STEP_LIMIT {
+        let hold = booking
+            .hold_slot(with_token(
+                hold_request(&format!("steps-hold-{n}"), &date, 1),
+                &admission.token,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("hold {n}: {e:?}"))
+            .into_inner()
+            .hold
+            .expect("hold");
+        booking
+            .release_hold(pb::ReleaseHoldRequest {
+                hold_id: hold.hold_id,
+                request_id: format!("steps-release-{n}"),
+            })
+            .await
+            .expect("release");
+    }
+    let refused = booking
+        .hold_slot(with_token(
+            hold_request("steps-hold-last", &date, 1),
+            &admission.token,
+        ))
+        .await
+        .expect_err("past the step limit");
+    assert_refused(
+        &refused,
+        Code::PermissionDenied,
+        "ADMISSION_STEPS_EXHAUSTED",
+    );
+    assert_eq!(booked(&s, &date).await, 0);
+    // The booking is counted apart: the admission still books once.
+    booking
+        .book_appointment(with_token(
+            book_request("steps-book", slot(&date, "08:00"), vec![applicant(2)]),
+            &admission.token,
+        ))
+        .await
+        .expect("the admission's one booking");
+    assert_eq!(booked(&s, &date).await, 1);
+    s.server.stop().await;
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            use slotd::store::memory::MemoryStore;
+            use slotd::store::memory_room::MemoryWaitingRoom;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let s = Setup::start(
+                        Arc::new(MemoryStore::new()),
+                        Arc::new(MemoryWaitingRoom::new()),
+                    )
+                    .await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            use support::redis::RedisServer;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let redis = RedisServer::start();
+                    let s = Setup::start(redis.patient_store(), redis.room()).await;
+                    super::$name(s).await;
+                    drop(redis);
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_deadline_that_drops_the_call_after_the_commit_does_not_let_the_token_book_again,
+    an_admission_whose_settle_never_arrived_still_books_once,
+    one_admission_makes_a_bounded_number_of_holds,
+);
