@@ -26,6 +26,7 @@ fn confirming(id: &HoldId) -> HoldConfirmation {
     HoldConfirmation {
         request_id: RequestId::parse("claims-confirm").unwrap(),
         hold: id.clone(),
+        admission: None,
     }
 }
 
@@ -429,6 +430,7 @@ pub async fn a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry(s
                 &HoldConfirmation {
                     request_id: RequestId::parse("accept").unwrap(),
                     hold: offer.id.clone(),
+                    admission: None,
                 },
                 &ConfirmationNumber::generate(),
                 later,

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use slotd::domain::lifecycle::{
     EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, Reschedule,
 };
+use slotd::domain::room::TicketId;
 use slotd::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
 };
@@ -193,5 +194,13 @@ impl Inventory for CountingStore {
         percent: u32,
     ) -> Result<u32, StoreError> {
         self.inner.set_waitlist_share(post, category, percent).await
+    }
+    async fn admission_step(
+        &self,
+        ticket: &TicketId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        self.inner.admission_step(ticket, limit, now).await
     }
 }

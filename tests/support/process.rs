@@ -26,7 +26,7 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
-        Self::start_with(port, redis_url, &[])
+        Self::start_env(port, redis_url, &[], &[])
     }
 
     /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...; an
