@@ -159,6 +159,31 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub booking: BookingSettings,
     pub calendar: CalendarSettings,
+    pub waiting_room: WaitingRoomSettings,
+}
+
+/// How Watch streams of the waiting room hear from it (`src/room.rs`, `WatchOptions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitingRoomSettings {
+    /// Seconds a watcher waits at most for a message while nothing moves.
+    pub watch_heartbeat_secs: u64,
+    /// A waiter is sent a new position / estimate once it moved by this percentage of the value
+    /// last sent (at least by one); 0 = every change.
+    pub watch_position_step_percent: u32,
+    /// Open Watch streams one ticket may have on one replica.
+    pub max_watchers_per_ticket: u32,
+}
+
+impl Default for WaitingRoomSettings {
+    fn default() -> Self {
+        let d = crate::room::WatchOptions::default();
+        Self {
+            watch_heartbeat_secs: d.heartbeat.as_secs(),
+            watch_position_step_percent: d.position_step_percent,
+            max_watchers_per_ticket: u32::try_from(d.max_watchers_per_ticket).unwrap_or(4),
+        }
+    }
 }
 
 /// The calendar cache and the slot feed (`src/availability.rs`).
@@ -570,8 +595,33 @@ impl Settings {
         }
     }
 
+    /// Watch stream settings for `Room::with_watch_options`.
+    pub fn watch(&self) -> crate::room::WatchOptions {
+        let w = &self.waiting_room;
+        crate::room::WatchOptions {
+            heartbeat: Duration::from_secs(w.watch_heartbeat_secs),
+            position_step_percent: w.watch_position_step_percent,
+            max_watchers_per_ticket: usize::try_from(w.max_watchers_per_ticket).unwrap_or(1),
+        }
+    }
+
     /// Every rule a value must follow, checked before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=300).contains(&self.waiting_room.watch_heartbeat_secs),
+            "waiting_room.watch_heartbeat_secs",
+            "must be 1-300 seconds",
+        )?;
+        check(
+            self.waiting_room.watch_position_step_percent <= 100,
+            "waiting_room.watch_position_step_percent",
+            "must be 0-100 (0 = every change)",
+        )?;
+        check(
+            (1..=64).contains(&self.waiting_room.max_watchers_per_ticket),
+            "waiting_room.max_watchers_per_ticket",
+            "must be 1-64",
+        )?;
         check(
             self.calendar.cache_max_age_ms <= 60_000,
             "calendar.cache_max_age_ms",

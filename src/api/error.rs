@@ -285,5 +285,11 @@ fn domain_status(e: Error, message: String) -> Status {
         ),
         Error::AdmissionRevoked => with_info(PermissionDenied, message, "ADMISSION_REVOKED", &[]),
         Error::AdmissionInUse => with_info(Aborted, message, "ADMISSION_IN_USE", &[]),
+        Error::TooManyWatchers { limit } => with_info(
+            ResourceExhausted,
+            message,
+            "TOO_MANY_WATCHERS",
+            &[("limit", limit.to_string())],
+        ),
     }
 }

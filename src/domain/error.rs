@@ -114,6 +114,8 @@ pub enum Error {
     AdmissionRevoked,
     #[error("another call is using this admission token right now: retry once it has finished")]
     AdmissionInUse,
+    #[error("ticket already has {limit} open Watch streams on this server: close one first")]
+    TooManyWatchers { limit: usize },
     #[error("no waitlist entry matches this entry_id")]
     WaitlistEntryNotFound,
     #[error("entry_secret does not match entry_id")]

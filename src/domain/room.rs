@@ -301,6 +301,9 @@ pub struct TicketView {
     pub session_expires_at: Option<DateTime<Utc>>,
     /// Admissions per minute seen over the last minute (configured rate until any are seen).
     pub rate_per_minute: f64,
+    /// The room's event sequence when this view was read (see `RoomEvent`): a watch registry
+    /// applies only later events to it.
+    pub seq: u64,
 }
 
 impl TicketView {
@@ -308,6 +311,44 @@ impl TicketView {
         estimate_wait_secs(self.ahead, self.rate_per_minute)
     }
 }
+
+/// One ticket leaving the line (admitted, expired, left, revoked), in the room's one event
+/// sequence. Every ticket leaves the line at most once, so the sequence is what a replica needs
+/// to keep its watchers' `people_ahead` exact without a read per watcher: a waiter's count drops
+/// by one for every event of a lower ticket number after the view it started from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEvent {
+    pub seq: u64,
+    pub id: TicketId,
+    pub number: u64,
+    /// The state the ticket left the line in.
+    pub state: TicketState,
+    pub admission_number: u64,
+    pub session_expires_at: Option<DateTime<Utc>>,
+}
+
+/// What one replica's watch sync learns (see `WaitingRoom::sync`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synced {
+    /// The last event's sequence number (0 before any).
+    pub head: u64,
+    /// The events after the requested cursor are no longer all kept (the log was trimmed past
+    /// it): the caller must re-read its tickets instead of applying `events`.
+    pub gap: bool,
+    /// Events after the cursor, in sequence order, at most the requested number.
+    pub events: Vec<RoomEvent>,
+    /// Admissions per minute seen over the last minute (as in `TicketView`).
+    pub rate_per_minute: f64,
+}
+
+/// How many events the store keeps for watch registries to catch up with; a replica that falls
+/// further behind re-reads its tickets one by one (a few per tick).
+pub const EVENT_LOG_KEEP: u64 = 100_000;
+
+/// At most this many silent waiters are dropped, and this many ended tickets forgotten, in one
+/// admission step: a join flood followed by mass abandonment cannot turn one step into a long
+/// script (the rest go in the following steps, ten a second per replica).
+pub const EXPIRE_PER_STEP: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomStats {
