@@ -92,7 +92,9 @@ impl WatchOptions {
     /// Whether `now` differs from `sent` by the step.
     fn moved(&self, sent: u64, now: u64) -> bool {
         let delta = sent.abs_diff(now);
-        delta > 0 && delta.saturating_mul(100) >= sent.saturating_mul(u64::from(self.position_step_percent))
+        delta > 0
+            && delta.saturating_mul(100)
+                >= sent.saturating_mul(u64::from(self.position_step_percent))
     }
 }
 
@@ -211,8 +213,7 @@ impl Room {
             }
             None => {
                 let mut entry = w.watched(&first.view);
-                let config = self.known_config().unwrap_or_default();
-                entry.beat_due = Instant::now() + beat_period(&config);
+                entry.beaten_at = self.now();
                 w.tickets.entry(ticket.clone()).or_insert(entry)
             }
         };
@@ -327,7 +328,8 @@ impl Room {
 
     /// The registry's one store call (chunked) for every stream it holds, then the messages.
     async fn sync_watchers(&self, config: &RoomConfig) -> Result<(), StoreError> {
-        let started = Instant::now();
+        let now = self.now();
+        let beat_every = beat_period(config);
         let (after, beats, stale) = {
             let mut w = self.lock_watchers();
             w.prune();
@@ -340,7 +342,7 @@ impl Room {
             let beats: Vec<TicketId> = w
                 .tickets
                 .iter()
-                .filter(|(_, e)| e.beat_due <= started)
+                .filter(|(_, e)| e.beaten_at + beat_every <= now)
                 .map(|(id, _)| id.clone())
                 .collect();
             let stale: Vec<TicketId> = w
@@ -352,18 +354,13 @@ impl Room {
                 .collect();
             (w.cursor, beats, stale)
         };
-        let now = self.now();
-        let synced = self
-            .store
-            .sync(after, &beats, SYNC_MAX_EVENTS, now)
-            .await?;
-        let beat_every = beat_period(config);
+        let synced = self.store.sync(after, &beats, SYNC_MAX_EVENTS, now).await?;
         let mut out: Vec<(Arc<Outbox>, Seen, bool)> = Vec::new();
         {
             let mut w = self.lock_watchers();
             for id in &beats {
                 if let Some(e) = w.tickets.get_mut(id) {
-                    e.beat_due = started + beat_every;
+                    e.beaten_at = now;
                 }
             }
             w.rate_per_minute = synced.rate_per_minute;
@@ -445,9 +442,10 @@ impl Room {
     }
 }
 
-/// How often a watched waiter is heartbeated in the store: three times per waiter timeout.
-fn beat_period(config: &RoomConfig) -> Duration {
-    Duration::from_millis(u64::from(config.waiter_timeout_secs) * 1000 / 3).max(TICK_INTERVAL)
+/// How often a watched waiter is heartbeated in the store (room time): three times per waiter
+/// timeout.
+fn beat_period(config: &RoomConfig) -> chrono::Duration {
+    chrono::Duration::milliseconds(i64::from(config.waiter_timeout_secs) * 1000 / 3)
 }
 
 /// One replica's open Watch streams, by ticket.
@@ -473,7 +471,8 @@ struct Watched {
     sent_ahead: u64,
     sent_wait: u32,
     sent_at: Instant,
-    beat_due: Instant,
+    /// When the store last heard this waiter is alive (room time).
+    beaten_at: DateTime<Utc>,
     streams: Vec<Arc<Outbox>>,
 }
 
@@ -525,8 +524,8 @@ impl Watchers {
             sent_ahead: view.ahead,
             sent_wait: view.estimated_wait_secs(),
             sent_at: now,
-            // The status read was a heartbeat; `watch` sets when the next one is due.
-            beat_due: now,
+            // The status read was a heartbeat (`watch` sets its time).
+            beaten_at: DateTime::<Utc>::MIN_UTC,
             streams: Vec::new(),
         };
         self.catch_up(&mut entry, view);

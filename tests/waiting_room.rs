@@ -920,3 +920,469 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
         s.stop().await;
     }
 }
+
+/// The waiting room seen through its store seam: every call counted by method.
+struct CountingRoom {
+    inner: Arc<dyn WaitingRoom>,
+    calls: std::sync::Mutex<HashMap<&'static str, u64>>,
+}
+
+impl CountingRoom {
+    fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    /// The calls since the last take, by method.
+    fn take(&self) -> HashMap<&'static str, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[tonic::async_trait]
+impl WaitingRoom for CountingRoom {
+    async fn configure(
+        &self,
+        config: &slotd::domain::room::RoomConfig,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.count("configure");
+        self.inner.configure(config, now).await
+    }
+    async fn config(&self) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.count("config");
+        self.inner.config().await
+    }
+    async fn join(
+        &self,
+        client_key: &slotd::domain::room::ClientKey,
+        fresh: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("join");
+        self.inner.join(client_key, fresh, now).await
+    }
+    async fn status(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("status");
+        self.inner.status(ticket, now).await
+    }
+    async fn end(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        state: slotd::domain::room::TicketState,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("end");
+        self.inner.end(ticket, state, now).await
+    }
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[slotd::domain::room::TicketId],
+        max_events: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::Synced, slotd::store::StoreError> {
+        self.count("sync");
+        self.inner.sync(after, heartbeat, max_events, now).await
+    }
+    async fn advance(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, slotd::store::StoreError> {
+        self.count("advance");
+        self.inner.advance(now).await
+    }
+    async fn check_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("check_session");
+        self.inner.check_session(ticket, now).await
+    }
+    async fn claim_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("claim_session");
+        self.inner.claim_session(ticket, now).await
+    }
+    async fn release_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("release_session");
+        self.inner.release_session(ticket).await
+    }
+    async fn stats(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomStats, slotd::store::StoreError> {
+        self.count("stats");
+        self.inner.stats(now).await
+    }
+}
+
+/// Polls `done` every 50 ms for up to 60 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Every message each watched ticket (by ticket number) received, in order.
+type Inbox = Arc<std::sync::Mutex<HashMap<u64, Vec<pb::TicketStatus>>>>;
+
+/// Opens one Watch stream per ticket, spread over `channels`, each read by a task into `inbox`.
+async fn watch_all(
+    channels: &[tonic::transport::Channel],
+    tickets: &[(Held, u64)],
+    inbox: &Inbox,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut readers = Vec::new();
+    for (i, (held, number)) in tickets.iter().enumerate() {
+        let mut client = pb::waiting_room_service_client::WaitingRoomServiceClient::new(
+            channels[i % channels.len()].clone(),
+        );
+        let mut stream = client
+            .watch(pb::WatchRequest {
+                ticket_id: held.id.clone(),
+                ticket_secret: held.secret.clone(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let inbox = inbox.clone();
+        let number = *number;
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(s)) = stream.next().await {
+                inbox.lock().unwrap().entry(number).or_default().push(s);
+            }
+        }));
+    }
+    readers
+}
+
+async fn join_many(server: &TestServer, prefix: &str, n: usize) -> Vec<(Held, u64)> {
+    let mut client = server.waiting_room().await;
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = client
+            .join(pb::JoinRequest {
+                client_key: format!("{prefix}-{i}"),
+            })
+            .await
+            .expect("join")
+            .into_inner();
+        let s = r.status.expect("status");
+        tickets.push((
+            Held {
+                id: s.ticket_id,
+                secret: r.ticket_secret,
+            },
+            s.ticket_number,
+        ));
+    }
+    tickets
+}
+
+/// The cost model (#14.6): 2,000 Watch streams on one replica cost the store nothing of their
+/// own. Counted through the store seam, a tick is one settings read, one admission step and
+/// one sync, whatever the number of streams; an admission step sends messages only to the
+/// streams whose state changed (admitted) or whose position moved by the configured step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
+    const N: usize = 2_000;
+    let counting = CountingRoom::new(Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new()));
+    let room: Arc<dyn WaitingRoom> = counting.clone();
+    let clock = ManualClock::new(epoch());
+    let server = TestServer::launch_watch(
+        Arc::new(slotd::store::memory::MemoryStore::new()),
+        room,
+        clock,
+        slotd::room::WatchOptions {
+            heartbeat: Duration::from_secs(300),
+            position_step_percent: 50,
+            max_watchers_per_ticket: 4,
+        },
+    )
+    .await;
+    // 300 a minute: the full bucket admits 5 at the first unpaused step, then (the manual clock
+    // standing still) nobody more.
+    let paused = pb::WaitingRoomConfig {
+        paused: true,
+        waiter_timeout_seconds: 600,
+        ..config(300, 10_000)
+    };
+    configure(&server, paused).await;
+    let tickets = join_many(&server, "cost", N).await;
+    assert_eq!(
+        tickets.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        (1..=N as u64).collect::<Vec<_>>()
+    );
+    // max_concurrent_streams is 256: eight connections of 250 streams.
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(server.channel().await);
+    }
+    let inbox: Inbox = Arc::default();
+    let readers = watch_all(&channels, &tickets, &inbox).await;
+    eventually("every stream got its first message", || {
+        inbox.lock().unwrap().len() == N
+    })
+    .await;
+    let opened = counting.take();
+    assert_eq!(
+        opened.get("status").copied(),
+        Some(N as u64),
+        "one read per stream opened: {opened:?}"
+    );
+
+    // Steady state: nothing moves. Ten ticks and more, no per-stream call, no message.
+    let before: usize = inbox.lock().unwrap().values().map(Vec::len).sum();
+    tokio::time::sleep(slotd::room::TICK_INTERVAL * 15).await;
+    let calls = counting.take();
+    let ticks = calls.get("advance").copied().unwrap_or(0);
+    assert!(ticks >= 5, "the ticker ran: {calls:?}");
+    for (method, n) in &calls {
+        match *method {
+            // At most one each per tick (+1: a tick may straddle the window's edges).
+            "config" | "advance" | "sync" => {
+                assert!(
+                    *n <= ticks + 1,
+                    "{method}: {n} calls in {ticks} ticks ({calls:?})"
+                )
+            }
+            other => panic!("{other} called {n} times by idle watchers: {calls:?}"),
+        }
+    }
+    let after: usize = inbox.lock().unwrap().values().map(Vec::len).sum();
+    assert_eq!(after, before, "no message while nothing moves");
+
+    // One admission step: 5 admitted.
+    configure(
+        &server,
+        pb::WaitingRoomConfig {
+            paused: false,
+            ..paused
+        },
+    )
+    .await;
+    counting.take();
+    eventually("the five admitted got their tokens", || {
+        let inbox = inbox.lock().unwrap();
+        (1..=5).all(|n| {
+            inbox[&n]
+                .last()
+                .is_some_and(|s| s.state == ADMITTED && !s.admission_token.is_empty())
+        })
+    })
+    .await;
+    settle().await;
+    settle().await;
+    let calls = counting.take();
+    let ticks = calls.get("advance").copied().unwrap_or(0);
+    for (method, n) in &calls {
+        match *method {
+            "config" | "advance" | "sync" => {
+                assert!(
+                    *n <= ticks + 1,
+                    "{method}: {n} calls in {ticks} ticks ({calls:?})"
+                )
+            }
+            other => panic!("{other} called {n} times during an admission: {calls:?}"),
+        }
+    }
+    let inbox = inbox.lock().unwrap();
+    let mut told: Vec<u64> = inbox
+        .iter()
+        .filter(|(_, got)| got.len() > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    told.sort_unstable();
+    // 1-5 admitted; 6-11 had 5-10 ahead, now 0-5: moved by at least half. Everyone else: no
+    // message at all.
+    assert_eq!(told, (1..=11).collect::<Vec<_>>());
+    for n in 1..=5u64 {
+        assert_eq!(
+            inbox[&n].len(),
+            2,
+            "ticket {n}: first status, then admitted"
+        );
+        assert_eq!(inbox[&n][1].admission_number, n);
+    }
+    for n in 6..=11u64 {
+        let got = &inbox[&n];
+        assert_eq!(got.len(), 2, "ticket {n}: {got:?}");
+        assert_eq!((got[1].state, got[1].people_ahead), (WAITING, n - 6));
+    }
+    drop(inbox);
+    for r in readers {
+        r.abort();
+    }
+    drop(channels);
+    server.stop().await;
+}
+
+/// Watchers' positions are derived in memory from the room's events, yet exact: after people
+/// ahead leave, expire and are admitted (through another replica), every watcher's last
+/// message equals what GetStatus (one exact count in the store) says.
+async fn watched_positions_are_exact(
+    a: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+    b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+) {
+    let clock = ManualClock::new(epoch());
+    let every_change = slotd::room::WatchOptions {
+        heartbeat: Duration::from_secs(300),
+        position_step_percent: 0,
+        max_watchers_per_ticket: 2,
+    };
+    let ra = TestServer::launch_watch(a.0, a.1, clock.clone(), every_change).await;
+    let rb = TestServer::launch_watch(b.0, b.1, clock.clone(), every_change).await;
+    let paused = pb::WaitingRoomConfig {
+        paused: true,
+        ..config(120, 100)
+    };
+    configure(&ra, paused).await;
+    let tickets = join_many(&rb, "exact", 60).await;
+    let channels = vec![ra.channel().await];
+    // Watch the even numbers on replica a; the odd ones come and go through replica b.
+    let watched: Vec<(Held, u64)> = tickets
+        .iter()
+        .filter(|(_, n)| n % 2 == 0)
+        .map(|(h, n)| {
+            (
+                Held {
+                    id: h.id.clone(),
+                    secret: h.secret.clone(),
+                },
+                *n,
+            )
+        })
+        .collect();
+    let inbox: Inbox = Arc::default();
+    let readers = watch_all(&channels, &watched, &inbox).await;
+    // A second stream of one ticket is fine; a third is refused on this replica.
+    let mut client = ra.waiting_room().await;
+    let (extra, _) = &watched[0];
+    let request = || pb::WatchRequest {
+        ticket_id: extra.id.clone(),
+        ticket_secret: extra.secret.clone(),
+    };
+    let _second = client.watch(request()).await.expect("second watcher");
+    let s = client.watch(request()).await.unwrap_err();
+    assert_refused(&s, Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    // Odd tickets 1-19 leave through b; 21-39 fall silent and expire (the watched keep their
+    // place: replica a heartbeats them); then two seconds of admissions.
+    let mut b_client = rb.waiting_room().await;
+    for (held, n) in &tickets {
+        if n % 2 == 1 && *n < 20 {
+            b_client
+                .leave(pb::LeaveRequest {
+                    ticket_id: held.id.clone(),
+                    ticket_secret: held.secret.clone(),
+                })
+                .await
+                .expect("leave");
+        }
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            ..paused
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        clock.advance(ChronoDuration::seconds(2));
+        for (held, n) in &tickets {
+            if n % 2 == 1 && *n > 40 {
+                poll(&rb, held).await;
+            }
+        }
+        settle().await;
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            paused: false,
+            ..paused
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        clock.advance(ChronoDuration::seconds(1));
+        for (held, n) in &tickets {
+            if n % 2 == 1 && *n > 40 {
+                poll(&rb, held).await;
+            }
+        }
+        settle().await;
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            ..paused
+        },
+    )
+    .await;
+    settle().await;
+    settle().await;
+    let mut checked = 0;
+    for (held, n) in &watched {
+        let truth = poll(&rb, held).await;
+        let ok = || {
+            let inbox = inbox.lock().unwrap();
+            inbox.get(n).and_then(|got| got.last()).is_some_and(|last| {
+                (last.state, last.people_ahead, last.admission_number)
+                    == (truth.state, truth.people_ahead, truth.admission_number)
+            })
+        };
+        eventually(&format!("ticket {n}: watcher agrees with {truth:?}"), ok).await;
+        checked += usize::from(truth.state == WAITING && truth.people_ahead > 0);
+    }
+    assert!(checked > 5, "some watchers still wait with people ahead");
+    let s = stats(&ra).await;
+    assert!(s.expired_total >= 10, "the silent ones expired: {s:?}");
+    for r in readers {
+        r.abort();
+    }
+    drop((channels, client, b_client, _second));
+    ra.stop().await;
+    rb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_positions_are_exact_on_memory() {
+    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
+    let room: Arc<dyn WaitingRoom> = Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new());
+    watched_positions_are_exact((store.clone(), room.clone()), (store, room)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_positions_are_exact_on_redis() {
+    let redis = support::redis::RedisServer::start();
+    watched_positions_are_exact(
+        (redis.patient_store(), redis.room()),
+        (redis.patient_store(), redis.room()),
+    )
+    .await;
+}

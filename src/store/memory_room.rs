@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::room::{WaitingRoom, ENDED_TICKET_TTL_SECS};
 use super::StoreError;
 use crate::domain::room::{
-    admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomEvent, RoomStats,
-    Synced, TicketId, TicketState, TicketView, EVENT_LOG_KEEP, EXPIRE_PER_STEP, RATE_WINDOW_SECS,
+    admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced,
+    TicketId, TicketState, TicketView, EVENT_LOG_KEEP, EXPIRE_PER_STEP, RATE_WINDOW_SECS,
 };
 use crate::domain::Error;
 
@@ -119,7 +119,12 @@ impl Room {
 
     fn is_stale_waiter(&self, id: &TicketId, resumed: i64, now_ms: i64) -> bool {
         self.tickets.get(id).is_some_and(|t| {
-            is_stale(t.last_seen.timestamp_millis(), resumed, now_ms, &self.config)
+            is_stale(
+                t.last_seen.timestamp_millis(),
+                resumed,
+                now_ms,
+                &self.config,
+            )
         })
     }
 
@@ -365,7 +370,13 @@ impl WaitingRoom for MemoryWaitingRoom {
             Some(after) if after + 1 < oldest => (true, Vec::new()),
             Some(after) => {
                 let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
-                let events = room.log.iter().skip(skip).take(max_events).cloned().collect();
+                let events = room
+                    .log
+                    .iter()
+                    .skip(skip)
+                    .take(max_events)
+                    .cloned()
+                    .collect();
                 (false, events)
             }
         };
