@@ -5,8 +5,9 @@
 //! `TICK_INTERVAL`), so a gate check costs no store call while the room is off; a change made on
 //! one replica reaches the others within one tick. The room fails closed: while this replica has
 //! not read the settings within `SETTINGS_FRESH` (its store is down, or it has just started),
-//! gated calls are refused UNAVAILABLE instead of passing as if the room were off, and health
-//! reports NOT_SERVING.
+//! booking calls are refused UNAVAILABLE instead of passing as if the room were off, and health
+//! reports NOT_SERVING; calendar reads stay open only if the last settings read did not gate
+//! them (never read: refused too).
 //!
 //! Watch streams cost the store nothing of their own. Each replica keeps its open streams in
 //! one in-memory registry (`Watchers`): per ticket a few numbers and the streams' outboxes, no
@@ -143,6 +144,14 @@ impl Room {
             .map(|(c, _)| c)
     }
 
+    /// The settings last read, however long ago.
+    fn last_config(&self) -> Option<RoomConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(c, _)| c)
+    }
+
     /// Whether this replica knows the room's settings (health reports it).
     pub fn settings_known(&self) -> bool {
         self.known_config().is_some()
@@ -274,9 +283,15 @@ impl Room {
         token: Option<&str>,
         gate: Gate,
     ) -> Result<Option<TicketId>, StoreError> {
-        let config = self.known_config().ok_or_else(|| StoreError::Unavailable {
-            detail: "the waiting room's settings could not be read lately: gated calls are refused until they are".into(),
-        })?;
+        let config = match (self.known_config(), gate) {
+            (Some(config), _) => config,
+            // Reads stay open on the last settings read if those did not gate them.
+            (None, Gate::Calendar) => match self.last_config() {
+                Some(c) if !c.enabled || !c.gate_calendar => return Ok(None),
+                _ => return Err(settings_unknown()),
+            },
+            (None, Gate::Booking) => return Err(settings_unknown()),
+        };
         if !config.enabled || (gate == Gate::Calendar && !config.gate_calendar) {
             return Ok(None);
         }
@@ -439,6 +454,12 @@ impl Room {
             }
             tokio::time::sleep(TICK_INTERVAL).await;
         }
+    }
+}
+
+fn settings_unknown() -> StoreError {
+    StoreError::Unavailable {
+        detail: "the waiting room's settings could not be read lately: gated calls are refused until they are".into(),
     }
 }
 

@@ -1386,3 +1386,157 @@ async fn watched_positions_are_exact_on_redis() {
     )
     .await;
 }
+
+/// A join flood that falls silent cannot turn one admission step into one long script: each
+/// step drops at most `EXPIRE_PER_STEP` silent waiters, and a silent waiter the bound has not
+/// reached yet is dropped, never admitted, when its turn comes.
+async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
+    room: Arc<dyn WaitingRoom>,
+) {
+    use slotd::domain::room::{ClientKey, RoomConfig, TicketId, TicketState, EXPIRE_PER_STEP};
+    const SILENT: usize = 2_500;
+    let t0 = epoch();
+    let at = |s: i64| t0 + ChronoDuration::seconds(s);
+    let paused = RoomConfig {
+        enabled: true,
+        paused: true,
+        admissions_per_minute: 60_000,
+        max_active_sessions: 10_000,
+        waiter_timeout_secs: 60,
+        ..RoomConfig::default()
+    };
+    room.configure(&paused, t0).await.unwrap();
+    for i in 0..SILENT {
+        let key = ClientKey::parse(&format!("flood-{i}.Kq7xZ2pLm9TvW4rN8sYb3c")).unwrap();
+        room.join(&key, &TicketId::generate(), t0).await.unwrap();
+    }
+    // One that keeps polling, behind the silent ones.
+    let key = ClientKey::parse("stays.Kq7xZ2pLm9TvW4rN8sYb3c").unwrap();
+    let stays = room.join(&key, &TicketId::generate(), t0).await.unwrap().id;
+    // Steps every 2 s (no outage) up to the timeout: nobody silent for 60 s yet.
+    for s in (0..60).step_by(2) {
+        room.status(&stays, at(s)).await.unwrap();
+        room.advance(at(s)).await.unwrap();
+    }
+    assert_eq!(room.stats(at(58)).await.unwrap().expired_total, 0);
+    room.status(&stays, at(60)).await.unwrap();
+    room.advance(at(60)).await.unwrap();
+    let s = room.stats(at(60)).await.unwrap();
+    assert_eq!(
+        (s.expired_total, s.waiting),
+        (
+            EXPIRE_PER_STEP as u64,
+            (SILENT - EXPIRE_PER_STEP + 1) as u64
+        ),
+        "one step drops at most {EXPIRE_PER_STEP}"
+    );
+    // Unpaused: 1,500 silent still ahead of `stays`; this step drops 1,000 more by the bound
+    // and the admission skips (drops) the other 500 instead of letting them in.
+    room.configure(
+        &RoomConfig {
+            paused: false,
+            ..paused
+        },
+        at(62),
+    )
+    .await
+    .unwrap();
+    room.status(&stays, at(62)).await.unwrap();
+    room.advance(at(62)).await.unwrap();
+    let s = room.stats(at(62)).await.unwrap();
+    assert_eq!((s.admitted_total, s.expired_total), (1, SILENT as u64));
+    let v = room.status(&stays, at(62)).await.unwrap();
+    assert_eq!((v.state, v.admission_number), (TicketState::Admitted, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_waiters_are_dropped_in_bounded_steps_on_memory() {
+    silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(Arc::new(
+        slotd::store::memory_room::MemoryWaitingRoom::new(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_waiters_are_dropped_in_bounded_steps_on_redis() {
+    let redis = support::redis::RedisServer::start();
+    silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(redis.room()).await;
+}
+
+/// A replica that cannot read the room's settings (its room store is down from the start)
+/// does not take the room for disabled: booking is refused UNAVAILABLE and health says
+/// NOT_SERVING, though the booking store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_read_the_room_settings_fails_closed() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let mut redis = support::redis::RedisServer::start();
+    let room: Arc<dyn WaitingRoom> = redis.room();
+    redis.stop();
+    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
+    let server = TestServer::launch(
+        store,
+        room,
+        ManualClock::new(epoch()),
+        ServeOptions::default(),
+    )
+    .await;
+    let date = day(7);
+    open_times(&server, &date, "08:00", "08:00", 5).await;
+    register_receipts(&server, [1]).await;
+    let s = server
+        .booking()
+        .await
+        .book_appointment(book_request(
+            "closed-1",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::Unavailable, "STORE_UNAVAILABLE");
+    let mut health = HealthClient::new(server.channel().await);
+    let mut status = None;
+    for _ in 0..100 {
+        let s = health
+            .check(HealthCheckRequest {
+                service: "slotd.v1.BookingService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        status = Some(s);
+        if s == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+    // The room store comes back: the settings are read (room off) and booking goes through.
+    redis.restart();
+    let mut booked = false;
+    for i in 0..200 {
+        match server
+            .booking()
+            .await
+            .book_appointment(book_request(
+                &format!("open-{i}"),
+                slot(&date, "08:00"),
+                vec![applicant(1)],
+            ))
+            .await
+        {
+            Ok(_) => {
+                booked = true;
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(booked, "booking resumes once the settings are read");
+    assert_eq!(seats_left(&server, &date, "08:00").await, 4, "booked once");
+    server.stop().await;
+}

@@ -419,8 +419,8 @@ impl WaitingRoom for MemoryWaitingRoom {
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
-        let mut room = self.lock();
-        room.expire_and_drop(now);
+        // Read only, like the Redis script: silent waiters leave at the next step.
+        let room = self.lock();
         Ok(RoomStats {
             config: room.config,
             waiting: room.waiting.len() as u64,
