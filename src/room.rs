@@ -184,7 +184,11 @@ impl Room {
     pub async fn join(&self, client_key: &ClientKey) -> Result<(Seen, String), StoreError> {
         let view = self
             .store
-            .join(client_key, &TicketId::generate(), self.now())
+            .join(
+                &self.keys.client_ref(client_key),
+                &TicketId::generate(),
+                self.now(),
+            )
             .await?;
         let secret = self.keys.ticket_secret(&view.id);
         Ok((self.seen(view), secret))

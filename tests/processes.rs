@@ -135,7 +135,7 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     for i in 0..CLIENTS {
         let joined = WaitingRoomServiceClient::new(channels[(i % 3) as usize].clone())
             .join(pb::JoinRequest {
-                client_key: format!("fifo-{i}"),
+                client_key: format!("fifo-{i}.Kq7xZ2pLm9TvW4rN8sYb3c"),
             })
             .await
             .unwrap()

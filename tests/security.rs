@@ -654,7 +654,7 @@ async fn admitted(server: &TestServer, key: &str) -> (String, String, String) {
         .waiting_room()
         .await
         .join(pb::JoinRequest {
-            client_key: key.into(),
+            client_key: client_key(key),
         })
         .await
         .expect("join")

@@ -93,7 +93,7 @@ async fn join(server: &TestServer, key: &str) -> (Held, pb::TicketStatus) {
         .waiting_room()
         .await
         .join(pb::JoinRequest {
-            client_key: key.into(),
+            client_key: client_key(key),
         })
         .await
         .expect("join")
@@ -177,7 +177,7 @@ async fn the_room_off_means_no_tickets_and_no_tokens_needed(r: &Replicas) {
         r.a.waiting_room()
             .await
             .join(pb::JoinRequest {
-                client_key: "k".into(),
+                client_key: client_key("k"),
             })
             .await
             .unwrap_err();
@@ -340,7 +340,7 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
         .unwrap()
         .mint(
             &slotd::domain::room::TicketId::parse(&held.id).unwrap(),
-            &slotd::domain::room::ClientKey::parse("booker").unwrap(),
+            &slotd::domain::room::ClientKey::parse(&client_key("booker")).unwrap(),
             epoch() + ChronoDuration::hours(1),
             epoch(),
         );
@@ -499,6 +499,64 @@ async fn abandoned_tickets_are_skipped_and_not_counted(r: &Replicas) {
     assert_eq!(s.state, pb::TicketState::Expired as i32);
 }
 
+/// The client key is the one credential that rejoins a place (and so gets its ticket secret,
+/// its token and the power to leave): a guessable one is refused, and the store keeps only a
+/// keyed digest of it, so reading the store (or an admission token) does not give it away.
+async fn a_guessable_client_key_is_refused_and_the_store_never_holds_the_key(r: &Replicas) {
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(60, 10)
+        },
+    )
+    .await;
+    let mut client = r.b.waiting_room().await;
+    for guessable in [
+        "4471-2290-0183",
+        "R000000000000000000000123",
+        "receipt-2030-000123",
+    ] {
+        let s = client
+            .join(pb::JoinRequest {
+                client_key: guessable.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad_fields(&s), vec!["client_key"], "{guessable}: {s:?}");
+    }
+    assert_eq!(stats(&r.a).await.last_ticket_number, 0, "nothing joined");
+    let key = "Zr8-fQ2_xL0pVb7KmN4tYc9wJ1s";
+    let joined = client
+        .join(pb::JoinRequest {
+            client_key: key.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = joined.status.unwrap().ticket_id;
+    let ticket = slotd::domain::room::TicketId::parse(&id).unwrap();
+    let stored = r.a.room.status(&ticket, epoch()).await.unwrap().client_key;
+    assert!(
+        !stored.as_str().contains(key) && stored.as_str().len() >= 22,
+        "the store holds {stored}"
+    );
+    // The holder's refresh on the other replica still finds the place.
+    let again =
+        r.a.waiting_room()
+            .await
+            .join(pb::JoinRequest {
+                client_key: key.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (again.status.unwrap().ticket_id, again.ticket_secret),
+        (id, joined.ticket_secret)
+    );
+}
+
 async fn invalid_room_settings_are_refused_by_field(r: &Replicas) {
     let bad = pb::WaitingRoomConfig {
         admissions_per_minute: 0,
@@ -574,7 +632,7 @@ async fn ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: &R
             for i in (t..N).step_by(50) {
                 let r = client
                     .join(pb::JoinRequest {
-                        client_key: format!("fair-{i}"),
+                        client_key: client_key(&format!("fair-{i}")),
                     })
                     .await
                     .expect("join")
@@ -736,6 +794,7 @@ macro_rules! room_suite {
 }
 
 room_suite!(
+    a_guessable_client_key_is_refused_and_the_store_never_holds_the_key,
     one_admission_books_once_even_when_its_token_is_sent_many_times_at_once,
     a_rejoin_keeps_the_place_and_people_ahead_are_counted,
     the_room_off_means_no_tickets_and_no_tokens_needed,
@@ -776,7 +835,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
         r.a.waiting_room()
             .await
             .join(pb::JoinRequest {
-                client_key: "during".into(),
+                client_key: client_key("during"),
             })
             .await
             .unwrap_err();
@@ -796,7 +855,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
         .unwrap()
         .mint(
             &slotd::domain::room::TicketId::parse(&second.id).unwrap(),
-            &slotd::domain::room::ClientKey::parse("before-2").unwrap(),
+            &slotd::domain::room::ClientKey::parse(&client_key("before-2")).unwrap(),
             epoch() + ChronoDuration::hours(1),
             epoch(),
         );
@@ -868,7 +927,7 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
             for i in (t..N).step_by(30) {
                 let r = client
                     .join(pb::JoinRequest {
-                        client_key: format!("three-{i}"),
+                        client_key: client_key(&format!("three-{i}")),
                     })
                     .await
                     .expect("join")
@@ -1084,7 +1143,7 @@ async fn join_many(server: &TestServer, prefix: &str, n: usize) -> Vec<(Held, u6
     for i in 0..n {
         let r = client
             .join(pb::JoinRequest {
-                client_key: format!("{prefix}-{i}"),
+                client_key: client_key(&format!("{prefix}-{i}")),
             })
             .await
             .expect("join")

@@ -35,6 +35,12 @@ use slotd::store::Inventory;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const ADMISSION_KEY: &str = "test-admission-key-0123456789abcdef";
 
+/// A client key for `name` that passes the rule (22+ characters, random-looking): tests name
+/// their clients, real front ends draw 16 random bytes.
+pub fn client_key(name: &str) -> String {
+    format!("{name}.Kq7xZ2pLm9TvW4rN8sYb3c")
+}
+
 /// 2030-01-07 00:00 UTC = 08:00 in Beijing, a Monday; tests book days after it.
 pub fn epoch() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")

@@ -134,7 +134,7 @@ fn decode_view(what: &str, items: &[Value]) -> Result<TicketView, StoreError> {
     let bad = |field: &str| StoreError::corrupt(format!("{what}: stored ticket {field}"));
     let id = TicketId::parse(&text(what, item(what, items, 0)?)?).map_err(|_| bad("id"))?;
     let client_key =
-        ClientKey::parse(&text(what, item(what, items, 1)?)?).map_err(|_| bad("client key"))?;
+        ClientKey::stored(&text(what, item(what, items, 1)?)?).ok_or_else(|| bad("client key"))?;
     let state =
         TicketState::parse(&text(what, item(what, items, 3)?)?).ok_or_else(|| bad("state"))?;
     let expires_ms = int(what, item(what, items, 6)?)?;
