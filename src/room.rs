@@ -771,3 +771,82 @@ impl Drop for WatchFeed {
         self.outbox.lock().closed = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(number: u64, ahead: u64, seq: u64) -> TicketView {
+        TicketView {
+            id: TicketId::generate(),
+            client_key: ClientKey::stored("ref").unwrap_or_else(|| unreachable!()),
+            number,
+            state: TicketState::Waiting,
+            ahead,
+            admission_number: 0,
+            session_expires_at: None,
+            rate_per_minute: 60.0,
+            seq,
+        }
+    }
+
+    fn left(seq: u64, number: u64) -> RoomEvent {
+        RoomEvent {
+            seq,
+            id: TicketId::generate(),
+            number,
+            state: TicketState::Left,
+            admission_number: 0,
+            session_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn the_step_is_a_share_of_the_value_last_sent_and_at_least_one() {
+        let o = WatchOptions {
+            position_step_percent: 10,
+            ..WatchOptions::default()
+        };
+        assert!(!o.moved(100, 91));
+        assert!(o.moved(100, 90));
+        assert!(o.moved(5, 4), "near the front every move counts");
+        assert!(!o.moved(7, 7));
+        let every = WatchOptions {
+            position_step_percent: 0,
+            ..o
+        };
+        assert!(every.moved(1_000_000, 999_999));
+    }
+
+    /// Events apply to a view only after the sequence it was read at, whether they arrive in
+    /// the next sync or were applied before the view registered (the recent ring).
+    #[test]
+    fn events_count_once_for_every_view_whenever_it_registered() {
+        let mut w = Watchers::default();
+        // A view at seq 10: 5 ahead (numbers 1..=5 live), it is number 6.
+        let early = view(6, 5, 10);
+        let e = w.watched(&early);
+        w.tickets.insert(early.id.clone(), e);
+        assert_eq!(w.cursor, Some(10));
+        // Events 11-12: numbers 2 and 9 leave.
+        w.apply(&[left(11, 2), left(12, 9)], 12);
+        assert_eq!(w.tickets[&early.id].ahead, 4);
+        // A view read at seq 11 (it saw number 2 leave, not 9) registers after the sync.
+        let late = view(10, 7, 11);
+        let e = w.watched(&late);
+        assert_eq!((e.ahead, e.seq, e.stale), (6, 12, false));
+        w.tickets.insert(late.id.clone(), e);
+        // A view read at seq 12 and a sync still answering events up to 12 and then 13.
+        let fresh = view(11, 6, 12);
+        let e = w.watched(&fresh);
+        w.tickets.insert(fresh.id.clone(), e);
+        w.apply(&[left(13, 1)], 13);
+        assert_eq!(w.tickets[&early.id].ahead, 3);
+        assert_eq!(w.tickets[&late.id].ahead, 5);
+        assert_eq!(w.tickets[&fresh.id].ahead, 5);
+        // A view older than the ring is stale (re-read), never guessed.
+        w.recent.clear();
+        let old = view(20, 9, 5);
+        assert!(w.watched(&old).stale);
+    }
+}
