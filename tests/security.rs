@@ -707,7 +707,7 @@ async fn admission_tokens_of_a_ticket_that_left_or_never_existed_open_nothing() 
         .expect("key")
         .mint(
             &slotd::domain::room::TicketId::generate(),
-            &slotd::domain::room::ClientKey::parse("ghost").expect("key"),
+            &slotd::domain::room::ClientKey::parse(&client_key("ghost")).expect("key"),
             epoch() + chrono::Duration::minutes(10),
             epoch(),
         );
