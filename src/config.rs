@@ -926,6 +926,33 @@ mod tests {
         let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
         s.validate().expect("no cache is valid");
         assert!(s.calendar().cache_max_age.is_zero());
+        for (var, value, key) in [
+            (
+                "SLOTD__WAITING_ROOM__WATCH_HEARTBEAT_SECS",
+                "0",
+                "waiting_room.watch_heartbeat_secs",
+            ),
+            (
+                "SLOTD__WAITING_ROOM__WATCH_POSITION_STEP_PERCENT",
+                "101",
+                "waiting_room.watch_position_step_percent",
+            ),
+            (
+                "SLOTD__WAITING_ROOM__MAX_WATCHERS_PER_TICKET",
+                "0",
+                "waiting_room.max_watchers_per_ticket",
+            ),
+        ] {
+            let s = layered(None, env(&[(var, value)])).expect("parses");
+            assert_eq!(s.validate().expect_err(var).key, key);
+        }
+        let s = layered(
+            None,
+            env(&[("SLOTD__WAITING_ROOM__WATCH_POSITION_STEP_PERCENT", "0")]),
+        )
+        .expect("parses");
+        s.validate().expect("every change is valid");
+        assert_eq!(s.watch().position_step_percent, 0);
     }
 
     #[test]

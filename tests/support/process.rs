@@ -26,6 +26,11 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
+        Self::start_with_env(port, redis_url, &[])
+    }
+
+    /// `start` with extra environment variables (`SLOTD__SECTION__KEY` settings).
+    pub fn start_with_env(port: u16, redis_url: &str, env: &[(&str, &str)]) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
         command
@@ -34,6 +39,7 @@ impl Slotd {
             .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
             .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
             .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
