@@ -1267,7 +1267,16 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
             other => panic!("{other} called {n} times during an admission: {calls:?}"),
         }
     }
-    let inbox = inbox.lock().unwrap();
+    check_admission_messages(&inbox.lock().unwrap());
+    for r in readers {
+        r.abort();
+    }
+    drop(channels);
+    server.stop().await;
+}
+
+/// Who heard what after one admission step of five (see the test above).
+fn check_admission_messages(inbox: &HashMap<u64, Vec<pb::TicketStatus>>) {
     let mut told: Vec<u64> = inbox
         .iter()
         .filter(|(_, got)| got.len() > 1)
@@ -1290,12 +1299,6 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
         assert_eq!(got.len(), 2, "ticket {n}: {got:?}");
         assert_eq!((got[1].state, got[1].people_ahead), (WAITING, n - 6));
     }
-    drop(inbox);
-    for r in readers {
-        r.abort();
-    }
-    drop(channels);
-    server.stop().await;
 }
 
 /// Watchers' positions are derived in memory from the room's events, yet exact: after people

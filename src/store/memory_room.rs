@@ -188,12 +188,9 @@ impl Room {
         }
         let forget_before = now - Duration::seconds(ENDED_TICKET_TTL_SECS);
         for _ in 0..EXPIRE_PER_STEP {
-            if !self
-                .ended
-                .front()
-                .is_some_and(|(at, _)| *at <= forget_before)
-            {
-                break;
+            match self.ended.front() {
+                Some((at, _)) if *at <= forget_before => {}
+                _ => break,
             }
             if let Some((_, id)) = self.ended.pop_front() {
                 self.tickets.remove(&id);
