@@ -38,7 +38,7 @@ print(sum(int(m.group(2)) for m in (re.match(r"cmdstat_([^:]+):calls=\d+,usec=(\
 measure() { local name=$1 streams=$2
   local rss0; rss0=$(rss)
   "$BIN/slotd-load" --target "127.0.0.1:$SP" --scenario watch --concurrency "$streams" \
-    --connections 16 --duration $((WARM + D)) --json >"$WORK/$name.json" &
+    --connections "${CONN:-16}" --duration $((WARM + D)) --json >"$WORK/$name.json" &
   local load=$!
   sleep "$WARM"
   redis-cli -p "$RP" config resetstat >/dev/null
