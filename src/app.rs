@@ -231,7 +231,11 @@ impl Slotd {
             let confirmation = ConfirmationNumber::generate();
             match self.store.book(booking, &confirmation, now).await {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return self.touched(outcome, |a| a.slot.day()),
+                outcome => {
+                    return self.touched(outcome, |a| {
+                        written_at(a.created_at, now).then(|| a.slot.day())
+                    })
+                }
             }
         }
         Err(StoreError::corrupt(
@@ -248,8 +252,11 @@ impl Slotd {
     }
 
     pub async fn cancel(&self, cancellation: &Cancellation) -> Result<Appointment, StoreError> {
-        let outcome = self.store.cancel(cancellation, self.now()).await;
-        self.touched(outcome, |a| a.slot.day())
+        let now = self.now();
+        let outcome = self.store.cancel(cancellation, now).await;
+        self.touched(outcome, |a| {
+            written_at(a.updated_at, now).then(|| a.slot.day())
+        })
     }
 
     pub async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
@@ -285,7 +292,7 @@ impl Slotd {
         self.catalog
             .post_with_category(&slot.post, &slot.category)?;
         let outcome = self.store.set_capacity(slot, capacity, self.now()).await;
-        self.touched(outcome, |s| s.slot.day())
+        self.touched(outcome, |s| Some(s.slot.day()))
     }
 
     pub async fn close_slots(
@@ -295,7 +302,7 @@ impl Slotd {
     ) -> Result<u32, StoreError> {
         self.catalog.check_day(day)?;
         let outcome = self.store.close_slots(day, time).await;
-        self.touched(outcome, |_| day.clone())
+        self.touched(outcome, |_| Some(day.clone()))
     }
 
     pub async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
@@ -335,7 +342,11 @@ impl Slotd {
             let id = HoldId::generate();
             match self.store.hold(request, &id, expires_at, now).await {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return self.touched(outcome, |h| h.slot.day()),
+                outcome => {
+                    return self.touched(outcome, |h| {
+                        written_at(h.created_at, now).then(|| h.slot.day())
+                    })
+                }
             }
         }
         Err(StoreError::corrupt("no free hold id after several draws"))
@@ -353,11 +364,16 @@ impl Slotd {
                 outcome => {
                     // An accepted waitlist move also frees seats on the day it left.
                     if let Ok(moved) = &outcome {
-                        if let Some(m) = moved.history.last().filter(|m| m.at == now) {
+                        if let Some(m) = moved.history.last().filter(|m| written_at(m.at, now)) {
                             self.availability.mark_dirty(m.from.day());
                         }
                     }
-                    return self.touched(outcome, |a| a.slot.day());
+                    // A replayed confirmation (created earlier) wrote nothing now.
+                    return self.touched(outcome, |a| {
+                        (written_at(a.created_at, now)
+                            || a.history.last().is_some_and(|m| written_at(m.at, now)))
+                        .then(|| a.slot.day())
+                    });
                 }
             }
         }
@@ -373,17 +389,18 @@ impl Slotd {
 
     pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
         let outcome = self.store.release_hold(release, self.now()).await;
-        self.touched(outcome, |h| h.slot.day())
+        // Holds carry no release time: a replayed release marks its one day again.
+        self.touched(outcome, |h| Some(h.slot.day()))
     }
 
-    /// The sweeper's step: returns the seats of every hold expired by now.
+    /// The sweeper's step: returns the seats of every hold expired by now (how many).
     pub async fn reclaim_expired_holds(&self) -> Result<u32, StoreError> {
-        let outcome = self.store.reclaim_expired_holds(self.now()).await;
-        if matches!(outcome, Ok(n) if n > 0) {
-            // The days are in the hold_expired events the feed reads; drop the cache now.
-            self.availability.invalidate_all();
+        let reclaimed = self.store.reclaim_expired_holds(self.now()).await?;
+        // Only the days whose holds came back changed.
+        for day in reclaimed.days {
+            self.availability.mark_dirty(day);
         }
-        outcome
+        Ok(reclaimed.holds)
     }
 
     /// Moves the group to another slot that has not started, keeping its confirmation number.
@@ -397,11 +414,15 @@ impl Slotd {
             .store
             .reschedule(reschedule, self.lifecycle.reschedule_limit, now)
             .await;
-        if outcome.is_ok() {
-            // The old slot is only in the `moved` event the feed reads; drop the cache now.
-            self.availability.invalidate_all();
+        // A move made now changed the day it left and the day it reached; a replay (its move
+        // made earlier) changed nothing.
+        if let Ok(moved) = &outcome {
+            if let Some(m) = moved.history.last().filter(|m| written_at(m.at, now)) {
+                self.availability.mark_dirty(m.from.day());
+                self.availability.mark_dirty(m.to.day());
+            }
         }
-        self.touched(outcome, |a| a.slot.day())
+        outcome
     }
 
     /// One slot's inventory, expired holds reclaimed first so `held` counts live holds only.
@@ -586,17 +607,24 @@ impl Slotd {
 
 impl Slotd {
     /// After a write through this replica: its day is dirty at once (read-your-writes), not
-    /// only when the feed reads the event.
+    /// only when the feed reads the event. `day` answers None for a replay (nothing written).
     fn touched<T>(
         &self,
         outcome: Result<T, StoreError>,
-        day: impl FnOnce(&T) -> DayRef,
+        day: impl FnOnce(&T) -> Option<DayRef>,
     ) -> Result<T, StoreError> {
-        if let Ok(value) = &outcome {
-            self.availability.mark_dirty(day(value));
+        if let Some(day) = outcome.as_ref().ok().and_then(day) {
+            self.availability.mark_dirty(day);
         }
         outcome
     }
+}
+
+/// Whether a stored instant is this call's `now`, i.e. the call wrote it. Both stores keep every
+/// digit of the instant they are given (`codec::instant_text`), so a replay answering the first
+/// outcome of a request carries that outcome's earlier instant.
+fn written_at(stored: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    stored == now
 }
 
 /// Whether the slot has not started: every slot of a later local date has not; only today's

@@ -10,11 +10,17 @@
 //!   marks the days of every event (any event with a `slot` field, plus `opened`, `closed` and
 //!   `moved`), so writes of other replicas (and the hold sweeper) are seen within one tick.
 //!
-//! Marking a day dirty drops its cached slots. Independently of the feed, a cached day older
-//! than `cache_max_age` is read again: that is the stated staleness bound, which holds even when
-//! the feed falls behind or the event log cannot be read. After each tick the feed reads every
-//! dirty day that some watcher covers ONCE, compares it with what watchers were last told and
-//! broadcasts the changed slots in one message; every watcher filters that message in process.
+//! Marking a day dirty drops its cached slots, and only that day's: a write names the days it
+//! touched (a reschedule both, a hold sweep the days of the holds it reclaimed) and a replayed
+//! request, which writes nothing, invalidates nothing. Independently of the feed, a cached day
+//! older than `cache_max_age` is read again: that is the stated staleness bound, which holds even
+//! when the feed falls behind or the event log cannot be read. Misses are single-flight per
+//! calendar (post, category): concurrent misses wait for one store read and are served from it.
+//!
+//! After each tick the feed reads every dirty day that some watcher covers ONCE, compares it
+//! with what watchers were last told and hands the changed slots to the watchers of exactly
+//! those days (an index from day to watchers): a tick costs one store read per dirty watched day
+//! plus one delivery per (changed day, watcher of that day), never a scan of every watched range.
 //! A watcher therefore costs no store read, and gets at most one update per tick.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::domain::lifecycle::{Event, EventId, EventStart};
 use crate::domain::rules::DateRange;
@@ -35,7 +41,7 @@ const MAX_CACHED_DAYS: usize = 50_000;
 /// Events read per page by the feed.
 const FEED_PAGE: u32 = 1_000;
 /// Feed messages a slow watcher may fall behind before it is sent a fresh snapshot instead.
-const BROADCAST_DEPTH: usize = 64;
+const WATCHER_DEPTH: usize = 16;
 
 /// Settings of the calendar cache and the slot feed (`calendar.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,10 @@ pub struct FeedStats {
     pub events: u64,
     /// Watchers now registered.
     pub watchers: u64,
+    /// Store reads by calendar calls (cache misses; concurrent misses of one calendar share one).
+    pub calendar_reads: u64,
+    /// Feed messages handed to watchers (one per watcher per tick that changed one of its days).
+    pub deliveries: u64,
 }
 
 struct Cached {
@@ -98,37 +108,116 @@ struct WatchKey {
     to: NaiveDate,
 }
 
+impl WatchKey {
+    fn days(&self) -> impl Iterator<Item = DayRef> + '_ {
+        DateRange {
+            from: self.from,
+            to: self.to,
+        }
+        .days()
+        .map(|date| DayRef {
+            post: self.post.clone(),
+            category: self.category.clone(),
+            date,
+        })
+    }
+}
+
+/// Where the feed hands one watcher its changes.
+struct Sink {
+    tx: mpsc::Sender<Arc<Vec<DayChange>>>,
+    /// Set when a message did not fit: the watcher starts over from a snapshot.
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Registered watchers, indexed by the days they cover (the feed's fan-out reads only the
+/// watchers of a changed day).
+#[derive(Default)]
+struct Watchers {
+    next_id: u64,
+    sinks: HashMap<u64, Sink>,
+    by_day: HashMap<DayRef, HashSet<u64>>,
+}
+
+/// What a watcher receives next.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// Changes of the watcher's days (only those), at most one per feed tick.
+    Changes(Arc<Vec<DayChange>>),
+    /// The watcher fell behind the feed: it should start over from a fresh snapshot.
+    Lagged,
+    /// The replica's feed is gone.
+    Closed,
+}
+
 /// A registered watcher; dropping it unregisters the range.
 pub struct Watch {
     owner: Arc<Availability>,
+    id: u64,
     key: WatchKey,
-    pub updates: broadcast::Receiver<Arc<Vec<DayChange>>>,
+    rx: mpsc::Receiver<Arc<Vec<DayChange>>>,
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    /// The next feed message for this watcher.
+    pub async fn next(&mut self) -> WatchEvent {
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            while self.rx.try_recv().is_ok() {}
+            return WatchEvent::Lagged;
+        }
+        match self.rx.recv().await {
+            Some(changes) => WatchEvent::Changes(changes),
+            None => WatchEvent::Closed,
+        }
+    }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut watches = self.owner.lock_watches();
-        if let Some(n) = watches.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                watches.remove(&self.key);
+        let mut watchers = self.owner.lock_watches();
+        watchers.sinks.remove(&self.id);
+        let mut gone = Vec::new();
+        for day in self.key.days() {
+            if let Some(ids) = watchers.by_day.get_mut(&day) {
+                ids.remove(&self.id);
+                if ids.is_empty() {
+                    watchers.by_day.remove(&day);
+                    gone.push(day);
+                }
+            }
+        }
+        drop(watchers);
+        if !gone.is_empty() {
+            // Nobody watches these days now: what watchers were told is no base any more.
+            let mut told = lock(&self.owner.told);
+            for day in &gone {
+                told.remove(day);
             }
         }
         self.owner.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// The lock under which one calendar's misses read the store.
+type Flight = Arc<tokio::sync::Mutex<()>>;
+
 pub struct Availability {
     options: CalendarOptions,
     cache: Mutex<HashMap<DayRef, Cached>>,
     /// Days marked since the feed's last tick.
     dirty: Mutex<HashSet<DayRef>>,
-    /// Watched ranges and how many watchers share each.
-    watches: Mutex<HashMap<WatchKey, usize>>,
+    /// Registered watchers and the days each covers.
+    watches: Mutex<Watchers>,
     /// What watchers were last told per watched day (the feed's diff base).
     told: Mutex<HashMap<DayRef, BTreeMap<SlotTime, u32>>>,
-    tx: broadcast::Sender<Arc<Vec<DayChange>>>,
+    /// One lock per calendar (post, category): a miss reads the store under it, so concurrent
+    /// misses wait for one read instead of each reading (single flight). Bounded by the
+    /// catalog: callers check the post and category first.
+    flights: Mutex<HashMap<(PostId, CategoryId), Flight>>,
     ticks: AtomicU64,
+    calendar_reads: AtomicU64,
+    deliveries: AtomicU64,
     day_reads: AtomicU64,
     events: AtomicU64,
     watchers: AtomicU64,
@@ -141,15 +230,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Availability {
     pub fn new(options: CalendarOptions) -> Self {
-        let (tx, _) = broadcast::channel(BROADCAST_DEPTH);
         Self {
             options,
             cache: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Watchers::default()),
             told: Mutex::new(HashMap::new()),
-            tx,
+            flights: Mutex::new(HashMap::new()),
             ticks: AtomicU64::new(0),
+            calendar_reads: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
             day_reads: AtomicU64::new(0),
             events: AtomicU64::new(0),
             watchers: AtomicU64::new(0),
@@ -166,10 +256,12 @@ impl Availability {
             day_reads: self.day_reads.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
             watchers: self.watchers.load(Ordering::Relaxed),
+            calendar_reads: self.calendar_reads.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
         }
     }
 
-    fn lock_watches(&self) -> MutexGuard<'_, HashMap<WatchKey, usize>> {
+    fn lock_watches(&self) -> MutexGuard<'_, Watchers> {
         lock(&self.watches)
     }
 
@@ -198,21 +290,10 @@ impl Availability {
         }
     }
 
-    /// Drops the whole cache (a write whose days are not known here, e.g. a reschedule's old
-    /// slot or a hold sweep); watchers learn the days from the feed's events.
-    pub fn invalidate_all(&self) {
-        if self.options.cache_max_age.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        for entry in lock(&self.cache).values_mut() {
-            entry.slots = None;
-            entry.stamp = now;
-        }
-    }
-
     /// The slots of every day of the range, per day in date order (days without slots are
-    /// left out), from the cache where fresh, else with one store read of the range.
+    /// left out), from the cache where fresh, else with one store read of the range. Concurrent
+    /// misses of one calendar are single-flight: the first reads, the others wait for it and
+    /// are served from what it cached.
     pub async fn days(
         &self,
         store: &dyn Inventory,
@@ -222,43 +303,31 @@ impl Availability {
     ) -> Result<Vec<Arc<[SlotState]>>, StoreError> {
         let max_age = self.options.cache_max_age;
         if max_age.is_zero() {
+            self.calendar_reads.fetch_add(1, Ordering::Relaxed);
             let slots = store.slots(post, category, range).await?;
             return Ok(split_days(slots).into_values().collect());
         }
+        if let Some(days) = self.cached(post, category, range) {
+            return Ok(days);
+        }
+        let flight = lock(&self.flights)
+            .entry((post.clone(), category.clone()))
+            .or_default()
+            .clone();
+        let _flight = flight.lock().await;
+        // Whoever held the lock before may have just read these days.
+        if let Some(days) = self.cached(post, category, range) {
+            return Ok(days);
+        }
+        let started = Instant::now();
+        self.calendar_reads.fetch_add(1, Ordering::Relaxed);
+        let slots = store.slots(post, category, range).await?;
+        let mut by_day: BTreeMap<NaiveDate, Arc<[SlotState]>> = split_days(slots);
         let mut key = DayRef {
             post: post.clone(),
             category: category.clone(),
             date: range.from,
         };
-        {
-            let cache = lock(&self.cache);
-            let now = Instant::now();
-            let mut out = Vec::new();
-            let mut complete = true;
-            for date in range.days() {
-                key.date = date;
-                match cache.get(&key) {
-                    Some(Cached {
-                        slots: Some(slots),
-                        stamp,
-                    }) if now.duration_since(*stamp) < max_age => {
-                        if !slots.is_empty() {
-                            out.push(slots.clone());
-                        }
-                    }
-                    _ => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-            if complete {
-                return Ok(out);
-            }
-        }
-        let started = Instant::now();
-        let slots = store.slots(post, category, range).await?;
-        let mut by_day: BTreeMap<NaiveDate, Arc<[SlotState]>> = split_days(slots);
         let mut cache = lock(&self.cache);
         if cache.len() + 366 > MAX_CACHED_DAYS {
             let now = Instant::now();
@@ -288,7 +357,41 @@ impl Availability {
         Ok(by_day.into_values().collect())
     }
 
-    /// Registers a watcher of the range; it receives every later feed message.
+    /// Every day of the range from the cache, if all are there and fresh.
+    fn cached(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Option<Vec<Arc<[SlotState]>>> {
+        let max_age = self.options.cache_max_age;
+        let mut key = DayRef {
+            post: post.clone(),
+            category: category.clone(),
+            date: range.from,
+        };
+        let cache = lock(&self.cache);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for date in range.days() {
+            key.date = date;
+            match cache.get(&key) {
+                Some(Cached {
+                    slots: Some(slots),
+                    stamp,
+                }) if now.duration_since(*stamp) < max_age => {
+                    if !slots.is_empty() {
+                        out.push(slots.clone());
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// Registers a watcher of the range; it receives every later feed message that changes
+    /// one of its days.
     pub fn watch(
         self: &Arc<Self>,
         post: &PostId,
@@ -301,14 +404,30 @@ impl Availability {
             from: range.from,
             to: range.to,
         };
-        // Subscribe before the caller reads its snapshot, so no change falls between the two.
-        let updates = self.tx.subscribe();
-        *self.lock_watches().entry(key.clone()).or_insert(0) += 1;
+        // Registered before the caller reads its snapshot, so no change falls between the two.
+        let (tx, rx) = mpsc::channel(WATCHER_DEPTH);
+        let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut watchers = self.lock_watches();
+        let id = watchers.next_id;
+        watchers.next_id += 1;
+        watchers.sinks.insert(
+            id,
+            Sink {
+                tx,
+                lagged: lagged.clone(),
+            },
+        );
+        for day in key.days() {
+            watchers.by_day.entry(day).or_default().insert(id);
+        }
+        drop(watchers);
         self.watchers.fetch_add(1, Ordering::Relaxed);
         Watch {
             owner: self.clone(),
+            id,
             key,
-            updates,
+            rx,
+            lagged,
         }
     }
 
@@ -334,12 +453,7 @@ impl Availability {
     }
 
     fn watched(&self, day: &DayRef) -> bool {
-        self.lock_watches().keys().any(|w| {
-            w.post == day.post
-                && w.category == day.category
-                && w.from <= day.date
-                && day.date <= w.to
-        })
+        self.lock_watches().by_day.contains_key(day)
     }
 
     /// The feed: tails the event log from now on and broadcasts changes, until aborted.
@@ -378,13 +492,14 @@ impl Availability {
                 .events(EventStart::After(*position), FEED_PAGE)
                 .await?;
             let full = page.events.len() >= FEED_PAGE as usize;
-            self.events
-                .fetch_add(page.events.len() as u64, Ordering::Relaxed);
             for event in &page.events {
                 for day in dirty_days(event) {
                     self.mark_dirty(day);
                 }
             }
+            // Counted once their days are marked (tests wait on it).
+            self.events
+                .fetch_add(page.events.len() as u64, Ordering::Relaxed);
             *position = page.next;
             if !full {
                 return Ok(());
@@ -392,7 +507,7 @@ impl Availability {
         }
     }
 
-    /// Reads each dirty watched day once and broadcasts what changed.
+    /// Reads each dirty watched day once and hands what changed to the watchers of that day.
     async fn publish(&self, store: &dyn Inventory) -> Result<(), StoreError> {
         let mut dirty = Vec::new();
         for day in std::mem::take(&mut *lock(&self.dirty)) {
@@ -404,11 +519,6 @@ impl Availability {
             }
         }
         if dirty.is_empty() {
-            // Forget diff bases of days nobody watches any more.
-            let mut told = lock(&self.told);
-            if !told.is_empty() && self.lock_watches().is_empty() {
-                told.clear();
-            }
             return Ok(());
         }
         self.ticks.fetch_add(1, Ordering::Relaxed);
@@ -470,10 +580,38 @@ impl Availability {
             }
         }
         if !changes.is_empty() {
-            // No receiver is not an error: the watchers left.
-            let _ = self.tx.send(Arc::new(changes));
+            self.deliver(changes);
         }
         Ok(())
+    }
+
+    /// Hands each watcher the changes of its days: the cost is one step per (changed day,
+    /// watcher of that day), whatever else is watched.
+    fn deliver(&self, changes: Vec<DayChange>) {
+        let watchers = self.lock_watches();
+        let mut batches: HashMap<u64, Vec<DayChange>> = HashMap::new();
+        for change in changes {
+            if let Some(ids) = watchers.by_day.get(&change.day) {
+                for id in ids {
+                    batches.entry(*id).or_default().push(change.clone());
+                }
+            }
+        }
+        for (id, batch) in batches {
+            let Some(sink) = watchers.sinks.get(&id) else {
+                continue;
+            };
+            self.deliveries.fetch_add(1, Ordering::Relaxed);
+            match sink.tx.try_send(Arc::new(batch)) {
+                Ok(()) => {}
+                // A slow watcher: it starts over from a snapshot instead.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sink.lagged.store(true, Ordering::Release);
+                }
+                // The watcher is leaving; its Drop unregisters it.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
     }
 }
 

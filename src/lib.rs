@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod room;
 pub mod server;
 pub mod store;
+pub mod streams;
 pub mod telemetry;

@@ -471,3 +471,66 @@ async fn watch_availability_validates_like_list_available_dates() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     server.stop().await;
 }
+
+/// The feed's fan-out costs O(watchers of the changed day): 300 watchers of one day and one of
+/// another; a booking on the other day is handed to its one watcher only (the feed's
+/// `deliveries` counter), and the 300 get nothing.
+async fn the_fan_out_reaches_only_the_watchers_of_the_changed_day(backend: Backend) {
+    const CROWD: usize = 300;
+    let server = backend.replica(calendar(60_000, 50)).await;
+    let crowded = day(10);
+    let quiet = day(11);
+    open_day(&server, &crowded, 5).await;
+    open_day(&server, &quiet, 5).await;
+    register_receipts(&server, 1..=1).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.calendar().await);
+    }
+    let mut crowd = Vec::new();
+    for i in 0..CROWD {
+        let mut stream = watch(&mut clients[i % 4], &crowded, &crowded).await;
+        next(&mut stream, Duration::from_secs(10)).await;
+        crowd.push(stream);
+    }
+    let mut lone = watch(&mut clients[0], &quiet, &quiet).await;
+    next(&mut lone, Duration::from_secs(10)).await;
+    let availability = server.app.availability().clone();
+    let before = availability.stats();
+
+    book(&server, "b-1", 1, &quiet, "08:00").await;
+    until_update(&mut lone, &quiet, "08:00", 4, Duration::from_secs(10)).await;
+    // Let a few more ticks pass (the feed also reads the booking's event): still one.
+    let ticks = availability.stats().ticks;
+    for _ in 0..500 {
+        if availability.stats().ticks > ticks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = availability.stats();
+    assert_eq!(
+        after.deliveries - before.deliveries,
+        1,
+        "one change of one day is handed to that day's one watcher"
+    );
+    for stream in &mut crowd {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), stream.message())
+                .await
+                .is_err(),
+            "a watcher of another day got a message"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_the_fan_out_reaches_only_the_watchers_of_the_changed_day() {
+    the_fan_out_reaches_only_the_watchers_of_the_changed_day(Backend::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_fan_out_reaches_only_the_watchers_of_the_changed_day() {
+    the_fan_out_reaches_only_the_watchers_of_the_changed_day(Backend::redis()).await;
+}

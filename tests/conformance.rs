@@ -68,6 +68,7 @@ conformance!(
     receipts_freed_by_a_cancellation_back_a_new_booking,
     receipts_expire_365_days_after_payment,
     manifest_pages_are_stable_ordered_and_skip_cancelled_unless_asked,
+    one_manifest_call_examines_a_bounded_number_of_entries,
     registering_a_receipt_is_idempotent_and_a_different_one_conflicts,
     two_hundred_concurrent_bookings_on_24_seats_book_exactly_24,
     a_hold_takes_the_seats_at_once_and_confirming_it_books_them,
@@ -92,8 +93,17 @@ conformance!(
     offers_appear_in_the_event_log,
     a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_appointment,
     moving_entries_are_checked_at_join_and_when_seats_come,
+    a_hold_whose_claims_a_later_clock_took_is_never_confirmed,
+    a_hold_confirmed_just_before_its_expiry_keeps_its_claims_against_a_later_clock,
+    a_hold_whose_claims_were_taken_and_freed_again_stays_expired,
+    no_event_carries_a_hold_id_only_its_reference,
+    joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt,
+    a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry,
+    cancelling_an_appointment_ends_the_entry_that_wanted_to_move_it,
 );
 
+#[path = "conformance/claims.rs"]
+mod claims;
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
 #[path = "conformance/waitlist.rs"]
@@ -287,6 +297,7 @@ async fn assert_audit_clean(store: &Store, from: i64, to: i64) {
 mod cases {
     use super::*;
 
+    pub use super::claims::*;
     pub use super::lifecycle::*;
     pub use super::waitlist::*;
 
@@ -980,6 +991,73 @@ mod cases {
             .unwrap();
         assert!(empty.appointments.is_empty() && empty.next.is_none());
         assert_audit_clean(&store, 1, 1).await;
+    }
+
+    /// A book/cancel loop leaves more cancelled entries ahead of a live one than one call may
+    /// examine (`MANIFEST_SCAN_BUDGET`): the first page is short with a cursor instead of
+    /// scanning them all in one script, and following the cursors reaches the live one.
+    pub async fn one_manifest_call_examines_a_bounded_number_of_entries(store: Store) {
+        use slotd::store::MANIFEST_SCAN_BUDGET;
+        store
+            .open_slots(&plan(1, 1, "08:00", "08:15", 2), epoch())
+            .await
+            .unwrap();
+        register(&store, [1, 2]).await;
+        let cancelled = MANIFEST_SCAN_BUDGET + 50;
+        for n in 0..cancelled {
+            let a = book(&store, &booking(&format!("b{n}"), slot(1, "08:00"), &[1]))
+                .await
+                .unwrap();
+            store
+                .cancel(&cancellation(&format!("c{n}"), &a.confirmation, 1), epoch())
+                .await
+                .unwrap();
+        }
+        let live = book(&store, &booking("live", slot(1, "08:15"), &[2]))
+            .await
+            .unwrap();
+        let mut query = ManifestQuery {
+            day: day(1),
+            after: None,
+            limit: 10,
+            include_cancelled: false,
+        };
+        let first = store.manifest(&query).await.unwrap();
+        assert!(
+            first.appointments.is_empty(),
+            "one call examined every cancelled entry"
+        );
+        let mut found = Vec::new();
+        let mut calls = 1;
+        let mut page = first;
+        loop {
+            found.extend(page.appointments);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+            page = store.manifest(&query).await.unwrap();
+            calls += 1;
+            assert!(calls <= 10, "the cursors make progress");
+        }
+        assert_eq!(found, vec![live]);
+        assert_eq!(
+            calls, 2,
+            "{cancelled} entries at {MANIFEST_SCAN_BUDGET} per call"
+        );
+        // Cancelled ones, when asked, page normally.
+        let all = store
+            .manifest(&ManifestQuery {
+                day: day(1),
+                after: None,
+                limit: 10,
+                include_cancelled: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.appointments.len(), 10);
+        assert!(all.next.is_some());
+        assert_audit_clean(&store, 0, 2).await;
     }
 
     pub async fn registering_a_receipt_is_idempotent_and_a_different_one_conflicts(store: Store) {

@@ -389,7 +389,13 @@ async fn watch_events_follows_the_log_from_an_id_or_from_now() {
         .expect("stream open")
         .expect("event");
     assert_eq!(next.r#type, "held");
-    assert_eq!(next.fields["hold"], hold.hold_id);
+    assert_eq!(
+        next.fields["hold_ref"],
+        slotd::domain::lifecycle::HoldId::parse(&hold.hold_id)
+            .unwrap()
+            .reference()
+    );
+    assert!(!next.fields.values().any(|v| v.contains(&hold.hold_id)));
     let second = tokio::time::timeout(Duration::from_secs(10), from_start.next())
         .await
         .expect("an event")
@@ -809,7 +815,8 @@ async fn a_hold_reclaimed_by_a_replica_running_ahead_cannot_be_confirmed_by_one_
         store
             .reclaim_expired_holds(t0 + ChronoDuration::minutes(11))
             .await
-            .unwrap(),
+            .unwrap()
+            .holds,
         1
     );
     // The replica behind (+9 min) confirms, then releases.

@@ -666,7 +666,7 @@ impl Backend {
                     .await;
                 let text = format!("{r:?}");
                 match r {
-                    Ok(n) => (Answer::Reclaimed(n), text),
+                    Ok(n) => (Answer::Reclaimed(n.holds), text),
                     Err(e) => return Err(format!("reclaim failed: {e:?}")),
                 }
             }

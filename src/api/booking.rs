@@ -1,6 +1,7 @@
 //! BookingService: applicants book, read and cancel appointments.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -17,6 +18,7 @@ use super::room::HEARTBEAT;
 use crate::app::Slotd;
 use crate::domain::waitlist::EntryId;
 use crate::room::{Gate, Room};
+use crate::streams::Streams;
 
 /// How often a WatchOffers stream re-reads its entry (an offer reaches the watcher within
 /// this, plus a heartbeat every `HEARTBEAT` while nothing changes).
@@ -27,11 +29,12 @@ type OfferStream = Pin<Box<dyn Stream<Item = Result<pb::WaitlistEntry, Status>> 
 pub struct BookingApi {
     app: Slotd,
     room: Room,
+    streams: Arc<Streams>,
 }
 
 impl BookingApi {
-    pub fn new(app: Slotd, room: Room) -> Self {
-        Self { app, room }
+    pub fn new(app: Slotd, room: Room, streams: Arc<Streams>) -> Self {
+        Self { app, room, streams }
     }
 }
 
@@ -122,7 +125,7 @@ impl BookingService for BookingApi {
         let outcome = self.app.hold(&hold).await;
         self.room.settle(admitted, false).await;
         let hold = outcome.map_err(status)?;
-        tracing::info!(hold = %hold.id, slot = %hold.slot, seats = hold.seats(), "seats held");
+        tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
         }))
@@ -150,7 +153,7 @@ impl BookingService for BookingApi {
         self.room.settle(admitted, outcome.is_ok()).await;
         let appointment = outcome.map_err(status)?;
         tracing::info!(
-            hold = %confirmation.hold,
+            hold_ref = %confirmation.hold.reference(),
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
             "hold confirmed"
@@ -169,7 +172,7 @@ impl BookingService for BookingApi {
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
         let release = convert::hold_release(request.get_ref()).map_err(status)?;
         let hold = self.app.release_hold(&release).await.map_err(status)?;
-        tracing::info!(hold = %hold.id, slot = %hold.slot, "hold released");
+        tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, "hold released");
         Ok(Response::new(pb::ReleaseHoldResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
         }))
@@ -274,9 +277,16 @@ impl BookingService for BookingApi {
         let id = self.entry_holder(&req.entry_id, &req.entry_secret)?;
         // Refuse an unknown entry before the stream starts.
         let first = self.app.waitlist_entry(&id).await.map_err(status)?;
+        // Counted per client until the stream ends; refused past the cap.
+        let permit = self
+            .streams
+            .open(self.streams.client(&request))
+            .map_err(status)?;
+        let deadline = self.streams.deadline();
         let (tx, rx) = mpsc::channel(4);
         let app = self.app.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut seen = Ok(first);
             let mut last: Option<pb::WaitlistEntry> = None;
             let mut sent_at = Instant::now();
@@ -304,6 +314,9 @@ impl BookingService for BookingApi {
                 tokio::select! {
                     () = tokio::time::sleep(OFFER_POLL) => {}
                     () = tx.closed() => return,
+                    // The lifetime is over: end with OK; the client watches again and gets the
+                    // entry as it is now first (crate::streams).
+                    () = tokio::time::sleep_until(deadline) => return,
                 }
                 seen = app.waitlist_entry(&id).await;
             }

@@ -1,8 +1,8 @@
 //! CalendarService: the public calendar.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -11,19 +11,21 @@ use super::error::status;
 use super::pb;
 use super::pb::calendar_service_server::CalendarService;
 use crate::app::Slotd;
-use crate::availability::DayChange;
+use crate::availability::{DayChange, WatchEvent};
 use crate::domain::rules::DateRange;
 use crate::domain::types::{format_date, CategoryId, PostId};
 use crate::room::{Gate, Room};
+use crate::streams::Streams;
 
 pub struct CalendarApi {
     app: Slotd,
     room: Room,
+    streams: Arc<Streams>,
 }
 
 impl CalendarApi {
-    pub fn new(app: Slotd, room: Room) -> Self {
-        Self { app, room }
+    pub fn new(app: Slotd, room: Room, streams: Arc<Streams>) -> Self {
+        Self { app, room, streams }
     }
 
     async fn gate<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -108,22 +110,32 @@ impl CalendarService for CalendarApi {
         })
         .map_err(status)?;
         self.gate(&request).await?;
+        // Counted per client until the stream ends; refused past the cap.
+        let permit = self
+            .streams
+            .open(self.streams.client(&request))
+            .map_err(status)?;
+        let deadline = self.streams.deadline();
         // Registered (subscribed) before the snapshot is read: no change falls in between.
         let mut watch = self.app.watch(&post, &category, range).map_err(status)?;
         let first = snapshot(&self.app, &post, &category, range).await?;
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            let _permit = permit;
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
             loop {
                 let message = tokio::select! {
-                    received = watch.updates.recv() => received,
+                    received = watch.next() => received,
                     () = tx.closed() => return,
+                    // The lifetime is over: end with OK; the client watches again and starts
+                    // from a fresh snapshot (crate::streams).
+                    () = tokio::time::sleep_until(deadline) => return,
                 };
                 let update = match message {
-                    Ok(changes) => {
+                    WatchEvent::Changes(changes) => {
                         let slots = changes_in(&changes, &post, &category, range);
                         if slots.is_empty() {
                             continue;
@@ -134,8 +146,8 @@ impl CalendarService for CalendarApi {
                         })
                     }
                     // Fell behind the feed: start over from a fresh snapshot.
-                    Err(RecvError::Lagged(_)) => snapshot(&app, &post, &category, range).await,
-                    Err(RecvError::Closed) => return,
+                    WatchEvent::Lagged => snapshot(&app, &post, &category, range).await,
+                    WatchEvent::Closed => return,
                 };
                 let failed = update.is_err();
                 if tx.send(update).await.is_err() || failed {

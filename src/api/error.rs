@@ -26,8 +26,17 @@ pub enum ApiError {
         limit: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The client holds `streams.max_per_client` open streams already (`crate::streams`).
+    #[error("too many open streams: at most {max} per client; close one first")]
+    TooManyStreams { max: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::streams::TooManyStreams> for ApiError {
+    fn from(e: crate::streams::TooManyStreams) -> Self {
+        ApiError::TooManyStreams { max: e.max }
+    }
 }
 
 impl From<Error> for ApiError {
@@ -65,6 +74,12 @@ impl From<ApiError> for Status {
                 details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, meta);
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            ApiError::TooManyStreams { max } => with_info(
+                Code::ResourceExhausted,
+                message,
+                "TOO_MANY_STREAMS",
+                &[("max_per_client", max.to_string())],
+            ),
             ApiError::Store(StoreError::Unavailable { detail }) => {
                 tracing::warn!(%detail, "store unavailable");
                 with_info(
@@ -159,16 +174,18 @@ fn domain_status(e: Error, message: String) -> Status {
                 ("booked", booked.to_string()),
             ],
         ),
-        Error::ReceiptNotRegistered { receipt_number } => with_info(
+        // No oracle: an unknown receipt and someone else's receipt answer alike, so a caller who
+        // cannot show the passport it was paid for learns nothing about whether it exists. What
+        // the applicant who mistyped either number needs is the same in both cases: check the
+        // receipt and passport numbers. (The middleware charges this answer to the caller's
+        // failed-lookup budget.)
+        Error::ReceiptNotRegistered { receipt_number }
+        | Error::ReceiptPassportMismatch { receipt_number } => with_info(
             FailedPrecondition,
-            message,
+            format!(
+                "receipt {receipt_number} is not registered for this passport: check the receipt and passport numbers"
+            ),
             "RECEIPT_NOT_REGISTERED",
-            &[("receipt_number", receipt_number)],
-        ),
-        Error::ReceiptPassportMismatch { receipt_number } => with_info(
-            FailedPrecondition,
-            message,
-            "RECEIPT_PASSPORT_MISMATCH",
             &[("receipt_number", receipt_number)],
         ),
         Error::ReceiptExpired {

@@ -27,6 +27,11 @@ use crate::domain::types::{
 };
 use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
 
+/// Manifest entries one `manifest` call examines at most (both stores): however many cancelled
+/// appointments lie between two live ones, one call's work is bounded; the page is then short
+/// (even empty) with a `next` cursor, and the caller follows it.
+pub const MANIFEST_SCAN_BUDGET: u32 = 1024;
+
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 
@@ -71,6 +76,15 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// The last id returned, or the resolved start when the page is empty.
     pub next: EventId,
+}
+
+/// What a hold sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Holds whose seats came back.
+    pub holds: u32,
+    /// The days of those holds, each once.
+    pub days: Vec<DayRef>,
 }
 
 /// A page of a day's manifest.
@@ -184,8 +198,9 @@ pub trait Inventory: Send + Sync + 'static {
     async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError>;
 
     /// Returns the seats of every hold expired at `now` (the periodic sweeper; the operations
-    /// above also reclaim the expired holds of the dates they touch). Returns how many.
-    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
+    /// above also reclaim the expired holds of the dates they touch). Returns how many, and the
+    /// days whose seats came back (the calendar cache drops those only).
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError>;
 
     /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each
     /// receipt may back at most `limit` moves.

@@ -26,25 +26,32 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
-        Self::start_with_env(port, redis_url, &[])
+        Self::start_with(port, redis_url, &[])
     }
 
-    /// `start` with extra environment variables (`SLOTD__SECTION__KEY` settings).
-    pub fn start_with_env(port: u16, redis_url: &str, env: &[(&str, &str)]) -> Self {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
-            .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
-            .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
-            .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"));
-        let child = command.spawn().expect("spawn slotd");
+    /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...).
+    pub fn start_with(port: u16, redis_url: &str, extra: &[String]) -> Self {
+        Self::start_env(port, redis_url, extra, &[])
+    }
+
+    /// `start_with` plus environment variables (`SLOTD_REDIS_CA_CERT`, ...).
+    pub fn start_env(port: u16, redis_url: &str, extra: &[String], env: &[(&str, &str)]) -> Self {
+        Self::launch(spawn(port, redis_url, None, extra, env))
+    }
+
+    /// As `start`, with extra environment (config keys), under `faketime -f <clock_offset>`
+    /// (`"+60s"`) so its system clock runs that far off (the monotonic clock is left alone).
+    pub fn start_skewed(
+        port: u16,
+        redis_url: &str,
+        clock_offset: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(spawn(port, redis_url, Some(clock_offset), &[], env))
+    }
+
+    /// Waits (bounded) for the process to log its listening address.
+    fn launch((child, log): (Child, tempfile::NamedTempFile)) -> Self {
         let mut process = Self {
             child,
             addr: String::new(),
@@ -61,6 +68,26 @@ impl Slotd {
                 "slotd did not start:\n{}",
                 process.log()
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `slotd serve` expecting it to refuse to start: waits (bounded) for it to exit,
+    /// asserts a failure exit code, and returns its output.
+    pub fn refused(redis_url: &str, extra: &[String]) -> String {
+        let (mut child, log) = spawn(0, redis_url, None, extra, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait slotd") {
+                assert!(!status.success(), "slotd exited 0:\n{}", read());
+                return read();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("slotd kept running instead of failing fast:\n{}", read());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -94,6 +121,39 @@ impl Drop for Slotd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(
+    port: u16,
+    redis_url: &str,
+    clock_offset: Option<&str>,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Child, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut command = match clock_offset {
+        Some(offset) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", offset, env!("CARGO_BIN_EXE_slotd")])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_slotd")),
+    };
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
+        .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
+        .args(extra)
+        .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
+        .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+        // After the defaults, so a test may override them.
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.reopen().expect("log"))
+        .stderr(log.reopen().expect("log"));
+    (command.spawn().expect("spawn slotd"), log)
 }
 
 /// The address of the JSON log line `{"message":"slotd listening","addr":"127.0.0.1:N",...}`.

@@ -102,6 +102,27 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the process stays connected but answers nothing (a hung replica).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {signal}");
+        }
+    }
+
     /// Starts it again on the same port and dir; the AOF brings the data back.
     pub fn restart(&mut self) {
         self.stop();

@@ -12,7 +12,7 @@
 //! This module must not know about gRPC, and nothing above `store` sees a redis type.
 
 mod codec;
-mod conn;
+pub mod conn;
 pub mod keys;
 pub mod room;
 mod sold_out;
@@ -29,7 +29,9 @@ use self::codec::{
 };
 use self::conn::Conn;
 use self::keys::{hhmm, parse_hhmm, Keys};
-use super::{EventPage, Inventory, ManifestPage, OpenReport, StoreError, IDEMPOTENCY_TTL_SECS};
+use super::{
+    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
+};
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Reschedule,
@@ -152,6 +154,12 @@ impl RedisStore {
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
         })
+    }
+
+    /// At start: a TLS trust failure (wrong `redis.tls_ca_cert`, refused client certificate),
+    /// named by its key, so slotd exits instead of serving NOT_SERVING forever.
+    pub async fn tls_refusal(&self) -> Option<conn::ConnConfigError> {
+        self.conn.tls_refusal().await
     }
 
     /// How long a waitlist offer keeps its seats (default 30 minutes).
@@ -674,11 +682,30 @@ impl Inventory for RedisStore {
             .key(self.keys.active(&query.day))
             .arg(start)
             .arg(u64::from(query.limit) + 1)
-            .arg(if query.include_cancelled { "1" } else { "0" });
-        let ::redis::Value::Array(members) = self.conn.read_script(what, &invocation).await? else {
-            return Err(StoreError::corrupt(format!(
-                "{what}: expected a member list"
-            )));
+            .arg(if query.include_cancelled { "1" } else { "0" })
+            .arg(super::MANIFEST_SCAN_BUDGET);
+        let reply = self.conn.read_script(what, &invocation).await?;
+        let (members, resume) = match reply {
+            ::redis::Value::Array(mut parts) if parts.len() == 2 => {
+                let resume = text(what, &parts[1])?;
+                match parts.swap_remove(0) {
+                    ::redis::Value::Array(members) => (members, resume),
+                    _ => return Err(StoreError::corrupt(format!("{what}: expected members"))),
+                }
+            }
+            _ => {
+                return Err(StoreError::corrupt(format!(
+                    "{what}: expected members and a resume point"
+                )))
+            }
+        };
+        // The scan budget ran out first: a short page, and the next starts after `resume`.
+        let resume = match resume.as_str() {
+            "" => None,
+            member => Some(
+                ManifestCursor::parse(member)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad member {member}")))?,
+            ),
         };
         let mut cursors = Vec::with_capacity(members.len());
         for m in &members {
@@ -692,6 +719,7 @@ impl Inventory for RedisStore {
         let more = cursors.len() > limit;
         cursors.truncate(limit);
         if cursors.is_empty() {
+            page.next = resume;
             return Ok(page);
         }
         let mut pipe = ::redis::pipe();
@@ -712,6 +740,8 @@ impl Inventory for RedisStore {
         }
         if more {
             page.next = cursors.last().cloned();
+        } else if resume.is_some() {
+            page.next = resume;
         }
         Ok(page)
     }
@@ -1032,7 +1062,7 @@ impl Inventory for RedisStore {
         Ok(self.read_hold(id).await?.map(|s| s.hold))
     }
 
-    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         let what = "reclaim holds";
         // Seats may come back: the sold-out memo forgets everything when this returns.
         let _seats_may_return = self.sold_out.forget_on_drop();
@@ -1064,15 +1094,15 @@ impl Inventory for RedisStore {
                 days.push(day);
             }
         }
-        let mut reclaimed = 0;
-        for day in &days {
-            let mut invocation = self.scripts.reclaim.key(self.keys.day(day));
+        let mut reclaimed = Reclaimed::default();
+        for day in days {
+            let mut invocation = self.scripts.reclaim.key(self.keys.day(&day));
             invocation
-                .key(self.keys.holds(day))
+                .key(self.keys.holds(&day))
                 .key(self.keys.holds_due())
                 .key(self.keys.events())
                 .arg(millis(now))
-                .arg(Keys::day_label(day))
+                .arg(Keys::day_label(&day))
                 .arg(day.to_string())
                 .arg(day.post.as_str())
                 .arg(day.category.as_str())
@@ -1080,11 +1110,17 @@ impl Inventory for RedisStore {
             self.offer_context(&mut invocation, now);
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             match status.as_str() {
-                "OK" => reclaimed += uint(what, at(what, &items, 0)?)?,
+                "OK" => {
+                    let n = uint(what, at(what, &items, 0)?)?;
+                    if n > 0 {
+                        reclaimed.holds += n;
+                        reclaimed.days.push(day);
+                    }
+                }
                 _ => return Err(unexpected(what, &status, &items)),
             }
         }
-        if reclaimed == 0 && !members.is_empty() {
+        if reclaimed.holds == 0 && !members.is_empty() {
             // Due entries of holds that are gone (confirmed or released between the read and
             // the script) are removed by those scripts; a leftover here means a stray member.
             tracing::debug!(due = members.len(), "due holds without expired members");

@@ -8,29 +8,42 @@
 --          (a cursor is ManifestCursor::encode, equal to the member it stopped at)
 -- ARGV[2]  how many members to return at most (page size + 1, so slotd knows a next page exists)
 -- ARGV[3]  "1" to include cancelled appointments, "0" for active (BOOKED) ones only
+-- ARGV[4]  scan budget: members examined at most in this call (MANIFEST_SCAN_BUDGET)
 --
--- Returns the members, at most ARGV[2] of them.
+-- Returns {members, resume}: the members (at most ARGV[2]), and resume = the last member
+-- examined when the budget ran out before ARGV[2] members were found ("" otherwise): the page
+-- is then short and the next one starts after `resume`.
 --
 -- Invariant: a cursor stays valid while bookings arrive (members are removed only when a
--- reschedule moves an appointment away; ZRANGEBYLEX "(cursor" still starts after it).
+-- reschedule moves an appointment away; ZRANGEBYLEX "(cursor" still starts after it). The work
+-- of one call is bounded by the budget, however many cancelled members lie in between.
 local want = tonumber(ARGV[2])
 local include_cancelled = ARGV[3] == '1'
+local budget = tonumber(ARGV[4])
 local start = ARGV[1]
 local chunk = 256
 local out = {}
-while want and #out < want do
-  local batch = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, chunk)
+local scanned = 0
+local resume = ''
+while want and budget and #out < want and scanned < budget do
+  local take = math.min(chunk, budget - scanned)
+  local batch = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, take)
   for _, member in ipairs(batch) do
+    scanned = scanned + 1
     if include_cancelled or redis.call('HEXISTS', KEYS[2], string.sub(member, 6)) == 1 then
       out[#out + 1] = member
       if #out >= want then
         break
       end
     end
+    if scanned >= budget then
+      resume = member
+      break
+    end
   end
-  if #batch < chunk then
+  if #out >= want or resume ~= '' or #batch < take then
     break
   end
   start = '(' .. batch[#batch]
 end
-return out
+return {out, resume}

@@ -1,0 +1,197 @@
+//! An `Inventory` that counts the slot reads going through the seam and can hold them at a
+//! gate (the calendar cache tests: how many store reads did the calls cost?).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+
+use slotd::domain::lifecycle::{
+    EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, Reschedule,
+};
+use slotd::domain::rules::{
+    AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
+};
+use slotd::domain::types::{
+    Appointment, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, Receipt, SlotRef,
+    SlotState, SlotTime,
+};
+use slotd::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
+use slotd::store::{EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError};
+
+pub struct CountingStore {
+    inner: Arc<dyn Inventory>,
+    slot_reads: AtomicU64,
+    gated: AtomicBool,
+    gate: Semaphore,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn Inventory>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            slot_reads: AtomicU64::new(0),
+            gated: AtomicBool::new(false),
+            gate: Semaphore::new(0),
+        })
+    }
+
+    /// `slots` calls so far (each one store read of a range).
+    pub fn slot_reads(&self) -> u64 {
+        self.slot_reads.load(Ordering::SeqCst)
+    }
+
+    /// From now on `slots` waits at the gate until `open_gate`.
+    pub fn close_gate(&self) {
+        self.gated.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open_gate(&self) {
+        self.gated.store(false, Ordering::SeqCst);
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+#[async_trait]
+impl Inventory for CountingStore {
+    async fn open_slots(
+        &self,
+        plan: &OpenPlan,
+        now: DateTime<Utc>,
+    ) -> Result<OpenReport, StoreError> {
+        self.inner.open_slots(plan, now).await
+    }
+    async fn set_capacity(
+        &self,
+        slot: &SlotRef,
+        capacity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<SlotState, StoreError> {
+        self.inner.set_capacity(slot, capacity, now).await
+    }
+    async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError> {
+        self.inner.close_slots(day, time).await
+    }
+    async fn slots(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<Vec<SlotState>, StoreError> {
+        self.slot_reads.fetch_add(1, Ordering::SeqCst);
+        if self.gated.load(Ordering::SeqCst) {
+            let _permit = self.gate.acquire().await;
+        }
+        self.inner.slots(post, category, range).await
+    }
+    async fn book(
+        &self,
+        booking: &Booking,
+        confirmation: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        self.inner.book(booking, confirmation, now).await
+    }
+    async fn appointment(
+        &self,
+        confirmation: &ConfirmationNumber,
+        passport: &PassportNumber,
+    ) -> Result<Appointment, StoreError> {
+        self.inner.appointment(confirmation, passport).await
+    }
+    async fn cancel(
+        &self,
+        cancellation: &Cancellation,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        self.inner.cancel(cancellation, now).await
+    }
+    async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
+        self.inner.manifest(query).await
+    }
+    async fn register_receipt(&self, receipt: &Receipt) -> Result<(Receipt, bool), StoreError> {
+        self.inner.register_receipt(receipt).await
+    }
+    async fn audit(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        range: DateRange,
+    ) -> Result<AuditReport, StoreError> {
+        self.inner.audit(post, category, range).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn hold(
+        &self,
+        request: &HoldRequest,
+        id: &HoldId,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        self.inner.hold(request, id, expires_at, now).await
+    }
+    async fn confirm_hold(
+        &self,
+        confirmation: &HoldConfirmation,
+        number: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        self.inner.confirm_hold(confirmation, number, now).await
+    }
+    async fn release_hold(
+        &self,
+        release: &HoldRelease,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        self.inner.release_hold(release, now).await
+    }
+    async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        self.inner.find_hold(id).await
+    }
+    async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
+        self.inner.reclaim_expired_holds(now).await
+    }
+    async fn reschedule(
+        &self,
+        reschedule: &Reschedule,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        self.inner.reschedule(reschedule, limit, now).await
+    }
+    async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
+        self.inner.events(start, limit).await
+    }
+    async fn join_waitlist(
+        &self,
+        join: &WaitlistJoin,
+        id: &EntryId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        self.inner.join_waitlist(join, id, limit, now).await
+    }
+    async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+        self.inner.waitlist_entry(id).await
+    }
+    async fn leave_waitlist(
+        &self,
+        id: &EntryId,
+        now: DateTime<Utc>,
+    ) -> Result<WaitlistEntry, StoreError> {
+        self.inner.leave_waitlist(id, now).await
+    }
+    async fn set_waitlist_share(
+        &self,
+        post: &PostId,
+        category: &CategoryId,
+        percent: u32,
+    ) -> Result<u32, StoreError> {
+        self.inner.set_waitlist_share(post, category, percent).await
+    }
+}
