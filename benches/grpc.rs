@@ -256,7 +256,7 @@ fn grpc(c: &mut Criterion) {
                     async move {
                         client
                             .join(pb::JoinRequest {
-                                client_key: format!("bench-{key}"),
+                                client_key: format!("bench-{key}.Kq7xZ2pLm9TvW4rN8sYb3c"),
                             })
                             .await
                             .expect("join");

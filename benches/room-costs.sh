@@ -4,9 +4,10 @@
 #   watch-1: one Watch stream for D s (room on, paused)         -> the replica's own steady cost:
 #            r_step (Redis µs per admission step, 10 a second, settings read included) and
 #            r_sweep (Redis µs per hold sweep, once a second, no holds due)
-#   watch-W: W Watch streams for D s                            -> r_status (Redis µs per status
-#            poll, one per stream and second) and c_watch (slotd CPU µs per stream and second),
-#            each as the difference to watch-1.
+#   watch-W: W Watch streams for D s                            -> r_watch (Redis µs per
+#            waiter-second: the replica's batched sync, heartbeats included), c_watch (slotd CPU
+#            µs per waiter-second), each as the difference to watch-1; messages per
+#            waiter-second; m_watch (slotd RSS per open stream, peak minus before).
 #   join   : `slotd-load --scenario join` (room on)            -> r_join  (Redis µs per join)
 # Commands run inside scripts also appear in commandstats under their own names: only EVALSHA
 # and the commands slotd sends itself (HGETALL of the settings, ZRANGEBYSCORE of the sweep)
@@ -48,7 +49,7 @@ run() { local name=$1; shift
 }
 # The join run last: it leaves a large line behind, which the steps then expire.
 run watch-1 --scenario watch --concurrency 1 --connections 1 --duration "$D"
-run watch-W --scenario watch --concurrency "$W" --connections 16 --duration "$D"
+run watch-W --scenario watch --concurrency "$W" --connections 16 --duration "$D" --server-pid "$SLOTD_PID"
 run join --scenario join --concurrency 64 --connections 4 --duration "$D"
 python3 - "$OUT" "$(getconf CLK_TCK)" "$W" <<'PY'
 import json, re, sys
@@ -81,7 +82,11 @@ redis_w = (usec(sw, "evalsha", "hgetall") / tw - base) * tw
 polls = many["watch_streams_open"] * tw
 cpu_w = (cpu_s("watch-W") / tw - cpu_s("watch-1") / t1) * tw
 print(f"watch-W: {many['watch_streams_open']} streams open, {tw:.1f} s, {many['watch_messages']} messages")
-print(f"  r_status = {redis_w / max(polls, 1):.2f} us Redis per status poll (one per stream and second)")
-print(f"  c_watch  = {cpu_w * 1e6 / max(polls, 1):.2f} us slotd CPU per stream and second")
+print(f"  r_watch  = {redis_w / max(polls, 1):.3f} us Redis per waiter-second (EVALSHA + HGETALL over watch-1)")
+print(f"  c_watch  = {cpu_w * 1e6 / max(polls, 1):.2f} us slotd CPU per waiter-second")
+print(f"  msgs     = {many['watch_messages'] / max(polls, 1):.3f} messages per waiter-second (the first one included)")
+b, p = many.get("server_rss_kib_before"), many.get("server_rss_kib_peak")
+if b and p:
+    print(f"  m_watch  = {(p - b) * 1024 / max(many['watch_streams_open'], 1) / 1024:.2f} KiB slotd RSS per stream ({b} -> {p} KiB)")
 PY
 echo "raw reports in $OUT"

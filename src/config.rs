@@ -190,7 +190,32 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub booking: BookingSettings,
     pub calendar: CalendarSettings,
+    pub waiting_room: WaitingRoomSettings,
     pub streams: StreamSettings,
+}
+
+/// How Watch streams of the waiting room hear from it (`src/room.rs`, `WatchOptions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitingRoomSettings {
+    /// Seconds a watcher waits at most for a message while nothing moves.
+    pub watch_heartbeat_secs: u64,
+    /// A waiter is sent a new position / estimate once it moved by this percentage of the value
+    /// last sent (at least by one); 0 = every change.
+    pub watch_position_step_percent: u32,
+    /// Open Watch streams one ticket may have on one replica.
+    pub max_watchers_per_ticket: u32,
+}
+
+impl Default for WaitingRoomSettings {
+    fn default() -> Self {
+        let d = crate::room::WatchOptions::default();
+        Self {
+            watch_heartbeat_secs: d.heartbeat.as_secs(),
+            watch_position_step_percent: d.position_step_percent,
+            max_watchers_per_ticket: u32::try_from(d.max_watchers_per_ticket).unwrap_or(4),
+        }
+    }
 }
 
 /// Bounds on server streams, WatchAvailability and WatchOffers (`src/streams.rs`).
@@ -667,6 +692,16 @@ impl Settings {
         }
     }
 
+    /// Watch stream settings for `Room::with_watch_options`.
+    pub fn watch(&self) -> crate::room::WatchOptions {
+        let w = &self.waiting_room;
+        crate::room::WatchOptions {
+            heartbeat: Duration::from_secs(w.watch_heartbeat_secs),
+            position_step_percent: w.watch_position_step_percent,
+            max_watchers_per_ticket: usize::try_from(w.max_watchers_per_ticket).unwrap_or(1),
+        }
+    }
+
     /// Stream bounds for `ServeOptions::streams`.
     pub fn streams(&self) -> crate::streams::StreamOptions {
         crate::streams::StreamOptions {
@@ -677,6 +712,21 @@ impl Settings {
 
     /// Every rule a value must follow, checked before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=300).contains(&self.waiting_room.watch_heartbeat_secs),
+            "waiting_room.watch_heartbeat_secs",
+            "must be 1-300 seconds",
+        )?;
+        check(
+            self.waiting_room.watch_position_step_percent <= 100,
+            "waiting_room.watch_position_step_percent",
+            "must be 0-100 (0 = every change)",
+        )?;
+        check(
+            (1..=64).contains(&self.waiting_room.max_watchers_per_ticket),
+            "waiting_room.max_watchers_per_ticket",
+            "must be 1-64",
+        )?;
         check(
             (1..=10_000).contains(&self.streams.max_per_client),
             "streams.max_per_client",
@@ -1125,6 +1175,33 @@ mod tests {
         let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
         s.validate().expect("no cache is valid");
         assert!(s.calendar().cache_max_age.is_zero());
+        for (var, value, key) in [
+            (
+                "SLOTD__WAITING_ROOM__WATCH_HEARTBEAT_SECS",
+                "0",
+                "waiting_room.watch_heartbeat_secs",
+            ),
+            (
+                "SLOTD__WAITING_ROOM__WATCH_POSITION_STEP_PERCENT",
+                "101",
+                "waiting_room.watch_position_step_percent",
+            ),
+            (
+                "SLOTD__WAITING_ROOM__MAX_WATCHERS_PER_TICKET",
+                "0",
+                "waiting_room.max_watchers_per_ticket",
+            ),
+        ] {
+            let s = layered(None, env(&[(var, value)])).expect("parses");
+            assert_eq!(s.validate().expect_err(var).key, key);
+        }
+        let s = layered(
+            None,
+            env(&[("SLOTD__WAITING_ROOM__WATCH_POSITION_STEP_PERCENT", "0")]),
+        )
+        .expect("parses");
+        s.validate().expect("every change is valid");
+        assert_eq!(s.watch().position_step_percent, 0);
 
         let s = layered(None, env(&[("SLOTD__STREAMS__MAX_PER_CLIENT", "0")])).expect("parses");
         assert_eq!(

@@ -135,7 +135,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         None => Arc::new(MemoryWaitingRoom::new()),
     };
     let clock = Arc::new(SystemClock);
-    let room = Room::new(keys, room_store, clock.clone());
+    let room = Room::new(keys, room_store, clock.clone()).with_watch_options(settings.watch());
     let app = Slotd::new(Arc::new(catalog), store, clock)
         .with_lifecycle(settings.lifecycle())
         .with_calendar(settings.calendar());

@@ -3,23 +3,55 @@
 //!
 //! The room's settings are cached per replica and refreshed by the ticker (every
 //! `TICK_INTERVAL`), so a gate check costs no store call while the room is off; a change made on
-//! one replica reaches the others within one tick.
+//! one replica reaches the others within one tick. The room fails closed: while this replica has
+//! not read the settings within `SETTINGS_FRESH` (its store is down, or it has just started),
+//! booking calls are refused UNAVAILABLE instead of passing as if the room were off, and health
+//! reports NOT_SERVING; calendar reads stay open only if the last settings read did not gate
+//! them (never read: refused too).
+//!
+//! Watch streams cost the store nothing of their own. Each replica keeps its open streams in
+//! one in-memory registry (`Watchers`): per ticket a few numbers and the streams' outboxes, no
+//! task and no timer per stream. Once per tick the replica makes one `WaitingRoom::sync` call for
+//! all of them (chunked when large): the heartbeats that fall due (each waiter every third of the
+//! waiter timeout) and the room's events since the last tick (tickets leaving the line, in one
+//! global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
+//! was admitted (the token is minted here) and who ended. A stream is sent a message only when
+//! its own state changes, when its position or estimate moved by the configured step, or at the
+//! heartbeat interval.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 
 use crate::auth::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
-use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use crate::domain::room::{
+    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, TicketId, TicketState,
+    TicketView,
+};
 use crate::domain::Error;
 use crate::store::room::WaitingRoom;
 use crate::store::StoreError;
 
 /// How often each replica runs an admission step and refreshes its copy of the settings.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A copy of the settings older than this (real time) is not trusted: gated calls are refused.
+pub const SETTINGS_FRESH: Duration = Duration::from_secs(3);
+
+/// Events one sync reads at most; a replica further behind catches up over the next ticks.
+pub const SYNC_MAX_EVENTS: usize = 5_000;
+
+/// Watched tickets re-read one by one per tick at most (only after the event log was trimmed
+/// past this replica's cursor, e.g. after a long outage).
+pub const REFRESH_PER_TICK: usize = 50;
+
+/// Recent events kept in memory, so a view read just before the registry moved on is caught up.
+const RECENT_EVENTS: usize = 8_192;
 
 /// What a gate protects: calendar reads are gated only when the operator says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,26 +67,64 @@ pub struct Seen {
     pub token: Option<String>,
 }
 
+/// How this replica's Watch streams hear from the room (config `waiting_room.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// A stream is sent its status at least this often while nothing moves.
+    pub heartbeat: Duration,
+    /// A waiting stream is sent a new `people_ahead` / estimate once either moved by at least
+    /// this percentage of the value last sent (and by at least one); 0 = every change.
+    pub position_step_percent: u32,
+    /// Open Watch streams one ticket may have on this replica.
+    pub max_watchers_per_ticket: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(3),
+            position_step_percent: 10,
+            max_watchers_per_ticket: 4,
+        }
+    }
+}
+
+impl WatchOptions {
+    /// Whether `now` differs from `sent` by the step.
+    fn moved(&self, sent: u64, now: u64) -> bool {
+        let delta = sent.abs_diff(now);
+        delta > 0
+            && delta.saturating_mul(100)
+                >= sent.saturating_mul(u64::from(self.position_step_percent))
+    }
+}
+
 #[derive(Clone)]
 pub struct Room {
     keys: AdmissionKeys,
     store: Arc<dyn WaitingRoom>,
     clock: Arc<dyn Clock>,
-    config: Arc<RwLock<RoomConfig>>,
-    /// Bumped after every admission step that admitted someone; watchers wake on it.
-    admitted: Arc<watch::Sender<u64>>,
+    /// The settings last read and when (real time); None until the first read.
+    config: Arc<RwLock<Option<(RoomConfig, Instant)>>>,
+    watchers: Arc<Mutex<Watchers>>,
+    options: WatchOptions,
 }
 
 impl Room {
     pub fn new(keys: AdmissionKeys, store: Arc<dyn WaitingRoom>, clock: Arc<dyn Clock>) -> Self {
-        let (admitted, _) = watch::channel(0);
         Self {
             keys,
             store,
             clock,
-            config: Arc::new(RwLock::new(RoomConfig::default())),
-            admitted: Arc::new(admitted),
+            config: Arc::new(RwLock::new(None)),
+            watchers: Arc::new(Mutex::new(Watchers::default())),
+            options: WatchOptions::default(),
         }
+    }
+
+    pub fn with_watch_options(mut self, options: WatchOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// The signing keys (waitlist entry secrets are derived with them too).
@@ -66,17 +136,36 @@ impl Room {
         self.clock.now()
     }
 
-    pub fn cached_config(&self) -> RoomConfig {
-        *self.config.read().unwrap_or_else(|e| e.into_inner())
+    /// The settings, if read within `SETTINGS_FRESH`.
+    pub fn known_config(&self) -> Option<RoomConfig> {
+        let cached = *self.config.read().unwrap_or_else(|e| e.into_inner());
+        cached
+            .filter(|(_, at)| at.elapsed() <= SETTINGS_FRESH)
+            .map(|(c, _)| c)
+    }
+
+    /// The settings last read, however long ago.
+    fn last_config(&self) -> Option<RoomConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(c, _)| c)
+    }
+
+    /// Whether this replica knows the room's settings (health reports it).
+    pub fn settings_known(&self) -> bool {
+        self.known_config().is_some()
     }
 
     fn cache(&self, config: RoomConfig) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some((config, Instant::now()));
     }
 
-    /// Wakes when an admission step admitted someone.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.admitted.subscribe()
+    /// Reads the settings once (the ticker does it every tick).
+    pub async fn refresh_settings(&self) -> Result<RoomConfig, StoreError> {
+        let config = self.store.config().await?;
+        self.cache(config);
+        Ok(config)
     }
 
     fn seen(&self, view: TicketView) -> Seen {
@@ -95,7 +184,11 @@ impl Room {
     pub async fn join(&self, client_key: &ClientKey) -> Result<(Seen, String), StoreError> {
         let view = self
             .store
-            .join(client_key, &TicketId::generate(), self.now())
+            .join(
+                &self.keys.client_ref(client_key),
+                &TicketId::generate(),
+                self.now(),
+            )
             .await?;
         let secret = self.keys.ticket_secret(&view.id);
         Ok((self.seen(view), secret))
@@ -106,6 +199,58 @@ impl Room {
         self.keys.check_ticket_secret(ticket, secret)?;
         let view = self.store.status(ticket, self.now()).await?;
         Ok(self.seen(view))
+    }
+
+    /// Opens a Watch stream for the holder of the ticket's secret: one status read (refusing a
+    /// wrong secret or an unknown ticket, and the first heartbeat), then the stream lives in the
+    /// registry and costs the store nothing of its own.
+    pub async fn watch(&self, ticket: &TicketId, secret: &str) -> Result<WatchFeed, StoreError> {
+        let first = self.status(ticket, secret).await?;
+        let outbox = Arc::new(Outbox::default());
+        let feed = WatchFeed {
+            outbox: outbox.clone(),
+        };
+        if first.view.state != TicketState::Waiting {
+            outbox.push(first, true);
+            return Ok(feed);
+        }
+        let mut w = self.lock_watchers();
+        let limit = self.options.max_watchers_per_ticket;
+        let entry = match w.tickets.get_mut(ticket) {
+            Some(entry) => {
+                entry.streams.retain(|s| !s.is_closed());
+                if entry.streams.len() >= limit {
+                    return Err(Error::TooManyWatchers { limit }.into());
+                }
+                entry
+            }
+            None => {
+                let mut entry = w.watched(&first.view);
+                entry.beaten_at = self.now();
+                w.tickets.entry(ticket.clone()).or_insert(entry)
+            }
+        };
+        // The entry's own numbers: a second stream of a ticket sees what the first one sees.
+        let view = entry.view(ticket, first.view.rate_per_minute);
+        entry.streams.push(outbox.clone());
+        drop(w);
+        outbox.push(self.seen(view), false);
+        Ok(feed)
+    }
+
+    /// Open Watch streams in this replica's registry, and tickets they watch.
+    pub fn watch_counts(&self) -> (usize, usize) {
+        let w = self.lock_watchers();
+        let streams = w
+            .tickets
+            .values()
+            .map(|e| e.streams.iter().filter(|s| !s.is_closed()).count())
+            .sum();
+        (streams, w.tickets.len())
+    }
+
+    fn lock_watchers(&self) -> MutexGuard<'_, Watchers> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub async fn leave(&self, ticket: &TicketId, secret: &str) -> Result<Seen, StoreError> {
@@ -135,13 +280,22 @@ impl Room {
     }
 
     /// Lets a call through the room: Ok(None) when the room does not gate it, Ok(Some(ticket))
-    /// for a valid token of a live admitted session.
+    /// for a valid token of a live admitted session. Settings this replica could not read are
+    /// no reason to let anyone through: UNAVAILABLE.
     pub async fn gate(
         &self,
         token: Option<&str>,
         gate: Gate,
     ) -> Result<Option<TicketId>, StoreError> {
-        let config = self.cached_config();
+        let config = match (self.known_config(), gate) {
+            (Some(config), _) => config,
+            // Reads stay open on the last settings read if those did not gate them.
+            (None, Gate::Calendar) => match self.last_config() {
+                Some(c) if !c.enabled || !c.gate_calendar => return Ok(None),
+                _ => return Err(settings_unknown()),
+            },
+            (None, Gate::Booking) => return Err(settings_unknown()),
+        };
         if !config.enabled || (gate == Gate::Calendar && !config.gate_calendar) {
             return Ok(None);
         }
@@ -179,18 +333,109 @@ impl Room {
         }
     }
 
-    /// One tick: refresh the settings, run an admission step, wake watchers if anyone got in.
+    /// One tick: refresh the settings, run an admission step, then sync the Watch streams.
     pub async fn tick(&self) -> Result<u64, StoreError> {
-        let config = self.store.config().await?;
-        self.cache(config);
-        if !config.enabled {
-            return Ok(0);
-        }
-        let admitted = self.store.advance(self.now()).await?;
-        if admitted > 0 {
-            self.admitted.send_modify(|n| *n += admitted);
-        }
+        let config = self.refresh_settings().await?;
+        let admitted = if config.enabled {
+            self.store.advance(self.now()).await?
+        } else {
+            0
+        };
+        self.sync_watchers(&config).await?;
         Ok(admitted)
+    }
+
+    /// The registry's one store call (chunked) for every stream it holds, then the messages.
+    async fn sync_watchers(&self, config: &RoomConfig) -> Result<(), StoreError> {
+        let now = self.now();
+        let beat_every = beat_period(config);
+        let (after, beats, stale) = {
+            let mut w = self.lock_watchers();
+            w.prune();
+            if w.tickets.is_empty() {
+                // Nobody to tell: no call (the cursor is set by the next stream's view).
+                w.cursor = None;
+                w.recent.clear();
+                return Ok(());
+            }
+            let beats: Vec<TicketId> = w
+                .tickets
+                .iter()
+                .filter(|(_, e)| e.beaten_at + beat_every <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let stale: Vec<TicketId> = w
+                .tickets
+                .iter()
+                .filter(|(_, e)| e.stale)
+                .take(REFRESH_PER_TICK)
+                .map(|(id, _)| id.clone())
+                .collect();
+            (w.cursor, beats, stale)
+        };
+        let synced = self.store.sync(after, &beats, SYNC_MAX_EVENTS, now).await?;
+        let mut out: Vec<(Arc<Outbox>, Seen, bool)> = Vec::new();
+        {
+            let mut w = self.lock_watchers();
+            for id in &beats {
+                if let Some(e) = w.tickets.get_mut(id) {
+                    e.beaten_at = now;
+                }
+            }
+            w.rate_per_minute = synced.rate_per_minute;
+            if synced.gap {
+                tracing::info!(
+                    after = ?after,
+                    head = synced.head,
+                    "waiting room event log trimmed past this replica: re-reading its watched tickets"
+                );
+                for e in w.tickets.values_mut() {
+                    e.stale = true;
+                }
+                w.recent.clear();
+                w.cursor = Some(synced.head);
+            } else {
+                let ended = w.apply(&synced.events, synced.head);
+                for (event, client_key, streams) in ended {
+                    let seen = self.seen(event_view(&event, client_key, w.rate_per_minute));
+                    for s in streams {
+                        out.push((s, seen.clone(), true));
+                    }
+                }
+            }
+            w.messages(&self.options, Instant::now(), |outbox, view| {
+                out.push((outbox, self.seen(view), false));
+            });
+        }
+        for (outbox, seen, last) in out {
+            outbox.push(seen, last);
+        }
+        // After a gap: re-read a few watched tickets exactly (bounded per tick).
+        for id in stale {
+            match self.store.status(&id, self.now()).await {
+                Ok(view) => {
+                    let mut w = self.lock_watchers();
+                    let outcome = w.refresh(&view);
+                    drop(w);
+                    if let Some((streams, last)) = outcome {
+                        let seen = self.seen(view);
+                        for s in streams {
+                            s.push(seen.clone(), last);
+                        }
+                    }
+                }
+                Err(StoreError::Domain(Error::TicketNotFound)) => {
+                    let mut w = self.lock_watchers();
+                    if let Some(e) = w.tickets.remove(&id) {
+                        for s in e.streams {
+                            s.finish();
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Ticks until the task is aborted. Errors (store down) are logged; the room fails closed:
@@ -213,5 +458,395 @@ impl Room {
             }
             tokio::time::sleep(TICK_INTERVAL).await;
         }
+    }
+}
+
+fn settings_unknown() -> StoreError {
+    StoreError::Unavailable {
+        detail: "the waiting room's settings could not be read lately: gated calls are refused until they are".into(),
+    }
+}
+
+/// How often a watched waiter is heartbeated in the store (room time): three times per waiter
+/// timeout.
+fn beat_period(config: &RoomConfig) -> chrono::Duration {
+    chrono::Duration::milliseconds(i64::from(config.waiter_timeout_secs) * 1000 / 3)
+}
+
+/// One replica's open Watch streams, by ticket.
+#[derive(Default)]
+struct Watchers {
+    tickets: HashMap<TicketId, Watched>,
+    /// The last event applied; None while nobody watches.
+    cursor: Option<u64>,
+    /// `(seq, number)` of the last events applied, oldest first.
+    recent: VecDeque<(u64, u64)>,
+    rate_per_minute: f64,
+}
+
+/// A watched waiting ticket: what its streams were last told and what it is now.
+struct Watched {
+    client_key: ClientKey,
+    number: u64,
+    /// Live waiters ahead, counting every event up to `seq`.
+    ahead: u64,
+    seq: u64,
+    /// `ahead` is unknown (the log was trimmed past it): re-read before telling positions.
+    stale: bool,
+    sent_ahead: u64,
+    sent_wait: u32,
+    sent_at: Instant,
+    /// When the store last heard this waiter is alive (room time).
+    beaten_at: DateTime<Utc>,
+    streams: Vec<Arc<Outbox>>,
+}
+
+impl Watched {
+    fn view(&self, id: &TicketId, rate_per_minute: f64) -> TicketView {
+        TicketView {
+            id: id.clone(),
+            client_key: self.client_key.clone(),
+            number: self.number,
+            state: TicketState::Waiting,
+            ahead: self.ahead,
+            admission_number: 0,
+            session_expires_at: None,
+            rate_per_minute,
+            seq: self.seq,
+        }
+    }
+}
+
+/// A watched ticket as the event that took it out of the line leaves it.
+fn event_view(event: &RoomEvent, client_key: ClientKey, rate_per_minute: f64) -> TicketView {
+    TicketView {
+        id: event.id.clone(),
+        client_key,
+        number: event.number,
+        state: event.state,
+        ahead: 0,
+        admission_number: event.admission_number,
+        session_expires_at: event.session_expires_at,
+        rate_per_minute,
+        seq: event.seq,
+    }
+}
+
+/// Watched tickets that left the line: the event, their client key and streams.
+type Ended = Vec<(RoomEvent, ClientKey, Vec<Arc<Outbox>>)>;
+
+impl Watchers {
+    /// A new entry for a waiting view, caught up with the events this registry applied after
+    /// the view was read; stale when they are no longer all at hand.
+    fn watched(&mut self, view: &TicketView) -> Watched {
+        let now = Instant::now();
+        let mut entry = Watched {
+            client_key: view.client_key.clone(),
+            number: view.number,
+            ahead: view.ahead,
+            seq: view.seq,
+            stale: false,
+            sent_ahead: view.ahead,
+            sent_wait: view.estimated_wait_secs(),
+            sent_at: now,
+            // The status read was a heartbeat (`watch` sets its time).
+            beaten_at: DateTime::<Utc>::MIN_UTC,
+            streams: Vec::new(),
+        };
+        self.catch_up(&mut entry, view);
+        if self.cursor.is_none() {
+            self.cursor = Some(view.seq);
+        }
+        entry
+    }
+
+    /// Applies to `entry` (read at `view.seq`) the recent events after it.
+    fn catch_up(&self, entry: &mut Watched, view: &TicketView) {
+        let Some(cursor) = self.cursor else {
+            return;
+        };
+        if view.seq >= cursor {
+            return; // the sync applies the later events, skipping those up to `seq`
+        }
+        let covered = self
+            .recent
+            .front()
+            .is_some_and(|(oldest, _)| *oldest <= view.seq + 1);
+        if !covered {
+            entry.stale = true;
+            return;
+        }
+        for (seq, number) in &self.recent {
+            if *seq <= view.seq {
+                continue;
+            }
+            if *number == view.number {
+                // It left the line meanwhile: a re-read tells how.
+                entry.stale = true;
+            } else if *number < view.number {
+                entry.ahead = entry.ahead.saturating_sub(1);
+            }
+        }
+        entry.seq = cursor;
+    }
+
+    /// Drops closed streams and tickets nobody watches any more.
+    fn prune(&mut self) {
+        self.tickets.retain(|_, e| {
+            e.streams.retain(|s| !s.is_closed());
+            !e.streams.is_empty()
+        });
+    }
+
+    /// Applies events in sequence order: the watched tickets among them leave the registry
+    /// (returned, to be told), everyone else's `ahead` drops by the lower numbers that left.
+    fn apply(&mut self, events: &[RoomEvent], head: u64) -> Ended {
+        let mut ended = Vec::new();
+        let Some(last) = events.last() else {
+            if self.cursor.is_none() {
+                self.cursor = Some(head);
+            }
+            return ended;
+        };
+        let last_seq = last.seq;
+        let first_seq = events[0].seq;
+        for event in events {
+            self.recent.push_back((event.seq, event.number));
+            if let Some(e) = self.tickets.remove(&event.id) {
+                ended.push((event.clone(), e.client_key, e.streams));
+            }
+        }
+        while self.recent.len() > RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        let mut numbers: Vec<u64> = events.iter().map(|e| e.number).collect();
+        numbers.sort_unstable();
+        for e in self.tickets.values_mut() {
+            if e.seq >= last_seq {
+                continue;
+            }
+            let below = if e.seq < first_seq {
+                numbers.partition_point(|n| *n < e.number) as u64
+            } else {
+                events
+                    .iter()
+                    .filter(|ev| ev.seq > e.seq && ev.number < e.number)
+                    .count() as u64
+            };
+            e.ahead = e.ahead.saturating_sub(below);
+            e.seq = last_seq;
+        }
+        self.cursor = Some(last_seq);
+        ended
+    }
+
+    /// Calls `send` for every entry whose position or estimate moved by the step, or whose
+    /// streams have heard nothing for the heartbeat interval.
+    fn messages(
+        &mut self,
+        options: &WatchOptions,
+        now: Instant,
+        mut send: impl FnMut(Arc<Outbox>, TicketView),
+    ) {
+        let rate = self.rate_per_minute;
+        for (id, e) in &mut self.tickets {
+            let wait = estimate_wait_secs(e.ahead, rate);
+            let moved = !e.stale
+                && (options.moved(e.sent_ahead, e.ahead)
+                    || options.moved(u64::from(e.sent_wait), u64::from(wait)));
+            if !moved && now.duration_since(e.sent_at) < options.heartbeat {
+                continue;
+            }
+            if !e.stale {
+                e.sent_ahead = e.ahead;
+                e.sent_wait = wait;
+            }
+            e.sent_at = now;
+            let mut view = e.view(id, rate);
+            view.ahead = e.sent_ahead;
+            for s in &e.streams {
+                send(s.clone(), view.clone());
+            }
+        }
+    }
+
+    /// Takes an exact re-read of a stale entry: Some((streams, last)) to tell.
+    fn refresh(&mut self, view: &TicketView) -> Option<(Vec<Arc<Outbox>>, bool)> {
+        if view.state != TicketState::Waiting {
+            let e = self.tickets.remove(&view.id)?;
+            return Some((e.streams, true));
+        }
+        let fresh = self.watched(view);
+        let e = self.tickets.get_mut(&view.id)?;
+        if fresh.stale {
+            return None; // still behind: next tick
+        }
+        e.ahead = fresh.ahead;
+        e.seq = fresh.seq;
+        e.stale = false;
+        e.sent_ahead = e.ahead;
+        e.sent_wait = fresh.sent_wait;
+        e.sent_at = Instant::now();
+        Some((e.streams.clone(), false))
+    }
+}
+
+/// Where the registry leaves a stream's next message: the latest one wins (a watcher needs
+/// only the newest status, and a slow reader never holds up the tick).
+#[derive(Default)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    next: Option<Seen>,
+    /// End the stream after `next`.
+    last: bool,
+    /// The stream was dropped (the watcher went away).
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, seen: Seen, last: bool) {
+        let waker = {
+            let mut s = self.lock();
+            if s.last {
+                return; // already ended
+            }
+            s.next = Some(seen);
+            s.last = last;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ends the stream without a further message.
+    fn finish(&self) {
+        let waker = {
+            let mut s = self.lock();
+            s.last = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// The receiving end of one Watch stream.
+pub struct WatchFeed {
+    outbox: Arc<Outbox>,
+}
+
+impl tokio_stream::Stream for WatchFeed {
+    type Item = Seen;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Seen>> {
+        let mut s = self.outbox.lock();
+        if let Some(seen) = s.next.take() {
+            return Poll::Ready(Some(seen));
+        }
+        if s.last {
+            return Poll::Ready(None);
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for WatchFeed {
+    fn drop(&mut self) {
+        self.outbox.lock().closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(number: u64, ahead: u64, seq: u64) -> TicketView {
+        TicketView {
+            id: TicketId::generate(),
+            client_key: ClientKey::stored("ref").unwrap_or_else(|| unreachable!()),
+            number,
+            state: TicketState::Waiting,
+            ahead,
+            admission_number: 0,
+            session_expires_at: None,
+            rate_per_minute: 60.0,
+            seq,
+        }
+    }
+
+    fn left(seq: u64, number: u64) -> RoomEvent {
+        RoomEvent {
+            seq,
+            id: TicketId::generate(),
+            number,
+            state: TicketState::Left,
+            admission_number: 0,
+            session_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn the_step_is_a_share_of_the_value_last_sent_and_at_least_one() {
+        let o = WatchOptions {
+            position_step_percent: 10,
+            ..WatchOptions::default()
+        };
+        assert!(!o.moved(100, 91));
+        assert!(o.moved(100, 90));
+        assert!(o.moved(5, 4), "near the front every move counts");
+        assert!(!o.moved(7, 7));
+        let every = WatchOptions {
+            position_step_percent: 0,
+            ..o
+        };
+        assert!(every.moved(1_000_000, 999_999));
+    }
+
+    /// Events apply to a view only after the sequence it was read at, whether they arrive in
+    /// the next sync or were applied before the view registered (the recent ring).
+    #[test]
+    fn events_count_once_for_every_view_whenever_it_registered() {
+        let mut w = Watchers::default();
+        // A view at seq 10: 5 ahead (numbers 1..=5 live), it is number 6.
+        let early = view(6, 5, 10);
+        let e = w.watched(&early);
+        w.tickets.insert(early.id.clone(), e);
+        assert_eq!(w.cursor, Some(10));
+        // Events 11-12: numbers 2 and 9 leave.
+        w.apply(&[left(11, 2), left(12, 9)], 12);
+        assert_eq!(w.tickets[&early.id].ahead, 4);
+        // A view read at seq 11 (it saw number 2 leave, not 9) registers after the sync.
+        let late = view(10, 7, 11);
+        let e = w.watched(&late);
+        assert_eq!((e.ahead, e.seq, e.stale), (6, 12, false));
+        w.tickets.insert(late.id.clone(), e);
+        // A view read at seq 12 and a sync still answering events up to 12 and then 13.
+        let fresh = view(11, 6, 12);
+        let e = w.watched(&fresh);
+        w.tickets.insert(fresh.id.clone(), e);
+        w.apply(&[left(13, 1)], 13);
+        assert_eq!(w.tickets[&early.id].ahead, 3);
+        assert_eq!(w.tickets[&late.id].ahead, 5);
+        assert_eq!(w.tickets[&fresh.id].ahead, 5);
+        // A view older than the ring is stale (re-read), never guessed.
+        w.recent.clear();
+        let old = view(20, 9, 5);
+        assert!(w.watched(&old).stale);
     }
 }

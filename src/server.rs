@@ -140,15 +140,16 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Pings the store and mirrors the answer in health, until the task is aborted.
-async fn watch_store(app: Slotd, reporter: HealthReporter, interval: Duration) {
+/// Pings the store and mirrors the answer in health, until the task is aborted. A replica that
+/// does not know the waiting room's settings (it refuses gated calls) is NOT_SERVING too.
+async fn watch_store(app: Slotd, room: Room, reporter: HealthReporter, interval: Duration) {
     let mut serving = None;
     loop {
         let ok = matches!(
             tokio::time::timeout(interval.max(Duration::from_millis(200)), app.store().ping())
                 .await,
             Ok(Ok(()))
-        );
+        ) && room.settings_known();
         if serving != Some(ok) {
             if ok {
                 tracing::info!("store answers: serving");
@@ -177,8 +178,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
+    // Gated calls are refused until the room's settings are read: try once before serving.
+    if let Err(e) = room.refresh_settings().await {
+        tracing::warn!(error = %e, "waiting room settings unreadable: gated calls refused until they are");
+    }
     let watcher = tokio::spawn(watch_store(
         app.clone(),
+        room.clone(),
         reporter.clone(),
         options.health_interval,
     ));

@@ -750,7 +750,7 @@ fn mutated_admission_tokens_ticket_and_entry_secrets_never_verify() {
     let keys = AdmissionKeys::new(KEY).expect("key");
     let other = AdmissionKeys::new(OTHER_KEY).expect("key");
     let ticket = TicketId::generate();
-    let client = ClientKey::parse("fuzz-client").expect("client key");
+    let client = ClientKey::parse("fuzz-client.Kq7xZ2pLm9TvW4rN8sYb3c").expect("client key");
     let token = keys.mint(&ticket, &client, now() + Duration::minutes(10), now());
     let secret = keys.ticket_secret(&ticket);
     let entry = EntryId::generate();
@@ -765,7 +765,7 @@ fn mutated_admission_tokens_ticket_and_entry_secrets_never_verify() {
     // The genuine ones pass (else the test below proves nothing), and only under their key.
     let (claims, id) = keys.verify(&token, now()).expect("genuine token");
     assert_eq!(id, ticket);
-    assert_eq!(claims.ck, "fuzz-client");
+    assert_eq!(claims.ck, "fuzz-client.Kq7xZ2pLm9TvW4rN8sYb3c");
     assert!(other.verify(&token, now()).is_err());
     keys.check_ticket_secret(&ticket, &secret)
         .expect("genuine secret");

@@ -135,7 +135,7 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     for i in 0..CLIENTS {
         let joined = WaitingRoomServiceClient::new(channels[(i % 3) as usize].clone())
             .join(pb::JoinRequest {
-                client_key: format!("fifo-{i}"),
+                client_key: client_key(&format!("fifo-{i}")),
             })
             .await
             .unwrap()
@@ -481,4 +481,62 @@ async fn hold_ids_and_entry_secrets_appear_in_no_event_and_no_log_line() {
             "a credential is in the log:\n{log}"
         );
     }
+}
+
+/// The waiting room's Watch settings reach the binary as config keys: with
+/// `waiting_room.max_watchers_per_ticket = 1` a ticket's second stream is refused, and the
+/// first one hears its heartbeat at `waiting_room.watch_heartbeat_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_the_waiting_room_watch_settings() {
+    use tokio_stream::StreamExt;
+    let redis = RedisServer::start();
+    let slotd = Slotd::start_env(
+        0,
+        &redis.url(),
+        &[],
+        &[
+            ("SLOTD__WAITING_ROOM__MAX_WATCHERS_PER_TICKET", "1"),
+            ("SLOTD__WAITING_ROOM__WATCH_HEARTBEAT_SECS", "1"),
+        ],
+    );
+    let channel = connect(&slotd.addr()).await;
+    AdminServiceClient::new(channel.clone())
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(pb::WaitingRoomConfig {
+                enabled: true,
+                admissions_per_minute: 60,
+                max_active_sessions: 10,
+                session_duration_seconds: 600,
+                waiter_timeout_seconds: 60,
+                paused: true,
+                gate_calendar: false,
+            }),
+        }))
+        .await
+        .unwrap();
+    let mut room = WaitingRoomServiceClient::new(channel);
+    let joined = room
+        .join(pb::JoinRequest {
+            client_key: client_key("binary-watch"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let request = || pb::WatchRequest {
+        ticket_id: joined.status.clone().unwrap().ticket_id,
+        ticket_secret: joined.ticket_secret.clone(),
+    };
+    let mut first = room.watch(request()).await.unwrap().into_inner();
+    let s = room.watch(request()).await.unwrap_err();
+    assert_refused(&s, tonic::Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    // The first message, then heartbeats (1 s apart; the deadline is only a bound).
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), first.next())
+            .await
+            .expect("a message")
+            .expect("stream open")
+            .expect("status");
+        assert_eq!(m.state, pb::TicketState::Waiting as i32);
+    }
+    drop(slotd);
 }

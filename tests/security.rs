@@ -654,7 +654,7 @@ async fn admitted(server: &TestServer, key: &str) -> (String, String, String) {
         .waiting_room()
         .await
         .join(pb::JoinRequest {
-            client_key: key.into(),
+            client_key: client_key(key),
         })
         .await
         .expect("join")
@@ -707,7 +707,7 @@ async fn admission_tokens_of_a_ticket_that_left_or_never_existed_open_nothing() 
         .expect("key")
         .mint(
             &slotd::domain::room::TicketId::generate(),
-            &slotd::domain::room::ClientKey::parse("ghost").expect("key"),
+            &slotd::domain::room::ClientKey::parse(&client_key("ghost")).expect("key"),
             epoch() + chrono::Duration::minutes(10),
             epoch(),
         );

@@ -93,7 +93,7 @@ async fn join(server: &TestServer, key: &str) -> (Held, pb::TicketStatus) {
         .waiting_room()
         .await
         .join(pb::JoinRequest {
-            client_key: key.into(),
+            client_key: client_key(key),
         })
         .await
         .expect("join")
@@ -177,7 +177,7 @@ async fn the_room_off_means_no_tickets_and_no_tokens_needed(r: &Replicas) {
         r.a.waiting_room()
             .await
             .join(pb::JoinRequest {
-                client_key: "k".into(),
+                client_key: client_key("k"),
             })
             .await
             .unwrap_err();
@@ -340,7 +340,7 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
         .unwrap()
         .mint(
             &slotd::domain::room::TicketId::parse(&held.id).unwrap(),
-            &slotd::domain::room::ClientKey::parse("booker").unwrap(),
+            &slotd::domain::room::ClientKey::parse(&client_key("booker")).unwrap(),
             epoch() + ChronoDuration::hours(1),
             epoch(),
         );
@@ -499,6 +499,64 @@ async fn abandoned_tickets_are_skipped_and_not_counted(r: &Replicas) {
     assert_eq!(s.state, pb::TicketState::Expired as i32);
 }
 
+/// The client key is the one credential that rejoins a place (and so gets its ticket secret,
+/// its token and the power to leave): a guessable one is refused, and the store keeps only a
+/// keyed digest of it, so reading the store (or an admission token) does not give it away.
+async fn a_guessable_client_key_is_refused_and_the_store_never_holds_the_key(r: &Replicas) {
+    configure(
+        &r.a,
+        pb::WaitingRoomConfig {
+            paused: true,
+            ..config(60, 10)
+        },
+    )
+    .await;
+    let mut client = r.b.waiting_room().await;
+    for guessable in [
+        "4471-2290-0183",
+        "R000000000000000000000123",
+        "receipt-2030-000123",
+    ] {
+        let s = client
+            .join(pb::JoinRequest {
+                client_key: guessable.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad_fields(&s), vec!["client_key"], "{guessable}: {s:?}");
+    }
+    assert_eq!(stats(&r.a).await.last_ticket_number, 0, "nothing joined");
+    let key = "Zr8-fQ2_xL0pVb7KmN4tYc9wJ1s";
+    let joined = client
+        .join(pb::JoinRequest {
+            client_key: key.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = joined.status.unwrap().ticket_id;
+    let ticket = slotd::domain::room::TicketId::parse(&id).unwrap();
+    let stored = r.a.room.status(&ticket, epoch()).await.unwrap().client_key;
+    assert!(
+        !stored.as_str().contains(key) && stored.as_str().len() >= 22,
+        "the store holds {stored}"
+    );
+    // The holder's refresh on the other replica still finds the place.
+    let again =
+        r.a.waiting_room()
+            .await
+            .join(pb::JoinRequest {
+                client_key: key.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (again.status.unwrap().ticket_id, again.ticket_secret),
+        (id, joined.ticket_secret)
+    );
+}
+
 async fn invalid_room_settings_are_refused_by_field(r: &Replicas) {
     let bad = pb::WaitingRoomConfig {
         admissions_per_minute: 0,
@@ -574,7 +632,7 @@ async fn ten_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: &R
             for i in (t..N).step_by(50) {
                 let r = client
                     .join(pb::JoinRequest {
-                        client_key: format!("fair-{i}"),
+                        client_key: client_key(&format!("fair-{i}")),
                     })
                     .await
                     .expect("join")
@@ -736,6 +794,7 @@ macro_rules! room_suite {
 }
 
 room_suite!(
+    a_guessable_client_key_is_refused_and_the_store_never_holds_the_key,
     one_admission_books_once_even_when_its_token_is_sent_many_times_at_once,
     a_rejoin_keeps_the_place_and_people_ahead_are_counted,
     the_room_off_means_no_tickets_and_no_tokens_needed,
@@ -776,7 +835,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
         r.a.waiting_room()
             .await
             .join(pb::JoinRequest {
-                client_key: "during".into(),
+                client_key: client_key("during"),
             })
             .await
             .unwrap_err();
@@ -796,7 +855,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
         .unwrap()
         .mint(
             &slotd::domain::room::TicketId::parse(&second.id).unwrap(),
-            &slotd::domain::room::ClientKey::parse("before-2").unwrap(),
+            &slotd::domain::room::ClientKey::parse(&client_key("before-2")).unwrap(),
             epoch() + ChronoDuration::hours(1),
             epoch(),
         );
@@ -868,7 +927,7 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
             for i in (t..N).step_by(30) {
                 let r = client
                     .join(pb::JoinRequest {
-                        client_key: format!("three-{i}"),
+                        client_key: client_key(&format!("three-{i}")),
                     })
                     .await
                     .expect("join")
@@ -919,4 +978,627 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
     for s in servers {
         s.stop().await;
     }
+}
+
+/// The waiting room seen through its store seam: every call counted by method.
+struct CountingRoom {
+    inner: Arc<dyn WaitingRoom>,
+    calls: std::sync::Mutex<HashMap<&'static str, u64>>,
+}
+
+impl CountingRoom {
+    fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    /// The calls since the last take, by method.
+    fn take(&self) -> HashMap<&'static str, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[tonic::async_trait]
+impl WaitingRoom for CountingRoom {
+    async fn configure(
+        &self,
+        config: &slotd::domain::room::RoomConfig,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.count("configure");
+        self.inner.configure(config, now).await
+    }
+    async fn config(&self) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.count("config");
+        self.inner.config().await
+    }
+    async fn join(
+        &self,
+        client_key: &slotd::domain::room::ClientKey,
+        fresh: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("join");
+        self.inner.join(client_key, fresh, now).await
+    }
+    async fn status(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("status");
+        self.inner.status(ticket, now).await
+    }
+    async fn end(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        state: slotd::domain::room::TicketState,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("end");
+        self.inner.end(ticket, state, now).await
+    }
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[slotd::domain::room::TicketId],
+        max_events: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::Synced, slotd::store::StoreError> {
+        self.count("sync");
+        self.inner.sync(after, heartbeat, max_events, now).await
+    }
+    async fn advance(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, slotd::store::StoreError> {
+        self.count("advance");
+        self.inner.advance(now).await
+    }
+    async fn check_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("check_session");
+        self.inner.check_session(ticket, now).await
+    }
+    async fn claim_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("claim_session");
+        self.inner.claim_session(ticket, now).await
+    }
+    async fn release_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("release_session");
+        self.inner.release_session(ticket).await
+    }
+    async fn stats(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomStats, slotd::store::StoreError> {
+        self.count("stats");
+        self.inner.stats(now).await
+    }
+}
+
+/// Polls `done` every 50 ms for up to 60 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Every message each watched ticket (by ticket number) received, in order.
+type Inbox = Arc<std::sync::Mutex<HashMap<u64, Vec<pb::TicketStatus>>>>;
+
+/// Opens one Watch stream per ticket, spread over `channels`, each read by a task into `inbox`.
+async fn watch_all(
+    channels: &[tonic::transport::Channel],
+    tickets: &[(Held, u64)],
+    inbox: &Inbox,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut readers = Vec::new();
+    for (i, (held, number)) in tickets.iter().enumerate() {
+        let mut client = pb::waiting_room_service_client::WaitingRoomServiceClient::new(
+            channels[i % channels.len()].clone(),
+        );
+        let mut stream = client
+            .watch(pb::WatchRequest {
+                ticket_id: held.id.clone(),
+                ticket_secret: held.secret.clone(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let inbox = inbox.clone();
+        let number = *number;
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(s)) = stream.next().await {
+                inbox.lock().unwrap().entry(number).or_default().push(s);
+            }
+        }));
+    }
+    readers
+}
+
+async fn join_many(server: &TestServer, prefix: &str, n: usize) -> Vec<(Held, u64)> {
+    let mut client = server.waiting_room().await;
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = client
+            .join(pb::JoinRequest {
+                client_key: client_key(&format!("{prefix}-{i}")),
+            })
+            .await
+            .expect("join")
+            .into_inner();
+        let s = r.status.expect("status");
+        tickets.push((
+            Held {
+                id: s.ticket_id,
+                secret: r.ticket_secret,
+            },
+            s.ticket_number,
+        ));
+    }
+    tickets
+}
+
+/// The cost model (#14.6): 2,000 Watch streams on one replica cost the store nothing of their
+/// own. Counted through the store seam, a tick is one settings read, one admission step and
+/// one sync, whatever the number of streams; an admission step sends messages only to the
+/// streams whose state changed (admitted) or whose position moved by the configured step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
+    const N: usize = 2_000;
+    let counting = CountingRoom::new(Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new()));
+    let room: Arc<dyn WaitingRoom> = counting.clone();
+    let clock = ManualClock::new(epoch());
+    let server = TestServer::launch_watch(
+        Arc::new(slotd::store::memory::MemoryStore::new()),
+        room,
+        clock,
+        slotd::room::WatchOptions {
+            heartbeat: Duration::from_secs(300),
+            position_step_percent: 50,
+            max_watchers_per_ticket: 4,
+        },
+    )
+    .await;
+    // 300 a minute: the full bucket admits 5 at the first unpaused step, then (the manual clock
+    // standing still) nobody more.
+    let paused = pb::WaitingRoomConfig {
+        paused: true,
+        waiter_timeout_seconds: 600,
+        ..config(300, 10_000)
+    };
+    configure(&server, paused).await;
+    let tickets = join_many(&server, "cost", N).await;
+    assert_eq!(
+        tickets.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        (1..=N as u64).collect::<Vec<_>>()
+    );
+    // max_concurrent_streams is 256: eight connections of 250 streams.
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(server.channel().await);
+    }
+    let inbox: Inbox = Arc::default();
+    let readers = watch_all(&channels, &tickets, &inbox).await;
+    eventually("every stream got its first message", || {
+        inbox.lock().unwrap().len() == N
+    })
+    .await;
+    let opened = counting.take();
+    assert_eq!(
+        opened.get("status").copied(),
+        Some(N as u64),
+        "one read per stream opened: {opened:?}"
+    );
+
+    // Steady state: nothing moves. Ten ticks and more, no per-stream call, no message.
+    let before: usize = inbox.lock().unwrap().values().map(Vec::len).sum();
+    tokio::time::sleep(slotd::room::TICK_INTERVAL * 15).await;
+    let calls = counting.take();
+    let ticks = calls.get("advance").copied().unwrap_or(0);
+    assert!(ticks >= 5, "the ticker ran: {calls:?}");
+    for (method, n) in &calls {
+        match *method {
+            // At most one each per tick (+1: a tick may straddle the window's edges).
+            "config" | "advance" | "sync" => {
+                assert!(
+                    *n <= ticks + 1,
+                    "{method}: {n} calls in {ticks} ticks ({calls:?})"
+                )
+            }
+            other => panic!("{other} called {n} times by idle watchers: {calls:?}"),
+        }
+    }
+    let after: usize = inbox.lock().unwrap().values().map(Vec::len).sum();
+    assert_eq!(after, before, "no message while nothing moves");
+
+    // One admission step: 5 admitted.
+    configure(
+        &server,
+        pb::WaitingRoomConfig {
+            paused: false,
+            ..paused
+        },
+    )
+    .await;
+    counting.take();
+    eventually("the five admitted got their tokens", || {
+        let inbox = inbox.lock().unwrap();
+        (1..=5).all(|n| {
+            inbox[&n]
+                .last()
+                .is_some_and(|s| s.state == ADMITTED && !s.admission_token.is_empty())
+        })
+    })
+    .await;
+    settle().await;
+    settle().await;
+    let calls = counting.take();
+    let ticks = calls.get("advance").copied().unwrap_or(0);
+    for (method, n) in &calls {
+        match *method {
+            "config" | "advance" | "sync" => {
+                assert!(
+                    *n <= ticks + 1,
+                    "{method}: {n} calls in {ticks} ticks ({calls:?})"
+                )
+            }
+            other => panic!("{other} called {n} times during an admission: {calls:?}"),
+        }
+    }
+    check_admission_messages(&inbox.lock().unwrap());
+    for r in readers {
+        r.abort();
+    }
+    drop(channels);
+    server.stop().await;
+}
+
+/// Who heard what after one admission step of five (see the test above).
+fn check_admission_messages(inbox: &HashMap<u64, Vec<pb::TicketStatus>>) {
+    let mut told: Vec<u64> = inbox
+        .iter()
+        .filter(|(_, got)| got.len() > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    told.sort_unstable();
+    // 1-5 admitted; 6-11 had 5-10 ahead, now 0-5: moved by at least half. Everyone else: no
+    // message at all.
+    assert_eq!(told, (1..=11).collect::<Vec<_>>());
+    for n in 1..=5u64 {
+        assert_eq!(
+            inbox[&n].len(),
+            2,
+            "ticket {n}: first status, then admitted"
+        );
+        assert_eq!(inbox[&n][1].admission_number, n);
+    }
+    for n in 6..=11u64 {
+        let got = &inbox[&n];
+        assert_eq!(got.len(), 2, "ticket {n}: {got:?}");
+        assert_eq!((got[1].state, got[1].people_ahead), (WAITING, n - 6));
+    }
+}
+
+/// Watchers' positions are derived in memory from the room's events, yet exact: after people
+/// ahead leave, expire and are admitted (through another replica), every watcher's last
+/// message equals what GetStatus (one exact count in the store) says.
+async fn watched_positions_are_exact(
+    a: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+    b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+) {
+    let clock = ManualClock::new(epoch());
+    let every_change = slotd::room::WatchOptions {
+        heartbeat: Duration::from_secs(300),
+        position_step_percent: 0,
+        max_watchers_per_ticket: 2,
+    };
+    let ra = TestServer::launch_watch(a.0, a.1, clock.clone(), every_change).await;
+    let rb = TestServer::launch_watch(b.0, b.1, clock.clone(), every_change).await;
+    let paused = pb::WaitingRoomConfig {
+        paused: true,
+        ..config(120, 100)
+    };
+    configure(&ra, paused).await;
+    let tickets = join_many(&rb, "exact", 60).await;
+    let channels = vec![ra.channel().await];
+    // Watch the even numbers on replica a; the odd ones come and go through replica b.
+    let watched: Vec<(Held, u64)> = tickets
+        .iter()
+        .filter(|(_, n)| n % 2 == 0)
+        .map(|(h, n)| {
+            (
+                Held {
+                    id: h.id.clone(),
+                    secret: h.secret.clone(),
+                },
+                *n,
+            )
+        })
+        .collect();
+    let inbox: Inbox = Arc::default();
+    let readers = watch_all(&channels, &watched, &inbox).await;
+    // A second stream of one ticket is fine; a third is refused on this replica.
+    let mut client = ra.waiting_room().await;
+    let (extra, _) = &watched[0];
+    let request = || pb::WatchRequest {
+        ticket_id: extra.id.clone(),
+        ticket_secret: extra.secret.clone(),
+    };
+    let _second = client.watch(request()).await.expect("second watcher");
+    let s = client.watch(request()).await.unwrap_err();
+    assert_refused(&s, Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    // Odd tickets 1-19 leave through b; 21-39 fall silent and expire (the watched keep their
+    // place: replica a heartbeats them); then two seconds of admissions.
+    let mut b_client = rb.waiting_room().await;
+    for (held, n) in &tickets {
+        if n % 2 == 1 && *n < 20 {
+            b_client
+                .leave(pb::LeaveRequest {
+                    ticket_id: held.id.clone(),
+                    ticket_secret: held.secret.clone(),
+                })
+                .await
+                .expect("leave");
+        }
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            ..paused
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        clock.advance(ChronoDuration::seconds(2));
+        for (held, n) in &tickets {
+            if n % 2 == 1 && *n > 40 {
+                poll(&rb, held).await;
+            }
+        }
+        settle().await;
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            paused: false,
+            ..paused
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        clock.advance(ChronoDuration::seconds(1));
+        for (held, n) in &tickets {
+            if n % 2 == 1 && *n > 40 {
+                poll(&rb, held).await;
+            }
+        }
+        settle().await;
+    }
+    configure(
+        &ra,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 5,
+            ..paused
+        },
+    )
+    .await;
+    settle().await;
+    settle().await;
+    let mut checked = 0;
+    for (held, n) in &watched {
+        let truth = poll(&rb, held).await;
+        let ok = || {
+            let inbox = inbox.lock().unwrap();
+            inbox.get(n).and_then(|got| got.last()).is_some_and(|last| {
+                (last.state, last.people_ahead, last.admission_number)
+                    == (truth.state, truth.people_ahead, truth.admission_number)
+            })
+        };
+        eventually(&format!("ticket {n}: watcher agrees with {truth:?}"), ok).await;
+        checked += usize::from(truth.state == WAITING && truth.people_ahead > 0);
+    }
+    assert!(checked > 5, "some watchers still wait with people ahead");
+    let s = stats(&ra).await;
+    assert!(s.expired_total >= 10, "the silent ones expired: {s:?}");
+    for r in readers {
+        r.abort();
+    }
+    drop((channels, client, b_client, _second));
+    ra.stop().await;
+    rb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_positions_are_exact_on_memory() {
+    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
+    let room: Arc<dyn WaitingRoom> = Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new());
+    watched_positions_are_exact((store.clone(), room.clone()), (store, room)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_positions_are_exact_on_redis() {
+    let redis = support::redis::RedisServer::start();
+    watched_positions_are_exact(
+        (redis.patient_store(), redis.room()),
+        (redis.patient_store(), redis.room()),
+    )
+    .await;
+}
+
+/// A join flood that falls silent cannot turn one admission step into one long script: each
+/// step drops at most `EXPIRE_PER_STEP` silent waiters, and a silent waiter the bound has not
+/// reached yet is dropped, never admitted, when its turn comes.
+async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
+    room: Arc<dyn WaitingRoom>,
+) {
+    use slotd::domain::room::{ClientKey, RoomConfig, TicketId, TicketState, EXPIRE_PER_STEP};
+    const SILENT: usize = 2_500;
+    let t0 = epoch();
+    let at = |s: i64| t0 + ChronoDuration::seconds(s);
+    let paused = RoomConfig {
+        enabled: true,
+        paused: true,
+        admissions_per_minute: 60_000,
+        max_active_sessions: 10_000,
+        waiter_timeout_secs: 60,
+        ..RoomConfig::default()
+    };
+    room.configure(&paused, t0).await.unwrap();
+    for i in 0..SILENT {
+        let key = ClientKey::parse(&format!("flood-{i}.Kq7xZ2pLm9TvW4rN8sYb3c")).unwrap();
+        room.join(&key, &TicketId::generate(), t0).await.unwrap();
+    }
+    // One that keeps polling, behind the silent ones.
+    let key = ClientKey::parse("stays.Kq7xZ2pLm9TvW4rN8sYb3c").unwrap();
+    let stays = room.join(&key, &TicketId::generate(), t0).await.unwrap().id;
+    // Steps every 2 s (no outage) up to the timeout: nobody silent for 60 s yet.
+    for s in (0..60).step_by(2) {
+        room.status(&stays, at(s)).await.unwrap();
+        room.advance(at(s)).await.unwrap();
+    }
+    assert_eq!(room.stats(at(58)).await.unwrap().expired_total, 0);
+    room.status(&stays, at(60)).await.unwrap();
+    room.advance(at(60)).await.unwrap();
+    let s = room.stats(at(60)).await.unwrap();
+    assert_eq!(
+        (s.expired_total, s.waiting),
+        (
+            EXPIRE_PER_STEP as u64,
+            (SILENT - EXPIRE_PER_STEP + 1) as u64
+        ),
+        "one step drops at most {EXPIRE_PER_STEP}"
+    );
+    // Unpaused: 1,500 silent still ahead of `stays`; this step drops 1,000 more by the bound
+    // and the admission skips (drops) the other 500 instead of letting them in.
+    room.configure(
+        &RoomConfig {
+            paused: false,
+            ..paused
+        },
+        at(62),
+    )
+    .await
+    .unwrap();
+    room.status(&stays, at(62)).await.unwrap();
+    room.advance(at(62)).await.unwrap();
+    let s = room.stats(at(62)).await.unwrap();
+    assert_eq!((s.admitted_total, s.expired_total), (1, SILENT as u64));
+    let v = room.status(&stays, at(62)).await.unwrap();
+    assert_eq!((v.state, v.admission_number), (TicketState::Admitted, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_waiters_are_dropped_in_bounded_steps_on_memory() {
+    silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(Arc::new(
+        slotd::store::memory_room::MemoryWaitingRoom::new(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_waiters_are_dropped_in_bounded_steps_on_redis() {
+    let redis = support::redis::RedisServer::start();
+    silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(redis.room()).await;
+}
+
+/// A replica that cannot read the room's settings (its room store is down from the start)
+/// does not take the room for disabled: booking is refused UNAVAILABLE and health says
+/// NOT_SERVING, though the booking store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_read_the_room_settings_fails_closed() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let mut redis = support::redis::RedisServer::start();
+    let room: Arc<dyn WaitingRoom> = redis.room();
+    redis.stop();
+    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
+    let server = TestServer::launch(
+        store,
+        room,
+        ManualClock::new(epoch()),
+        ServeOptions::default(),
+    )
+    .await;
+    let date = day(7);
+    open_times(&server, &date, "08:00", "08:00", 5).await;
+    register_receipts(&server, [1]).await;
+    let s = server
+        .booking()
+        .await
+        .book_appointment(book_request(
+            "closed-1",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&s, Code::Unavailable, "STORE_UNAVAILABLE");
+    let mut health = HealthClient::new(server.channel().await);
+    let mut status = None;
+    for _ in 0..100 {
+        let s = health
+            .check(HealthCheckRequest {
+                service: "slotd.v1.BookingService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        status = Some(s);
+        if s == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+    // The room store comes back: the settings are read (room off) and booking goes through.
+    redis.restart();
+    let mut booked = false;
+    for i in 0..200 {
+        match server
+            .booking()
+            .await
+            .book_appointment(book_request(
+                &format!("open-{i}"),
+                slot(&date, "08:00"),
+                vec![applicant(1)],
+            ))
+            .await
+        {
+            Ok(_) => {
+                booked = true;
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(booked, "booking resumes once the settings are read");
+    assert_eq!(seats_left(&server, &date, "08:00").await, 4, "booked once");
+    server.stop().await;
 }

@@ -309,5 +309,11 @@ fn domain_status(e: Error, message: String) -> Status {
             "ADMISSION_STEPS_EXHAUSTED",
             &[("limit", limit.to_string())],
         ),
+        Error::TooManyWatchers { limit } => with_info(
+            ResourceExhausted,
+            message,
+            "TOO_MANY_WATCHERS",
+            &[("limit", limit.to_string())],
+        ),
     }
 }

@@ -1,11 +1,9 @@
 //! WaitingRoomService: join, watch (server stream), poll, leave.
 
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::error::status;
@@ -16,10 +14,9 @@ use crate::domain::types::format_instant;
 use crate::domain::{Error, Violations};
 use crate::room::{Room, Seen};
 
-/// A watcher hears from the room at least this often.
+/// A slot watcher (`BookingService.WatchAvailability`) hears at least this often; waiting-room
+/// watchers follow `room::WatchOptions::heartbeat`.
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
-/// A watcher's ticket is read at most this often (each read is also its heartbeat).
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 pub struct WaitingRoomApi {
     room: Room,
@@ -102,50 +99,11 @@ impl WaitingRoomService for WaitingRoomApi {
             &request.get_ref().ticket_secret,
         )
         .map_err(status)?;
-        // Refuse a wrong secret or an unknown ticket before the stream starts.
-        let first = self.room.status(&ticket, &secret).await.map_err(status)?;
-        let (tx, rx) = mpsc::channel(4);
-        let room = self.room.clone();
-        tokio::spawn(async move {
-            let mut admissions = room.subscribe();
-            let mut seen = Ok(first);
-            let mut last: Option<pb::TicketStatus> = None;
-            let mut sent_at = Instant::now();
-            loop {
-                match seen {
-                    Err(e) => {
-                        // Store down: say so and end; the place is kept (the room fails closed).
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                    Ok(s) => {
-                        let message = ticket_pb(&s);
-                        if last.as_ref() != Some(&message) || sent_at.elapsed() >= HEARTBEAT {
-                            if tx.send(Ok(message.clone())).await.is_err() {
-                                return; // the watcher went away
-                            }
-                            sent_at = Instant::now();
-                            last = Some(message);
-                        }
-                        if s.view.state != TicketState::Waiting {
-                            return;
-                        }
-                    }
-                }
-                let wait = tokio::time::sleep(WATCH_POLL);
-                tokio::select! {
-                    () = wait => {}
-                    changed = admissions.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = tx.closed() => return,
-                }
-                seen = room.status(&ticket, &secret).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Refuses a wrong secret, an unknown ticket or one watched too often before the stream
+        // starts; then the stream lives in the room's registry (no task of its own).
+        let feed = self.room.watch(&ticket, &secret).await.map_err(status)?;
+        let stream: WatchStream = Box::pin(feed.map(|seen| Ok(ticket_pb(&seen))));
+        Ok(Response::new(stream))
     }
 
     async fn get_status(

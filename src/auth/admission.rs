@@ -141,6 +141,13 @@ impl AdmissionKeys {
         }
     }
 
+    /// What the room keeps of a client key: a keyed digest (43 characters), so neither the
+    /// store nor an admission token (which carries it) gives away the key that rejoins a place.
+    pub fn client_ref(&self, key: &ClientKey) -> ClientKey {
+        let digest = URL_SAFE_NO_PAD.encode(self.mac("slotd-client.v1.", key.as_str().as_bytes()));
+        ClientKey::stored(&digest).unwrap_or_else(|| key.clone())
+    }
+
     /// The secret of a waitlist entry: derived, never stored, like a ticket's.
     pub fn entry_secret(&self, entry: &crate::domain::waitlist::EntryId) -> String {
         URL_SAFE_NO_PAD.encode(self.mac("slotd-entry.v1.", entry.as_str().as_bytes()))
@@ -222,10 +229,13 @@ mod tests {
         let k = keys();
         let now = Utc::now();
         let t = TicketId::generate();
-        let ck = ClientKey::parse("sess-1").unwrap();
+        let ck = ClientKey::parse("sess-1.Kq7xZ2pLm9TvW4rN8sYb3c").unwrap();
         let token = k.mint(&t, &ck, now + Duration::minutes(10), now);
         let (claims, ticket) = k.verify(&token, now).unwrap();
-        assert_eq!((claims.ck.as_str(), ticket), ("sess-1", t.clone()));
+        assert_eq!(
+            (claims.ck.as_str(), ticket),
+            ("sess-1.Kq7xZ2pLm9TvW4rN8sYb3c", t.clone())
+        );
         assert!(matches!(
             k.verify(&token, now + Duration::minutes(10)),
             Err(Error::AdmissionExpired { .. })
@@ -239,7 +249,7 @@ mod tests {
         let k = keys();
         let now = Utc::now();
         let t = TicketId::generate();
-        let ck = ClientKey::parse("sess-1").unwrap();
+        let ck = ClientKey::parse("sess-1.Kq7xZ2pLm9TvW4rN8sYb3c").unwrap();
         let token = k.mint(&t, &ck, now + Duration::minutes(10), now);
         let other = AdmissionKeys::new("another-key-another-key-another-key").unwrap();
         assert_eq!(other.verify(&token, now), Err(Error::AdmissionInvalid));

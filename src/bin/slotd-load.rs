@@ -611,7 +611,10 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Tally {
                 let outcome = c
                     .room
                     .join(pb::JoinRequest {
-                        client_key: format!("load-{}-{id}-{n}", shared.plan.run),
+                        client_key: format!(
+                            "load-{}-{id}-{n}.Kq7xZ2pLm9TvW4rN8sYb3c",
+                            shared.plan.run
+                        ),
                     })
                     .await
                     .map(|_| ());
@@ -738,7 +741,7 @@ async fn watch_run(shared: &Arc<Shared>, report: &mut Report) -> Result<(), Stri
             let mut room = WaitingRoomServiceClient::new(channel);
             let joined = room
                 .join(pb::JoinRequest {
-                    client_key: format!("watch-{}-{id}", shared.plan.run),
+                    client_key: format!("watch-{}-{id}.Kq7xZ2pLm9TvW4rN8sYb3c", shared.plan.run),
                 })
                 .await;
             let joined = match joined {

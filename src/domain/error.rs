@@ -120,6 +120,8 @@ pub enum Error {
         "this admission has made its {limit} holds, reschedules, cancellations and waitlist joins: join the waiting room again"
     )]
     AdmissionStepsExhausted { limit: u32 },
+    #[error("ticket already has {limit} open Watch streams on this server: close one first")]
+    TooManyWatchers { limit: usize },
     #[error("no waitlist entry matches this entry_id")]
     WaitlistEntryNotFound,
     #[error("entry_secret does not match entry_id")]

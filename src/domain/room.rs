@@ -174,8 +174,16 @@ pub fn is_stale(last_seen_ms: i64, resumed_ms: i64, now_ms: i64, config: &RoomCo
 /// Window over which the admission rate is observed.
 pub const RATE_WINDOW_SECS: i64 = 60;
 
-/// Who a ticket belongs to: the front end's session id, or the receipt number. Join is
-/// idempotent per client key, so whoever knows it can resume the place: use a secret session id.
+/// Shortest client key accepted: 22 characters hold 128 random bits in base64url.
+pub const MIN_CLIENT_KEY_LEN: usize = 22;
+
+/// Who a ticket belongs to, and the one credential that rejoins it: Join is idempotent per
+/// client key, so whoever presents the key gets the place back with its ticket secret. It must
+/// therefore be a random value the front end generates per browser session (16 or more random
+/// bytes, base64url), never a receipt number, passport, e-mail or anything another person could
+/// know or guess. slotd checks what it can (22-128 characters, at least 8 distinct) and keeps
+/// only a keyed digest of it (`AdmissionKeys::client_ref`): the store, and the admission tokens
+/// that carry it, never hold the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientKey(String);
 
@@ -183,7 +191,7 @@ impl ClientKey {
     pub fn parse(text: &str) -> Result<Self, FieldViolation> {
         if text.is_empty() {
             return Err(bad(
-                "client_key is required (the front end's session id or the receipt number)",
+                "client_key is required: a random value per browser session (16+ random bytes, base64url)",
             ));
         }
         if text.len() > 128
@@ -192,10 +200,32 @@ impl ClientKey {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         {
             return Err(bad(
-                "client_key must be 1-128 of A-Z, a-z, 0-9, '.', '_', ':', '-'",
+                "client_key must be 22-128 of A-Z, a-z, 0-9, '.', '_', ':', '-'",
             ));
         }
+        let distinct = text
+            .bytes()
+            .collect::<std::collections::BTreeSet<u8>>()
+            .len();
+        if text.len() < MIN_CLIENT_KEY_LEN || distinct < 8 {
+            return Err(bad(format!(
+                "client_key must be a random value of at least {MIN_CLIENT_KEY_LEN} characters \
+                 (16+ random bytes, base64url), never a receipt number or other guessable id: \
+                 whoever presents it rejoins the place"
+            )));
+        }
         Ok(Self(text.to_owned()))
+    }
+
+    /// A key as the store keeps it (a digest, or a key stored before the length rule): only
+    /// the character set is checked.
+    pub fn stored(text: &str) -> Option<Self> {
+        let ok = !text.is_empty()
+            && text.len() <= 128
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        ok.then(|| Self(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -301,6 +331,9 @@ pub struct TicketView {
     pub session_expires_at: Option<DateTime<Utc>>,
     /// Admissions per minute seen over the last minute (configured rate until any are seen).
     pub rate_per_minute: f64,
+    /// The room's event sequence when this view was read (see `RoomEvent`): a watch registry
+    /// applies only later events to it.
+    pub seq: u64,
 }
 
 impl TicketView {
@@ -308,6 +341,44 @@ impl TicketView {
         estimate_wait_secs(self.ahead, self.rate_per_minute)
     }
 }
+
+/// One ticket leaving the line (admitted, expired, left, revoked), in the room's one event
+/// sequence. Every ticket leaves the line at most once, so the sequence is what a replica needs
+/// to keep its watchers' `people_ahead` exact without a read per watcher: a waiter's count drops
+/// by one for every event of a lower ticket number after the view it started from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEvent {
+    pub seq: u64,
+    pub id: TicketId,
+    pub number: u64,
+    /// The state the ticket left the line in.
+    pub state: TicketState,
+    pub admission_number: u64,
+    pub session_expires_at: Option<DateTime<Utc>>,
+}
+
+/// What one replica's watch sync learns (see `WaitingRoom::sync`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synced {
+    /// The last event's sequence number (0 before any).
+    pub head: u64,
+    /// The events after the requested cursor are no longer all kept (the log was trimmed past
+    /// it): the caller must re-read its tickets instead of applying `events`.
+    pub gap: bool,
+    /// Events after the cursor, in sequence order, at most the requested number.
+    pub events: Vec<RoomEvent>,
+    /// Admissions per minute seen over the last minute (as in `TicketView`).
+    pub rate_per_minute: f64,
+}
+
+/// How many events the store keeps for watch registries to catch up with; a replica that falls
+/// further behind re-reads its tickets one by one (a few per tick).
+pub const EVENT_LOG_KEEP: u64 = 100_000;
+
+/// At most this many silent waiters are dropped, and this many ended tickets forgotten, in one
+/// admission step: a join flood followed by mass abandonment cannot turn one step into a long
+/// script (the rest go in the following steps, ten a second per replica).
+pub const EXPIRE_PER_STEP: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomStats {
@@ -433,8 +504,12 @@ mod tests {
         assert_eq!(TicketId::parse(id.as_str()).unwrap(), id);
         assert!(TicketId::parse("ABC").is_err());
         assert!(TicketId::parse(&"G".repeat(32)).is_err());
-        assert!(ClientKey::parse("sess-01:abc").is_ok());
+        assert!(ClientKey::parse("sess-01:Kq7xZ2pLm9TvW4rN8sYb3c").is_ok());
         assert!(ClientKey::parse("").is_err());
         assert!(ClientKey::parse("a b").is_err());
+        // Guessable: short, or long but made of a few characters.
+        assert!(ClientKey::parse("receipt-12345").is_err());
+        assert!(ClientKey::parse("0000000000000000000000123").is_err());
+        assert!(ClientKey::stored("sess-01").is_some());
     }
 }

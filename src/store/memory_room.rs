@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::room::{WaitingRoom, ENDED_TICKET_TTL_SECS};
 use super::StoreError;
 use crate::domain::room::{
-    admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomStats, TicketId,
-    TicketState, TicketView, RATE_WINDOW_SECS,
+    admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced,
+    TicketId, TicketState, TicketView, EVENT_LOG_KEEP, EXPIRE_PER_STEP, RATE_WINDOW_SECS,
 };
 use crate::domain::Error;
 
@@ -46,6 +46,9 @@ struct Room {
     ended: VecDeque<(DateTime<Utc>, TicketId)>,
     /// Admitted sessions claimed by a call in flight, until the lease ends.
     claims: HashMap<TicketId, DateTime<Utc>>,
+    /// Tickets leaving the line, the last `EVENT_LOG_KEEP` (what watch registries read).
+    log: VecDeque<RoomEvent>,
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +97,35 @@ impl Room {
             admission_number: t.admission_number,
             session_expires_at: t.session_expires_at,
             rate_per_minute: self.rate_per_minute(now),
+            seq: self.seq,
         }
+    }
+
+    /// Appends "`t` left the line" to the event log.
+    fn log_exit(&mut self, t: &Ticket) {
+        self.seq += 1;
+        self.log.push_back(RoomEvent {
+            seq: self.seq,
+            id: t.id.clone(),
+            number: t.number,
+            state: t.state,
+            admission_number: t.admission_number,
+            session_expires_at: t.session_expires_at,
+        });
+        while self.log.len() as u64 > EVENT_LOG_KEEP {
+            self.log.pop_front();
+        }
+    }
+
+    fn is_stale_waiter(&self, id: &TicketId, resumed: i64, now_ms: i64) -> bool {
+        self.tickets.get(id).is_some_and(|t| {
+            is_stale(
+                t.last_seen.timestamp_millis(),
+                resumed,
+                now_ms,
+                &self.config,
+            )
+        })
     }
 
     /// Moves a live ticket to an ended state, out of the queue and the active set.
@@ -115,14 +146,21 @@ impl Room {
         if state == TicketState::Expired {
             self.expired_total += 1;
         }
+        let was_waiting = t.state == TicketState::Waiting;
         t.state = state;
+        let t = t.clone();
         if self.by_client.get(&t.client_key) == Some(id) {
             self.by_client.remove(&t.client_key);
         }
         self.ended.push_back((now, id.clone()));
+        if was_waiting {
+            self.log_exit(&t);
+        }
     }
 
-    fn expire_and_drop(&mut self, now: DateTime<Utc>) {
+    /// Ends expired sessions, drops silent waiters (at most `EXPIRE_PER_STEP`), forgets old
+    /// ended tickets (as many); returns the instant silence is counted from.
+    fn expire_and_drop(&mut self, now: DateTime<Utc>) -> i64 {
         let over: Vec<TicketId> = self
             .active
             .iter()
@@ -136,26 +174,24 @@ impl Room {
         let resumed = resumed_at(self.last_step_ms, self.resumed_ms, now_ms);
         self.last_step_ms = Some(now_ms);
         self.resumed_ms = Some(resumed);
-        let config = self.config;
+        // Bounded like the Redis step (which finds them by heartbeat in O(log n + found)):
+        // the rest go in the next steps, and admission skips any still in line.
         let stale: Vec<TicketId> = self
             .waiting
             .iter()
-            .filter(|(_, id)| {
-                self.tickets.get(id).is_some_and(|t| {
-                    is_stale(t.last_seen.timestamp_millis(), resumed, now_ms, &config)
-                })
-            })
+            .filter(|(_, id)| self.is_stale_waiter(id, resumed, now_ms))
+            .take(EXPIRE_PER_STEP)
             .map(|(_, id)| id.clone())
             .collect();
         for id in stale {
             self.finish(&id, TicketState::Expired, now);
         }
         let forget_before = now - Duration::seconds(ENDED_TICKET_TTL_SECS);
-        while self
-            .ended
-            .front()
-            .is_some_and(|(at, _)| *at <= forget_before)
-        {
+        for _ in 0..EXPIRE_PER_STEP {
+            match self.ended.front() {
+                Some((at, _)) if *at <= forget_before => {}
+                _ => break,
+            }
             if let Some((_, id)) = self.ended.pop_front() {
                 self.tickets.remove(&id);
             }
@@ -164,6 +200,7 @@ impl Room {
         while self.admissions.front().is_some_and(|t| *t <= window_start) {
             self.admissions.pop_front();
         }
+        resumed
     }
 }
 
@@ -257,7 +294,8 @@ impl WaitingRoom for MemoryWaitingRoom {
 
     async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut room = self.lock();
-        room.expire_and_drop(now);
+        let resumed = room.expire_and_drop(now);
+        let now_ms = now.timestamp_millis();
         let config = room.config;
         let Some(mut bucket) = room.bucket else {
             return Ok(0);
@@ -269,24 +307,82 @@ impl WaitingRoom for MemoryWaitingRoom {
             room.active.len() as u64,
             room.waiting.len() as u64,
         );
-        for _ in 0..n {
-            let Some((_, id)) = room.waiting.pop_front() else {
+        let mut admitted = 0;
+        // Silent waiters the bounded drop has not reached yet are expired, never admitted;
+        // they count against the same per-step bound.
+        let mut skips = EXPIRE_PER_STEP;
+        while admitted < n {
+            let Some((_, id)) = room.waiting.front().cloned() else {
                 break;
             };
+            if room.is_stale_waiter(&id, resumed, now_ms) {
+                if skips == 0 {
+                    break;
+                }
+                skips -= 1;
+                room.finish(&id, TicketState::Expired, now);
+                continue;
+            }
+            room.waiting.pop_front();
             room.admitted_total += 1;
+            admitted += 1;
             let admission_number = room.admitted_total;
             let expires = now + config.session_duration();
-            if let Some(t) = room.tickets.get_mut(&id) {
-                t.state = TicketState::Admitted;
-                t.admission_number = admission_number;
-                t.session_expires_at = Some(expires);
-            }
+            let Some(t) = room.tickets.get_mut(&id) else {
+                continue;
+            };
+            t.state = TicketState::Admitted;
+            t.admission_number = admission_number;
+            t.session_expires_at = Some(expires);
+            let t = t.clone();
+            room.log_exit(&t);
             room.active.insert(id, expires);
             room.admissions.push_back(now);
         }
-        bucket.tokens -= n as f64;
+        bucket.tokens -= admitted as f64;
         room.bucket = Some(bucket);
-        Ok(n)
+        Ok(admitted)
+    }
+
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[TicketId],
+        max_events: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Synced, StoreError> {
+        let mut room = self.lock();
+        for id in heartbeat {
+            if let Some(t) = room.tickets.get_mut(id) {
+                if t.state == TicketState::Waiting && t.last_seen < now {
+                    t.last_seen = now;
+                }
+            }
+        }
+        let head = room.seq;
+        let oldest = room.log.front().map_or(head + 1, |e| e.seq);
+        let (gap, events) = match after {
+            None => (false, Vec::new()),
+            Some(after) if after >= head => (false, Vec::new()),
+            Some(after) if after + 1 < oldest => (true, Vec::new()),
+            Some(after) => {
+                let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
+                let events = room
+                    .log
+                    .iter()
+                    .skip(skip)
+                    .take(max_events)
+                    .cloned()
+                    .collect();
+                (false, events)
+            }
+        };
+        Ok(Synced {
+            head,
+            gap,
+            events,
+            rate_per_minute: room.rate_per_minute(now),
+        })
     }
 
     async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -320,8 +416,8 @@ impl WaitingRoom for MemoryWaitingRoom {
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
-        let mut room = self.lock();
-        room.expire_and_drop(now);
+        // Read only, like the Redis script: silent waiters leave at the next step.
+        let room = self.lock();
         Ok(RoomStats {
             config: room.config,
             waiting: room.waiting.len() as u64,

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use crate::domain::room::{
+    ClientKey, RoomConfig, RoomStats, Synced, TicketId, TicketState, TicketView,
+};
 
 /// How long an ended ticket stays readable (so a late poll learns why it ended).
 pub const ENDED_TICKET_TTL_SECS: i64 = 3600;
@@ -47,6 +49,19 @@ pub trait WaitingRoom: Send + Sync + 'static {
         state: TicketState,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError>;
+
+    /// A replica's one call per tick for all the Watch streams it holds (`room::Watchers`):
+    /// heartbeats every ticket of `heartbeat` that is still waiting (one multi-member write;
+    /// others are left alone), and answers the events after `after` (at most `max_events`,
+    /// `None`: none, just the head) with the observed admission rate. The caller chunks
+    /// `heartbeat`; the store's work is O(heartbeats + events), whatever the line's length.
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[TicketId],
+        max_events: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Synced, StoreError>;
 
     /// One admission step (see `domain::room`). Returns how many tickets it admitted.
     async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;

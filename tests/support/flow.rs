@@ -118,7 +118,7 @@ pub async fn book_wait_audit(channel: &Channel, first: u32) -> (String, String) 
     let mut waiting = WaitingRoomServiceClient::new(channel.clone());
     let joined = waiting
         .join(pb::JoinRequest {
-            client_key: format!("connect-{first}"),
+            client_key: format!("connect-{first}.Kq7xZ2pLm9TvW4rN8sYb3c"),
         })
         .await
         .expect("join")

@@ -25,7 +25,7 @@ use slotd::auth::OperatorAuth;
 use slotd::availability::CalendarOptions;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::{Clock, ManualClock};
-use slotd::room::Room;
+use slotd::room::{Room, WatchOptions};
 use slotd::server::{serve, ServeOptions};
 use slotd::store::memory::MemoryStore;
 use slotd::store::memory_room::MemoryWaitingRoom;
@@ -34,6 +34,12 @@ use slotd::store::Inventory;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const ADMISSION_KEY: &str = "test-admission-key-0123456789abcdef";
+
+/// A client key for `name` that passes the rule (22+ characters, random-looking): tests name
+/// their clients, real front ends draw 16 random bytes.
+pub fn client_key(name: &str) -> String {
+    format!("{name}.Kq7xZ2pLm9TvW4rN8sYb3c")
+}
 
 /// 2030-01-07 00:00 UTC = 08:00 in Beijing, a Monday; tests book days after it.
 pub fn epoch() -> DateTime<Utc> {
@@ -105,12 +111,49 @@ impl TestServer {
         options: ServeOptions,
         calendar: CalendarOptions,
     ) -> Self {
+        Self::launch_full(
+            store,
+            room_store,
+            clock,
+            options,
+            calendar,
+            WatchOptions::default(),
+        )
+        .await
+    }
+
+    /// A server whose waiting-room Watch streams follow `watch`.
+    pub async fn launch_watch(
+        store: Arc<dyn Inventory>,
+        room_store: Arc<dyn WaitingRoom>,
+        clock: ManualClock,
+        watch: WatchOptions,
+    ) -> Self {
+        Self::launch_full(
+            store,
+            room_store,
+            clock,
+            ServeOptions::default(),
+            CalendarOptions::default(),
+            watch,
+        )
+        .await
+    }
+
+    async fn launch_full(
+        store: Arc<dyn Inventory>,
+        room_store: Arc<dyn WaitingRoom>,
+        clock: ManualClock,
+        options: ServeOptions,
+        calendar: CalendarOptions,
+        watch: WatchOptions,
+    ) -> Self {
         let catalog = Arc::new(Catalog::builtin().expect("builtin catalog"));
         let shared_clock = Arc::new(clock.clone()) as Arc<dyn Clock>;
         let app = Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
         let served = app.clone();
         let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
-        let room = Room::new(keys, room_store.clone(), shared_clock);
+        let room = Room::new(keys, room_store.clone(), shared_clock).with_watch_options(watch);
         let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

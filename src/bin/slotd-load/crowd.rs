@@ -287,7 +287,7 @@ pub async fn run(
             let mut room = WaitingRoomServiceClient::new(channel.clone());
             let joined = match room
                 .join(pb::JoinRequest {
-                    client_key: format!("crowd-{}-{i}", plan.run),
+                    client_key: format!("crowd-{}-{i}.Kq7xZ2pLm9TvW4rN8sYb3c", plan.run),
                 })
                 .await
             {

@@ -1,6 +1,6 @@
 //! The waiting room on Redis. Its keys carry their own hash tag, `{<tag>-room}`, apart from the
 //! booking state: the room is one global FIFO (one slot by nature) and can live on another shard.
-//! Every operation is one script over the same nine fixed keys (see `lua/room_lib.lua`), so the
+//! Every operation is one script over the same ten fixed keys (see `lua/room_lib.lua`), so the
 //! admission order is decided inside Redis and every replica admits in the one join order.
 
 use async_trait::async_trait;
@@ -12,7 +12,10 @@ use super::codec::{instant_from_millis, int, millis, status_reply, text, unexpec
 use super::conn::{self, Conn};
 use super::keys;
 use super::RedisOptions;
-use crate::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use crate::domain::room::{
+    ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId, TicketState, TicketView,
+    EVENT_LOG_KEEP, EXPIRE_PER_STEP,
+};
 use crate::domain::Error;
 use crate::store::room::WaitingRoom;
 use crate::store::StoreError;
@@ -22,6 +25,7 @@ struct RoomScripts {
     status: ::redis::Script,
     end: ::redis::Script,
     advance: ::redis::Script,
+    sync: ::redis::Script,
     configure: ::redis::Script,
     stats: ::redis::Script,
 }
@@ -32,7 +36,7 @@ fn with_lib(body: &str) -> ::redis::Script {
 
 pub struct RedisWaitingRoom {
     conn: Conn,
-    keys: [String; 9],
+    keys: [String; 10],
     config_key: String,
     /// `<prefix>claim:` + ticket id: a call in flight holds the admitted session (SET NX PX).
     claim_prefix: String,
@@ -63,6 +67,7 @@ impl RedisWaitingRoom {
             key("tickets"),
             key("clients"),
             key("ended"),
+            key("log"),
         ];
         Ok(Self {
             conn: Conn::open(&options.conn)?,
@@ -74,6 +79,7 @@ impl RedisWaitingRoom {
                 status: with_lib(include_str!("lua/room_status.lua")),
                 end: with_lib(include_str!("lua/room_end.lua")),
                 advance: with_lib(include_str!("lua/room_advance.lua")),
+                sync: with_lib(include_str!("lua/room_sync.lua")),
                 configure: with_lib(include_str!("lua/room_configure.lua")),
                 stats: with_lib(include_str!("lua/room_stats.lua")),
             },
@@ -128,7 +134,7 @@ fn decode_view(what: &str, items: &[Value]) -> Result<TicketView, StoreError> {
     let bad = |field: &str| StoreError::corrupt(format!("{what}: stored ticket {field}"));
     let id = TicketId::parse(&text(what, item(what, items, 0)?)?).map_err(|_| bad("id"))?;
     let client_key =
-        ClientKey::parse(&text(what, item(what, items, 1)?)?).map_err(|_| bad("client key"))?;
+        ClientKey::stored(&text(what, item(what, items, 1)?)?).ok_or_else(|| bad("client key"))?;
     let state =
         TicketState::parse(&text(what, item(what, items, 3)?)?).ok_or_else(|| bad("state"))?;
     let expires_ms = int(what, item(what, items, 6)?)?;
@@ -145,8 +151,36 @@ fn decode_view(what: &str, items: &[Value]) -> Result<TicketView, StoreError> {
             None
         },
         rate_per_minute: float(what, items, 7)?,
+        seq: count(what, items, 8)?,
     })
 }
+
+/// One log member, `<id>|<number>|<state>|<admission_number>|<expires_ms>` (room_lib log_exit).
+fn decode_event(what: &str, seq: u64, member: &str) -> Result<RoomEvent, StoreError> {
+    let bad = || StoreError::corrupt(format!("{what}: stored event {member:?}"));
+    let mut parts = member.split('|');
+    let mut next = || parts.next().ok_or_else(bad);
+    let id = TicketId::parse(next()?).map_err(|_| bad())?;
+    let number = next()?.parse::<u64>().map_err(|_| bad())?;
+    let state = TicketState::parse(next()?).ok_or_else(bad)?;
+    let admission_number = next()?.parse::<u64>().map_err(|_| bad())?;
+    let expires_ms = next()?.parse::<i64>().map_err(|_| bad())?;
+    Ok(RoomEvent {
+        seq,
+        id,
+        number,
+        state,
+        admission_number,
+        session_expires_at: if expires_ms > 0 {
+            Some(instant_from_millis(expires_ms)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Ids per heartbeat chunk of one `room_sync` call (the script refuses more).
+pub const SYNC_CHUNK: usize = 1_000;
 
 fn flag(b: bool) -> u8 {
     u8::from(b)
@@ -250,12 +284,70 @@ impl WaitingRoom for RedisWaitingRoom {
     async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let what = "room advance";
         let mut invocation = self.invoke(&self.scripts.advance);
-        invocation.arg(millis(now));
+        invocation
+            .arg(millis(now))
+            .arg(EXPIRE_PER_STEP)
+            .arg(EVENT_LOG_KEEP);
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         if status != "OK" {
             return Err(unexpected(what, &status, &items));
         }
         count(what, &items, 0)
+    }
+
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[TicketId],
+        max_events: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Synced, StoreError> {
+        let what = "room sync";
+        let mut chunks = heartbeat.chunks(SYNC_CHUNK);
+        let mut synced: Option<Synced> = None;
+        loop {
+            let chunk = chunks.next().unwrap_or_default();
+            // The events come with the first chunk; the others only heartbeat.
+            let cursor = if synced.is_none() { after } else { None };
+            let mut invocation = self.invoke(&self.scripts.sync);
+            invocation
+                .arg(millis(now))
+                .arg(cursor.map(|c| c.to_string()).unwrap_or_default())
+                .arg(max_events);
+            for id in chunk {
+                invocation.arg(id.as_str());
+            }
+            // Heartbeats need no WAIT: a lost one costs nothing before the waiter timeout.
+            let value = self.conn.read_script(what, &invocation).await?;
+            let (status, items) = status_reply(what, value)?;
+            if status != "OK" {
+                return Err(unexpected(what, &status, &items));
+            }
+            if synced.is_none() {
+                let head = count(what, &items, 0)?;
+                let gap = count(what, &items, 1)? == 1;
+                let rate_per_minute = float(what, &items, 2)?;
+                let mut events = Vec::with_capacity(items.len().saturating_sub(3) / 2);
+                for pair in items.get(3..).unwrap_or_default().chunks(2) {
+                    let [seq, member] = pair else {
+                        return Err(StoreError::corrupt(format!("{what}: odd event list")));
+                    };
+                    let seq = u64::try_from(int(what, seq)?)
+                        .map_err(|_| StoreError::corrupt(format!("{what}: negative seq")))?;
+                    events.push(decode_event(what, seq, &text(what, member)?)?);
+                }
+                synced = Some(Synced {
+                    head,
+                    gap,
+                    events,
+                    rate_per_minute,
+                });
+            }
+            if chunks.len() == 0 {
+                break;
+            }
+        }
+        synced.ok_or_else(|| StoreError::corrupt(format!("{what}: no reply")))
     }
 
     async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {

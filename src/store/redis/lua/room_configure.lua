@@ -1,5 +1,5 @@
 -- room_configure: replaces the settings; turning the room on fills the token bucket.
--- KEYS: the nine room keys (room_lib.lua).
+-- KEYS: the ten room keys (room_lib.lua).
 -- ARGV[1] now ms; ARGV[2..8] enabled (0/1), rate per minute, cap, session s, timeout s,
 -- paused (0/1), gate calendar (0/1) — validated by slotd before the call.
 -- Returns {'OK'} | {'BAD_CALL', detail}

@@ -1,5 +1,5 @@
 -- room_end: ends a live ticket (leave, booking completed, operator revocation).
--- KEYS: the nine room keys (room_lib.lua).
+-- KEYS: the ten room keys (room_lib.lua).
 -- ARGV[1] now ms; ARGV[2] ticket id; ARGV[3] LEFT | COMPLETED | REVOKED
 -- Returns a view (room_lib) | {'TICKET_NOT_FOUND'} | {'BAD_CALL', detail}
 -- Invariant: the place or session is freed exactly once; an ended ticket stays as it is.

@@ -1,6 +1,6 @@
 -- room_lib: shared prelude of every waiting-room script (slotd prepends it when loading).
 --
--- KEYS, the same nine for every room script, all under the room's own hash tag {<tag>-room}:
+-- KEYS, the same ten for every room script, all under the room's own hash tag {<tag>-room}:
 --   KEYS[1] config   hash  enabled, rate (per minute), cap, session (s), timeout (s), paused, gate
 --   KEYS[2] state    hash  last_number, admitted_total, expired_total, tokens, refilled_ms,
 --                          enabled_since_ms, last_step_ms, resumed_ms
@@ -11,13 +11,18 @@
 --   KEYS[7] tickets  hash  ticket id -> "number|state|admission_number|expires_ms|client_key"
 --   KEYS[8] clients  hash  client key -> ticket id (live tickets only)
 --   KEYS[9] ended    zset  ticket id -> end ms (forgotten after an hour)
+--   KEYS[10] log     zset  "<id>|<number>|<state>|<admission_number>|<expires_ms>" -> event
+--                          sequence (state log_seq): every ticket leaving the line (admitted,
+--                          expired, left, revoked), once; the last ARGV-given number kept
 -- Invariants: a ticket is in waiting+seen iff WAITING, in active iff ADMITTED, in clients iff
--- live; admission numbers grow by one per admission, in ticket-number order.
-if #KEYS ~= 9 then
-  return {'BAD_CALL', 'room scripts take the nine room keys'}
+-- live; admission numbers grow by one per admission, in ticket-number order; a ticket leaves
+-- waiting only through log_exit, so the log is every change to "who is ahead of whom".
+if #KEYS ~= 10 then
+  return {'BAD_CALL', 'room scripts take the ten room keys'}
 end
 local K_CONFIG, K_STATE, K_WAITING, K_SEEN, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_ADMITS, K_TICKETS, K_CLIENTS, K_ENDED = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_LOG = KEYS[10]
 local RATE_WINDOW_MS = 60000
 local OUTAGE_GAP_MS = 3000
 local ENDED_TTL_MS = 3600000
@@ -60,12 +65,19 @@ local function live(t)
   return t.state == 'WAITING' or t.state == 'ADMITTED'
 end
 
+-- Appends "t left the line, as t.state" to the event log.
+local function log_exit(t)
+  local seq = redis.call('HINCRBY', K_STATE, 'log_seq', 1)
+  redis.call('ZADD', K_LOG, seq, string.format('%s|%d|%s|%d|%d', t.id, t.number, t.state, t.adm, t.exp))
+end
+
 -- Ends a live ticket as `state` (EXPIRED, LEFT, COMPLETED, REVOKED); an ended one stays.
 local function finish(t, state, now)
   if not live(t) then
     return
   end
-  if t.state == 'WAITING' then
+  local was_waiting = t.state == 'WAITING'
+  if was_waiting then
     redis.call('ZREM', K_WAITING, t.id)
     redis.call('ZREM', K_SEEN, t.id)
   end
@@ -79,26 +91,33 @@ local function finish(t, state, now)
     redis.call('HDEL', K_CLIENTS, t.ck)
   end
   redis.call('ZADD', K_ENDED, now, t.id)
+  if was_waiting then
+    log_exit(t)
+  end
 end
 
 -- Admissions per minute over the last minute (since enabling, if later); the configured rate
 -- until any admission is seen.
-local function rate(c, now)
+local function rate(c, now, enabled_since)
   local seen = redis.call('ZCOUNT', K_ADMITS, '(' .. (now - RATE_WINDOW_MS), '+inf')
   if seen == 0 then
     return c.rate
   end
-  local since = tonumber(redis.call('HGET', K_STATE, 'enabled_since_ms')) or (now - RATE_WINDOW_MS)
+  local since = tonumber(enabled_since) or (now - RATE_WINDOW_MS)
   since = math.max(since, now - RATE_WINDOW_MS)
   local window = math.max(1000, now - since)
   return seen * 60000 / window
 end
 
--- {'OK', id, client_key, number, state, ahead, admission_number, expires_ms, rate}
-local function view(t, c, now)
-  local ahead = 0
-  if t.state == 'WAITING' then
+-- {'OK', id, client_key, number, state, ahead, admission_number, expires_ms, rate, log_seq}
+-- `ahead` may be given (a fresh join knows it: everyone waiting is ahead).
+local function view(t, c, now, ahead)
+  if t.state ~= 'WAITING' then
+    ahead = 0
+  elseif not ahead then
     ahead = redis.call('ZCOUNT', K_WAITING, '-inf', '(' .. t.number)
   end
-  return {'OK', t.id, t.ck, t.number, t.state, ahead, t.adm, t.exp, tostring(rate(c, now))}
+  local s = redis.call('HMGET', K_STATE, 'enabled_since_ms', 'log_seq')
+  return {'OK', t.id, t.ck, t.number, t.state, ahead, t.adm, t.exp, tostring(rate(c, now, s[1])),
+    tonumber(s[2]) or 0}
 end

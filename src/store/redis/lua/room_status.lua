@@ -1,5 +1,5 @@
 -- room_status: a ticket as its holder sees it; a waiter's call is also its heartbeat.
--- KEYS: the nine room keys (room_lib.lua).  ARGV[1] now ms; ARGV[2] ticket id
+-- KEYS: the ten room keys (room_lib.lua).  ARGV[1] now ms; ARGV[2] ticket id
 -- Returns a view (room_lib) | {'TICKET_NOT_FOUND'} | {'BAD_CALL', detail}
 local now = tonumber(ARGV[1])
 if not now or not ARGV[2] then
