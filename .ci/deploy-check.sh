@@ -218,6 +218,8 @@ PY
     [ -n "$name" ] || continue
     case $name in
       --*) grep -q -- "$name\b" <<<"$help" || { echo "deploy-check: slotd serve has no flag $name" >&2; exit 1; } ;;
+      # OpenTelemetry's variables are listed in serve's --help epilogue (src/config.rs OTEL_HELP).
+      OTEL_*) grep -qw -- "$name" <<<"$help" || { echo "deploy-check: slotd serve reads no variable $name" >&2; exit 1; } ;;
       *) grep -q "\[env: $name[]=]" <<<"$help" || { echo "deploy-check: slotd serve reads no variable $name" >&2; exit 1; } ;;
     esac
   done <<<"$names"

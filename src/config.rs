@@ -47,6 +47,7 @@ pub enum ConfigCommand {
 /// Flags of `slotd serve`. Every one is optional: an unset flag leaves the value from the
 /// layers below (file, `SLOTD__*`, defaults).
 #[derive(Debug, Args, Default)]
+#[command(after_help = OTEL_HELP)]
 pub struct ServeArgs {
     /// TOML configuration file (see README, Configuration).
     #[arg(long, env = "SLOTD_CONFIG")]
@@ -129,8 +130,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// OTLP/gRPC collector for spans, e.g. http://127.0.0.1:4317 (off unless set).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    /// OTLP/gRPC collector for spans, e.g. http://127.0.0.1:4317. Unset: the OpenTelemetry
+    /// variables decide (see below); set, it wins over them.
+    #[arg(long, env = "SLOTD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
     /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
@@ -146,6 +148,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
 }
+
+/// The OpenTelemetry variables `slotd serve` reads (src/telemetry.rs), for `--help`.
+const OTEL_HELP: &str = "OpenTelemetry environment (used when the matching telemetry.* setting is unset):
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   OTLP/gRPC collector (traces one first)
+  OTEL_EXPORTER_OTLP_TRACES_INSECURE, OTEL_EXPORTER_OTLP_INSECURE   `true`: a bare host:port is plaintext
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL   only `grpc` is supported
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES                       resource (default service.name: slotd)
+  OTEL_TRACES_EXPORTER (otlp | none), OTEL_SDK_DISABLED (true)      turn span export on (default endpoint) or off";
 
 /// The whole configuration; every field has a default, so an empty file is valid.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -273,9 +283,12 @@ impl Default for RedisSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
-    /// OTLP/gRPC endpoint; spans are exported only when set.
+    /// OTLP/gRPC endpoint; unset, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` decide (src/telemetry.rs).
     pub otlp_endpoint: Option<String>,
-    pub service_name: String,
+    /// `service.name` of the spans; unset, `OTEL_SERVICE_NAME`, then `OTEL_RESOURCE_ATTRIBUTES`,
+    /// then `slotd`.
+    pub service_name: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -283,7 +296,7 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Text,
             otlp_endpoint: None,
-            service_name: "slotd".into(),
+            service_name: None,
         }
     }
 }
@@ -676,11 +689,13 @@ impl Settings {
                 "must be an http:// or https:// URL",
             )?;
         }
-        check(
-            !self.telemetry.service_name.trim().is_empty(),
-            "telemetry.service_name",
-            "must not be empty",
-        )?;
+        if let Some(name) = &self.telemetry.service_name {
+            check(
+                !name.trim().is_empty(),
+                "telemetry.service_name",
+                "must not be empty (leave it out to use OTEL_SERVICE_NAME)",
+            )?;
+        }
 
         let m = &self.metrics;
         check(

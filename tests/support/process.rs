@@ -26,18 +26,29 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
+        Self::start_with(port, &["--redis-url", redis_url], &[])
+    }
+
+    /// `slotd serve` on 127.0.0.1:`port` with the test token and key, JSON logs, high limits,
+    /// no RUST_LOG, and then `args` and `env` (so they win). Without `--redis-url` in `args`
+    /// it runs on the embedded store.
+    pub fn start_with(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
+            .args(["--admin-token", ADMIN_TOKEN])
             .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
+            .args(args)
             .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
             .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.reopen().expect("log"))
             .stderr(log.reopen().expect("log"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
         let child = command.spawn().expect("spawn slotd");
         let mut process = Self {
             child,
@@ -49,6 +60,12 @@ impl Slotd {
             if let Some(addr) = listening_addr(&process.log()) {
                 process.addr = addr;
                 return process;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "slotd exited with {status} before listening:\n{}",
+                    process.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -74,6 +91,11 @@ impl Slotd {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port")
+    }
+
+    /// The OS process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no drain, no shutdown hook.
