@@ -32,6 +32,38 @@ pub enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a running slotd's grpc.health.v1 service; exit 0 only when it answers SERVING (the
+    /// container health check).
+    Health(HealthArgs),
+}
+
+/// Flags of `slotd health`.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The server: http://host:port (plaintext) or https://host:port (TLS).
+    #[arg(
+        long,
+        env = "SLOTD_HEALTH_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+
+    /// The service to ask about ("" = the server as a whole), e.g. slotd.v1.BookingService.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// PEM CA that signed the server certificate (https only; needed for a private CA).
+    #[arg(long, env = "SLOTD_HEALTH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Name the server certificate must carry, when it differs from the host in --addr
+    /// (e.g. the certificate says slotd.internal and --addr is https://127.0.0.1:50051).
+    #[arg(long, env = "SLOTD_HEALTH_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+
+    /// Seconds for connecting and answering together.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +265,15 @@ pub struct ServerSettings {
     pub http2_window_kib: u32,
     /// HTTP/2 BDP-based adaptive flow-control windows.
     pub http2_adaptive_window: bool,
+    /// Seconds after which a connection is sent GOAWAY so the client reconnects (and an L4
+    /// balancer can pick another replica); 0 = never.
+    pub max_connection_age_secs: u64,
+    /// Seconds running calls may go on after that GOAWAY before the connection is closed.
+    pub max_connection_age_grace_secs: u64,
+    /// Seconds between HTTP/2 PINGs to the client; 0 = no pings.
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds a PING may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -248,6 +289,10 @@ impl Default for ServerSettings {
             max_concurrent_streams: 256,
             http2_window_kib: 0,
             http2_adaptive_window: false,
+            max_connection_age_secs: 0,
+            max_connection_age_grace_secs: 30,
+            http2_keepalive_interval_secs: 0,
+            http2_keepalive_timeout_secs: 20,
         }
     }
 }
@@ -645,6 +690,26 @@ impl Settings {
             (1..=10_000).contains(&s.max_concurrent_streams),
             "server.max_concurrent_streams",
             "must be 1-10000",
+        )?;
+        check(
+            s.max_connection_age_secs <= 604_800,
+            "server.max_connection_age_secs",
+            "must be 0 (off) to 604800 seconds",
+        )?;
+        check(
+            (1..=3600).contains(&s.max_connection_age_grace_secs),
+            "server.max_connection_age_grace_secs",
+            "must be 1-3600 seconds",
+        )?;
+        check(
+            s.http2_keepalive_interval_secs <= 86_400,
+            "server.http2_keepalive_interval_secs",
+            "must be 0 (off) to 86400 seconds",
+        )?;
+        check(
+            (1..=600).contains(&s.http2_keepalive_timeout_secs),
+            "server.http2_keepalive_timeout_secs",
+            "must be 1-600 seconds",
         )?;
 
         let r = &self.redis;

@@ -719,10 +719,7 @@ async fn the_metrics_endpoint_counts_rpcs_bookings_seats_and_the_waiting_room() 
         Some(0.0)
     );
     // The slot feed's counters are there (no watcher in this test).
-    assert_eq!(
-        sample(&samples, "slotd_slot_feed", &[("what", "watchers")]),
-        Some(0.0)
-    );
+    assert_eq!(sample(&samples, "slotd_slot_feed_watchers", &[]), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
