@@ -952,6 +952,45 @@ mod tests {
             s.validate().expect_err("ten minutes stale").key,
             "calendar.cache_max_age_ms"
         );
+        for (var, value, key) in [
+            (
+                "SLOTD__SERVER__MAX_CONNECTION_AGE_GRACE_SECS",
+                "0",
+                "server.max_connection_age_grace_secs",
+            ),
+            (
+                "SLOTD__SERVER__MAX_CONNECTION_AGE_SECS",
+                "99999999",
+                "server.max_connection_age_secs",
+            ),
+            (
+                "SLOTD__SERVER__HTTP2_KEEPALIVE_TIMEOUT_SECS",
+                "0",
+                "server.http2_keepalive_timeout_secs",
+            ),
+            (
+                "SLOTD__SERVER__HTTP2_KEEPALIVE_INTERVAL_SECS",
+                "99999999",
+                "server.http2_keepalive_interval_secs",
+            ),
+            (
+                "SLOTD__TELEMETRY__SERVICE_NAME",
+                " ",
+                "telemetry.service_name",
+            ),
+        ] {
+            let s = layered(None, env(&[(var, value)])).expect("parses");
+            assert_eq!(s.validate().expect_err(var).key, key);
+        }
+        let s = layered(
+            None,
+            env(&[
+                ("SLOTD__SERVER__MAX_CONNECTION_AGE_SECS", "300"),
+                ("SLOTD__SERVER__HTTP2_KEEPALIVE_INTERVAL_SECS", "60"),
+            ]),
+        )
+        .expect("parses");
+        s.validate().expect("age and keepalive are valid");
         // 0 turns the cache off, and is valid.
         let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
         s.validate().expect("no cache is valid");
