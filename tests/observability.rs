@@ -195,8 +195,8 @@ async fn a_live_slotd_exports_every_metric_the_alerts_and_dashboard_use_and_serv
     ops.open_slots(admin(pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:00".into(),
@@ -253,8 +253,8 @@ async fn a_live_slotd_exports_every_metric_the_alerts_and_dashboard_use_and_serv
         .list_available_dates(pb::ListAvailableDatesRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.clone(),
-            to: date.clone(),
+            from_date: date.clone(),
+            to_date: date.clone(),
         })
         .await;
     eventually("slotd_serving 0", || {

@@ -237,8 +237,8 @@ async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and
     ops.open_slots(admin(pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:00".into(),
