@@ -1,6 +1,11 @@
 //! Operator authentication: `authorization: Bearer <admin token>` on every AdminService call.
 //! The token is compared by SHA-256 digest in constant time, so neither its length nor a prefix
 //! leaks through timing. With no token configured, operator RPCs are refused outright.
+//!
+//! With TLS and `tls.client_ca`, a client certificate verified against that CA replaces the
+//! token only when it is valid for one of `tls.operator_names` (its DNS subject alternative
+//! names, matched as a TLS name check would), so not every certificate the CA ever issued is
+//! full admin. Failed operator authentication is rate limited per client (`src/limits.rs`).
 
 pub mod admission;
 
@@ -77,5 +82,42 @@ impl OperatorAuth {
                 detail: "admin token is not valid".into(),
             })
         }
+    }
+}
+
+/// The DNS names (subject alternative names) an operator client certificate must be valid for.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorNames(Vec<rustls_pki_types::ServerName<'static>>);
+
+impl OperatorNames {
+    /// Names already checked with `valid_name` (config validation); others are skipped.
+    pub fn new(names: &[String]) -> Self {
+        Self(
+            names
+                .iter()
+                .filter(|n| Self::valid_name(n))
+                .filter_map(|n| rustls_pki_types::ServerName::try_from(n.clone()).ok())
+                .collect(),
+        )
+    }
+
+    /// A DNS name without wildcards.
+    pub fn valid_name(name: &str) -> bool {
+        !name.contains('*')
+            && matches!(
+                rustls_pki_types::ServerName::try_from(name),
+                Ok(rustls_pki_types::ServerName::DnsName(_))
+            )
+    }
+
+    /// Whether `cert` (the client's end-entity certificate, already verified against the
+    /// operator CA by rustls) is valid for one of the names.
+    pub fn accepts(&self, cert: &rustls_pki_types::CertificateDer<'_>) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+            return false;
+        };
+        self.0
+            .iter()
+            .any(|name| cert.verify_is_valid_for_subject_name(name).is_ok())
     }
 }

@@ -103,9 +103,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_DEMO")]
     pub demo: bool,
 
-    /// Redis URL (redis://host:port/db). Without it slotd keeps state in process memory.
+    /// Redis URL: redis://host:port/db, rediss:// (TLS), unix:///path, Redis Cluster seeds
+    /// redis-cluster://host:port,host:port (rediss-cluster:// over TLS), or Sentinel
+    /// redis+sentinel://host:port,host:port/<master-name> (rediss+sentinel://). Without it slotd
+    /// keeps state in process memory.
     #[arg(long, env = "SLOTD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM CA that signs the Redis server certificates (rediss); default: the system roots.
+    #[arg(long, env = "SLOTD_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with Redis (needs --redis-client-key).
+    #[arg(long, env = "SLOTD_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --redis-client-cert.
+    #[arg(long, env = "SLOTD_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
 
     /// Hash tag every Redis key carries (`slotd:{<tag>}:...`), one per deployment sharing a
     /// Redis: 1-32 of A-Z, a-z, 0-9, '_' and '-'. See docs/redis-keys.md.
@@ -176,9 +191,14 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA of operator client certificates: AdminService then also accepts a verified client
-    /// certificate instead of the bearer token.
+    /// certificate for one of --tls-operator-names instead of the bearer token.
     #[arg(long, env = "SLOTD_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// DNS names (subject alternative names) an operator client certificate must be valid for,
+    /// comma-separated; required with --tls-client-ca.
+    #[arg(long, env = "SLOTD_TLS_OPERATOR_NAMES", value_delimiter = ',')]
+    pub tls_operator_names: Option<Vec<String>>,
 }
 
 /// The OpenTelemetry variables `slotd serve` reads (src/telemetry.rs), for `--help`.
@@ -235,6 +255,8 @@ pub struct BookingSettings {
     pub reschedule_limit: u32,
     /// Seconds a waitlist offer keeps its seats.
     pub offer_ttl_secs: u64,
+    /// Milliseconds between two runs of the hold sweeper (expired holds return their seats).
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for BookingSettings {
@@ -244,6 +266,7 @@ impl Default for BookingSettings {
             hold_ttl_secs: u64::try_from(d.hold_ttl.num_seconds()).unwrap_or(600),
             reschedule_limit: d.reschedule_limit,
             offer_ttl_secs: crate::domain::waitlist::DEFAULT_OFFER_TTL_SECS,
+            sweep_interval_ms: 1000,
         }
     }
 }
@@ -300,7 +323,13 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
+    /// Every scheme of `store::redis::conn::SCHEMES` (one server, Cluster, Sentinel, TLS).
     pub url: Option<String>,
+    /// PEM CA of the Redis server certificates (TLS URLs); default: the system roots.
+    pub tls_ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS (together).
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
     pub tag: String,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
@@ -314,6 +343,9 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: None,
+            tls_ca_cert: None,
+            tls_client_cert: None,
+            tls_client_key: None,
             tag: "slotd".into(),
             connect_timeout_ms: 1000,
             response_timeout_ms: 1000,
@@ -373,6 +405,8 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    /// DNS names (subject alternative names) of accepted operator certificates.
+    pub operator_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,6 +422,10 @@ pub struct LimitSettings {
     /// and hour, and the burst: the anti-enumeration limit.
     pub lookup_failures_per_hour: u32,
     pub lookup_failure_burst: u32,
+    /// Failed operator authentications (AdminService) per client and hour, and the burst:
+    /// guessing the admin token or trying certificates stops after a handful.
+    pub operator_failures_per_hour: u32,
+    pub operator_failure_burst: u32,
     /// Peers (e.g. the edge proxy) trusted to name the client in `x-client-id`; every other
     /// peer is limited by its IP address.
     pub trusted_proxies: Vec<IpAddr>,
@@ -404,6 +442,8 @@ impl Default for LimitSettings {
             calendar_burst: 100,
             lookup_failures_per_hour: 30,
             lookup_failure_burst: 10,
+            operator_failures_per_hour: 60,
+            operator_failure_burst: 10,
             trusted_proxies: Vec::new(),
             max_clients: 100_000,
         }
@@ -420,6 +460,8 @@ impl LimitSettings {
             calendar_burst: u32::MAX,
             lookup_failures_per_hour: u32::MAX,
             lookup_failure_burst: u32::MAX,
+            operator_failures_per_hour: u32::MAX,
+            operator_failure_burst: u32::MAX,
             ..Self::default()
         }
     }
@@ -564,6 +606,9 @@ impl ServeArgs {
         set(&mut s.booking.reschedule_limit, &self.reschedule_limit);
         set(&mut s.booking.offer_ttl_secs, &self.offer_ttl_secs);
         set_opt(&mut s.redis.url, &self.redis_url);
+        set_opt(&mut s.redis.tls_ca_cert, &self.redis_ca_cert);
+        set_opt(&mut s.redis.tls_client_cert, &self.redis_client_cert);
+        set_opt(&mut s.redis.tls_client_key, &self.redis_client_key);
         set(&mut s.redis.tag, &self.redis_tag);
         set(
             &mut s.redis.connect_timeout_ms,
@@ -585,6 +630,9 @@ impl ServeArgs {
         set_opt(&mut s.tls.cert, &self.tls_cert);
         set_opt(&mut s.tls.key, &self.tls_key);
         set_opt(&mut s.tls.client_ca, &self.tls_client_ca);
+        if let Some(names) = &self.tls_operator_names {
+            s.tls.operator_names = names.clone();
+        }
     }
 }
 
@@ -651,6 +699,11 @@ impl Settings {
             "must be 1-86400 seconds",
         )?;
         check(
+            (10..=3_600_000).contains(&self.booking.sweep_interval_ms),
+            "booking.sweep_interval_ms",
+            "must be 10-3600000 milliseconds",
+        )?;
+        check(
             self.booking.reschedule_limit <= 100,
             "booking.reschedule_limit",
             "must be 0-100",
@@ -713,15 +766,19 @@ impl Settings {
         )?;
 
         let r = &self.redis;
-        if let Some(url) = &r.url {
-            check(
-                url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("redis+unix://")
-                    || url.starts_with("unix://"),
-                "redis.url",
-                "must start with redis://, rediss:// or unix://",
-            )?;
+        match self.redis_options() {
+            // The connection code owns the schemes and the TLS files.
+            Some(options) => crate::store::redis::conn::check(&options.conn)
+                .map_err(|e| ConfigError::new(e.key, e.detail))?,
+            None => {
+                for (key, set) in [
+                    ("redis.tls_ca_cert", r.tls_ca_cert.is_some()),
+                    ("redis.tls_client_cert", r.tls_client_cert.is_some()),
+                    ("redis.tls_client_key", r.tls_client_key.is_some()),
+                ] {
+                    check(!set, key, "needs redis.url")?;
+                }
+            }
         }
         crate::store::redis::keys::validate_tag(&r.tag)
             .map_err(|e| ConfigError::new("redis.tag", e))?;
@@ -790,6 +847,23 @@ impl Settings {
             "tls.client_ca",
             "needs tls.cert and tls.key",
         )?;
+        check(
+            t.client_ca.is_none() || !t.operator_names.is_empty(),
+            "tls.operator_names",
+            "needs at least one name with tls.client_ca: only certificates valid for these names are operators",
+        )?;
+        check(
+            t.operator_names.is_empty() || t.client_ca.is_some(),
+            "tls.operator_names",
+            "needs tls.client_ca",
+        )?;
+        for name in &t.operator_names {
+            check(
+                crate::auth::OperatorNames::valid_name(name),
+                "tls.operator_names",
+                "each must be a DNS name without wildcards",
+            )?;
+        }
         readable("tls.cert", &t.cert)?;
         readable("tls.key", &t.key)?;
         readable("tls.client_ca", &t.client_ca)?;
@@ -805,6 +879,11 @@ impl Settings {
                 l.lookup_failures_per_hour,
             ),
             ("limits.lookup_failure_burst", l.lookup_failure_burst),
+            (
+                "limits.operator_failures_per_hour",
+                l.operator_failures_per_hour,
+            ),
+            ("limits.operator_failure_burst", l.operator_failure_burst),
         ] {
             check(value >= 1, key, "must be at least 1")?;
         }
@@ -827,6 +906,11 @@ impl Settings {
                 reconnect_retries: usize::try_from(self.redis.reconnect_retries).unwrap_or(10),
                 wait_replicas: self.redis.wait_replicas,
                 wait_timeout: Duration::from_millis(self.redis.wait_timeout_ms),
+                tls: crate::store::redis::conn::TlsFiles {
+                    ca_cert: self.redis.tls_ca_cert.clone(),
+                    client_cert: self.redis.tls_client_cert.clone(),
+                    client_key: self.redis.tls_client_key.clone(),
+                },
             },
             tag: self.redis.tag.clone(),
         })
@@ -843,12 +927,8 @@ impl Settings {
         hide(&mut copy.server.admin_token);
         hide(&mut copy.server.admission_key);
         if let Some(url) = &copy.redis.url {
-            // Keep scheme and host, drop a password (redis://:secret@host).
-            if let Some((scheme, rest)) = url.split_once("://") {
-                if let Some((_, host)) = rest.rsplit_once('@') {
-                    copy.redis.url = Some(format!("{scheme}://<redacted>@{host}"));
-                }
-            }
+            // Keep scheme and hosts, drop a password (redis://:secret@host).
+            copy.redis.url = Some(crate::store::redis::conn::redacted_url(url));
         }
         toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
@@ -870,6 +950,44 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         f.write_all(text.as_bytes()).expect("write");
         f
+    }
+
+    #[test]
+    fn redis_tls_files_come_from_file_env_and_flags_and_are_checked_by_key() {
+        let f = file("[redis]\nurl = \"rediss://cache:6380\"\ntls_ca_cert = \"/file/ca.pem\"\n");
+        let mut s = layered(
+            Some(f.path()),
+            env(&[("SLOTD__REDIS__TLS_CLIENT_CERT", "/env/c.pem")]),
+        )
+        .expect("layers");
+        assert_eq!(s.redis.tls_ca_cert, Some(PathBuf::from("/file/ca.pem")));
+        assert_eq!(s.redis.tls_client_cert, Some(PathBuf::from("/env/c.pem")));
+        ServeArgs {
+            redis_ca_cert: Some("/flag/ca.pem".into()),
+            redis_client_key: Some("/flag/c.key".into()),
+            ..ServeArgs::default()
+        }
+        .apply(&mut s);
+        assert_eq!(s.redis.tls_ca_cert, Some(PathBuf::from("/flag/ca.pem")));
+        let conn = s.redis_options().expect("redis on").conn;
+        assert_eq!(conn.tls.client_key, Some(PathBuf::from("/flag/c.key")));
+        // The files do not exist: the first one checked is named.
+        assert_eq!(s.validate().expect_err("missing").key, "redis.tls_ca_cert");
+        s.redis.url = None;
+        assert_eq!(
+            s.validate().expect_err("no url").key,
+            "redis.tls_ca_cert",
+            "TLS files without redis.url"
+        );
+        let mut s = Settings::default();
+        s.redis.url = Some("redis-cluster://10.0.0.1:7000,10.0.0.2:7000".into());
+        s.validate().expect("cluster url");
+        s.redis.url = Some("redis+sentinel://10.0.0.1:26379/slotd".into());
+        s.validate().expect("sentinel url");
+        s.redis.url = Some("memcached://x".into());
+        let e = s.validate().expect_err("scheme");
+        assert_eq!(e.key, "redis.url");
+        assert!(e.detail.contains("redis-cluster://"), "{e}");
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! limit by inventing identities.
 //!
 //! Three buckets per client: BookingService calls, CalendarService calls, and failed
-//! confirmation lookups (NOT_FOUND from GetAppointment, CancelAppointment,
-//! RescheduleAppointment, RenderConfirmation or JoinWaitlist): a client that guesses
-//! confirmation numbers runs out after a handful of misses per hour, whatever its call rate,
-//! which with 68.7-bit numbers makes enumeration hopeless.
+//! lookups (NOT_FOUND from GetAppointment, CancelAppointment, RescheduleAppointment,
+//! RenderConfirmation or JoinWaitlist; RECEIPT_NOT_REGISTERED from BookAppointment, HoldSlot
+//! or JoinWaitlist): a client that guesses confirmation numbers, or probes which receipt
+//! numbers exist, runs out after a handful of misses per hour, whatever its call rate, which
+//! with 68.7-bit numbers makes enumeration hopeless.
 //!
 //! The state is bounded by `limits.max_clients`; when full, clients whose bucket is full again
 //! (idle) are forgotten first. Limits are per replica: N replicas allow N times the rate.
@@ -27,6 +28,9 @@ pub enum Limit {
     Booking,
     Calendar,
     LookupFailures,
+    /// Failed operator authentication (AdminService: wrong or missing token, certificate for a
+    /// name not allowed).
+    OperatorFailures,
 }
 
 impl Limit {
@@ -35,6 +39,7 @@ impl Limit {
             Limit::Booking => "booking",
             Limit::Calendar => "calendar",
             Limit::LookupFailures => "lookup_failures",
+            Limit::OperatorFailures => "operator_failures",
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct Limits {
     booking: Buckets,
     calendar: Buckets,
     lookups: Buckets,
+    operators: Buckets,
     trusted_proxies: Vec<IpAddr>,
 }
 
@@ -143,6 +149,11 @@ impl Limits {
             lookups: Buckets::new(
                 f64::from(settings.lookup_failures_per_hour.max(1)) / 3600.0,
                 settings.lookup_failure_burst,
+                max,
+            ),
+            operators: Buckets::new(
+                f64::from(settings.operator_failures_per_hour.max(1)) / 3600.0,
+                settings.operator_failure_burst,
                 max,
             ),
             trusted_proxies: settings.trusted_proxies.clone(),
@@ -181,6 +192,7 @@ impl Limits {
             Limit::Booking => &self.booking,
             Limit::Calendar => &self.calendar,
             Limit::LookupFailures => &self.lookups,
+            Limit::OperatorFailures => &self.operators,
         };
         buckets
             .take(client, 1.0, now)
@@ -190,6 +202,22 @@ impl Limits {
     /// A confirmation lookup by `client` failed: spends its failure budget.
     pub fn lookup_failed(&self, client: &str) {
         self.lookups.charge(client, Instant::now());
+    }
+
+    /// Whether `client` may still try to authenticate as an operator (its failure budget is
+    /// not spent); checked before every AdminService call.
+    pub fn admit_operator(&self, client: &str) -> Result<(), Exceeded> {
+        self.operators
+            .take(client, 0.0, Instant::now())
+            .map_err(|retry_after| Exceeded {
+                limit: Limit::OperatorFailures,
+                retry_after,
+            })
+    }
+
+    /// An operator authentication by `client` failed: spends its failure budget.
+    pub fn operator_failed(&self, client: &str) {
+        self.operators.charge(client, Instant::now());
     }
 }
 

@@ -113,6 +113,10 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             let store = RedisStore::connect(&options)
                 .map_err(|e| format!("--redis-url: {e}"))?
                 .with_offer_ttl(settings.offer_ttl());
+            // A certificate Redis or slotd refuses is a configuration error: fail fast.
+            if let Some(e) = store.tls_refusal().await {
+                return Err(format!("config key `{}`: {}", e.key, e.detail).into());
+            }
             // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
             match store.ping().await {
                 Ok(()) => tracing::info!(tag = %options.tag, "redis store answers"),
@@ -144,7 +148,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .with_lifecycle(settings.lifecycle())
         .with_calendar(settings.calendar());
     // Expired holds return their seats even on dates nobody touches.
-    let _sweeper = app.spawn_hold_sweeper(Duration::from_secs(1));
+    let _sweeper =
+        app.spawn_hold_sweeper(Duration::from_millis(settings.booking.sweep_interval_ms));
 
     if args.demo {
         let (slots, receipts) = slotd::demo::seed(&app).await?;
@@ -165,6 +170,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 Some(ca) => Some(read_pem("tls.client_ca", ca)?),
                 None => None,
             },
+            operator_names: settings.tls.operator_names.clone(),
         }),
         _ => None,
     };

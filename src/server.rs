@@ -117,12 +117,16 @@ pub struct TlsOptions {
     pub key_pem: Vec<u8>,
     /// CA of operator client certificates (optional client auth).
     pub client_ca_pem: Option<Vec<u8>>,
+    /// DNS names an operator certificate must be valid for (`tls.operator_names`); a verified
+    /// certificate for none of them is no operator.
+    pub operator_names: Vec<String>,
 }
 
 impl std::fmt::Debug for TlsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsOptions")
             .field("client_ca", &self.client_ca_pem.is_some())
+            .field("operator_names", &self.operator_names)
             .finish_non_exhaustive()
     }
 }
@@ -213,21 +217,64 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let operator_certs = options
+    let operator_names = options
         .tls
         .as_ref()
-        .is_some_and(|t| t.client_ca_pem.is_some());
+        .filter(|t| t.client_ca_pem.is_some())
+        .map(|t| crate::auth::OperatorNames::new(&t.operator_names));
+    let limits = Arc::new(Limits::new(&options.limits));
+    let operator_limits = limits.clone();
     let admin = InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(app.clone(), room.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         move |request: Request<()>| -> Result<Request<()>, Status> {
-            // rustls verified any presented client certificate against the operator CA during
-            // the handshake, so its presence is the proof.
-            if operator_certs && request.peer_certs().is_some_and(|c| !c.is_empty()) {
-                return Ok(request);
+            let client = operator_limits.client(
+                request.remote_addr(),
+                request
+                    .metadata()
+                    .get("x-client-id")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            // A client that failed to authenticate too often is refused before any check.
+            if let Err(exceeded) = operator_limits.admit_operator(&client) {
+                crate::metrics::metrics()
+                    .rate_limited
+                    .get_or_create(&crate::metrics::LimitLabels {
+                        limit: exceeded.limit.name().to_owned(),
+                    })
+                    .inc();
+                return Err(Status::from(crate::api::error::ApiError::RateLimited {
+                    limit: exceeded.limit.name(),
+                    retry_after: exceeded.retry_after,
+                }));
             }
-            auth.check(request.metadata()).map_err(Status::from)?;
-            Ok(request)
+            // rustls verified any presented client certificate against the operator CA during
+            // the handshake; it makes an operator only when valid for an allowed name.
+            let certificate = request
+                .peer_certs()
+                .and_then(|c| c.first().cloned())
+                .zip(operator_names.as_ref());
+            if let Some((cert, names)) = &certificate {
+                if names.accepts(cert) {
+                    return Ok(request);
+                }
+            }
+            match auth.check(request.metadata()) {
+                Ok(()) => Ok(request),
+                Err(e) => {
+                    operator_limits.operator_failed(&client);
+                    Err(Status::from(match (certificate, e) {
+                        (Some(_), crate::api::error::ApiError::Unauthenticated { detail }) => {
+                            crate::api::error::ApiError::Unauthenticated {
+                                detail: format!(
+                                    "the client certificate is valid for none of tls.operator_names, and {detail}"
+                                ),
+                            }
+                        }
+                        (_, e) => e,
+                    }))
+                }
+            }
         },
     );
 
@@ -288,7 +335,7 @@ pub async fn serve(
         pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ]);
-    let limits = Some(Arc::new(Limits::new(&options.limits)));
+    let limits = Some(limits);
 
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();

@@ -92,8 +92,17 @@ conformance!(
     offers_appear_in_the_event_log,
     a_booked_group_waits_for_an_earlier_date_and_accepting_moves_its_appointment,
     moving_entries_are_checked_at_join_and_when_seats_come,
+    a_hold_whose_claims_a_later_clock_took_is_never_confirmed,
+    a_hold_confirmed_just_before_its_expiry_keeps_its_claims_against_a_later_clock,
+    a_hold_whose_claims_were_taken_and_freed_again_stays_expired,
+    no_event_carries_a_hold_id_only_its_reference,
+    joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt,
+    a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry,
+    cancelling_an_appointment_ends_the_entry_that_wanted_to_move_it,
 );
 
+#[path = "conformance/claims.rs"]
+mod claims;
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
 #[path = "conformance/waitlist.rs"]
@@ -287,6 +296,7 @@ async fn assert_audit_clean(store: &Store, from: i64, to: i64) {
 mod cases {
     use super::*;
 
+    pub use super::claims::*;
     pub use super::lifecycle::*;
     pub use super::waitlist::*;
 

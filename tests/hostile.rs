@@ -881,7 +881,7 @@ async fn expired_mismatched_unregistered_and_reused_receipts_are_refused() {
         (
             mismatched,
             Code::FailedPrecondition,
-            "RECEIPT_PASSPORT_MISMATCH",
+            "RECEIPT_NOT_REGISTERED",
         ),
         (
             applicant(30),

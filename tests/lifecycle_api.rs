@@ -389,7 +389,13 @@ async fn watch_events_follows_the_log_from_an_id_or_from_now() {
         .expect("stream open")
         .expect("event");
     assert_eq!(next.r#type, "held");
-    assert_eq!(next.fields["hold"], hold.hold_id);
+    assert_eq!(
+        next.fields["hold_ref"],
+        slotd::domain::lifecycle::HoldId::parse(&hold.hold_id)
+            .unwrap()
+            .reference()
+    );
+    assert!(!next.fields.values().any(|v| v.contains(&hold.hold_id)));
     let second = tokio::time::timeout(Duration::from_secs(10), from_start.next())
         .await
         .expect("an event")

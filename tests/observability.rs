@@ -166,7 +166,7 @@ async fn a_live_slotd_exports_every_metric_the_alerts_and_dashboard_use_and_serv
     let metrics_port = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let redis_url = redis.url();
-    let slotd = Slotd::start_with(
+    let slotd = Slotd::start_args(
         0,
         &[
             "--redis-url",
@@ -402,7 +402,7 @@ fn slotd_health_checks_over_tls_and_plaintext_and_fails_on_anything_but_serving(
         write("key.pem", &pki.key_pem),
         write("other-ca.pem", &pki.other_ca_pem),
     );
-    let slotd = Slotd::start_with(0, &["--tls-cert", &cert, "--tls-key", &key], &[]);
+    let slotd = Slotd::start_args(0, &["--tls-cert", &cert, "--tls-key", &key], &[]);
     let tls_addr = format!("https://localhost:{}", slotd.port());
     let ip_addr = format!("https://127.0.0.1:{}", slotd.port());
 
@@ -526,7 +526,7 @@ impl RawH2 {
 async fn a_connection_older_than_max_connection_age_gets_goaway_and_clients_reconnect() {
     let metrics_port = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let slotd = Slotd::start_with(
+    let slotd = Slotd::start_args(
         0,
         &["--metrics-listen", &metrics_listen],
         &[
@@ -587,7 +587,7 @@ async fn a_connection_older_than_max_connection_age_gets_goaway_and_clients_reco
 
 #[test]
 fn keepalive_pings_go_to_idle_clients_and_an_unanswered_one_closes_the_connection() {
-    let slotd = Slotd::start_with(
+    let slotd = Slotd::start_args(
         0,
         &[],
         &[

@@ -213,6 +213,9 @@ struct Pki {
     server_key: String,
     operator_cert: String,
     operator_key: String,
+    /// Issued by the operator CA, but for a name not in tls.operator_names.
+    intruder_cert: String,
+    intruder_key: String,
     stranger_cert: String,
     stranger_key: String,
 }
@@ -235,13 +238,24 @@ fn pki() -> Pki {
         .expect("server cert");
 
     let operator_key = KeyPair::generate().expect("operator key");
-    let mut operator_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut operator_params =
+        CertificateParams::new(vec![OPERATOR_NAME.to_owned()]).expect("params");
     operator_params
         .distinguished_name
         .push(DnType::CommonName, "operator");
     let operator_cert = operator_params
         .signed_by(&operator_key, &issuer)
         .expect("operator cert");
+    // Same CA, another name (its common name claims the operator's, which counts for nothing).
+    let intruder_key = KeyPair::generate().expect("intruder key");
+    let mut intruder_params =
+        CertificateParams::new(vec!["intruder.slotd.test".to_owned()]).expect("params");
+    intruder_params
+        .distinguished_name
+        .push(DnType::CommonName, OPERATOR_NAME);
+    let intruder_cert = intruder_params
+        .signed_by(&intruder_key, &issuer)
+        .expect("intruder cert");
 
     // Signed by a CA slotd does not trust.
     let other_key = KeyPair::generate().expect("other ca key");
@@ -260,13 +274,26 @@ fn pki() -> Pki {
         server_key: server_key.serialize_pem(),
         operator_cert: operator_cert.pem(),
         operator_key: operator_key.serialize_pem(),
+        intruder_cert: intruder_cert.pem(),
+        intruder_key: intruder_key.serialize_pem(),
         stranger_cert: stranger_cert.pem(),
         stranger_key: stranger_key.serialize_pem(),
     }
 }
 
+/// The one name operator certificates are accepted for (tls.operator_names).
+const OPERATOR_NAME: &str = "ops.slotd.test";
+
 async fn tls_channel(
     server: &TestServer,
+    pki: &Pki,
+    client: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    tls_channel_at(server.addr.port(), pki, client).await
+}
+
+async fn tls_channel_at(
+    port: u16,
     pki: &Pki,
     client: Option<(&str, &str)>,
 ) -> Result<Channel, tonic::transport::Error> {
@@ -276,7 +303,7 @@ async fn tls_channel(
     if let Some((cert, key)) = client {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    Endpoint::from_shared(format!("https://127.0.0.1:{}", server.addr.port()))
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
         .expect("endpoint")
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
@@ -303,6 +330,7 @@ async fn tls_serves_everyone_and_a_verified_operator_certificate_replaces_the_to
                 cert_pem: pki.server_cert.clone().into_bytes(),
                 key_pem: pki.server_key.clone().into_bytes(),
                 client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+                operator_names: vec![OPERATOR_NAME.to_owned()],
             }),
             ..ServeOptions::default()
         },
@@ -347,6 +375,25 @@ async fn tls_serves_everyone_and_a_verified_operator_certificate_replaces_the_to
         .audit_inventory(audit_request())
         .await
         .expect("certificate is enough");
+
+    // A certificate of the same CA for a name not in tls.operator_names is no operator (before
+    // issue #20 any certificate under the CA was full admin); its holder may still use the token.
+    let intruder = tls_channel(&server, &pki, Some((&pki.intruder_cert, &pki.intruder_key)))
+        .await
+        .expect("mutual tls");
+    let refused = AdminServiceClient::new(intruder.clone())
+        .audit_inventory(audit_request())
+        .await
+        .expect_err("a certificate for another name is not an operator");
+    assert_refused(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert!(
+        refused.message().contains("tls.operator_names"),
+        "{refused:?}"
+    );
+    AdminServiceClient::new(intruder)
+        .audit_inventory(admin(audit_request()))
+        .await
+        .expect("the bearer token still works");
 
     // A certificate from another CA fails the handshake or the call, never authenticates.
     if let Ok(stranger) =
@@ -858,4 +905,135 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
         assert_eq!(appointment.confirmation_number, *confirmation);
     }
     server.stop().await;
+}
+
+/// Failed operator authentication is rate limited per client (issue #20, item 8): after the
+/// burst of failures (wrong or missing token) the client is refused RESOURCE_EXHAUSTED with
+/// RetryInfo (limit `operator_failures`) before any check, even with the right token, while
+/// successful calls never spend the budget and other clients are not affected.
+#[tokio::test]
+async fn failed_operator_authentication_is_rate_limited_per_client() {
+    let burst = LimitSettings::default().operator_failure_burst;
+    let server = TestServer::start_with(
+        Arc::new(MemoryStore::new()),
+        ServeOptions {
+            limits: LimitSettings {
+                booking_per_minute: 1_000_000,
+                booking_burst: 1_000_000,
+                ..LimitSettings::default()
+            },
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let mut ops = server.admin().await;
+    for _ in 0..(2 * burst) {
+        ops.audit_inventory(admin(audit_request()))
+            .await
+            .expect("successes spend nothing");
+    }
+    let wrong = |message: pb::AuditInventoryRequest| {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer not-the-operator-token-at-all"
+                .parse()
+                .expect("ascii"),
+        );
+        request
+    };
+    let (mut refused, mut limited) = (0u32, 0u32);
+    for n in 0..(burst + 20) {
+        let status = if n % 2 == 0 {
+            ops.audit_inventory(wrong(audit_request())).await
+        } else {
+            ops.audit_inventory(audit_request()).await
+        }
+        .expect_err("no operator");
+        match status.code() {
+            Code::Unauthenticated => refused += 1,
+            _ => {
+                assert_refused(&status, Code::ResourceExhausted, "RATE_LIMITED");
+                let info = status.get_details_error_info().expect("ErrorInfo");
+                assert_eq!(
+                    info.metadata.get("limit").map(String::as_str),
+                    Some("operator_failures")
+                );
+                assert!(status.get_details_retry_info().is_some());
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        refused <= burst + 1 && limited >= 19,
+        "{refused} refused, {limited} limited"
+    );
+    // Spent: now even the right token from this client waits.
+    let status = ops
+        .audit_inventory(admin(audit_request()))
+        .await
+        .expect_err("the client's failure budget is spent");
+    assert_refused(&status, Code::ResourceExhausted, "RATE_LIMITED");
+    server.stop().await;
+}
+
+/// Through the binary (issue #20, item 8): `--tls-operator-names` (`tls.operator_names`) is the
+/// allow-list of operator certificate names; a certificate of the operator CA for another name
+/// is refused; and `--tls-client-ca` without any name does not start, naming the key.
+#[tokio::test]
+async fn the_binary_accepts_operator_certificates_only_for_the_configured_names() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = write(dir.path(), "server.pem", &pki.server_cert);
+    let key = write(dir.path(), "server.key", &pki.server_key);
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let tls = [
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+        "--tls-client-ca",
+        ca.as_str(),
+    ];
+    let out = slotd_config(
+        &[&["serve", "--listen", "127.0.0.1:0"][..], &tls[..]].concat(),
+        &[],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls.operator_names"),
+        "{out:?}"
+    );
+
+    let process = Process::start(
+        &[
+            &tls[..],
+            &["--tls-operator-names", "other.slotd.test,ops.slotd.test"][..],
+        ]
+        .concat(),
+        &[],
+    );
+    let operator = tls_channel_at(
+        process.port,
+        &pki,
+        Some((&pki.operator_cert, &pki.operator_key)),
+    )
+    .await
+    .expect("mutual tls");
+    AdminServiceClient::new(operator)
+        .audit_inventory(audit_request())
+        .await
+        .expect("an allowed name is an operator");
+    let intruder = tls_channel_at(
+        process.port,
+        &pki,
+        Some((&pki.intruder_cert, &pki.intruder_key)),
+    )
+    .await
+    .expect("mutual tls");
+    let refused = AdminServiceClient::new(intruder)
+        .audit_inventory(audit_request())
+        .await
+        .expect_err("another name is no operator");
+    assert_refused(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
 }

@@ -185,3 +185,300 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     );
     drop(processes);
 }
+
+/// Issue #20's reproduction with real processes: two slotd replicas on one Redis, the second
+/// under `faketime -f +60s`. A hold for passport P is made on the first (hold TTL 30 s, so to
+/// the second its claim has lapsed at once); the second books P on another date; then the first
+/// confirms the hold. Before claims were compare-and-set both succeeded (one passport and one
+/// receipt behind two BOOKED appointments); now the confirm is refused HOLD_EXPIRED. The second
+/// replica's sweeper is slowed to once an hour so it cannot reclaim the hold first and hide the
+/// interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_appointments() {
+    let redis = RedisServer::start();
+    let slow = [
+        ("SLOTD_HOLD_TTL_SECS", "30"),
+        ("SLOTD__BOOKING__SWEEP_INTERVAL_MS", "3600000"),
+    ];
+    let first = Slotd::start_env(0, &redis.url(), &[], &slow);
+    let ahead = Slotd::start_skewed(0, &redis.url(), "+60s", &slow);
+    let (one, two) = (connect(&first.addr()).await, connect(&ahead.addr()).await);
+    let date = real_date();
+    let other_date = (Utc::now() + chrono::Duration::days(8))
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive()
+        .to_string();
+    let mut ops = AdminServiceClient::new(one.clone());
+    ops.open_slots(admin(pb::OpenSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from_date: date.clone(),
+        to_date: other_date.clone(),
+        weekdays: (1..=7).collect(),
+        first_time: "08:00".into(),
+        last_time: "08:00".into(),
+        seats_per_slot: 5,
+    }))
+    .await
+    .unwrap();
+    let a = applicant(1);
+    ops.register_receipt(admin(pb::RegisterReceiptRequest {
+        receipt_number: a.receipt_number.clone(),
+        passport_number: a.passport_number.clone(),
+        paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+        amount: "185.00".into(),
+        currency: "USD".into(),
+    }))
+    .await
+    .unwrap();
+
+    let hold = BookingServiceClient::new(one.clone())
+        .hold_slot(pb::HoldSlotRequest {
+            request_id: "skew-hold".into(),
+            slot: Some(slot(&date, "08:00")),
+            applicants: vec![applicant(1)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
+    let booked = BookingServiceClient::new(two.clone())
+        .book_appointment(book_request(
+            "skew-book",
+            slot(&other_date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .expect("to the replica a minute ahead the hold's claims have lapsed")
+        .into_inner()
+        .appointment
+        .unwrap();
+    let confirm = BookingServiceClient::new(one.clone())
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: hold.hold_id.clone(),
+            request_id: "skew-confirm".into(),
+        })
+        .await;
+    match confirm {
+        Ok(r) => panic!(
+            "one passport backs two appointments: {} and {:?}",
+            booked.confirmation_number,
+            r.into_inner().appointment.map(|a| a.confirmation_number)
+        ),
+        Err(status) => assert_refused(&status, tonic::Code::FailedPrecondition, "HOLD_EXPIRED"),
+    }
+    // Exactly one BOOKED appointment on either date, and the passport stays taken on both
+    // replicas.
+    let mut live = Vec::new();
+    for d in [&date, &other_date] {
+        let page = ops
+            .list_appointments(admin(pb::ListAppointmentsRequest {
+                post_id: "BEIJING".into(),
+                category: "ALL_OTHERS".into(),
+                date: d.to_string(),
+                page_size: 100,
+                page_token: String::new(),
+                include_cancelled: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        live.extend(page.appointments.into_iter().map(|a| a.confirmation_number));
+    }
+    assert_eq!(live, vec![booked.confirmation_number.clone()]);
+    for (channel, id) in [(&one, "skew-third-1"), (&two, "skew-third-2")] {
+        let status = BookingServiceClient::new(channel.clone())
+            .book_appointment(book_request(id, slot(&date, "08:00"), vec![applicant(1)]))
+            .await
+            .unwrap_err();
+        assert!(
+            ["RECEIPT_IN_USE", "APPLICANT_ALREADY_BOOKED"].contains(&reason(&status).as_str()),
+            "{status:?}"
+        );
+    }
+    drop((first, ahead));
+}
+
+/// Credentials stay private (issue #20, item 6), read from outside the real binary: hold ids
+/// (plain holds and waitlist offers) and entry secrets appear neither in the event stream an
+/// operator reads with WatchEvents nor in any log line; both name holds by `hold_ref`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_ids_and_entry_secrets_appear_in_no_event_and_no_log_line() {
+    use tokio_stream::StreamExt;
+    let redis = RedisServer::start();
+    let process = Slotd::start(0, &redis.url());
+    let channel = connect(&process.addr()).await;
+    let date = real_date();
+    let mut ops = AdminServiceClient::new(channel.clone());
+    ops.open_slots(admin(pb::OpenSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from_date: date.clone(),
+        to_date: date.clone(),
+        weekdays: (1..=7).collect(),
+        first_time: "08:00".into(),
+        last_time: "08:15".into(),
+        seats_per_slot: 1,
+    }))
+    .await
+    .unwrap();
+    for i in 1..=4 {
+        let a = applicant(i);
+        ops.register_receipt(admin(pb::RegisterReceiptRequest {
+            receipt_number: a.receipt_number,
+            passport_number: a.passport_number,
+            paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+            amount: "185.00".into(),
+            currency: "USD".into(),
+        }))
+        .await
+        .unwrap();
+    }
+    let mut booking = BookingServiceClient::new(channel.clone());
+    let holder = booking.clone();
+    let hold = |request_id: &'static str, time: &'static str, i: u32| {
+        let mut booking = holder.clone();
+        let date = date.clone();
+        async move {
+            booking
+                .hold_slot(pb::HoldSlotRequest {
+                    request_id: request_id.into(),
+                    slot: Some(slot(&date, time)),
+                    applicants: vec![applicant(i)],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .hold
+                .unwrap()
+                .hold_id
+        }
+    };
+    let confirmed = hold("cred-h1", "08:15", 1).await;
+    booking
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: confirmed.clone(),
+            request_id: "cred-confirm".into(),
+        })
+        .await
+        .unwrap();
+    let appointment = booking
+        .book_appointment(book_request(
+            "cred-book",
+            slot(&date, "08:00"),
+            vec![applicant(2)],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .appointment
+        .unwrap();
+    let joined = booking
+        .join_waitlist(pb::JoinWaitlistRequest {
+            request_id: "cred-join".into(),
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from_date: date.clone(),
+            to_date: date.clone(),
+            times: Vec::new(),
+            applicants: vec![applicant(3)],
+            confirmation_number: String::new(),
+            passport_number: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (entry_id, secret) = (joined.entry.unwrap().entry_id, joined.entry_secret);
+    booking
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number: appointment.confirmation_number,
+            passport_number: applicant(2).passport_number,
+            request_id: "cred-cancel".into(),
+        })
+        .await
+        .unwrap();
+    let offer = booking
+        .get_waitlist_entry(pb::GetWaitlistEntryRequest {
+            entry_id: entry_id.clone(),
+            entry_secret: secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .offer
+        .expect("the released seat is offered")
+        .hold_id;
+    booking
+        .release_hold(pb::ReleaseHoldRequest {
+            hold_id: offer.clone(),
+            request_id: "cred-decline".into(),
+        })
+        .await
+        .unwrap();
+    let released = hold("cred-h2", "08:00", 4).await;
+    booking
+        .release_hold(pb::ReleaseHoldRequest {
+            hold_id: released.clone(),
+            request_id: "cred-release".into(),
+        })
+        .await
+        .unwrap();
+
+    let secrets = [&confirmed, &offer, &released, &secret];
+    let mut stream = ops
+        .watch_events(admin(pb::WatchEventsRequest {
+            after_id: "0".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: Vec<pb::BookingEvent> = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event")
+            .expect("stream open")
+            .expect("event");
+        seen.push(event);
+        if seen.iter().filter(|e| e.r#type == "hold_released").count() == 2 {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|e| e.r#type.as_str()).collect();
+    for kind in [
+        "held",
+        "booked",
+        "offered",
+        "offer_declined",
+        "hold_released",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    for e in &seen {
+        for value in e.fields.values() {
+            for s in secrets {
+                assert!(
+                    !value.contains(s.as_str()),
+                    "{} carries a credential: {e:?}",
+                    e.r#type
+                );
+            }
+        }
+    }
+    assert!(seen.iter().any(|e| e.fields.contains_key("hold_ref")));
+
+    let log = process.log();
+    assert!(
+        log.contains("seats held") && log.contains("hold_ref"),
+        "{log}"
+    );
+    for s in secrets {
+        assert!(
+            !log.contains(s.as_str()),
+            "a credential is in the log:\n{log}"
+        );
+    }
+}

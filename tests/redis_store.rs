@@ -389,3 +389,76 @@ async fn unreadable_stored_data_is_corrupt_not_a_panic() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// Cancel is compare-and-set (issue #20): it frees a passport record or a receipt's `backing`
+/// only while it still names the appointment being cancelled. The state here is the one the
+/// pre-fix confirm_hold.lua left after two replicas with skewed clocks (one passport, two BOOKED
+/// appointments): the claims name the other appointment. Before the fix, cancelling the first
+/// deleted them and freed the passport for a third booking.
+#[tokio::test]
+async fn cancelling_frees_only_the_claims_that_still_name_the_appointment() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(5), epoch()).await.unwrap();
+    register(&store, 1).await;
+    let first = store
+        .book(
+            &booking("cas-first", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let other = ConfirmationNumber::generate().to_string();
+    let passport_key = "slotd:{slotd}:passport:P0000001";
+    let receipt_key = "slotd:{slotd}:receipt:R0000001";
+    let mut con = redis.client();
+    let _: () = redis::cmd("SET")
+        .arg(passport_key)
+        .arg(&other)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(receipt_key)
+        .arg("backing")
+        .arg(&other)
+        .query(&mut con)
+        .unwrap();
+
+    store
+        .cancel(
+            &Cancellation {
+                request_id: RequestId::parse("cas-cancel").unwrap(),
+                confirmation: first.confirmation.clone(),
+                passport: applicant(1).passport,
+            },
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let passport: Option<String> = redis::cmd("GET").arg(passport_key).query(&mut con).unwrap();
+    let backing: Option<String> = redis::cmd("HGET")
+        .arg(receipt_key)
+        .arg("backing")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(passport.as_deref(), Some(other.as_str()));
+    assert_eq!(backing.as_deref(), Some(other.as_str()));
+    let third = store
+        .book(
+            &booking("cas-third", "08:15", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await;
+    assert!(
+        matches!(
+            third,
+            Err(StoreError::Domain(
+                slotd::domain::Error::ReceiptInUse { .. }
+                    | slotd::domain::Error::ApplicantAlreadyBooked { .. }
+            ))
+        ),
+        "{third:?}"
+    );
+}

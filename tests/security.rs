@@ -755,3 +755,149 @@ async fn admission_tokens_of_a_ticket_that_left_or_never_existed_open_nothing() 
     assert_eq!(state(&server, &date).await, before);
     server.stop().await;
 }
+
+/// No receipt oracle (issue #20, item 5): a receipt nobody registered and someone else's
+/// receipt answer exactly alike (RECEIPT_NOT_REGISTERED, same message but for the number the
+/// caller sent), on BookAppointment, HoldSlot and JoinWaitlist; a passport that waits answers
+/// ALREADY_WAITING only with its own receipt; and receipt probes spend the failed-lookup budget,
+/// so probing which receipts exist stops after the burst. The applicant who mistyped a number
+/// gets the refusal that tells them what to check, and books at once with the right one.
+#[tokio::test]
+async fn receipt_probes_answer_alike_learn_nothing_and_spend_the_failed_lookup_budget() {
+    let limit_burst = LimitSettings::default().lookup_failure_burst;
+    for rpc in ["BookAppointment", "HoldSlot", "JoinWaitlist"] {
+        let server = TestServer::start_with(Arc::new(MemoryStore::new()), guessing_limits()).await;
+        let date = day(7);
+        open_day(&server, &date, 5).await;
+        register_receipts(&server, [1, 2, 3]).await;
+        let mut booking = server.booking().await;
+        // Applicant 3 waits: the waitlist part of the oracle.
+        booking
+            .join_waitlist(pb::JoinWaitlistRequest {
+                request_id: "waiting".into(),
+                post_id: "BEIJING".into(),
+                category: "ALL_OTHERS".into(),
+                from_date: day(1),
+                to_date: day(3),
+                times: Vec::new(),
+                applicants: vec![applicant(3)],
+                confirmation_number: String::new(),
+                passport_number: String::new(),
+            })
+            .await
+            .unwrap();
+        let before = state(&server, &date).await;
+        let call = |n: u32, a: pb::Applicant| {
+            let mut booking = booking.clone();
+            let date = date.clone();
+            async move {
+                let request_id = format!("probe-{n}");
+                match rpc {
+                    "BookAppointment" => booking
+                        .book_appointment(book_request(&request_id, slot(&date, "08:00"), vec![a]))
+                        .await
+                        .map(|_| ()),
+                    "HoldSlot" => booking
+                        .hold_slot(pb::HoldSlotRequest {
+                            request_id,
+                            slot: Some(slot(&date, "08:00")),
+                            applicants: vec![a],
+                        })
+                        .await
+                        .map(|_| ()),
+                    _ => booking
+                        .join_waitlist(pb::JoinWaitlistRequest {
+                            request_id,
+                            post_id: "BEIJING".into(),
+                            category: "ALL_OTHERS".into(),
+                            from_date: day(1),
+                            to_date: day(3),
+                            times: Vec::new(),
+                            applicants: vec![a],
+                            confirmation_number: String::new(),
+                            passport_number: String::new(),
+                        })
+                        .await
+                        .map(|_| ()),
+                }
+            }
+        };
+        // The receipt of applicant 2 exists, that of 9 does not: the answers must not differ.
+        let with_receipt = |passport: u32, receipt: u32| pb::Applicant {
+            receipt_number: applicant(receipt).receipt_number,
+            ..applicant(passport)
+        };
+        let someone_elses = call(0, with_receipt(1, 2)).await.unwrap_err();
+        let nobodys = call(1, with_receipt(1, 9)).await.unwrap_err();
+        for s in [&someone_elses, &nobodys] {
+            assert_refused(s, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
+        }
+        assert_eq!(
+            someone_elses
+                .message()
+                .replace(&applicant(2).receipt_number, "R"),
+            nobodys.message().replace(&applicant(9).receipt_number, "R"),
+            "{rpc}"
+        );
+        // A waiting passport with a receipt that is not its own: no ALREADY_WAITING.
+        let waiting = call(2, with_receipt(3, 2)).await.unwrap_err();
+        assert_refused(&waiting, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
+        assert_eq!(state(&server, &date).await, before, "{rpc}");
+
+        // Probing on: after the burst (three misses spent above) the budget is gone.
+        let (mut answered, mut limited) = (3u32, 0u32);
+        for n in 3..40 {
+            match call(n, with_receipt(1, 100 + n)).await {
+                Ok(()) => panic!("{rpc}: a probe succeeded"),
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    assert_refused(&s, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
+                    answered += 1;
+                }
+                Err(s) => {
+                    assert_refused(&s, Code::ResourceExhausted, "RATE_LIMITED");
+                    let info = s.get_details_error_info().expect("ErrorInfo");
+                    assert_eq!(
+                        info.metadata.get("limit").map(String::as_str),
+                        Some("lookup_failures"),
+                        "{rpc}"
+                    );
+                    limited += 1;
+                }
+            }
+        }
+        assert!(
+            answered <= limit_burst + 2 && limited > 0,
+            "{rpc}: {answered} probes answered, {limited} limited"
+        );
+        assert_eq!(state(&server, &date).await, before, "{rpc}");
+        server.stop().await;
+
+        // The applicant who mistyped once is answered what to check, and then succeeds.
+        let server = TestServer::start_with(Arc::new(MemoryStore::new()), guessing_limits()).await;
+        open_day(&server, &date, 5).await;
+        register_receipts(&server, [1]).await;
+        let mut booking = server.booking().await;
+        let mut typo = applicant(1);
+        typo.receipt_number = applicant(7).receipt_number;
+        let status = booking
+            .book_appointment(book_request("typo", slot(&date, "08:00"), vec![typo]))
+            .await
+            .unwrap_err();
+        assert_refused(&status, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
+        assert!(
+            status
+                .message()
+                .contains("check the receipt and passport numbers"),
+            "{status:?}"
+        );
+        booking
+            .book_appointment(book_request(
+                "right",
+                slot(&date, "08:00"),
+                vec![applicant(1)],
+            ))
+            .await
+            .expect("the right numbers book");
+        server.stop().await;
+    }
+}

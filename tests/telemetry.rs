@@ -215,7 +215,7 @@ async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and
     // /v1/traces path is OTLP/HTTP's and no part of a gRPC target).
     let traces_endpoint = format!("http://{addr}/v1/traces");
     let generic = dead_endpoint();
-    let slotd = Slotd::start_with(
+    let slotd = Slotd::start_args(
         0,
         &[],
         &[
@@ -324,7 +324,7 @@ async fn explicit_slotd_settings_win_over_the_otel_variables() {
     let (addr, mut rx) = collector().await;
     let endpoint = format!("http://{addr}");
     let nowhere = dead_endpoint();
-    let slotd = Slotd::start_with(
+    let slotd = Slotd::start_args(
         0,
         &["--otlp-endpoint", endpoint.as_str()],
         &[

@@ -122,7 +122,7 @@ impl BookingService for BookingApi {
         let outcome = self.app.hold(&hold).await;
         self.room.settle(admitted, false).await;
         let hold = outcome.map_err(status)?;
-        tracing::info!(hold = %hold.id, slot = %hold.slot, seats = hold.seats(), "seats held");
+        tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
         }))
@@ -150,7 +150,7 @@ impl BookingService for BookingApi {
         self.room.settle(admitted, outcome.is_ok()).await;
         let appointment = outcome.map_err(status)?;
         tracing::info!(
-            hold = %confirmation.hold,
+            hold_ref = %confirmation.hold.reference(),
             confirmation = %appointment.confirmation,
             slot = %appointment.slot,
             "hold confirmed"
@@ -169,7 +169,7 @@ impl BookingService for BookingApi {
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
         let release = convert::hold_release(request.get_ref()).map_err(status)?;
         let hold = self.app.release_hold(&release).await.map_err(status)?;
-        tracing::info!(hold = %hold.id, slot = %hold.slot, "hold released");
+        tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, "hold released");
         Ok(Response::new(pb::ReleaseHoldResponse {
             hold: Some(convert::hold_pb(&hold, self.app.now())),
         }))

@@ -159,16 +159,18 @@ fn domain_status(e: Error, message: String) -> Status {
                 ("booked", booked.to_string()),
             ],
         ),
-        Error::ReceiptNotRegistered { receipt_number } => with_info(
+        // No oracle: an unknown receipt and someone else's receipt answer alike, so a caller who
+        // cannot show the passport it was paid for learns nothing about whether it exists. What
+        // the applicant who mistyped either number needs is the same in both cases: check the
+        // receipt and passport numbers. (The middleware charges this answer to the caller's
+        // failed-lookup budget.)
+        Error::ReceiptNotRegistered { receipt_number }
+        | Error::ReceiptPassportMismatch { receipt_number } => with_info(
             FailedPrecondition,
-            message,
+            format!(
+                "receipt {receipt_number} is not registered for this passport: check the receipt and passport numbers"
+            ),
             "RECEIPT_NOT_REGISTERED",
-            &[("receipt_number", receipt_number)],
-        ),
-        Error::ReceiptPassportMismatch { receipt_number } => with_info(
-            FailedPrecondition,
-            message,
-            "RECEIPT_PASSPORT_MISMATCH",
             &[("receipt_number", receipt_number)],
         ),
         Error::ReceiptExpired {

@@ -81,11 +81,17 @@ fn limit_of(path: &str) -> Option<(Limit, bool)> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match service {
         "slotd.v1.BookingService" => {
-            // Every method that takes a confirmation number and a passport: each answers
-            // NOT_FOUND to a wrong pair, so each must spend the failed-lookup budget.
+            // Every method that takes a confirmation number and a passport (each answers
+            // NOT_FOUND to a wrong pair) or a receipt and a passport (RECEIPT_NOT_REGISTERED to
+            // a pair that is not registered): each must spend the failed-lookup budget.
             let lookup = matches!(
                 method,
-                "GetAppointment" | "CancelAppointment" | "RescheduleAppointment" | "JoinWaitlist"
+                "GetAppointment"
+                    | "CancelAppointment"
+                    | "RescheduleAppointment"
+                    | "JoinWaitlist"
+                    | "BookAppointment"
+                    | "HoldSlot"
             ) || method.contains("Confirmation");
             Some((Limit::Booking, lookup))
         }
@@ -194,7 +200,14 @@ impl Finish {
             m.bookings.get_or_create(&OutcomeLabels { outcome }).inc();
         }
         if let Some((limits, client)) = &self.lookup_client {
-            if code == Code::NotFound {
+            // A wrong number (NOT_FOUND) or a receipt the caller could not show is theirs
+            // (RECEIPT_NOT_REGISTERED: unknown, or paid for another passport) is a failed lookup.
+            let receipt_probe = code == Code::FailedPrecondition
+                && status
+                    .as_ref()
+                    .and_then(|s| s.get_details_error_info())
+                    .is_some_and(|i| i.reason == "RECEIPT_NOT_REGISTERED");
+            if code == Code::NotFound || receipt_probe {
                 limits.lookup_failed(client);
             }
         }

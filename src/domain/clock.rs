@@ -2,6 +2,9 @@
 //! passes `now` from here into each store operation, so tests move time without sleeping.
 //! Replicas read their own system clocks: keep them NTP-synchronised; a skew of s seconds shifts
 //! the "slot already started", "receipt expired" and "hold expired" edges by at most s seconds.
+//! Skew never lets one passport or receipt back two live appointments: the stores take and free
+//! claims compare-and-set (a hold whose claims a faster replica took can no longer be
+//! confirmed; see docs/redis-keys.md, "Claims are compare-and-set").
 
 use std::sync::{Arc, Mutex};
 

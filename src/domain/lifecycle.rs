@@ -27,6 +27,22 @@ random_hex_id!(
     "hold_id"
 );
 
+impl HoldId {
+    /// Hex digits of a hold's reference.
+    pub const REFERENCE_LEN: usize = 16;
+
+    /// What events and logs name a hold by: the first 16 hex digits of SHA-1(`hold:<id>`). It
+    /// grants nothing (the id cannot be recovered from it), yet the holder, who knows the id,
+    /// can compute it to find its hold's events. The Redis scripts compute the same value
+    /// (`hold_ref` in holds_lib.lua, with `redis.sha1hex`).
+    pub fn reference(&self) -> String {
+        let digest = sha1_smol::Sha1::from(format!("hold:{}", self.as_str()))
+            .digest()
+            .to_string();
+        digest[..Self::REFERENCE_LEN].to_owned()
+    }
+}
+
 /// Where a hold is in its life. Only `Held` holds seats, and only until `expires_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldStatus {

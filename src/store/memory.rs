@@ -231,7 +231,7 @@ impl State {
             self.push_event(
                 "hold_expired",
                 &[
-                    ("hold", id.to_string()),
+                    ("hold_ref", id.reference()),
                     ("slot", hold.slot.to_string()),
                     ("seats", hold.seats().to_string()),
                     ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
@@ -280,6 +280,43 @@ impl State {
         }
     }
 
+    /// Ends a moving entry for good (`reason`) that can never move its appointment: the seats
+    /// of its live offer come back at once (the offer claims no passport or receipt) and go to
+    /// the next entries (as `cancel_moving_entry` in holds_lib.lua).
+    fn cancel_moving_entry(
+        &mut self,
+        id: &EntryId,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(rec) = self.entries.get(id) else {
+            return Ok(());
+        };
+        if !rec.entry.status.in_line() {
+            return Ok(());
+        }
+        let offer = match (&rec.offer, rec.entry.status) {
+            (Some(h), EntryStatus::Offered) => self
+                .holds
+                .get(h)
+                .filter(|h| h.status_at(now) == HoldStatus::Held)
+                .cloned(),
+            _ => None,
+        };
+        if let Some(hold) = &offer {
+            self.release(hold, now)?;
+        }
+        self.end_entry(id, EntryStatus::Cancelled, Some(reason), now);
+        self.push_event(
+            "waitlist_cancelled",
+            &[("entry", id.to_string()), ("reason", reason.to_owned())],
+        );
+        if let Some(hold) = offer {
+            self.offer_seats(&hold.slot, hold.seats(), None, now);
+        }
+        Ok(())
+    }
+
     /// A decline puts the entry of an offer back in line, an expiry ends it. Returns the entry
     /// when `hold` was its pending offer.
     fn offer_ended(&mut self, hold: &Hold, expired: bool, at: DateTime<Utc>) -> Option<EntryId> {
@@ -292,7 +329,7 @@ impl State {
             self.end_entry(&id, EntryStatus::Expired, None, at);
             self.push_event(
                 "offer_expired",
-                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
             );
         } else {
             rec.entry.status = EntryStatus::Waiting;
@@ -300,7 +337,7 @@ impl State {
             rec.offer = None;
             self.push_event(
                 "offer_declined",
-                &[("entry", id.to_string()), ("hold", hold.id.to_string())],
+                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
             );
         }
         Some(id)
@@ -434,7 +471,7 @@ impl State {
                 "offered",
                 &[
                     ("entry", id.to_string()),
-                    ("hold", hold.id.to_string()),
+                    ("hold_ref", hold.id.reference()),
                     ("slot", slot.to_string()),
                     ("seats", seats.to_string()),
                     ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
@@ -552,21 +589,37 @@ impl State {
             .get(appointment)
             .cloned()
             .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
-        if current.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: appointment.to_string(),
+        // A refusal is final for the entry: the offer's seats come back at once, the entry ends.
+        let refused = if current.status == AppointmentStatus::Cancelled {
+            Some((
+                "APPOINTMENT_CANCELLED",
+                Error::AppointmentCancelled {
+                    confirmation_number: appointment.to_string(),
+                },
+            ))
+        } else {
+            current
+                .applicants
+                .iter()
+                .find(|a| {
+                    let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
+                    used.is_none_or(|u| u >= limit)
+                })
+                .map(|a| {
+                    (
+                        "RESCHEDULE_LIMIT",
+                        Error::RescheduleLimit {
+                            receipt_number: a.receipt.to_string(),
+                            limit,
+                        },
+                    )
+                })
+        };
+        if let Some((reason, error)) = refused {
+            if let Some(entry) = &hold.entry {
+                self.cancel_moving_entry(entry, reason, now)?;
             }
-            .into());
-        }
-        for a in &current.applicants {
-            let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
-            if used.is_none_or(|u| u >= limit) {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
+            return Err(error.into());
         }
         self.reclaim(now);
         self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
@@ -634,7 +687,7 @@ impl State {
         self.push_event(
             "hold_released",
             &[
-                ("hold", hold.id.to_string()),
+                ("hold_ref", hold.id.reference()),
                 ("slot", hold.slot.to_string()),
                 ("seats", hold.seats().to_string()),
                 ("at", event_time(now)),
@@ -706,7 +759,7 @@ impl State {
             ("at", event_time(now)),
         ];
         if let Some(h) = hold {
-            fields.push(("hold", h.to_string()));
+            fields.push(("hold_ref", h.reference()));
         }
         self.push_event("booked", &fields);
         appointment
@@ -757,14 +810,15 @@ impl State {
             .appointments
             .get(appointment)
             .ok_or(Error::AppointmentNotFound)?;
+        // The group first (as wl_join.lua): a number without its group learns nothing.
+        if a.applicants != join.applicants {
+            return Err(Error::AppointmentNotFound.into());
+        }
         if a.status == AppointmentStatus::Cancelled {
             return Err(Error::AppointmentCancelled {
                 confirmation_number: appointment.to_string(),
             }
             .into());
-        }
-        if a.applicants != join.applicants {
-            return Err(Error::AppointmentNotFound.into());
         }
         if a.slot.date <= join.range.to {
             return Err(moving_range_error(a.slot.date).into());
@@ -1114,11 +1168,17 @@ impl Inventory for MemoryStore {
         {
             rec.booked = rec.booked.saturating_sub(seats);
         }
+        // Compare-and-set: only claims that still name this appointment are freed.
+        let confirmation = &cancellation.confirmation;
         for a in &applicants {
             if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                r.backing = None;
+                if r.backing.as_ref() == Some(confirmation) {
+                    r.backing = None;
+                }
             }
-            state.active.remove(&a.passport);
+            if state.active.get(&a.passport) == Some(confirmation) {
+                state.active.remove(&a.passport);
+            }
         }
         let updated = match state.appointments.get_mut(&cancellation.confirmation) {
             Some(a) => {
@@ -1144,6 +1204,17 @@ impl Inventory for MemoryStore {
                 ("at", event_time(now)),
             ],
         );
+        // The entry that waited to move this appointment can never move it: it ends now.
+        let movers: Vec<EntryId> = applicants
+            .iter()
+            .filter_map(|a| state.waiting_passports.get(&a.passport).cloned())
+            .filter(|e| {
+                state.entries.get(e).and_then(|r| r.entry.moving.as_ref()) == Some(confirmation)
+            })
+            .collect();
+        for entry in movers {
+            state.cancel_moving_entry(&entry, "APPOINTMENT_CANCELLED", now)?;
+        }
         state.offer_seats(&slot, seats, None, now);
         Ok(updated)
     }
@@ -1292,7 +1363,7 @@ impl Inventory for MemoryStore {
         state.push_event(
             "held",
             &[
-                ("hold", id.to_string()),
+                ("hold_ref", id.reference()),
                 ("slot", hold.slot.to_string()),
                 ("seats", seats.to_string()),
                 ("expires_ms", expires_at.timestamp_millis().to_string()),
@@ -1349,6 +1420,22 @@ impl Inventory for MemoryStore {
             .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
         if let Some((appointment, limit)) = moving {
             return state.accept_move(&hold, &appointment, limit, now);
+        }
+        // Compare-and-set: the claims become the appointment's only while they still name this
+        // hold (as confirm_hold.lua); a hold that lost one has expired and books nothing.
+        let claims_held = hold.applicants.iter().all(|a| {
+            state
+                .receipts
+                .get(&a.receipt)
+                .is_some_and(|r| r.held_by.as_ref() == Some(&hold.id))
+                && state.held_passports.get(&a.passport) == Some(&hold.id)
+        });
+        if !claims_held {
+            return Err(Error::HoldExpired {
+                hold_id: hold.id.to_string(),
+                expired_at: crate::domain::types::format_instant(hold.expires_at),
+            }
+            .into());
         }
         if state.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);
@@ -1534,7 +1621,12 @@ impl Inventory for MemoryStore {
                 .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
         }
         state.reclaim(now);
-        // Checks, in the Redis script's order.
+        // Checks, in the Redis script's order: ownership first (receipts, or the appointment's
+        // number and passport), so ALREADY_WAITING answers only a caller who proved it.
+        match &join.moving {
+            Some(appointment) => state.check_moving(join, appointment, limit)?,
+            None => state.check_applicants(&join.applicants, now)?,
+        }
         for a in &join.applicants {
             if state.waiting_passports.contains_key(&a.passport) {
                 return Err(Error::AlreadyWaiting {
@@ -1542,10 +1634,6 @@ impl Inventory for MemoryStore {
                 }
                 .into());
             }
-        }
-        match &join.moving {
-            Some(appointment) => state.check_moving(join, appointment, limit)?,
-            None => state.check_applicants(&join.applicants, now)?,
         }
         if state.entries.contains_key(id) {
             return Err(StoreError::ConfirmationTaken);

@@ -200,7 +200,7 @@ pub async fn an_expired_hold_returns_its_seats_exactly_once_and_confirming_it_bo
         .filter(|(k, _)| k == "hold_expired")
         .collect();
     assert_eq!(expired.len(), 1, "{expired:?}");
-    assert_eq!(expired[0].1["hold"], h.id.to_string());
+    assert_eq!(expired[0].1["hold_ref"], h.id.reference());
     assert_eq!(expired[0].1["seats"], "2");
     // The passports and receipts are free again.
     store
@@ -539,12 +539,12 @@ pub async fn every_lifecycle_step_appears_in_the_event_log_in_order(store: Store
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert!(ids.iter().all(|id| *id > start.next));
     let f = |i: usize, k: &str| after.events[i].field(k).unwrap_or_default().to_owned();
-    assert_eq!(f(0, "hold"), h1.id.to_string());
+    assert_eq!(f(0, "hold_ref"), h1.id.reference());
     assert_eq!(f(3, "confirmation"), a.confirmation.to_string());
-    assert_eq!(f(3, "hold"), h2.id.to_string());
+    assert_eq!(f(3, "hold_ref"), h2.id.reference());
     assert_eq!(f(4, "from"), slot(1, "08:00").to_string());
     assert_eq!(f(4, "to"), slot(2, "08:00").to_string());
-    assert_eq!(f(7, "hold"), h3.id.to_string());
+    assert_eq!(f(7, "hold_ref"), h3.id.reference());
     // Paging: from the last id nothing is left; a small limit pages in order.
     let rest = store
         .events(EventStart::After(after.next), 10)

@@ -23,7 +23,13 @@ fn join_request(request_id: &str, from: i64, to: i64, times: &[&str], ids: &[u32
     .unwrap()
 }
 
-async fn join(store: &Store, request_id: &str, from: i64, to: i64, ids: &[u32]) -> WaitlistEntry {
+pub(super) async fn join(
+    store: &Store,
+    request_id: &str,
+    from: i64,
+    to: i64,
+    ids: &[u32],
+) -> WaitlistEntry {
     store
         .join_waitlist(
             &join_request(request_id, from, to, &[], ids),
@@ -35,7 +41,7 @@ async fn join(store: &Store, request_id: &str, from: i64, to: i64, ids: &[u32]) 
         .unwrap()
 }
 
-async fn entry(store: &Store, e: &WaitlistEntry) -> WaitlistEntry {
+pub(super) async fn entry(store: &Store, e: &WaitlistEntry) -> WaitlistEntry {
     store.waitlist_entry(&e.id).await.unwrap()
 }
 
@@ -44,7 +50,7 @@ async fn status_of(store: &Store, e: &WaitlistEntry) -> EntryStatus {
 }
 
 /// The seats of `e`'s pending offer, which must exist and be live.
-async fn offer_of(store: &Store, e: &WaitlistEntry) -> slotd::domain::lifecycle::Hold {
+pub(super) async fn offer_of(store: &Store, e: &WaitlistEntry) -> slotd::domain::lifecycle::Hold {
     let now = entry(store, e).await;
     assert_eq!(now.status, EntryStatus::Offered, "{now:?}");
     let offer = now.offer.expect("an offered entry shows its offer");
@@ -557,11 +563,11 @@ pub async fn offers_appear_in_the_event_log(store: Store) {
     assert!(joined < cancelled && cancelled < offered, "{kinds:?}");
     let e = &events[offered];
     assert_eq!(e.field("entry"), Some(w.id.as_str()));
-    assert_eq!(e.field("hold"), Some(offer.id.as_str()));
+    assert_eq!(e.field("hold_ref"), Some(offer.id.reference().as_str()));
     assert_eq!(e.field("slot"), Some(slot(1, "08:00").to_string().as_str()));
 }
 
-async fn join_moving(
+pub(super) async fn join_moving(
     store: &Store,
     request_id: &str,
     appointment: &Appointment,

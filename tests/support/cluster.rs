@@ -21,7 +21,7 @@ pub struct RedisCluster {
 }
 
 /// Ports below the usual ephemeral range whose cluster bus port (+10000) is free too.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     use rand::Rng;
     let mut rng = rand::rng();
     let mut ports = Vec::new();

@@ -333,6 +333,9 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
     );
 }
 pub mod cluster;
+pub mod flow;
 pub mod history;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
+pub mod tls;

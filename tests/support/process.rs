@@ -26,30 +26,39 @@ impl Slotd {
     /// `redis_url`, with the test operator token and admission key (processes share them, as
     /// replicas behind one address must) and limits high enough for a storm from one address.
     pub fn start(port: u16, redis_url: &str) -> Self {
-        Self::start_with(port, &["--redis-url", redis_url], &[])
+        Self::start_with(port, redis_url, &[])
     }
 
-    /// `slotd serve` on 127.0.0.1:`port` with the test token and key, JSON logs, high limits,
-    /// no RUST_LOG, and then `args` and `env` (so they win). Without `--redis-url` in `args`
-    /// it runs on the embedded store.
-    pub fn start_with(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
-            .args(args)
-            .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
-            .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("spawn slotd");
+    /// `start` with more `slotd serve` arguments (`--redis-ca-cert FILE`, ...).
+    pub fn start_with(port: u16, redis_url: &str, extra: &[String]) -> Self {
+        Self::start_env(port, redis_url, extra, &[])
+    }
+
+    /// `start_with` plus environment variables (`SLOTD_REDIS_CA_CERT`, ...).
+    pub fn start_env(port: u16, redis_url: &str, extra: &[String], env: &[(&str, &str)]) -> Self {
+        Self::launch(spawn(port, redis_url, None, extra, env))
+    }
+
+    /// `slotd serve` with the test token and key, JSON logs and high limits, then `args` and
+    /// `env`; on the embedded store unless `args` names `--redis-url`.
+    pub fn start_args(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let extra: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch(spawn(port, "", None, &extra, env))
+    }
+
+    /// As `start`, with extra environment (config keys), under `faketime -f <clock_offset>`
+    /// (`"+60s"`) so its system clock runs that far off (the monotonic clock is left alone).
+    pub fn start_skewed(
+        port: u16,
+        redis_url: &str,
+        clock_offset: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(spawn(port, redis_url, Some(clock_offset), &[], env))
+    }
+
+    /// Waits (bounded) for the process to log its listening address.
+    fn launch((child, log): (Child, tempfile::NamedTempFile)) -> Self {
         let mut process = Self {
             child,
             addr: String::new(),
@@ -76,6 +85,26 @@ impl Slotd {
         }
     }
 
+    /// Starts `slotd serve` expecting it to refuse to start: waits (bounded) for it to exit,
+    /// asserts a failure exit code, and returns its output.
+    pub fn refused(redis_url: &str, extra: &[String]) -> String {
+        let (mut child, log) = spawn(0, redis_url, None, extra, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait slotd") {
+                assert!(!status.success(), "slotd exited 0:\n{}", read());
+                return read();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("slotd kept running instead of failing fast:\n{}", read());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
@@ -93,11 +122,6 @@ impl Slotd {
             .expect("port")
     }
 
-    /// The OS process id (for signals).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL: no drain, no shutdown hook.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9 slotd");
@@ -110,6 +134,45 @@ impl Drop for Slotd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(
+    port: u16,
+    redis_url: &str,
+    clock_offset: Option<&str>,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Child, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut command = match clock_offset {
+        Some(offset) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", offset, env!("CARGO_BIN_EXE_slotd")])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_slotd")),
+    };
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-token", ADMIN_TOKEN])
+        // "" = the embedded store.
+        .args(
+            Some(["--redis-url", redis_url])
+                .filter(|_| !redis_url.is_empty())
+                .into_iter()
+                .flatten(),
+        )
+        .args(["--admission-key", ADMISSION_KEY, "--log-format", "json"])
+        .args(extra)
+        .envs(env.iter().copied())
+        .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
+        .env("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.reopen().expect("log"))
+        .stderr(log.reopen().expect("log"));
+    (command.spawn().expect("spawn slotd"), log)
 }
 
 /// The address of the JSON log line `{"message":"slotd listening","addr":"127.0.0.1:N",...}`.

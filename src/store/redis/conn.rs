@@ -8,14 +8,22 @@
 //! response timeout), so a dead or hung Redis answers `Unavailable` within about a second or two
 //! instead of queueing requests behind a reconnect loop. The manager reconnects by itself on the
 //! next call after an I/O error, so slotd recovers without a restart.
+//!
+//! It also owns the URL schemes (`parse_url`): one server (`redis://`, `rediss://`, `unix://`),
+//! Redis Cluster seeds (`redis-cluster://`, `rediss-cluster://`) and Sentinel
+//! (`redis+sentinel://`, `rediss+sentinel://`), plus the TLS files of `rediss` links. Config
+//! validation calls `check` so a bad URL or certificate fails at start naming its key.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
-    Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value,
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, Script, ScriptInvocation, TlsCertificates, TlsMode, Value,
 };
 
 use crate::store::StoreError;
@@ -36,6 +44,23 @@ pub struct ConnOptions {
     /// the same request_id replays it and waits again).
     pub wait_replicas: u32,
     pub wait_timeout: Duration,
+    /// PEM files for `rediss` links (single server, cluster nodes, Sentinel and its primary).
+    pub tls: TlsFiles,
+}
+
+/// PEM files of a TLS link to Redis. Without `ca_cert` the system trust store verifies the
+/// server; `client_cert` and `client_key` (together) present a client certificate (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn any(&self) -> bool {
+        self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
 }
 
 impl Default for ConnOptions {
@@ -47,6 +72,7 @@ impl Default for ConnOptions {
             reconnect_retries: 2,
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -56,6 +82,300 @@ impl Default for ConnOptions {
 /// to the one shard owning it, follows MOVED/ASK after a failover or resharding, and loads
 /// scripts on every primary (`SCRIPT LOAD` goes to all of them).
 pub const CLUSTER_SCHEME: &str = "redis-cluster://";
+/// Redis Cluster whose nodes speak TLS (`tls-cluster yes`).
+pub const TLS_CLUSTER_SCHEME: &str = "rediss-cluster://";
+/// Redis Sentinel: `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`
+/// lists sentinels; the credentials and db are the primary's.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+/// Sentinel, with TLS to the sentinels and to the primary.
+pub const TLS_SENTINEL_SCHEME: &str = "rediss+sentinel://";
+
+/// The schemes `redis.url` accepts, for messages.
+pub const SCHEMES: &str = "redis://, rediss://, unix://, redis-cluster://, rediss-cluster://, \
+                           redis+sentinel:// or rediss+sentinel://";
+
+/// Where Redis is, as `redis.url` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// One server: the URL as the redis crate reads it.
+    Single { url: String, tls: bool },
+    /// Cluster seed nodes, each a `redis://` or `rediss://` URL carrying the credentials.
+    Cluster { nodes: Vec<String>, tls: bool },
+    /// Sentinels (host, port), the primary's name and how to log in to it.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+        username: Option<String>,
+        password: Option<String>,
+        db: i64,
+        tls: bool,
+    },
+}
+
+impl Endpoint {
+    pub fn tls(&self) -> bool {
+        match self {
+            Endpoint::Single { tls, .. }
+            | Endpoint::Cluster { tls, .. }
+            | Endpoint::Sentinel { tls, .. } => *tls,
+        }
+    }
+}
+
+/// `[user:password@]rest` → (userinfo, rest).
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    let hosts_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..hosts_end].rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
+}
+
+/// `host:port,host:port` → each one checked (a port is required).
+fn host_list(list: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut hosts = Vec::new();
+    for node in list.split(',').map(str::trim) {
+        if node.is_empty() {
+            continue;
+        }
+        let (host, port) = node
+            .rsplit_once(':')
+            .ok_or_else(|| format!("node `{node}` needs host:port"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("node `{node}`: port must be 1-65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return Err(format!("node `{node}`: bad host"));
+        }
+        hosts.push((host.to_owned(), port));
+    }
+    if hosts.is_empty() {
+        return Err("needs at least one host:port".into());
+    }
+    Ok(hosts)
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Parses `redis.url` (every scheme of `SCHEMES`); the error says what is wrong with it.
+pub fn parse_url(url: &str) -> Result<Endpoint, String> {
+    let url = url.trim();
+    for (scheme, tls) in [(CLUSTER_SCHEME, false), (TLS_CLUSTER_SCHEME, true)] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (userinfo, rest) = split_userinfo(rest);
+            let list = rest.strip_suffix('/').unwrap_or(rest);
+            if list.contains(['/', '?', '#']) {
+                return Err(format!(
+                    "{scheme} takes host:port,host:port only (a cluster has no db number)"
+                ));
+            }
+            let nodes = host_list(list)
+                .map_err(|e| format!("{scheme}: {e}"))?
+                .into_iter()
+                .map(|(host, port)| {
+                    let login = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+                    let scheme = if tls { "rediss" } else { "redis" };
+                    format!("{scheme}://{login}{}/", host_port(&host, port))
+                })
+                .collect::<Vec<_>>();
+            for node in &nodes {
+                node.as_str()
+                    .into_connection_info()
+                    .map_err(|e| format!("{scheme}: {e}"))?;
+            }
+            return Ok(Endpoint::Cluster { nodes, tls });
+        }
+    }
+    for (scheme, tls) in [(SENTINEL_SCHEME, false), (TLS_SENTINEL_SCHEME, true)] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (userinfo, rest) = split_userinfo(rest);
+            let (list, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let sentinels = host_list(list).map_err(|e| format!("{scheme}: {e}"))?;
+            let mut parts = path.trim_end_matches('/').split('/');
+            let master = parts.next().unwrap_or_default().to_owned();
+            if master.is_empty() || !master.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(format!(
+                    "{scheme}host:port,host:port/<master-name> needs the master name"
+                ));
+            }
+            let db = match parts.next() {
+                None => 0,
+                Some(db) => db
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|d| (0..=15).contains(d))
+                    .ok_or_else(|| format!("{scheme}: db `{db}` must be 0-15"))?,
+            };
+            if parts.next().is_some() {
+                return Err(format!("{scheme}: path is /<master-name>[/<db>]"));
+            }
+            // The credentials are the primary's; read them as the redis crate reads a URL.
+            let (username, password) = match userinfo {
+                None => (None, None),
+                Some(u) => {
+                    let info = format!("redis://{u}@127.0.0.1:6379/")
+                        .into_connection_info()
+                        .map_err(|e| format!("{scheme}: {e}"))?;
+                    let r = info.redis_settings();
+                    (
+                        r.username().map(str::to_owned),
+                        r.password().map(str::to_owned),
+                    )
+                }
+            };
+            return Ok(Endpoint::Sentinel {
+                sentinels,
+                master,
+                username,
+                password,
+                db,
+                tls,
+            });
+        }
+    }
+    let tls = url.starts_with("rediss://");
+    if !(url.starts_with("redis://")
+        || tls
+        || url.starts_with("unix://")
+        || url.starts_with("redis+unix://"))
+    {
+        return Err(format!("must start with {SCHEMES}"));
+    }
+    url.into_connection_info().map_err(|e| e.to_string())?;
+    Ok(Endpoint::Single {
+        url: url.to_owned(),
+        tls,
+    })
+}
+
+/// A configuration problem with the connection settings, naming the `redis.*` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnConfigError {
+    pub key: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for ConnConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.detail)
+    }
+}
+
+fn read_pem(
+    key: &'static str,
+    path: &std::path::Path,
+    marker: &str,
+) -> Result<Vec<u8>, ConnConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConnConfigError {
+        key,
+        detail: format!("{}: {e}", path.display()),
+    })?;
+    if !String::from_utf8_lossy(&bytes).contains(marker) {
+        return Err(ConnConfigError {
+            key,
+            detail: format!("{}: no PEM `{marker}` block", path.display()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The URL and the TLS files, checked and read: what `Conn::open` builds its clients from.
+struct Checked {
+    endpoint: Endpoint,
+    certs: Option<TlsCertificates>,
+}
+
+fn checked(options: &ConnOptions) -> Result<Checked, ConnConfigError> {
+    let endpoint = parse_url(&options.url).map_err(|detail| ConnConfigError {
+        key: "redis.url",
+        detail,
+    })?;
+    let tls = &options.tls;
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        return Err(ConnConfigError {
+            key: "redis.tls_client_key",
+            detail: "redis.tls_client_cert and redis.tls_client_key go together".into(),
+        });
+    }
+    if tls.any() && !endpoint.tls() {
+        let key = if tls.ca_cert.is_some() {
+            "redis.tls_ca_cert"
+        } else {
+            "redis.tls_client_cert"
+        };
+        return Err(ConnConfigError {
+            key,
+            detail: "needs a TLS redis.url (rediss://, rediss-cluster:// or rediss+sentinel://)"
+                .into(),
+        });
+    }
+    if !tls.any() {
+        return Ok(Checked {
+            endpoint,
+            certs: None,
+        });
+    }
+    let root_cert = match &tls.ca_cert {
+        Some(path) => Some(read_pem(
+            "redis.tls_ca_cert",
+            path,
+            "-----BEGIN CERTIFICATE-----",
+        )?),
+        None => None,
+    };
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read_pem("redis.tls_client_cert", cert, "-----BEGIN CERTIFICATE-----")?,
+            client_key: read_pem("redis.tls_client_key", key, "PRIVATE KEY-----")?,
+        }),
+        _ => None,
+    };
+    let certs = TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    // The redis crate parses the PEM blocks here; a broken file fails now, not at connect.
+    Client::build_with_tls("rediss://127.0.0.1:6379/", certs.clone()).map_err(|e| {
+        ConnConfigError {
+            key: if e.to_string().contains("root") {
+                "redis.tls_ca_cert"
+            } else {
+                "redis.tls_client_cert"
+            },
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(Checked {
+        endpoint,
+        certs: Some(certs),
+    })
+}
+
+/// Checks `redis.url` and the TLS files (readable, PEM, matching the scheme) without
+/// connecting: config validation calls it, so `slotd config check` catches them too.
+pub fn check(options: &ConnOptions) -> Result<(), ConnConfigError> {
+    checked(options).map(|_| ())
+}
+
+/// `url` with any password replaced by `<redacted>` (for printing the configuration).
+pub fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match split_userinfo(rest) {
+            (Some(_), hosts) => format!("{scheme}://<redacted>@{hosts}"),
+            (None, _) => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
 
 /// One Redis server (multiplexed `ConnectionManager`) or a Redis Cluster (`ClusterConnection`,
 /// multiplexed per node). Both are cheap to clone and reconnect by themselves.
@@ -104,6 +424,9 @@ fn wait_policy(options: &ConnOptions) -> Option<(u32, Duration)> {
 /// at most once a second.
 struct ClusterHandle {
     client: ::redis::cluster::ClusterClient,
+    /// One plain client per seed node, for the start-up TLS check (`Conn::tls_refusal`): the
+    /// cluster client retries a refused handshake in the background instead of reporting it.
+    seeds: Vec<Client>,
     config: ClusterConfig,
     current: std::sync::RwLock<(ClusterConnection, std::time::Instant)>,
 }
@@ -130,19 +453,26 @@ impl ClusterHandle {
     }
 }
 
-fn open_cluster(nodes: &str, options: &ConnOptions) -> Result<ClusterHandle, StoreError> {
-    let nodes: Vec<String> = nodes
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|n| format!("redis://{n}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(StoreError::Unavailable {
-            detail: format!("redis url: {CLUSTER_SCHEME} needs at least one host:port"),
-        });
+fn open_cluster(
+    nodes: Vec<String>,
+    certs: Option<TlsCertificates>,
+    options: &ConnOptions,
+) -> Result<ClusterHandle, StoreError> {
+    let seeds = nodes
+        .iter()
+        .map(|node| match &certs {
+            Some(certs) => Client::build_with_tls(node.as_str(), certs.clone()),
+            None => Client::open(node.as_str()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Unavailable {
+            detail: format!("redis cluster url: {e}"),
+        })?;
+    let mut builder = ClusterClientBuilder::new(nodes);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
     }
-    let client = ClusterClientBuilder::new(nodes)
+    let client = builder
         .connection_timeout(options.connect_timeout)
         .response_timeout(options.response_timeout)
         .retries(u32::try_from(options.reconnect_retries).unwrap_or(u32::MAX))
@@ -160,16 +490,160 @@ fn open_cluster(nodes: &str, options: &ConnOptions) -> Result<ClusterHandle, Sto
     let connection = client.get_pending_async_connection_with_config(config.clone());
     Ok(ClusterHandle {
         client,
+        seeds,
         config,
         current: std::sync::RwLock::new((connection, std::time::Instant::now())),
     })
 }
 
-/// What a `Conn` holds: one server's manager, or the replaceable cluster connection.
+/// The primary that Sentinel names, followed across failovers. The manager of the primary
+/// found last serves every call; a call that fails (the primary died, or answers READONLY
+/// because it was demoted) drops it, and the next call asks the sentinels again, which also
+/// check that the node they name considers itself primary (`ROLE`). While the sentinels still
+/// name a dead primary, lookups fail fast (at most one every `RELOOKUP_GAP`), so calls answer
+/// `Unavailable` until the promotion, then reach the new primary.
+struct SentinelHandle {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    config: ConnectionManagerConfig,
+    current: std::sync::RwLock<Option<(ConnectionManager, Instant)>>,
+    last_failure: std::sync::Mutex<Option<(Instant, String)>>,
+    lookup_timeout: Duration,
+}
+
+const RELOOKUP_GAP: Duration = Duration::from_millis(200);
+
+impl SentinelHandle {
+    fn cached(&self) -> Option<ConnectionManager> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(m, _)| m.clone())
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(manager) = self.cached() {
+            return Ok(manager);
+        }
+        let mut sentinel = self.sentinel.lock().await;
+        if let Some(manager) = self.cached() {
+            return Ok(manager);
+        }
+        if let Some((at, why)) = &*self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < RELOOKUP_GAP {
+                return Err(StoreError::Unavailable {
+                    detail: format!("sentinel: {why}"),
+                });
+            }
+        }
+        let found = tokio::time::timeout(self.lookup_timeout, sentinel.async_get_client()).await;
+        let failure = match found {
+            Ok(Ok(client)) => {
+                match ConnectionManager::new_lazy_with_config(client, self.config.clone()) {
+                    Ok(manager) => {
+                        tracing::info!("redis sentinel: connected to the primary it names");
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                            Some((manager.clone(), Instant::now()));
+                        return Ok(manager);
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no primary named within {:?}", self.lookup_timeout),
+        };
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), failure.clone()));
+        Err(StoreError::Unavailable {
+            detail: format!("sentinel: {failure}"),
+        })
+    }
+
+    /// After a failed call: look the primary up again (at most once a `RELOOKUP_GAP` per
+    /// manager, so one outage does not make every caller query the sentinels).
+    fn forget(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= RELOOKUP_GAP)
+        {
+            tracing::warn!("redis call failed: asking the sentinels for the primary again");
+            *current = None;
+        }
+    }
+}
+
+fn open_sentinel(
+    endpoint: Endpoint,
+    certs: Option<TlsCertificates>,
+    options: &ConnOptions,
+    config: ConnectionManagerConfig,
+) -> Result<SentinelHandle, StoreError> {
+    let Endpoint::Sentinel {
+        sentinels,
+        master,
+        username,
+        password,
+        db,
+        tls,
+    } = endpoint
+    else {
+        return Err(StoreError::Unavailable {
+            detail: "redis url: not a sentinel url".into(),
+        });
+    };
+    let addrs = sentinels.into_iter().map(|(host, port)| {
+        if tls {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        }
+    });
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+        .map_err(|e| StoreError::Unavailable {
+            detail: format!("redis sentinel url: {e}"),
+        })?
+        .set_client_to_redis_db(db);
+    if let Some(username) = username {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(certs) = certs {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs);
+        }
+    }
+    let sentinel = builder.build().map_err(|e| StoreError::Unavailable {
+        detail: format!("redis sentinel url: {e}"),
+    })?;
+    Ok(SentinelHandle {
+        sentinel: tokio::sync::Mutex::new(sentinel),
+        config,
+        current: std::sync::RwLock::new(None),
+        last_failure: std::sync::Mutex::new(None),
+        lookup_timeout: options.connect_timeout + options.response_timeout,
+    })
+}
+
+/// What a `Conn` holds: one server's manager, the replaceable cluster connection, or the
+/// primary Sentinel names.
 #[derive(Clone)]
 enum Target {
     Single(ConnectionManager),
     Cluster(std::sync::Arc<ClusterHandle>),
+    Sentinel(std::sync::Arc<SentinelHandle>),
 }
 
 #[derive(Clone)]
@@ -191,44 +665,109 @@ impl Conn {
     /// Creates the connection lazily: slotd starts (with health NOT_SERVING) even when Redis is
     /// not up yet, and connects on the first call.
     pub fn open(options: &ConnOptions) -> Result<Self, StoreError> {
-        if let Some(nodes) = options.url.strip_prefix(CLUSTER_SCHEME) {
-            return Ok(Self {
-                wait: wait_policy(options),
-                target: Target::Cluster(std::sync::Arc::new(open_cluster(nodes, options)?)),
-                deadline: options.connect_timeout
-                    + options.response_timeout
-                    + Duration::from_millis(250),
-            });
-        }
-        let client = Client::open(options.url.as_str()).map_err(|e| StoreError::Unavailable {
-            detail: format!("redis url: {e}"),
-        })?;
+        let Checked { endpoint, certs } =
+            checked(options).map_err(|e| StoreError::Unavailable {
+                detail: e.to_string(),
+            })?;
+        let deadline = options.connect_timeout + options.response_timeout;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
             .set_number_of_retries(options.reconnect_retries)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let target = match endpoint {
+            Endpoint::Cluster { nodes, .. } => {
+                Target::Cluster(std::sync::Arc::new(open_cluster(nodes, certs, options)?))
+            }
+            sentinel @ Endpoint::Sentinel { .. } => Target::Sentinel(std::sync::Arc::new(
+                open_sentinel(sentinel, certs, options, config)?,
+            )),
+            Endpoint::Single { url, .. } => {
+                let client = match certs {
+                    Some(certs) => Client::build_with_tls(url.as_str(), certs),
+                    None => Client::open(url.as_str()),
+                }
+                .map_err(|e| StoreError::Unavailable {
+                    detail: format!("redis url: {e}"),
+                })?;
+                Target::Single(
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
+                )
+            }
+        };
         Ok(Self {
             wait: wait_policy(options),
-            target: Target::Single(manager),
-            deadline: options.connect_timeout
-                + options.response_timeout
-                + Duration::from_millis(250),
+            target,
+            deadline: deadline + Duration::from_millis(250),
         })
     }
 
-    /// Every Redis call: bounded by `deadline`, traced as a child span of the RPC named after
-    /// the operation (`book`, `read appointment`), and measured (`slotd_redis_*` metrics).
-    fn link(&self) -> Link {
+    /// The link for one call (for Sentinel, looking the primary up when it is not known).
+    async fn link(&self) -> Result<Link, StoreError> {
         match &self.target {
-            Target::Single(m) => Link::Single(m.clone()),
-            Target::Cluster(h) => Link::Cluster(h.connection()),
+            Target::Single(m) => Ok(Link::Single(m.clone())),
+            Target::Cluster(h) => Ok(Link::Cluster(h.connection())),
+            Target::Sentinel(h) => h.connection().await.map(Link::Single),
         }
     }
 
+    /// A first PING at start whose failure is a TLS trust problem, named by its key: the
+    /// server's certificate is not signed by `redis.tls_ca_cert` (or the system roots), or the
+    /// server refused our client certificate. Other failures (Redis not up yet) are not
+    /// configuration problems: slotd starts NOT_SERVING and connects later.
+    pub async fn tls_refusal(&self) -> Option<ConnConfigError> {
+        if let Target::Cluster(handle) = &self.target {
+            // Each seed on its own: the first that answers settles it.
+            for seed in &handle.seeds {
+                let config = ::redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.deadline))
+                    .set_response_timeout(Some(self.deadline));
+                let answer = tokio::time::timeout(self.deadline, async {
+                    let mut c = seed
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    ::redis::cmd("PING").query_async::<Value>(&mut c).await
+                })
+                .await;
+                match answer {
+                    Ok(Ok(_)) => return None,
+                    Ok(Err(e)) => {
+                        if let Some(refusal) = tls_refusal(&format!("cluster seed: {e}")) {
+                            return Some(refusal);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            return None;
+        }
+        match self.cmd("ping", &::redis::cmd("PING")).await {
+            Err(StoreError::Unavailable { detail }) => tls_refusal(&detail),
+            _ => None,
+        }
+    }
+}
+
+/// A failure text that says TLS refused the link, as the key to fix.
+fn tls_refusal(detail: &str) -> Option<ConnConfigError> {
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") {
+        Some(ConnConfigError {
+            key: "redis.tls_ca_cert",
+            detail: format!("the Redis server's certificate is not trusted: {detail}"),
+        })
+    } else if lower.contains("certificaterequired") || lower.contains("badcertificate") {
+        Some(ConnConfigError {
+            key: "redis.tls_client_cert",
+            detail: format!("the Redis server refused the client certificate: {detail}"),
+        })
+    } else {
+        None
+    }
+}
+
+impl Conn {
     async fn bounded<T>(
         &self,
         what: &str,
@@ -258,8 +797,10 @@ impl Conn {
                 true,
             ),
         };
-        if let (Target::Cluster(handle), true) = (&self.target, timed_out) {
-            handle.renew();
+        match (&self.target, &result) {
+            (Target::Cluster(handle), Err(_)) if timed_out => handle.renew(),
+            (Target::Sentinel(handle), Err(StoreError::Unavailable { .. })) => handle.forget(),
+            _ => {}
         }
         crate::metrics::metrics().redis_call(what, started.elapsed(), result.is_ok());
         result
@@ -286,8 +827,8 @@ impl Conn {
         what: &str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Value, StoreError> {
-        let mut manager = self.link();
-        self.bounded(what, invocation.invoke_async::<Value>(&mut manager))
+        let mut link = self.link().await?;
+        self.bounded(what, invocation.invoke_async::<Value>(&mut link))
             .await
     }
 
@@ -300,14 +841,14 @@ impl Conn {
         timeout: Duration,
     ) -> Result<(), StoreError> {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut manager = self.link();
+        let mut link = self.link().await?;
         let acked = self
             .bounded(
                 what,
                 ::redis::cmd("WAIT")
                     .arg(replicas)
                     .arg(millis)
-                    .query_async::<i64>(&mut manager),
+                    .query_async::<i64>(&mut link),
             )
             .await?;
         if acked < i64::from(replicas) {
@@ -321,15 +862,15 @@ impl Conn {
     }
 
     pub async fn cmd(&self, what: &str, cmd: &Cmd) -> Result<Value, StoreError> {
-        let mut manager = self.link();
-        self.bounded(what, cmd.query_async::<Value>(&mut manager))
+        let mut link = self.link().await?;
+        self.bounded(what, cmd.query_async::<Value>(&mut link))
             .await
     }
 
     /// Plain commands in one round trip (never scripts, see `script`).
     pub async fn pipeline(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut manager = self.link();
-        self.bounded(what, pipe.query_async::<Vec<Value>>(&mut manager))
+        let mut link = self.link().await?;
+        self.bounded(what, pipe.query_async::<Vec<Value>>(&mut link))
             .await
     }
 }
@@ -378,6 +919,136 @@ mod tests {
             Conn::open(&options),
             Err(StoreError::Unavailable { .. })
         ));
+    }
+
+    #[test]
+    fn every_scheme_parses_and_a_bad_url_says_what_is_wrong() {
+        let single = parse_url("rediss://:pw@cache.example:6380/2").expect("rediss");
+        assert!(matches!(single, Endpoint::Single { tls: true, .. }));
+        assert!(matches!(
+            parse_url("unix:///run/redis.sock").expect("unix"),
+            Endpoint::Single { tls: false, .. }
+        ));
+        assert_eq!(
+            parse_url("redis-cluster://:pw@10.0.0.1:7000, 10.0.0.2:7001/").expect("cluster"),
+            Endpoint::Cluster {
+                nodes: vec![
+                    "redis://:pw@10.0.0.1:7000/".into(),
+                    "redis://:pw@10.0.0.2:7001/".into()
+                ],
+                tls: false
+            }
+        );
+        assert_eq!(
+            parse_url("rediss-cluster://[::1]:7000").expect("tls cluster"),
+            Endpoint::Cluster {
+                nodes: vec!["rediss://[::1]:7000/".into()],
+                tls: true
+            }
+        );
+        assert_eq!(
+            parse_url("redis+sentinel://user:pw@s1:26379,s2:26379/mymaster/3").expect("sentinel"),
+            Endpoint::Sentinel {
+                sentinels: vec![("s1".into(), 26379), ("s2".into(), 26379)],
+                master: "mymaster".into(),
+                username: Some("user".into()),
+                password: Some("pw".into()),
+                db: 3,
+                tls: false,
+            }
+        );
+        assert!(parse_url("rediss+sentinel://s1:26379/m")
+            .expect("tls sentinel")
+            .tls());
+        for (bad, says) in [
+            ("http://x:1", "must start with"),
+            ("redis-cluster://", "at least one host:port"),
+            ("redis-cluster://a:1/0", "no db number"),
+            ("redis-cluster://a", "host:port"),
+            ("redis-cluster://a:0", "port must be"),
+            ("redis+sentinel://s1:26379", "master name"),
+            ("redis+sentinel://s1:26379/m/99", "must be 0-15"),
+            ("redis+sentinel://s1:26379/m/1/x", "path is"),
+        ] {
+            let e = parse_url(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked_against_the_scheme_and_each_other() {
+        let options = |url: &str, tls: TlsFiles| ConnOptions {
+            url: url.into(),
+            tls,
+            ..ConnOptions::default()
+        };
+        let ca = TlsFiles {
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let e = check(&options("redis://h:1", ca.clone())).expect_err("plaintext url");
+        assert_eq!(e.key, "redis.tls_ca_cert");
+        assert!(e.detail.contains("TLS redis.url"), "{e}");
+        let e = check(&options("rediss://h:1", ca)).expect_err("missing file");
+        assert_eq!(e.key, "redis.tls_ca_cert");
+        let half = TlsFiles {
+            client_cert: Some("/nonexistent/c.pem".into()),
+            ..TlsFiles::default()
+        };
+        let e = check(&options("rediss://h:1", half)).expect_err("cert without key");
+        assert_eq!(e.key, "redis.tls_client_key");
+        check(&options("rediss://h:1", TlsFiles::default())).expect("system roots");
+        let e = check(&options("redis-cluster://", TlsFiles::default())).expect_err("no nodes");
+        assert_eq!(e.key, "redis.url");
+    }
+
+    #[test]
+    fn a_tls_sentinel_url_with_a_ca_and_a_client_certificate_opens_without_connecting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (ca, client, client_key) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("c.pem"),
+            dir.path().join("c.key"),
+        );
+        std::fs::write(&ca, cert.pem()).expect("write");
+        std::fs::write(&client, cert.pem()).expect("write");
+        std::fs::write(&client_key, key.serialize_pem()).expect("write");
+        let options = ConnOptions {
+            url: "rediss+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/primary/1".into(),
+            tls: TlsFiles {
+                ca_cert: Some(ca),
+                client_cert: Some(client),
+                client_key: Some(client_key.clone()),
+            },
+            ..ConnOptions::default()
+        };
+        let conn = Conn::open(&options).expect("lazy: nothing is contacted yet");
+        assert!(matches!(conn.target, Target::Sentinel(_)));
+        // A key file that is not a key is named.
+        let mut broken = options.clone();
+        broken.tls.client_key = broken.tls.ca_cert.clone();
+        assert_eq!(
+            check(&broken).expect_err("not a key").key,
+            "redis.tls_client_key"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted_on_every_scheme() {
+        assert_eq!(
+            redacted_url("redis-cluster://:pw@a:1,b:2"),
+            "redis-cluster://<redacted>@a:1,b:2"
+        );
+        assert_eq!(
+            redacted_url("redis+sentinel://u:pw@s:1/m"),
+            "redis+sentinel://<redacted>@s:1/m"
+        );
+        assert_eq!(redacted_url("redis://h:1/0"), "redis://h:1/0");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! This module must not know about gRPC, and nothing above `store` sees a redis type.
 
 mod codec;
-mod conn;
+pub mod conn;
 pub mod keys;
 pub mod room;
 mod sold_out;
@@ -152,6 +152,12 @@ impl RedisStore {
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
         })
+    }
+
+    /// At start: a TLS trust failure (wrong `redis.tls_ca_cert`, refused client certificate),
+    /// named by its key, so slotd exits instead of serving NOT_SERVING forever.
+    pub async fn tls_refusal(&self) -> Option<conn::ConnConfigError> {
+        self.conn.tls_refusal().await
     }
 
     /// How long a waitlist offer keeps its seats (default 30 minutes).

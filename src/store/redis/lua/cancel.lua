@@ -30,6 +30,7 @@
 --       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: seats return exactly once (a cancelled appointment is refused before any write);
+-- a passport or receipt claim is freed only if it still names this appointment;
 -- booked never goes below 0; the seats go to the date's waitlist first (offer_seats, in the
 -- same script); checks first, writes last. Prepended with holds_lib.lua.
 local now = tonumber(ARGV[1])
@@ -92,14 +93,29 @@ if slot[1] then
   redis.call('HSET', KEYS[4], hhmm .. ':b', booked)
 end
 redis.call('HDEL', KEYS[5], conf)
+-- Compare-and-set: a claim is freed only while it still names this appointment (never one a
+-- later booking or hold took).
 for i = 1, seats do
-  redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
-  redis.call('DEL', KEYS[5 + 2 * i])
+  if redis.call('HGET', KEYS[4 + 2 * i], 'backing') == conf then
+    redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
+  end
+  if redis.call('GET', KEYS[5 + 2 * i]) == conf then
+    redis.call('DEL', KEYS[5 + 2 * i])
+  end
 end
 redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
   'type', 'cancelled', 'confirmation', conf, 'slot', current, 'seats', seats, 'at', now_text)
+-- The entry that waited to move this appointment can never move it: it ends now, and the
+-- seats of its pending offer come back at once. Its passports name it (wlp:<PASSPORT>).
+for i = 1, seats do
+  local passport = string.sub(KEYS[5 + 2 * i], #o.prefix + #'passport:' + 1)
+  local waiting = redis.call('GET', o.prefix .. 'wlp:' .. passport)
+  if waiting and redis.call('HGET', o.prefix .. 'wle:' .. waiting, 'moves') == conf then
+    cancel_moving_entry(o, waiting, 'APPOINTMENT_CANCELLED')
+  end
+end
 offer_seats(o, appt[4], appt[5], appt[6], hhmm, seats, nil)
 return {'OK'}

@@ -33,11 +33,14 @@
 -- moving entry (entry field `moves`) is a reschedule instead: the entry's appointment moves
 -- onto the held seats (same number, history line, reschedule counted), answered
 -- {"MOVED", conf}; its old seats go to that date's line (offer step). Refusals then are
--- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}.
+-- {"APPOINTMENT_CANCELLED", conf} | {"RESCHEDULE_LIMIT", i, limit}, and final: the offer's seats
+-- come back at once (and go to the next entries), the entry ends CANCELLED with that reason.
 --
--- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); an expired hold
--- books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
--- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does.
+-- Invariants: booked + held is unchanged by a confirm (held -n, booked +n); a hold whose
+-- passport or receipt claim no longer reads "hold:<HOLD_ID>:<expires_ms>" books nothing
+-- (HOLD_EXPIRED, no write); an expired hold books nothing (its seats are reclaimed instead, once). Checks first, writes last; the only
+-- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does, and
+-- a moving offer's final refusal (above).
 local now = tonumber(ARGV[1])
 local o = offer_context(9, now)
 if not now or not o then
@@ -95,13 +98,17 @@ if moves then
   if not a[1] then
     return {'CORRUPT', 'moving entry names a missing appointment'}
   end
+  -- A refusal is final for the entry: the offer's seats come back at once and go on to the
+  -- next entries, the entry ends (these writes are the refusal's whole outcome).
   if a[1] ~= 'BOOKED' then
+    cancel_moving_entry(o, rec[10], 'APPOINTMENT_CANCELLED')
     return {'APPOINTMENT_CANCELLED', moves}
   end
   local limit = tonumber(redis.call('HGET', entry_key, 'limit') or '0') or 0
   for i = 1, n do
     local used = tonumber(redis.call('HGET', KEYS[7 + 2 * i], 'reschedules') or '0') or 0
     if used >= limit then
+      cancel_moving_entry(o, rec[10], 'RESCHEDULE_LIMIT')
       return {'RESCHEDULE_LIMIT', i, limit}
     end
   end
@@ -143,9 +150,20 @@ if moves then
   redis.call('HSET', entry_key, 'confirmation', moves)
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
     'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
-    'at', ARGV[4], 'hold', hold_id)
+    'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
   return {'MOVED', moves}
+end
+-- Compare-and-set: the hold's passport and receipt claims become the appointment's only while
+-- they still name this hold. A replica whose clock runs ahead may have judged the claim lapsed
+-- and given it to another booking or hold; then this hold has expired for good, whatever our
+-- clock says, and books nothing (one passport, one receipt: at most one live appointment).
+local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+for i = 1, n do
+  if redis.call('HGET', KEYS[7 + 2 * i], 'backing') ~= claim
+      or redis.call('GET', KEYS[8 + 2 * i]) ~= claim then
+    return {'HOLD_EXPIRED', rec[4]}
+  end
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'CONFIRMATION_TAKEN'}
@@ -178,5 +196,5 @@ if entry_key then
 end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
-  'seats', n, 'at', ARGV[4], 'hold', hold_id)
+  'seats', n, 'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
 return {'OK'}

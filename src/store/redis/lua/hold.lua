@@ -111,7 +111,7 @@ redis.call('EXPIRE', KEYS[4], record_ttl)
 redis.call('SET', KEYS[5],
   ARGV[2] .. '|' .. hold_id .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', 1000000, '*',
-  'type', 'held', 'hold', hold_id,
+  'type', 'held', 'hold_ref', hold_ref(hold_id),
   'slot', ARGV[8] .. '/' .. ARGV[9] .. '/' .. ARGV[10] .. ' ' .. ARGV[11],
   'seats', n, 'expires_ms', ARGV[13], 'at', ARGV[7])
 return {'OK'}

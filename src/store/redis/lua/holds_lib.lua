@@ -8,6 +8,13 @@
 -- Passport records and receipt `backing` fields claimed by a hold hold "hold:<ID>:<expires_ms>",
 -- a claim that lapses by itself at the expiry, so reclaiming touches only the date's keys.
 
+-- What events name a hold by: 16 hex digits of SHA-1("hold:<ID>"), a reference that grants
+-- nothing (hold ids are bearer credentials and never enter the event stream); the same as
+-- HoldId::reference in Rust.
+local function hold_ref(id)
+  return string.sub(redis.sha1hex('hold:' .. id), 1, 16)
+end
+
 -- Whether a passport record or receipt `backing` value still claims: an appointment number
 -- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
 local function claim_live(value, now)
@@ -226,7 +233,7 @@ local function offer_seats(o, post, cat, date, hhmm, released, skip)
         redis.call('EXPIRE', hold_key, o.record_ttl)
         redis.call('HSET', key, 'status', 'OFFERED', 'offer', hold_id, 'updated_ms', o.now)
         redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
-          'type', 'offered', 'entry', id, 'hold', hold_id,
+          'type', 'offered', 'entry', id, 'hold_ref', hold_ref(hold_id),
           'slot', post .. '/' .. cat .. '/' .. date .. ' ' .. time_text,
           'seats', n, 'expires_ms', expires, 'at', o.now_text)
         budget = budget - n
@@ -267,12 +274,12 @@ local function offer_ended(prefix, hold_id, expired, at)
   if expired then
     end_entry(prefix, entry, 'EXPIRED', nil, at)
     redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
-      'type', 'offer_expired', 'entry', entry, 'hold', hold_id)
+      'type', 'offer_expired', 'entry', entry, 'hold_ref', hold_ref(hold_id))
   else
     redis.call('HSET', key, 'status', 'WAITING', 'updated_ms', at)
     redis.call('HDEL', key, 'offer')
     redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 1000000, '*',
-      'type', 'offer_declined', 'entry', entry, 'hold', hold_id)
+      'type', 'offer_declined', 'entry', entry, 'hold_ref', hold_ref(hold_id))
   end
   return entry
 end
@@ -302,7 +309,48 @@ local function release_writes(h)
   end
   redis.call('HSET', h.key, 'status', 'RELEASED')
   redis.call('XADD', h.events_key, 'MAXLEN', '~', 1000000, '*',
-    'type', 'hold_released', 'hold', h.id, 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
+    'type', 'hold_released', 'hold_ref', hold_ref(h.id), 'slot', h.slot_label, 'seats', h.n, 'at', h.now_text)
+end
+
+-- Ends moving entry `id` for good with `reason` (its appointment was cancelled, or it can move
+-- no more): the seats of its live offer come back at once (an offer to a moving entry claims no
+-- passport or receipt) and go to the next entries of that date; one waitlist_cancelled event.
+-- Nothing if the entry is not in line. Writes only: the caller decided.
+local function cancel_moving_entry(o, id, reason)
+  local p = o.prefix
+  local key = p .. 'wle:' .. id
+  local e = redis.call('HMGET', key, 'status', 'offer')
+  if e[1] ~= 'WAITING' and e[1] ~= 'OFFERED' then
+    return
+  end
+  local freed
+  if e[1] == 'OFFERED' and e[2] then
+    local hold_key = p .. 'hold:' .. e[2]
+    local h = redis.call('HMGET', hold_key, 'status', 'seats', 'expires_ms', 'post', 'category',
+      'date', 'time')
+    local n, expires = tonumber(h[2]), tonumber(h[3])
+    if h[1] == 'HELD' and n and expires and expires > o.now and h[7] then
+      local day_label = h[4] .. ':' .. h[5] .. ':' .. h[6]
+      local hhmm = string.sub(h[7], 1, 2) .. string.sub(h[7], 4, 5)
+      local holds_key = p .. 'holds:' .. day_label
+      if redis.call('ZSCORE', holds_key, hhmm .. ':' .. n .. ':' .. e[2]) then
+        release_writes({
+          key = hold_key, id = e[2], hhmm = hhmm, n = n, expires = h[3],
+          day_key = p .. 'day:' .. day_label, holds_key = holds_key, due_key = p .. 'holds-due',
+          events_key = p .. 'events', day_label = day_label,
+          slot_label = h[4] .. '/' .. h[5] .. '/' .. h[6] .. ' ' .. h[7], now_text = o.now_text,
+          receipts = {}, passports = {},
+        })
+        freed = {h[4], h[5], h[6], hhmm, n}
+      end
+    end
+  end
+  end_entry(p, id, 'CANCELLED', reason, o.now)
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', 1000000, '*',
+    'type', 'waitlist_cancelled', 'entry', id, 'reason', reason)
+  if freed then
+    offer_seats(o, freed[1], freed[2], freed[3], freed[4], freed[5], nil)
+  end
 end
 
 -- Returns the seats of the expired holds found by expired_holds (writes) and appends one
@@ -319,7 +367,7 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
       end
       redis.call('HSET', day_key, h[2] .. ':h', held)
       redis.call('XADD', events_key, 'MAXLEN', '~', 1000000, '*',
-        'type', 'hold_expired', 'hold', h[4],
+        'type', 'hold_expired', 'hold_ref', hold_ref(h[4]),
         'slot', slot_prefix .. ' ' .. string.sub(h[2], 1, 2) .. ':' .. string.sub(h[2], 3, 4),
         'seats', h[3], 'expires_ms', h[5])
     end

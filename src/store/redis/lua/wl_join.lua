@@ -35,6 +35,9 @@
 --       | {"RESCHEDULE_LIMIT", i}                   (moving entries)
 --       | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
+-- No oracle: ALREADY_WAITING is checked only after the receipt checks (or the moving
+-- entry's appointment checks), so a caller who knows a passport but not its receipt learns
+-- nothing about whether it waits.
 -- Invariants: at most one entry in line per passport; join sequence numbers only grow, so the
 -- score order of every line is join order. All checks run before the first write.
 local now = tonumber(ARGV[1])
@@ -57,15 +60,6 @@ if seen then
     return {'REQUEST_ID_REUSED'}
   end
   return {'REPLAY', seen[2]}
-end
-for i = 1, n do
-  local waiting = redis.call('GET', KEYS[5 + 3 * i])
-  if waiting then
-    local status = redis.call('HGET', prefix .. 'wle:' .. waiting, 'status')
-    if status == 'WAITING' or status == 'OFFERED' then
-      return {'ALREADY_WAITING', i}
-    end
-  end
 end
 local passports = split_words(ARGV[13])
 local moves = ARGV[15]
@@ -110,6 +104,17 @@ for i = 1, n do
   end
   if claim_live(redis.call('GET', KEYS[4 + 3 * i]), now) then
     return {'APPLICANT_ALREADY_BOOKED', i}
+  end
+end
+-- Only now, once the caller proved each passport (its receipt, or the appointment's number):
+-- whether a passport waits already is no answer for someone who knows the passport alone.
+for i = 1, n do
+  local waiting = redis.call('GET', KEYS[5 + 3 * i])
+  if waiting then
+    local status = redis.call('HGET', prefix .. 'wle:' .. waiting, 'status')
+    if status == 'WAITING' or status == 'OFFERED' then
+      return {'ALREADY_WAITING', i}
+    end
   end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
