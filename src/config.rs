@@ -32,6 +32,38 @@ pub enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a running slotd's grpc.health.v1 service; exit 0 only when it answers SERVING (the
+    /// container health check).
+    Health(HealthArgs),
+}
+
+/// Flags of `slotd health`.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// The server: http://host:port (plaintext) or https://host:port (TLS).
+    #[arg(
+        long,
+        env = "SLOTD_HEALTH_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+
+    /// The service to ask about ("" = the server as a whole), e.g. slotd.v1.BookingService.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// PEM CA that signed the server certificate (https only; needed for a private CA).
+    #[arg(long, env = "SLOTD_HEALTH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Name the server certificate must carry, when it differs from the host in --addr
+    /// (e.g. the certificate says slotd.internal and --addr is https://127.0.0.1:50051).
+    #[arg(long, env = "SLOTD_HEALTH_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+
+    /// Seconds for connecting and answering together.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +79,7 @@ pub enum ConfigCommand {
 /// Flags of `slotd serve`. Every one is optional: an unset flag leaves the value from the
 /// layers below (file, `SLOTD__*`, defaults).
 #[derive(Debug, Args, Default)]
+#[command(after_help = OTEL_HELP)]
 pub struct ServeArgs {
     /// TOML configuration file (see README, Configuration).
     #[arg(long, env = "SLOTD_CONFIG")]
@@ -155,8 +188,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// OTLP/gRPC collector for spans, e.g. http://127.0.0.1:4317 (off unless set).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    /// OTLP/gRPC collector for spans, e.g. http://127.0.0.1:4317. Unset: the OpenTelemetry
+    /// variables decide (see below); set, it wins over them.
+    #[arg(long, env = "SLOTD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
     /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
@@ -177,6 +211,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_TLS_OPERATOR_NAMES", value_delimiter = ',')]
     pub tls_operator_names: Option<Vec<String>>,
 }
+
+/// The OpenTelemetry variables `slotd serve` reads (src/telemetry.rs), for `--help`.
+const OTEL_HELP: &str = "OpenTelemetry environment (used when the matching telemetry.* setting is unset):
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   OTLP/gRPC collector (traces one first)
+  OTEL_EXPORTER_OTLP_TRACES_INSECURE, OTEL_EXPORTER_OTLP_INSECURE   `true`: a bare host:port is plaintext
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL   only `grpc` is supported
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES                       resource (default service.name: slotd)
+  OTEL_TRACES_EXPORTER (otlp | none), OTEL_SDK_DISABLED (true)      turn span export on (default endpoint) or off";
 
 /// The whole configuration; every field has a default, so an empty file is valid.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -307,6 +349,15 @@ pub struct ServerSettings {
     pub http2_window_kib: u32,
     /// HTTP/2 BDP-based adaptive flow-control windows.
     pub http2_adaptive_window: bool,
+    /// Seconds after which a connection is sent GOAWAY so the client reconnects (and an L4
+    /// balancer can pick another replica); 0 = never.
+    pub max_connection_age_secs: u64,
+    /// Seconds running calls may go on after that GOAWAY before the connection is closed.
+    pub max_connection_age_grace_secs: u64,
+    /// Seconds between HTTP/2 PINGs to the client; 0 = no pings.
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds a PING may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -323,6 +374,10 @@ impl Default for ServerSettings {
             max_concurrent_streams: 256,
             http2_window_kib: 0,
             http2_adaptive_window: false,
+            max_connection_age_secs: 0,
+            max_connection_age_grace_secs: 30,
+            http2_keepalive_interval_secs: 0,
+            http2_keepalive_timeout_secs: 20,
         }
     }
 }
@@ -367,9 +422,12 @@ impl Default for RedisSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
-    /// OTLP/gRPC endpoint; spans are exported only when set.
+    /// OTLP/gRPC endpoint; unset, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` decide (src/telemetry.rs).
     pub otlp_endpoint: Option<String>,
-    pub service_name: String,
+    /// `service.name` of the spans; unset, `OTEL_SERVICE_NAME`, then `OTEL_RESOURCE_ATTRIBUTES`,
+    /// then `slotd`.
+    pub service_name: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -377,7 +435,7 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Text,
             otlp_endpoint: None,
-            service_name: "slotd".into(),
+            service_name: None,
         }
     }
 }
@@ -802,6 +860,26 @@ impl Settings {
             "server.max_concurrent_streams",
             "must be 1-10000",
         )?;
+        check(
+            s.max_connection_age_secs <= 604_800,
+            "server.max_connection_age_secs",
+            "must be 0 (off) to 604800 seconds",
+        )?;
+        check(
+            (1..=3600).contains(&s.max_connection_age_grace_secs),
+            "server.max_connection_age_grace_secs",
+            "must be 1-3600 seconds",
+        )?;
+        check(
+            s.http2_keepalive_interval_secs <= 86_400,
+            "server.http2_keepalive_interval_secs",
+            "must be 0 (off) to 86400 seconds",
+        )?;
+        check(
+            (1..=600).contains(&s.http2_keepalive_timeout_secs),
+            "server.http2_keepalive_timeout_secs",
+            "must be 1-600 seconds",
+        )?;
 
         let r = &self.redis;
         match self.redis_options() {
@@ -849,11 +927,13 @@ impl Settings {
                 "must be an http:// or https:// URL",
             )?;
         }
-        check(
-            !self.telemetry.service_name.trim().is_empty(),
-            "telemetry.service_name",
-            "must not be empty",
-        )?;
+        if let Some(name) = &self.telemetry.service_name {
+            check(
+                !name.trim().is_empty(),
+                "telemetry.service_name",
+                "must not be empty (leave it out to use OTEL_SERVICE_NAME)",
+            )?;
+        }
 
         let m = &self.metrics;
         check(
@@ -1171,6 +1251,45 @@ mod tests {
             s.validate().expect_err("ten minutes stale").key,
             "calendar.cache_max_age_ms"
         );
+        for (var, value, key) in [
+            (
+                "SLOTD__SERVER__MAX_CONNECTION_AGE_GRACE_SECS",
+                "0",
+                "server.max_connection_age_grace_secs",
+            ),
+            (
+                "SLOTD__SERVER__MAX_CONNECTION_AGE_SECS",
+                "99999999",
+                "server.max_connection_age_secs",
+            ),
+            (
+                "SLOTD__SERVER__HTTP2_KEEPALIVE_TIMEOUT_SECS",
+                "0",
+                "server.http2_keepalive_timeout_secs",
+            ),
+            (
+                "SLOTD__SERVER__HTTP2_KEEPALIVE_INTERVAL_SECS",
+                "99999999",
+                "server.http2_keepalive_interval_secs",
+            ),
+            (
+                "SLOTD__TELEMETRY__SERVICE_NAME",
+                " ",
+                "telemetry.service_name",
+            ),
+        ] {
+            let s = layered(None, env(&[(var, value)])).expect("parses");
+            assert_eq!(s.validate().expect_err(var).key, key);
+        }
+        let s = layered(
+            None,
+            env(&[
+                ("SLOTD__SERVER__MAX_CONNECTION_AGE_SECS", "300"),
+                ("SLOTD__SERVER__HTTP2_KEEPALIVE_INTERVAL_SECS", "60"),
+            ]),
+        )
+        .expect("parses");
+        s.validate().expect("age and keepalive are valid");
         // 0 turns the cache off, and is valid.
         let s = layered(None, env(&[("SLOTD__CALENDAR__CACHE_MAX_AGE_MS", "0")])).expect("parses");
         s.validate().expect("no cache is valid");

@@ -11,6 +11,7 @@ pub mod availability;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod room;

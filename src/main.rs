@@ -55,6 +55,15 @@ async fn main() -> ExitCode {
             telemetry.shutdown().await;
             code
         }
+        Command::Health(args) => {
+            let verdict = slotd::health::check(&args).await;
+            println!("{verdict}");
+            if verdict.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             match slotd::config::layered(Some(&file), std::env::vars())
                 .and_then(|s| s.validate().map(|()| s))
@@ -174,6 +183,12 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         http2_adaptive_window: args.http2_adaptive_window,
         limits: settings.limits.clone(),
         streams: settings.streams(),
+        max_connection_age: (args.max_connection_age_secs > 0)
+            .then(|| Duration::from_secs(args.max_connection_age_secs)),
+        max_connection_age_grace: Duration::from_secs(args.max_connection_age_grace_secs),
+        http2_keepalive_interval: (args.http2_keepalive_interval_secs > 0)
+            .then(|| Duration::from_secs(args.http2_keepalive_interval_secs)),
+        http2_keepalive_timeout: Duration::from_secs(args.http2_keepalive_timeout_secs),
         tls,
         metrics: settings.metrics.listen.map(|listen| MetricsOptions {
             listen,

@@ -1,6 +1,13 @@
 //! Prometheus metrics: one process-wide registry (like Prometheus' default registry) served as
 //! text on `/metrics` from its own port (`metrics.listen`), never on the gRPC port.
 //!
+//! Families never mix kinds: a counter (`_total`) only grows, a gauge is a value now, so `sum()`
+//! and `rate()` mean what they say. Besides slotd's own families (`slotd_*`) the endpoint carries
+//! `slotd_build_info{version}`, `slotd_serving` (1 while health says SERVING),
+//! `slotd_store_up` (1 while the store answers its ping) and the standard process metrics
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ... read
+//! from /proc on Linux, at scrape time).
+//!
 //! Cardinality is bounded by construction: RPC labels are the fixed method paths and gRPC codes
 //! (unknown paths collapse into `other`), bookings by ErrorInfo reason, seats per post and
 //! category (summed over the next `metrics.seats_days` days, never per slot), Redis operations
@@ -8,15 +15,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::Days;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -47,8 +56,8 @@ pub struct RoomLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FeedLabels {
-    pub what: String,
+pub struct BuildLabels {
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,7 +84,15 @@ pub struct Metrics {
     pub bookings: Family<OutcomeLabels, Counter>,
     pub seats_remaining: Family<SeatLabels, Gauge>,
     pub waiting_room: Family<RoomLabels, Gauge>,
-    pub slot_feed: Family<FeedLabels, Gauge>,
+    /// 1 while health reports SERVING (store answers, not shutting down), else 0.
+    pub serving: Gauge,
+    /// 1 while the store answers its health ping, else 0.
+    pub store_up: Gauge,
+    /// gRPC connections open now, and accepted since start.
+    pub grpc_connections: Gauge,
+    pub grpc_connections_accepted: Counter,
+    /// Store-read values emitted at scrape time (room totals, slot feed).
+    snapshot: std::sync::Arc<Snapshot>,
     pub redis_errors: Family<OpLabels, Counter>,
     pub redis_duration: HistogramFamily<OpLabels>,
     pub rate_limited: Family<LimitLabels, Counter>,
@@ -83,7 +100,46 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("slotd");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("slotd");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "always 1; the version label is slotd's version",
+            build_info,
+        );
+        let serving = Gauge::default();
+        registry.register(
+            "serving",
+            "1 while grpc.health.v1 reports SERVING (the store answers and slotd is not shutting down), else 0",
+            serving.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the store (Redis or the embedded one) answers the health ping, else 0",
+            store_up.clone(),
+        );
+        let grpc_connections = Gauge::default();
+        registry.register(
+            "grpc_connections",
+            "gRPC (HTTP/2) connections open now",
+            grpc_connections.clone(),
+        );
+        let grpc_connections_accepted = Counter::default();
+        registry.register(
+            "grpc_connections_accepted",
+            "gRPC connections accepted since start (rises with server.max_connection_age_secs as clients reconnect)",
+            grpc_connections_accepted.clone(),
+        );
+        let snapshot = std::sync::Arc::new(Snapshot::default());
+        registry.register_collector(Box::new(snapshot.clone()));
         let rpc_requests = Family::<RpcLabels, Counter>::default();
         registry.register(
             "rpc_requests",
@@ -112,14 +168,8 @@ impl Metrics {
         let waiting_room = Family::<RoomLabels, Gauge>::default();
         registry.register(
             "waiting_room",
-            "waiting room: state=waiting|active (now), admitted|expired (totals since the room exists)",
+            "people in the waiting room now: state=waiting (in line) or active (admitted, session running)",
             waiting_room.clone(),
-        );
-        let slot_feed = Family::<FeedLabels, Gauge>::default();
-        registry.register(
-            "slot_feed",
-            "this replica's slot feed: what=watchers (WatchAvailability streams now), events, ticks, day_reads (totals since start; day_reads grows once per changed watched day per tick, not per watcher)",
-            slot_feed.clone(),
         );
         let redis_errors = Family::<OpLabels, Counter>::default();
         registry.register(
@@ -141,13 +191,17 @@ impl Metrics {
             rate_limited.clone(),
         );
         Self {
-            registry,
+            registry: root,
             rpc_requests,
             rpc_duration,
             bookings,
             seats_remaining,
             waiting_room,
-            slot_feed,
+            serving,
+            store_up,
+            grpc_connections,
+            grpc_connections_accepted,
+            snapshot,
             redis_errors,
             redis_duration,
             rate_limited,
@@ -217,31 +271,262 @@ pub async fn refresh_once(app: &Slotd, room: &Room, days: u32) {
     }
     match room.stats().await {
         Ok(stats) => {
-            for (state, value) in [
-                ("waiting", stats.waiting),
-                ("active", stats.active),
-                ("admitted", stats.admitted_total),
-                ("expired", stats.expired_total),
-            ] {
+            for (state, value) in [("waiting", stats.waiting), ("active", stats.active)] {
                 m.waiting_room
                     .get_or_create(&RoomLabels {
                         state: state.into(),
                     })
                     .set(i64::try_from(value).unwrap_or(i64::MAX));
             }
+            m.snapshot.set_room(RoomSnapshot {
+                admitted_total: stats.admitted_total,
+                expired_total: stats.expired_total,
+                admitting: stats.config.enabled && !stats.config.paused,
+            });
         }
         Err(e) => tracing::debug!(error = %e, "waiting room gauges not refreshed"),
     }
-    let feed = app.availability().stats();
-    for (what, value) in [
-        ("watchers", feed.watchers),
-        ("events", feed.events),
-        ("ticks", feed.ticks),
-        ("day_reads", feed.day_reads),
-    ] {
-        m.slot_feed
-            .get_or_create(&FeedLabels { what: what.into() })
-            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    m.snapshot.set_feed(app.availability().stats());
+}
+
+/// The room's running totals (kept by the room store, shared by every replica).
+#[derive(Debug, Clone, Copy)]
+struct RoomSnapshot {
+    admitted_total: u64,
+    expired_total: u64,
+    admitting: bool,
+}
+
+/// Values read from the store or the slot feed at the last refresh, emitted as counters and
+/// gauges of their own families at scrape time (nothing before the first refresh).
+#[derive(Debug, Default)]
+struct Snapshot {
+    room: Mutex<Option<RoomSnapshot>>,
+    feed: Mutex<Option<crate::availability::FeedStats>>,
+}
+
+impl Snapshot {
+    fn set_room(&self, room: RoomSnapshot) {
+        if let Ok(mut slot) = self.room.lock() {
+            *slot = Some(room);
+        }
+    }
+
+    fn set_feed(&self, feed: crate::availability::FeedStats) {
+        if let Ok(mut slot) = self.feed.lock() {
+            *slot = Some(feed);
+        }
+    }
+}
+
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+    kind: MetricType,
+) -> Result<(), std::fmt::Error> {
+    let metric_encoder = encoder.encode_descriptor(name, help, None, kind)?;
+    metric.encode(metric_encoder)
+}
+
+fn gauge_of(value: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let room = self.room.lock().ok().and_then(|r| *r);
+        if let Some(room) = room {
+            encode_one(
+                &mut encoder,
+                "waiting_room_admitted",
+                "admissions since the waiting room exists (kept in the room store: the same on every replica, use max()).",
+                ConstCounter::new(room.admitted_total),
+                MetricType::Counter,
+            )?;
+            encode_one(
+                &mut encoder,
+                "waiting_room_expired",
+                "waiters and sessions expired since the waiting room exists (room store, the same on every replica).",
+                ConstCounter::new(room.expired_total),
+                MetricType::Counter,
+            )?;
+            encode_one(
+                &mut encoder,
+                "waiting_room_admitting",
+                "1 while the waiting room is enabled and not paused, else 0.",
+                ConstGauge::new(i64::from(room.admitting)),
+                MetricType::Gauge,
+            )?;
+        }
+        let feed = self.feed.lock().ok().and_then(|f| *f);
+        if let Some(feed) = feed {
+            encode_one(
+                &mut encoder,
+                "slot_feed_watchers",
+                "WatchAvailability streams open on this replica now.",
+                gauge_of(feed.watchers),
+                MetricType::Gauge,
+            )?;
+            encode_one(
+                &mut encoder,
+                "slot_feed_events",
+                "events this replica's slot feed read from the event log since start.",
+                ConstCounter::new(feed.events),
+                MetricType::Counter,
+            )?;
+            encode_one(
+                &mut encoder,
+                "slot_feed_ticks",
+                "slot feed ticks that found a changed watched day, since start.",
+                ConstCounter::new(feed.ticks),
+                MetricType::Counter,
+            )?;
+            encode_one(
+                &mut encoder,
+                "slot_feed_day_reads",
+                "store reads of a changed watched day by the slot feed since start (one per day per tick, whatever the watcher count).",
+                ConstCounter::new(feed.day_reads),
+                MetricType::Counter,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The standard `process_*` metrics of the Prometheus client libraries, read from /proc at
+/// scrape time (Linux; elsewhere, or when /proc is unreadable, they are left out).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of /proc's times: USER_HZ, 100 on every Linux architecture slotd
+/// builds for (the kernel converts to it for userspace; Prometheus' procfs assumes it too).
+const USER_HZ: f64 = 100.0;
+
+/// What /proc says about this process.
+#[derive(Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+    pub start_time_seconds: Option<f64>,
+    pub threads: u64,
+}
+
+/// Reads /proc/self (None where there is no /proc).
+pub fn process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): field N is fields[N - 3].
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let (utime, stime) = (field(14)?, field(15)?);
+    let threads = field(20).unwrap_or(0);
+    let start_ticks = field(22);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v * 1024)
+    };
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l["Max open files".len()..].split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    let start_time_seconds = match (boot_time, start_ticks) {
+        (Some(boot), Some(ticks)) => Some(boot as f64 + ticks as f64 / USER_HZ),
+        _ => None,
+    };
+    Some(ProcessStats {
+        cpu_seconds: (utime + stime) as f64 / USER_HZ,
+        resident_bytes: kib("VmRSS:").unwrap_or(0),
+        virtual_bytes: kib("VmSize:").unwrap_or(0),
+        open_fds,
+        max_fds,
+        start_time_seconds,
+        threads,
+    })
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = process_stats() else {
+            return Ok(());
+        };
+        encode_one(
+            &mut encoder,
+            "process_cpu_seconds",
+            "user and system CPU time spent, in seconds.",
+            ConstCounter::new(p.cpu_seconds),
+            MetricType::Counter,
+        )?;
+        encode_one(
+            &mut encoder,
+            "process_resident_memory_bytes",
+            "resident memory size in bytes.",
+            gauge_of(p.resident_bytes),
+            MetricType::Gauge,
+        )?;
+        encode_one(
+            &mut encoder,
+            "process_virtual_memory_bytes",
+            "virtual memory size in bytes.",
+            gauge_of(p.virtual_bytes),
+            MetricType::Gauge,
+        )?;
+        encode_one(
+            &mut encoder,
+            "process_open_fds",
+            "open file descriptors.",
+            gauge_of(p.open_fds),
+            MetricType::Gauge,
+        )?;
+        if let Some(max) = p.max_fds {
+            encode_one(
+                &mut encoder,
+                "process_max_fds",
+                "the soft limit of open file descriptors.",
+                gauge_of(max),
+                MetricType::Gauge,
+            )?;
+        }
+        if let Some(start) = p.start_time_seconds {
+            encode_one(
+                &mut encoder,
+                "process_start_time_seconds",
+                "start time of the process since the Unix epoch, in seconds.",
+                ConstGauge::new(start),
+                MetricType::Gauge,
+            )?;
+        }
+        encode_one(
+            &mut encoder,
+            "process_threads",
+            "OS threads of the process.",
+            gauge_of(p.threads),
+            MetricType::Gauge,
+        )?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,13 @@
 //! accepting, drain in-flight calls for at most `drain_timeout` (tonic has no drain deadline of
 //! its own, grpc-rust#1820).
 //!
+//! Connections: with `max_connection_age` each HTTP/2 connection is sent GOAWAY once it is that
+//! old, and closed `max_connection_age_grace` later if calls are still running, so clients
+//! reconnect and an L4 balancer spreads them over replicas that joined since; with
+//! `http2_keepalive_interval` the server pings idle connections and closes one whose ping is not
+//! answered within `http2_keepalive_timeout` (a dead peer behind a NAT or balancer). Accepted and
+//! open connections are counted (`slotd_grpc_connections_accepted_total`, `slotd_grpc_connections`).
+//!
 //! Every call passes `api::middleware` (span per RPC from the caller's `traceparent`, per-client
 //! rate limits, RPC metrics) and tonic's own limits: `request_timeout` (a shorter `grpc-timeout`
 //! from the client wins), HTTP/2 streams per connection, 64 KiB requests. With `tls` the port
@@ -11,13 +18,17 @@
 //! in place of the bearer token.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_stream::StreamExt as _;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 use tonic_health::server::HealthReporter;
@@ -73,6 +84,14 @@ pub struct ServeOptions {
     pub streams: StreamOptions,
     pub tls: Option<TlsOptions>,
     pub metrics: Option<MetricsOptions>,
+    /// GOAWAY to a connection this old (none = connections live as long as the client likes).
+    pub max_connection_age: Option<Duration>,
+    /// After that GOAWAY, how long running calls may go on before the connection is closed.
+    pub max_connection_age_grace: Duration,
+    /// HTTP/2 PING to the client this often (none = no pings).
+    pub http2_keepalive_interval: Option<Duration>,
+    /// A ping not answered within this closes the connection.
+    pub http2_keepalive_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -88,6 +107,10 @@ impl Default for ServeOptions {
             streams: StreamOptions::unlimited(),
             tls: None,
             metrics: None,
+            max_connection_age: None,
+            max_connection_age_grace: Duration::from_secs(30),
+            http2_keepalive_interval: None,
+            http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -138,6 +161,9 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for name in HEALTH_SERVICES {
         reporter.set_service_status(*name, status).await;
     }
+    crate::metrics::metrics()
+        .serving
+        .set(i64::from(status == ServingStatus::Serving));
 }
 
 /// Pings the store and mirrors the answer in health, until the task is aborted. A replica that
@@ -149,12 +175,14 @@ async fn watch_store(app: Slotd, room: Room, reporter: HealthReporter, interval:
             tokio::time::timeout(interval.max(Duration::from_millis(200)), app.store().ping())
                 .await,
             Ok(Ok(()))
-        ) && room.settings_known();
+        );
+        crate::metrics::metrics().store_up.set(i64::from(ok));
+        let ok = ok && room.settings_known();
         if serving != Some(ok) {
             if ok {
                 tracing::info!("store answers: serving");
             } else {
-                tracing::warn!("store does not answer: health NOT_SERVING");
+                tracing::warn!("store does not answer or the room settings are unknown: health NOT_SERVING");
             }
             let status = if ok {
                 ServingStatus::Serving
@@ -294,7 +322,17 @@ pub async fn serve(
         .max_concurrent_streams(options.max_concurrent_streams)
         .initial_stream_window_size(window)
         .initial_connection_window_size(window)
-        .http2_adaptive_window(Some(options.http2_adaptive_window));
+        .http2_adaptive_window(Some(options.http2_adaptive_window))
+        .http2_keepalive_interval(options.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(options.http2_keepalive_timeout));
+    // tonic sends GOAWAY at the age; the grace is enforced by `CountedConnection` (tonic 0.14.9's
+    // own `max_connection_age_grace` skips the GOAWAY and only closes hard at age + grace).
+    if let Some(age) = options.max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    let hard_close = options
+        .max_connection_age
+        .map(|age| age.saturating_add(options.max_connection_age_grace));
     if let Some(tls) = &options.tls {
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -340,7 +378,8 @@ pub async fn serve(
             // Nagle's algorithm would hold small responses for the peer's delayed ACK (~40 ms).
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
+                .with_keepalive(Some(Duration::from_secs(60)))
+                .map(move |accepted| accepted.map(|tcp| CountedConnection::new(tcp, hard_close))),
             async move {
                 stopped.notified().await;
             },
@@ -373,4 +412,109 @@ pub async fn serve(
         server.abort();
     }
     outcome
+}
+
+pin_project_lite::pin_project! {
+    /// An accepted gRPC connection, counted in `slotd_grpc_connections` while it is open, and
+    /// closed once `close_at` passes (max connection age + grace) whatever still runs on it.
+    pub struct CountedConnection {
+        #[pin]
+        inner: TcpStream,
+        close_at: Option<Pin<Box<tokio::time::Sleep>>>,
+        open: OpenConnection,
+    }
+}
+
+/// Decrements the open-connections gauge when the connection is dropped.
+struct OpenConnection;
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::metrics().grpc_connections.dec();
+    }
+}
+
+impl CountedConnection {
+    fn new(inner: TcpStream, close_after: Option<Duration>) -> Self {
+        let m = crate::metrics::metrics();
+        m.grpc_connections_accepted.inc();
+        m.grpc_connections.inc();
+        Self {
+            inner,
+            close_at: close_after.map(|d| Box::pin(tokio::time::sleep(d))),
+            open: OpenConnection,
+        }
+    }
+}
+
+/// The error that ends a connection past its age and grace (hyper then drops it).
+fn past_grace(close_at: &mut Option<Pin<Box<tokio::time::Sleep>>>, cx: &mut Context<'_>) -> bool {
+    close_at
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+}
+
+fn grace_over() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "server.max_connection_age_grace_secs is over: connection closed",
+    )
+}
+
+impl Connected for CountedConnection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for CountedConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        // Polling the timer here registers the read's waker with it: hyper always has a read
+        // pending, so the connection ends when the timer fires even if the peer is silent.
+        if past_grace(this.close_at, cx) {
+            return Poll::Ready(Err(grace_over()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        if past_grace(this.close_at, cx) {
+            return Poll::Ready(Err(grace_over()));
+        }
+        this.inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -84,8 +84,8 @@ fn watch_request(from: &str, to: &str) -> pb::WatchAvailabilityRequest {
     pb::WatchAvailabilityRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: from.into(),
-        to: to.into(),
+        from_date: from.into(),
+        to_date: to.into(),
     }
 }
 
@@ -443,24 +443,24 @@ async fn watch_availability_validates_like_list_available_dates() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert_eq!(bad_fields(&err), ["to"]);
+    assert_eq!(bad_fields(&err), ["to_date"]);
     let err = client
         .watch_availability(watch_request(&day(1), &day(400)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert_eq!(bad_fields(&err), ["to"]);
+    assert_eq!(bad_fields(&err), ["to_date"]);
     let err = client
         .watch_availability(pb::WatchAvailabilityRequest {
             post_id: "bad post".into(),
             category: String::new(),
-            from: "tomorrow".into(),
-            to: day(1),
+            from_date: "tomorrow".into(),
+            to_date: day(1),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert_eq!(bad_fields(&err), ["post_id", "category", "from"]);
+    assert_eq!(bad_fields(&err), ["post_id", "category", "from_date"]);
     let err = client
         .watch_availability(pb::WatchAvailabilityRequest {
             post_id: "NOWHERE".into(),

@@ -61,8 +61,8 @@ async fn the_whole_booking_journey_works_end_to_end() {
         .list_available_dates(pb::ListAvailableDatesRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: day(0),
-            to: day(30),
+            from_date: day(0),
+            to_date: day(30),
         })
         .await
         .unwrap()
@@ -318,24 +318,24 @@ async fn invalid_requests_are_refused_naming_each_field_and_change_nothing() {
         .list_available_dates(pb::ListAvailableDatesRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: day(10),
-            to: day(2),
+            from_date: day(10),
+            to_date: day(2),
         })
         .await
         .unwrap_err();
-    assert_eq!(bad_fields(&status), vec!["to"]);
+    assert_eq!(bad_fields(&status), vec!["to_date"]);
     let status = server
         .calendar()
         .await
         .list_available_dates(pb::ListAvailableDatesRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: day(0),
-            to: day(400),
+            from_date: day(0),
+            to_date: day(400),
         })
         .await
         .unwrap_err();
-    assert_eq!(bad_fields(&status), vec!["to"]);
+    assert_eq!(bad_fields(&status), vec!["to_date"]);
     let status = booking
         .get_appointment(get("0OIL", "P0000001"))
         .await
@@ -747,8 +747,8 @@ async fn operator_rpcs_need_the_admin_token_and_change_nothing_without_it() {
     let open = pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: vec![pb::Weekday::Monday as i32, pb::Weekday::Tuesday as i32],
         first_time: "08:00".into(),
         last_time: "09:00".into(),
@@ -828,8 +828,8 @@ async fn capacity_never_drops_below_seats_booked_and_closing_keeps_appointments(
         .open_slots(admin(pb::OpenSlotsRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.clone(),
-            to: date.clone(),
+            from_date: date.clone(),
+            to_date: date.clone(),
             weekdays: (1..=7).collect(),
             first_time: "08:00".into(),
             last_time: "08:30".into(),

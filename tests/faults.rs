@@ -233,8 +233,8 @@ async fn prepare_real(channel: &Channel, plan: &StormPlan) {
             .open_slots(admin(pb::OpenSlotsRequest {
                 post_id: "BEIJING".into(),
                 category: "ALL_OTHERS".into(),
-                from: plan.date.clone(),
-                to: plan.date.clone(),
+                from_date: plan.date.clone(),
+                to_date: plan.date.clone(),
                 weekdays: (1..=7).collect(),
                 first_time: first.into(),
                 last_time: last.into(),

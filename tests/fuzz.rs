@@ -166,8 +166,8 @@ fn decode_and_validate(name: &str, bytes: &[u8]) -> Result<bool, String> {
             &[
                 "post_id",
                 "category",
-                "from",
-                "to",
+                "from_date",
+                "to_date",
                 "weekdays",
                 "first_time",
                 "last_time",
@@ -208,13 +208,13 @@ fn decode_and_validate(name: &str, bytes: &[u8]) -> Result<bool, String> {
         "AuditInventoryRequest" => target::<pb::AuditInventoryRequest, _>(
             bytes,
             name,
-            &["post_id", "category", "from", "to"],
+            &["post_id", "category", "from_date", "to_date"],
             convert::audit_query,
         ),
         "ListAvailableDatesRequest" => target::<pb::ListAvailableDatesRequest, _>(
             bytes,
             name,
-            &["post_id", "category", "from", "to"],
+            &["post_id", "category", "from_date", "to_date"],
             convert::dates_query,
         ),
         "ListSlotsRequest" => target::<pb::ListSlotsRequest, _>(
@@ -532,8 +532,8 @@ fn structured_hostile_messages_are_valid_or_name_their_fields() {
                 pb::OpenSlotsRequest {
                     post_id,
                     category,
-                    from,
-                    to,
+                    from_date: from,
+                    to_date: to,
                     weekdays,
                     first_time,
                     last_time,

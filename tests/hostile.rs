@@ -113,8 +113,8 @@ async fn oversized_messages_are_refused_before_decoding_and_change_nothing() {
     let mut open = pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: vec![1],
         first_time: "08:00".into(),
         last_time: "08:00".into(),
@@ -405,8 +405,8 @@ async fn invalid_bytes_in_metadata_are_refused_or_ignored_and_change_nothing() {
     let open = pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:00".into(),
@@ -569,8 +569,8 @@ async fn impossible_dates_and_off_grid_times_are_refused_everywhere() {
                 .open_slots(admin(pb::OpenSlotsRequest {
                     post_id: "BEIJING".into(),
                     category: "ALL_OTHERS".into(),
-                    from: date.clone(),
-                    to: d.into(),
+                    from_date: date.clone(),
+                    to_date: d.into(),
                     weekdays: vec![1],
                     first_time: "08:00".into(),
                     last_time: "08:00".into(),
@@ -578,7 +578,7 @@ async fn impossible_dates_and_off_grid_times_are_refused_everywhere() {
                 }))
                 .await
                 .unwrap_err(),
-            "to",
+            "to_date",
         );
     }
     for t in bad_times {
@@ -632,8 +632,8 @@ async fn impossible_dates_and_off_grid_times_are_refused_everywhere() {
                     .open_slots(admin(pb::OpenSlotsRequest {
                         post_id: "BEIJING".into(),
                         category: "ALL_OTHERS".into(),
-                        from: date.clone(),
-                        to: date.clone(),
+                        from_date: date.clone(),
+                        to_date: date.clone(),
                         weekdays: vec![1],
                         first_time: first.into(),
                         last_time: last.into(),
@@ -714,8 +714,8 @@ async fn negative_and_huge_capacities_are_refused() {
     let open = |seats: u32| pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:45".into(),

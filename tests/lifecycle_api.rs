@@ -203,8 +203,8 @@ async fn a_rescheduled_appointment_keeps_its_number_shows_its_history_and_stops_
         .appointment
         .unwrap();
     assert_eq!(read.history.len(), 1);
-    assert_eq!(read.history[0].from, Some(slot(&day(7), "08:00")));
-    assert_eq!(read.history[0].to, Some(slot(&day(8), "08:30")));
+    assert_eq!(read.history[0].from_slot, Some(slot(&day(7), "08:00")));
+    assert_eq!(read.history[0].to_slot, Some(slot(&day(8), "08:30")));
     assert_eq!(read.post_name_en, "U.S. Embassy Beijing");
     assert!(read.post_name_zh.contains("北京"));
     assert!(!read.post_address_en.is_empty() && !read.post_address_zh.is_empty());

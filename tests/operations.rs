@@ -82,8 +82,8 @@ async fn a_client_over_its_calendar_limit_gets_resource_exhausted_with_retry_inf
         .audit_inventory(admin(pb::AuditInventoryRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: day(1),
-            to: day(1),
+            from_date: day(1),
+            to_date: day(1),
         }))
         .await
         .expect("admin passes");
@@ -315,8 +315,8 @@ fn audit_request() -> pb::AuditInventoryRequest {
     pb::AuditInventoryRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: day(1),
-        to: day(1),
+        from_date: day(1),
+        to_date: day(1),
     }
 }
 
@@ -649,8 +649,8 @@ async fn first_open_slot(channel: &Channel) -> (String, String) {
         .list_available_dates(pb::ListAvailableDatesRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: today.to_string(),
-            to: (today + ChronoDuration::days(30)).to_string(),
+            from_date: today.to_string(),
+            to_date: (today + ChronoDuration::days(30)).to_string(),
         })
         .await
         .expect("dates")
@@ -771,10 +771,7 @@ async fn the_metrics_endpoint_counts_rpcs_bookings_seats_and_the_waiting_room() 
         Some(0.0)
     );
     // The slot feed's counters are there (no watcher in this test).
-    assert_eq!(
-        sample(&samples, "slotd_slot_feed", &[("what", "watchers")]),
-        Some(0.0)
-    );
+    assert_eq!(sample(&samples, "slotd_slot_feed_watchers", &[]), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -807,8 +804,8 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
         .open_slots(operator(pb::OpenSlotsRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.clone(),
-            to: date.clone(),
+            from_date: date.clone(),
+            to_date: date.clone(),
             weekdays: (1..=7).collect(),
             first_time: "08:00".into(),
             last_time: "11:45".into(),

@@ -51,8 +51,8 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     ops.open_slots(admin(pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:00".into(),
@@ -108,8 +108,8 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
         .audit_inventory(admin(pb::AuditInventoryRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.clone(),
-            to: date.clone(),
+            from_date: date.clone(),
+            to_date: date.clone(),
         }))
         .await
         .unwrap()
@@ -212,8 +212,8 @@ async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_
     ops.open_slots(admin(pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: other_date.clone(),
+        from_date: date.clone(),
+        to_date: other_date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:00".into(),
@@ -314,8 +314,8 @@ async fn hold_ids_and_entry_secrets_appear_in_no_event_and_no_log_line() {
     ops.open_slots(admin(pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.clone(),
-        to: date.clone(),
+        from_date: date.clone(),
+        to_date: date.clone(),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "08:15".into(),

@@ -122,8 +122,8 @@ async fn every_operator_rpc_refuses_a_missing_or_wrong_token_and_changes_nothing
             pb::OpenSlotsRequest {
                 post_id: "BEIJING".into(),
                 category: "ALL_OTHERS".into(),
-                from: date.clone(),
-                to: date.clone(),
+                from_date: date.clone(),
+                to_date: date.clone(),
                 weekdays: (1..=7).collect(),
                 first_time: "08:00".into(),
                 last_time: "08:45".into(),
@@ -178,8 +178,8 @@ async fn every_operator_rpc_refuses_a_missing_or_wrong_token_and_changes_nothing
             pb::AuditInventoryRequest {
                 post_id: "BEIJING".into(),
                 category: "ALL_OTHERS".into(),
-                from: date.clone(),
-                to: date.clone(),
+                from_date: date.clone(),
+                to_date: date.clone(),
             }
         );
         call!(

@@ -1,7 +1,10 @@
 //! OpenTelemetry end to end: a local OTLP/gRPC collector (the OTLP TraceService from
 //! opentelemetry-proto, served by tonic in this test) receives slotd's spans; the RPC span
 //! continues the caller's W3C `traceparent` and the Redis script runs as its child.
-//! Its own test binary: the tracing subscriber is process-wide.
+//! Its own test binary: the tracing subscriber is process-wide. The real binary, started with
+//! the OpenTelemetry variables, shows they are honoured as the specification says (traces
+//! endpoint over the generic one, service name and resource attributes, explicit slotd
+//! settings over the variables) and that its JSON log lines carry the trace and span ids.
 
 mod support;
 
@@ -18,7 +21,16 @@ use tokio::sync::mpsc;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use tonic::transport::{Channel, Endpoint};
+
+use slotd::api::pb;
+use slotd::api::pb::admin_service_client::AdminServiceClient;
+use slotd::api::pb::booking_service_client::BookingServiceClient;
+use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::config::TelemetrySettings;
+use support::process::Slotd;
 use support::redis::RedisServer;
 use support::*;
 
@@ -114,4 +126,238 @@ async fn rpc_spans_continue_the_callers_traceparent_and_store_calls_are_children
         .find(|s| s.name == "book" && s.parent_span_id == rpc.span_id)
         .unwrap_or_else(|| panic!("no `book` script span under the RPC among {names:?}"));
     assert_eq!(book.trace_id, trace_id);
+}
+
+/// An OTLP/gRPC collector on 127.0.0.1:0: its address and the batches it receives.
+async fn collector() -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind collector");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    (addr, rx)
+}
+
+/// A port nothing listens on (bound, then released).
+fn dead_endpoint() -> String {
+    let port = support::process::free_port();
+    format!("http://127.0.0.1:{port}")
+}
+
+fn attribute(resource: &Resource, key: &str) -> Option<String> {
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(AnyValue::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// Waits (bounded) until a span named `name` arrives; returns it with its resource.
+async fn wait_for_span(
+    rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    name: &str,
+    log: impl Fn() -> String,
+) -> (Resource, Span) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let batch = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no `{name}` span reached the collector:\n{}", log()))
+            .expect("collector open");
+        for resource_spans in batch.resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                if let Some(span) = scope.spans.into_iter().find(|s| s.name == name) {
+                    return (resource, span);
+                }
+            }
+        }
+    }
+}
+
+async fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn traced<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and_span_ids() {
+    let (addr, mut rx) = collector().await;
+    // The generic endpoint points nowhere: the traces endpoint must win, used as is (its
+    // /v1/traces path is OTLP/HTTP's and no part of a gRPC target).
+    let traces_endpoint = format!("http://{addr}/v1/traces");
+    let generic = dead_endpoint();
+    let slotd = Slotd::start_args(
+        0,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", generic.as_str()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "slotd-canary"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=overridden,deployment.environment.name=ci%20run,service.instance.id=pod-7",
+            ),
+        ],
+    );
+    let channel = channel(&slotd.addr()).await;
+    let date = (chrono::Utc::now() + chrono::Duration::days(7))
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive()
+        .to_string();
+    let mut ops = AdminServiceClient::new(channel.clone());
+    ops.open_slots(admin(pb::OpenSlotsRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from_date: date.clone(),
+        to_date: date.clone(),
+        weekdays: (1..=7).collect(),
+        first_time: "08:00".into(),
+        last_time: "08:00".into(),
+        seats_per_slot: 5,
+    }))
+    .await
+    .expect("open");
+    let a = applicant(1);
+    ops.register_receipt(admin(pb::RegisterReceiptRequest {
+        receipt_number: a.receipt_number.clone(),
+        passport_number: a.passport_number.clone(),
+        paid_at: (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
+        amount: "185.00".into(),
+        currency: "USD".into(),
+    }))
+    .await
+    .expect("receipt");
+    BookingServiceClient::new(channel)
+        .book_appointment(traced(book_request(
+            "otel-env-1",
+            slot(&date, "08:00"),
+            vec![a],
+        )))
+        .await
+        .expect("booked");
+
+    let (resource, rpc) = wait_for_span(&mut rx, "slotd.v1.BookingService/BookAppointment", || {
+        slotd.log()
+    })
+    .await;
+    assert_eq!(rpc.trace_id, hex::decode(TRACE_ID).expect("hex"));
+    assert_eq!(
+        attribute(&resource, "service.name").as_deref(),
+        Some("slotd-canary"),
+        "OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES"
+    );
+    assert_eq!(
+        attribute(&resource, "deployment.environment.name").as_deref(),
+        Some("ci run"),
+        "OTEL_RESOURCE_ATTRIBUTES values are percent-decoded"
+    );
+    assert_eq!(
+        attribute(&resource, "service.instance.id").as_deref(),
+        Some("pod-7")
+    );
+    assert_eq!(
+        attribute(&resource, "service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+
+    // The log line the booking handler writes inside the RPC span names that span.
+    let span_id = hex::encode(&rpc.span_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let found = slotd.log().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v.pointer("/fields/message")?.as_str()? == "appointment booked").then_some(v)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `appointment booked` line:\n{}",
+            slotd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["trace_id"].as_str(), Some(TRACE_ID), "{line}");
+    assert_eq!(line["span_id"].as_str(), Some(span_id.as_str()), "{line}");
+    // A line outside any span has no ids.
+    let listening = slotd
+        .log()
+        .lines()
+        .find(|l| l.contains("slotd listening"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .expect("listening line");
+    assert!(listening.get("trace_id").is_none(), "{listening}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_slotd_settings_win_over_the_otel_variables() {
+    let (addr, mut rx) = collector().await;
+    let endpoint = format!("http://{addr}");
+    let nowhere = dead_endpoint();
+    let slotd = Slotd::start_args(
+        0,
+        &["--otlp-endpoint", endpoint.as_str()],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", nowhere.as_str()),
+            ("OTEL_SERVICE_NAME", "from-the-environment"),
+            ("SLOTD__TELEMETRY__SERVICE_NAME", "from-the-config"),
+        ],
+    );
+    CalendarServiceClient::new(channel(&slotd.addr()).await)
+        .list_posts(traced(pb::ListPostsRequest {}))
+        .await
+        .expect("posts");
+    let (resource, span) = wait_for_span(&mut rx, "slotd.v1.CalendarService/ListPosts", || {
+        slotd.log()
+    })
+    .await;
+    assert_eq!(span.trace_id, hex::decode(TRACE_ID).expect("hex"));
+    assert_eq!(
+        attribute(&resource, "service.name").as_deref(),
+        Some("from-the-config")
+    );
+}
+
+#[test]
+fn an_otlp_http_protocol_stops_the_binary_naming_the_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run slotd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
 }

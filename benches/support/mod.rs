@@ -95,8 +95,8 @@ pub fn open_request() -> pb::OpenSlotsRequest {
     pb::OpenSlotsRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date(0),
-        to: date(DAYS - 1),
+        from_date: date(0),
+        to_date: date(DAYS - 1),
         weekdays: (1..=7).collect(),
         first_time: "08:00".into(),
         last_time: "11:45".into(),

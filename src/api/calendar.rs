@@ -105,8 +105,8 @@ impl CalendarService for CalendarApi {
         let (post, category, range) = convert::dates_query(&pb::ListAvailableDatesRequest {
             post_id: r.post_id.clone(),
             category: r.category.clone(),
-            from: r.from.clone(),
-            to: r.to.clone(),
+            from_date: r.from_date.clone(),
+            to_date: r.to_date.clone(),
         })
         .map_err(status)?;
         self.gate(&request).await?;

@@ -90,9 +90,13 @@ fn day(v: &mut Violations, post_id: &str, category: &str, date: &str) -> Option<
 }
 
 fn range(v: &mut Violations, from: &str, to: &str) -> Option<DateRange> {
-    let from = v.take("from", parse_date(from));
-    let to = v.take("to", parse_date(to));
-    v.take("", DateRange::new(from?, to?))
+    let from = v.take("from_date", parse_date(from));
+    let to = v.take("to_date", parse_date(to));
+    // The domain names the range's end `to`; on the wire it is `to_date`.
+    v.take(
+        "",
+        DateRange::new(from?, to?).map_err(|e| FieldViolation::new("to_date", e.description)),
+    )
 }
 
 pub fn booking(req: &pb::BookAppointmentRequest) -> Result<Booking, Error> {
@@ -166,7 +170,7 @@ pub fn dates_query(
     let mut v = Violations::new();
     let post = v.take("post_id", PostId::parse(&req.post_id));
     let category = v.take("category", CategoryId::parse(&req.category));
-    let range = range(&mut v, &req.from, &req.to);
+    let range = range(&mut v, &req.from_date, &req.to_date);
     finish(v, || Some((post?, category?, range?)))
 }
 
@@ -193,7 +197,7 @@ pub fn open_plan(req: &pb::OpenSlotsRequest) -> Result<OpenPlan, Error> {
     let mut v = Violations::new();
     let post = v.take("post_id", PostId::parse(&req.post_id));
     let category = v.take("category", CategoryId::parse(&req.category));
-    let range = range(&mut v, &req.from, &req.to);
+    let range = range(&mut v, &req.from_date, &req.to_date);
     let mut weekdays = Vec::new();
     if req.weekdays.is_empty() {
         v.push(
@@ -308,7 +312,7 @@ pub fn audit_query(
     let mut v = Violations::new();
     let post = v.take("post_id", PostId::parse(&req.post_id));
     let category = v.take("category", CategoryId::parse(&req.category));
-    let range = range(&mut v, &req.from, &req.to);
+    let range = range(&mut v, &req.from_date, &req.to_date);
     finish(v, || Some((post?, category?, range?)))
 }
 
@@ -423,8 +427,8 @@ pub fn appointment_pb(a: &Appointment) -> pb::Appointment {
             .history
             .iter()
             .map(|m| pb::AppointmentMove {
-                from: Some(slot_ref_pb(&m.from)),
-                to: Some(slot_ref_pb(&m.to)),
+                from_slot: Some(slot_ref_pb(&m.from)),
+                to_slot: Some(slot_ref_pb(&m.to)),
                 at: format_instant(m.at),
             })
             .collect(),

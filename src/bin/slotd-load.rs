@@ -457,8 +457,8 @@ async fn setup(s: Setup<'_>) -> Result<(), String> {
         |from: String, to: String, first: &str, last: &str, seats: u32| pb::OpenSlotsRequest {
             post_id: plan.post.clone(),
             category: plan.category.clone(),
-            from,
-            to,
+            from_date: from,
+            to_date: to,
             weekdays: all_days.clone(),
             first_time: first.into(),
             last_time: last.into(),
@@ -682,8 +682,8 @@ async fn calendar_call(
             .list_available_dates(pb::ListAvailableDatesRequest {
                 post_id: plan.post.clone(),
                 category: plan.category.clone(),
-                from: plan.day(0),
-                to: plan.day(shared.args.days - 1),
+                from_date: plan.day(0),
+                to_date: plan.day(shared.args.days - 1),
             })
             .await
             .map(|_| ())
@@ -819,8 +819,8 @@ async fn audit(shared: &Shared, report: &mut Report) -> Result<(), String> {
         .audit_inventory(shared.admin(pb::AuditInventoryRequest {
             post_id: plan.post.clone(),
             category: plan.category.clone(),
-            from: plan.day(0),
-            to: last,
+            from_date: plan.day(0),
+            to_date: last,
         }))
         .await
         .map_err(|e| format!("audit inventory: {e}"))?

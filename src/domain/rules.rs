@@ -153,7 +153,10 @@ pub struct DateRange {
 impl DateRange {
     pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Self, FieldViolation> {
         if to < from {
-            return Err(FieldViolation::new("to", "to must not be before from"));
+            return Err(FieldViolation::new(
+                "to",
+                "the last date must not be before the first",
+            ));
         }
         if (to - from).num_days() >= MAX_RANGE_DAYS {
             return Err(FieldViolation::new(

@@ -40,8 +40,8 @@ pub async fn open(channel: &Channel, date: &str, first: &str, last: &str, seats:
         .open_slots(admin(pb::OpenSlotsRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.into(),
-            to: date.into(),
+            from_date: date.into(),
+            to_date: date.into(),
             weekdays: (1..=7).collect(),
             first_time: first.into(),
             last_time: last.into(),

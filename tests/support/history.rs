@@ -565,8 +565,8 @@ pub async fn audit_clean(channel: &Channel, date: &str) {
         .audit_inventory(super::admin(pb::AuditInventoryRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.into(),
-            to: date.into(),
+            from_date: date.into(),
+            to_date: date.into(),
         }))
         .await
         .expect("audit")

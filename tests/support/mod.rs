@@ -292,8 +292,8 @@ pub async fn open_times(server: &TestServer, date: &str, first: &str, last: &str
         .open_slots(admin(pb::OpenSlotsRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.into(),
-            to: date.into(),
+            from_date: date.into(),
+            to_date: date.into(),
             weekdays: all_days,
             first_time: first.into(),
             last_time: last.into(),
@@ -363,8 +363,8 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
         .audit_inventory(admin(pb::AuditInventoryRequest {
             post_id: "BEIJING".into(),
             category: "ALL_OTHERS".into(),
-            from: date.into(),
-            to: date.into(),
+            from_date: date.into(),
+            to_date: date.into(),
         }))
         .await
         .expect("audit")

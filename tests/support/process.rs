@@ -41,6 +41,13 @@ impl Slotd {
         Self::launch(spawn(port, redis_url, None, extra, env))
     }
 
+    /// `slotd serve` with the test token and key, JSON logs and high limits, then `args` and
+    /// `env`; on the embedded store unless `args` names `--redis-url`.
+    pub fn start_args(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let extra: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch(spawn(port, "", None, &extra, env))
+    }
+
     /// As `start`, with extra environment (config keys), under `faketime -f <clock_offset>`
     /// (`"+60s"`) so its system clock runs that far off (the monotonic clock is left alone).
     pub fn start_skewed(
@@ -64,6 +71,12 @@ impl Slotd {
             if let Some(addr) = listening_addr(&process.log()) {
                 process.addr = addr;
                 return process;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "slotd exited with {status} before listening:\n{}",
+                    process.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -149,7 +162,14 @@ fn spawn(
     };
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-token", ADMIN_TOKEN, "--redis-url", redis_url])
+        .args(["--admin-token", ADMIN_TOKEN])
+        // "" = the embedded store.
+        .args(
+            Some(["--redis-url", redis_url])
+                .filter(|_| !redis_url.is_empty())
+                .into_iter()
+                .flatten(),
+        )
         .args(["--log-format", "json"])
         .args(shared_key)
         .args(extra)
