@@ -182,7 +182,9 @@ async fn watch_store(app: Slotd, room: Room, reporter: HealthReporter, interval:
             if ok {
                 tracing::info!("store answers: serving");
             } else {
-                tracing::warn!("store does not answer or the room settings are unknown: health NOT_SERVING");
+                tracing::warn!(
+                    "store does not answer or the room settings are unknown: health NOT_SERVING"
+                );
             }
             let status = if ok {
                 ServingStatus::Serving

@@ -17,7 +17,9 @@ use tonic::{Code, Request};
 
 use slotd::api::pb;
 use slotd::domain::clock::ManualClock;
-use slotd::domain::room::{ClientKey, RoomConfig, RoomStats, TicketId, TicketState, TicketView};
+use slotd::domain::room::{
+    ClientKey, RoomConfig, RoomStats, Synced, TicketId, TicketState, TicketView,
+};
 use slotd::server::ServeOptions;
 use slotd::store::room::{WaitingRoom, CLAIM_LEASE_SECS};
 use slotd::store::{Inventory, StoreError, ADMISSION_STEP_LIMIT};
@@ -94,6 +96,15 @@ impl WaitingRoom for Settling {
     }
     async fn stats(&self, now: DateTime<Utc>) -> Result<RoomStats, StoreError> {
         self.inner.stats(now).await
+    }
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[TicketId],
+        max_events: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Synced, StoreError> {
+        self.inner.sync(after, heartbeat, max_events, now).await
     }
 }
 

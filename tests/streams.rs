@@ -23,8 +23,8 @@ fn watch_request(date: &str) -> pb::WatchAvailabilityRequest {
     pb::WatchAvailabilityRequest {
         post_id: "BEIJING".into(),
         category: "ALL_OTHERS".into(),
-        from: date.into(),
-        to: date.into(),
+        from_date: date.into(),
+        to_date: date.into(),
     }
 }
 

@@ -21,8 +21,8 @@ use crate::domain::lifecycle::{HoldConfirmation, HoldId};
 use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
 use crate::room::{Gate, Room};
-use crate::streams::Streams;
 use crate::store::{StoreError, ADMISSION_STEP_LIMIT};
+use crate::streams::Streams;
 
 /// How often a WatchOffers stream re-reads its entry (an offer reaches the watcher within
 /// this, plus a heartbeat every `HEARTBEAT` while nothing changes).
