@@ -169,7 +169,7 @@ async fn admitted(s: &Setup, key: &str) -> Admitted {
         .waiting_room()
         .await
         .join(pb::JoinRequest {
-            client_key: key.into(),
+            client_key: support::client_key(key),
         })
         .await
         .expect("join")

@@ -214,7 +214,7 @@ async fn issue(slotd: &Slotd) -> Issued {
     .expect("configure waiting room");
     let joined = WaitingRoomServiceClient::new(channel.clone())
         .join(pb::JoinRequest {
-            client_key: "keys-client-1".into(),
+            client_key: support::client_key("keys-client-1"),
         })
         .await
         .expect("join")
@@ -311,7 +311,7 @@ async fn credentials_survive_a_restart_and_a_key_rotation_keeps_them_until_the_o
         .expect("the old key still verifies after a rotation");
     let fresh = WaitingRoomServiceClient::new(connect(&rotated).await)
         .join(pb::JoinRequest {
-            client_key: "keys-client-2".into(),
+            client_key: support::client_key("keys-client-2"),
         })
         .await
         .expect("join after the rotation")

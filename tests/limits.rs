@@ -64,7 +64,7 @@ async fn join_get_status_and_watch_are_rate_limited_per_client_with_retry_info()
     // The burst: one join, a poll, a watch and a second join (a refresh) pass.
     let joined = room
         .join(pb::JoinRequest {
-            client_key: "crowd-1".into(),
+            client_key: support::client_key("crowd-1"),
         })
         .await
         .expect("within the burst")
@@ -86,7 +86,7 @@ async fn join_get_status_and_watch_are_rate_limited_per_client_with_retry_info()
         .expect("within the burst");
     drop(stream);
     room.join(pb::JoinRequest {
-        client_key: "crowd-1".into(),
+        client_key: support::client_key("crowd-1"),
     })
     .await
     .expect("within the burst");
@@ -94,7 +94,7 @@ async fn join_get_status_and_watch_are_rate_limited_per_client_with_retry_info()
     // Then every waiting-room call of this client is refused, the stream before it opens.
     let join = room
         .join(pb::JoinRequest {
-            client_key: "crowd-2".into(),
+            client_key: support::client_key("crowd-2"),
         })
         .await
         .expect_err("join over the limit");

@@ -306,7 +306,7 @@ mod tests {
         let now = Utc::now();
         let t = TicketId::generate();
         let entry = crate::domain::waitlist::EntryId::generate();
-        let ck = ClientKey::parse("sess-1").unwrap();
+        let ck = ClientKey::parse("sess-1.Kq7xZ2pLm9TvW4rN8sYb3c").unwrap();
         let old_token = old.mint(&t, &ck, now + Duration::minutes(10), now);
         let old_secret = old.ticket_secret(&t);
         let old_entry = old.entry_secret(&entry);
