@@ -32,6 +32,9 @@ use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
 /// (even empty) with a `next` cursor, and the caller follows it.
 pub const MANIFEST_SCAN_BUDGET: u32 = 1024;
 
+/// Default `booking.retention_days`: how long a cancelled appointment stays readable.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 

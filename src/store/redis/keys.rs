@@ -82,6 +82,13 @@ impl Keys {
         format!("{}manifest:{}", self.prefix, Self::day_suffix(day))
     }
 
+    /// Sorted set of a day's cancelled appointments (as the manifest: score 0, member
+    /// `<MMMM>-<CONF>`), kept out of the manifest so it stays O(live appointments); it expires
+    /// `booking.retention_days` after its latest cancellation.
+    pub fn cancelled(&self, day: &DayRef) -> String {
+        format!("{}cancelled:{}", self.prefix, Self::day_suffix(day))
+    }
+
     pub fn receipt(&self, number: &ReceiptNumber) -> String {
         format!("{}receipt:{number}", self.prefix)
     }

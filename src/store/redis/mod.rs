@@ -130,6 +130,7 @@ pub struct RedisStore {
     scripts: Scripts,
     sold_out: sold_out::SoldOut,
     offer_ttl: chrono::Duration,
+    retention: chrono::Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -153,6 +154,7 @@ impl RedisStore {
             scripts: Scripts::load(),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
+            retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
         })
     }
 
@@ -165,6 +167,13 @@ impl RedisStore {
     /// How long a waitlist offer keeps its seats (default 30 minutes).
     pub fn with_offer_ttl(mut self, ttl: chrono::Duration) -> Self {
         self.offer_ttl = ttl;
+        self
+    }
+
+    /// How long a cancelled appointment stays readable before its record expires
+    /// (`booking.retention_days`; default 90 days; at least 1 ms).
+    pub fn with_retention(mut self, retention: chrono::Duration) -> Self {
+        self.retention = retention.max(chrono::Duration::milliseconds(1));
         self
     }
 
@@ -610,6 +619,9 @@ impl Inventory for RedisStore {
                         .key(self.keys.receipt(&a.receipt))
                         .key(self.keys.passport(&a.passport));
                 }
+                invocation
+                    .key(self.keys.manifest(&day))
+                    .key(self.keys.cancelled(&day));
             }
             invocation
                 .arg(millis(now))
@@ -641,6 +653,20 @@ impl Inventory for RedisStore {
                         .unwrap_or_default(),
                 );
             self.offer_context(&mut invocation, now);
+            invocation
+                .arg(self.retention.num_milliseconds().max(1))
+                .arg(
+                    stored
+                        .as_ref()
+                        .map(|s| {
+                            ManifestCursor {
+                                time: s.appointment.slot.time,
+                                confirmation: cancellation.confirmation.clone(),
+                            }
+                            .encode()
+                        })
+                        .unwrap_or_default(),
+                );
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match (status.as_str(), stored) {
                 ("OK", Some(s)) => Ok(Appointment {
@@ -680,6 +706,7 @@ impl Inventory for RedisStore {
         let mut invocation = self.scripts.manifest.key(self.keys.manifest(&query.day));
         invocation
             .key(self.keys.active(&query.day))
+            .key(self.keys.cancelled(&query.day))
             .arg(start)
             .arg(u64::from(query.limit) + 1)
             .arg(if query.include_cancelled { "1" } else { "0" })
@@ -734,6 +761,11 @@ impl Inventory for RedisStore {
         for (c, reply) in cursors.iter().zip(replies) {
             let Some(stored) = decode_appointment(&c.confirmation, hash_fields(what, reply)?)?
             else {
+                // A cancelled record past its retention (the day's cancelled index outlives
+                // the records it names by up to the retention): expired, not listed.
+                if query.include_cancelled {
+                    continue;
+                }
                 return Err(StoreError::corrupt("manifest names a missing appointment"));
             };
             page.appointments.push(stored.appointment);
