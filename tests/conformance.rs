@@ -69,6 +69,7 @@ conformance!(
     receipts_expire_365_days_after_payment,
     manifest_pages_are_stable_ordered_and_skip_cancelled_unless_asked,
     a_book_cancel_loop_leaves_only_live_appointments_in_the_manifest,
+    a_passed_waitlist_entry_is_retired_and_its_passport_can_join_again,
     registering_a_receipt_is_idempotent_and_a_different_one_conflicts,
     two_hundred_concurrent_bookings_on_24_seats_book_exactly_24,
     a_hold_takes_the_seats_at_once_and_confirming_it_books_them,

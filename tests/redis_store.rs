@@ -158,7 +158,7 @@ fn documented(rest: &str) -> bool {
     let date = |s: &str| slotd::domain::types::parse_date(s).is_ok();
     let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     match parts.as_slice() {
-        ["day" | "active" | "manifest", post, category, d] => {
+        ["day" | "active" | "manifest" | "cancelled", post, category, d] => {
             ident(post) && ident(category) && date(d)
         }
         ["receipt", n] | ["passport", n] => alnum(n),

@@ -98,6 +98,8 @@ struct State {
     /// (post, category) → (percent offered to the waitlist, remainder of the share count).
     shares: HashMap<(PostId, CategoryId), (u32, u32)>,
     join_seq: u64,
+    /// Entries by when their range has passed (Redis `wl-due`): (retire at, join seq) → entry.
+    retire_due: BTreeMap<(DateTime<Utc>, u64), EntryId>,
     offer_ttl: Duration,
 }
 
@@ -1591,6 +1593,42 @@ impl Inventory for MemoryStore {
         Ok(self.lock().reclaim(now))
     }
 
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        // As wl_retire.lua: at most WAITLIST_RETIRE_BATCH due entries per call; a WAITING one
+        // ends EXPIRED (DATES_PASSED), an OFFERED one is looked at again after the offer TTL,
+        // a finished one just leaves the index.
+        let mut state = self.lock();
+        let due: Vec<((DateTime<Utc>, u64), EntryId)> = state
+            .retire_due
+            .range(..=(now, u64::MAX))
+            .take(super::WAITLIST_RETIRE_BATCH as usize)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut retired = 0;
+        for (key, id) in due {
+            state.retire_due.remove(&key);
+            match state.entries.get(&id).map(|r| r.entry.status) {
+                Some(EntryStatus::Offered) => {
+                    let later = now + state.offer_ttl;
+                    state.retire_due.insert((later, key.1), id);
+                }
+                Some(EntryStatus::Waiting) => {
+                    state.end_entry(&id, EntryStatus::Expired, Some("DATES_PASSED"), now);
+                    state.push_event(
+                        "waitlist_cancelled",
+                        &[
+                            ("entry", id.to_string()),
+                            ("reason", "DATES_PASSED".to_owned()),
+                        ],
+                    );
+                    retired += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(retired)
+    }
+
     async fn reschedule(
         &self,
         reschedule: &Reschedule,
@@ -1760,6 +1798,9 @@ impl Inventory for MemoryStore {
             .entry((join.post.clone(), join.category.clone()))
             .or_default()
             .insert(seq, id.clone());
+        state
+            .retire_due
+            .insert((super::waitlist_retire_at(join.range.to), seq), id.clone());
         for a in &join.applicants {
             state
                 .waiting_passports

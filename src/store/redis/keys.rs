@@ -163,6 +163,12 @@ impl Keys {
         format!("{}wlp:{number}", self.prefix)
     }
 
+    /// Sorted set of the entries in line by when their range has passed (retire-at, ms): the
+    /// sweeper retires them in bounded batches.
+    pub fn waitlist_due(&self) -> String {
+        format!("{}wl-due", self.prefix)
+    }
+
     pub fn join_sequence(&self) -> String {
         format!("{}wlseq", self.prefix)
     }

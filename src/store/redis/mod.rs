@@ -100,6 +100,7 @@ struct Scripts {
     reschedule: ::redis::Script,
     wl_join: ::redis::Script,
     wl_leave: ::redis::Script,
+    wl_retire: ::redis::Script,
 }
 
 impl Scripts {
@@ -120,6 +121,7 @@ impl Scripts {
             reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
             wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
             wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
+            wl_retire: conn::script(with_holds_lib!("lua/wl_retire.lua")),
         }
     }
 }
@@ -1092,6 +1094,10 @@ impl Inventory for RedisStore {
 
     async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
         Ok(self.read_hold(id).await?.map(|s| s.hold))
+    }
+
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.wl_retire_passed(now).await
     }
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
