@@ -1070,15 +1070,15 @@ mod tests {
         .expect("parses");
         s.validate().expect("valid stream bounds");
         for bad in ["0", "3651"] {
-            let s = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", bad)])).expect("parses");
+            let r = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", bad)])).expect("parses");
             assert_eq!(
-                s.validate().expect_err("retention out of range").key,
+                r.validate().expect_err("retention out of range").key,
                 "booking.retention_days"
             );
         }
-        let s = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", "30")])).expect("parses");
-        s.validate().expect("valid retention");
-        assert_eq!(s.retention(), chrono::Duration::days(30));
+        let r = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", "30")])).expect("parses");
+        r.validate().expect("valid retention");
+        assert_eq!(r.retention(), chrono::Duration::days(30));
         assert_eq!(s.streams().max_per_client, 4);
         assert_eq!(s.streams().max_lifetime, Duration::from_secs(600));
     }
