@@ -238,8 +238,7 @@ pub struct BookingSettings {
     pub offer_ttl_secs: u64,
     /// Milliseconds between two runs of the hold sweeper (expired holds return their seats).
     pub sweep_interval_ms: u64,
-    /// Days a cancelled appointment stays readable (CANCELLED) before its record expires, and
-    /// days a past appointment's records are kept after its slot date.
+    /// Days a cancelled appointment stays readable (CANCELLED) before its record expires.
     pub retention_days: u32,
 }
 
