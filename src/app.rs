@@ -493,6 +493,12 @@ impl Slotd {
                     Ok(n) => tracing::info!(reclaimed = n, "expired holds reclaimed"),
                     Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
                 }
+                // Waitlist entries whose range has passed: a bounded batch per tick.
+                match app.store.retire_passed_waitlist(app.now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(retired = n, "passed waitlist entries retired"),
+                    Err(e) => tracing::warn!(error = %e, "waitlist retirement failed"),
+                }
             }
         })
     }

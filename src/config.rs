@@ -316,6 +316,8 @@ pub struct BookingSettings {
     pub offer_ttl_secs: u64,
     /// Milliseconds between two runs of the hold sweeper (expired holds return their seats).
     pub sweep_interval_ms: u64,
+    /// Days a cancelled appointment stays readable (CANCELLED) before its record expires.
+    pub retention_days: u32,
 }
 
 impl Default for BookingSettings {
@@ -326,6 +328,7 @@ impl Default for BookingSettings {
             reschedule_limit: d.reschedule_limit,
             offer_ttl_secs: crate::domain::waitlist::DEFAULT_OFFER_TTL_SECS,
             sweep_interval_ms: 1000,
+            retention_days: crate::store::DEFAULT_RETENTION_DAYS as u32,
         }
     }
 }
@@ -742,6 +745,11 @@ impl Settings {
         chrono::Duration::seconds(i64::try_from(self.booking.offer_ttl_secs).unwrap_or(86_400))
     }
 
+    /// How long records are kept (the stores' `with_retention`).
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.booking.retention_days))
+    }
+
     /// Calendar cache and slot feed settings for `Slotd::with_calendar`.
     pub fn calendar(&self) -> crate::availability::CalendarOptions {
         crate::availability::CalendarOptions {
@@ -819,6 +827,11 @@ impl Settings {
             (10..=3_600_000).contains(&self.booking.sweep_interval_ms),
             "booking.sweep_interval_ms",
             "must be 10-3600000 milliseconds",
+        )?;
+        check(
+            (1..=3650).contains(&self.booking.retention_days),
+            "booking.retention_days",
+            "must be 1-3650 days",
         )?;
         check(
             self.booking.reschedule_limit <= 100,
@@ -1341,6 +1354,16 @@ mod tests {
         )
         .expect("parses");
         s.validate().expect("valid stream bounds");
+        for bad in ["0", "3651"] {
+            let r = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", bad)])).expect("parses");
+            assert_eq!(
+                r.validate().expect_err("retention out of range").key,
+                "booking.retention_days"
+            );
+        }
+        let r = layered(None, env(&[("SLOTD__BOOKING__RETENTION_DAYS", "30")])).expect("parses");
+        r.validate().expect("valid retention");
+        assert_eq!(r.retention(), chrono::Duration::days(30));
         assert_eq!(s.streams().max_per_client, 4);
         assert_eq!(s.streams().max_lifetime, Duration::from_secs(600));
     }

@@ -112,7 +112,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         Some(options) => {
             let store = RedisStore::connect(&options)
                 .map_err(|e| format!("--redis-url: {e}"))?
-                .with_offer_ttl(settings.offer_ttl());
+                .with_offer_ttl(settings.offer_ttl())
+                .with_retention(settings.retention());
             // A certificate Redis or slotd refuses is a configuration error: fail fast.
             if let Some(e) = store.tls_refusal().await {
                 return Err(format!("config key `{}`: {}", e.key, e.detail).into());
@@ -126,7 +127,11 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {
             tracing::warn!("no --redis-url: using the embedded in-memory store; state is per process and lost on exit");
-            Arc::new(MemoryStore::new().with_offer_ttl(settings.offer_ttl()))
+            Arc::new(
+                MemoryStore::new()
+                    .with_offer_ttl(settings.offer_ttl())
+                    .with_retention(settings.retention()),
+            )
         }
     };
     // Validated already: with Redis a missing key stopped slotd at start.

@@ -158,7 +158,7 @@ fn documented(rest: &str) -> bool {
     let date = |s: &str| slotd::domain::types::parse_date(s).is_ok();
     let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     match parts.as_slice() {
-        ["day" | "active" | "manifest", post, category, d] => {
+        ["day" | "active" | "manifest" | "cancelled", post, category, d] => {
             ident(post) && ident(category) && date(d)
         }
         ["receipt", n] | ["passport", n] => alnum(n),
@@ -461,4 +461,137 @@ async fn cancelling_frees_only_the_claims_that_still_name_the_appointment() {
         ),
         "{third:?}"
     );
+}
+
+/// Keys without a TTL (persistent), and keys of one kind (`appt:`), on the test server.
+fn key_census(con: &mut redis::Connection) -> (usize, usize) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).unwrap();
+    let mut persistent = 0;
+    let mut appts = 0;
+    for k in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query(con).unwrap();
+        if ttl == -1 {
+            persistent += 1;
+        }
+        if k.contains(":appt:") {
+            appts += 1;
+        }
+    }
+    (persistent, appts)
+}
+
+/// #20 bounded data: a book/cancel loop of 500 on one day leaves the day's manifest and active
+/// index empty (cancelled members move to the day's cancelled index), the persistent key count
+/// and the manifest's `MEMORY USAGE` flat, and every cancelled record with a TTL of the
+/// retention; once the retention has passed the records and the cancelled index are gone and
+/// the key count is back where it started. Before, each iteration added a manifest member and
+/// a persistent `appt:` hash.
+#[tokio::test]
+async fn a_book_cancel_loop_keeps_redis_memory_and_the_manifest_flat() {
+    let redis = RedisServer::start();
+    let retention_ms = 1500;
+    let store: Arc<dyn Inventory> = Arc::new(
+        slotd::store::redis::RedisStore::connect(&RedisOptions {
+            conn: ConnOptions {
+                url: redis.url(),
+                ..ConnOptions::default()
+            },
+            ..RedisOptions::default()
+        })
+        .unwrap()
+        .with_retention(Duration::milliseconds(retention_ms)),
+    );
+    store.open_slots(&plan(2), epoch()).await.unwrap();
+    register(&store, 1).await;
+    let mut con = redis.client();
+    let manifest_key = "slotd:{slotd}:manifest:BEIJING:ALL_OTHERS:2030-01-08";
+    let active_key = "slotd:{slotd}:active:BEIJING:ALL_OTHERS:2030-01-08";
+    let cancelled_key = "slotd:{slotd}:cancelled:BEIJING:ALL_OTHERS:2030-01-08";
+    let (before, _) = key_census(&mut con);
+    let mut checkpoints = Vec::new();
+    for n in 0..500u32 {
+        let a = store
+            .book(
+                &booking(&format!("loop-b{n}"), "08:00", &[1]),
+                &ConfirmationNumber::generate(),
+                epoch(),
+            )
+            .await
+            .unwrap();
+        store
+            .cancel(
+                &Cancellation {
+                    request_id: RequestId::parse(&format!("loop-c{n}")).unwrap(),
+                    confirmation: a.confirmation.clone(),
+                    passport: applicant(1).passport,
+                },
+                epoch(),
+            )
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("slotd:{{slotd}}:appt:{}", a.confirmation))
+            .query(&mut con)
+            .unwrap();
+        assert!(ttl > 0 && ttl <= retention_ms, "cancelled record TTL {ttl}");
+        if n == 49 || n == 499 {
+            let card: u64 = redis::cmd("ZCARD")
+                .arg(manifest_key)
+                .query(&mut con)
+                .unwrap();
+            let active: u64 = redis::cmd("HLEN").arg(active_key).query(&mut con).unwrap();
+            let usage: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(manifest_key)
+                .query(&mut con)
+                .unwrap();
+            let (persistent, _) = key_census(&mut con);
+            checkpoints.push((card, active, usage, persistent));
+        }
+    }
+    assert_eq!(
+        checkpoints[0], checkpoints[1],
+        "flat from 50 to 500 iterations"
+    );
+    assert_eq!((checkpoints[1].0, checkpoints[1].1), (0, 0));
+    let cancelled_ttl: i64 = redis::cmd("PTTL")
+        .arg(cancelled_key)
+        .query(&mut con)
+        .unwrap();
+    assert!(cancelled_ttl > 0 && cancelled_ttl <= retention_ms);
+    // The persistent keys: what the loop's first booking created, no more (the passport and
+    // the events stream already exist or come and go; the idempotency records carry a TTL).
+    assert!(
+        checkpoints[1].3 <= before + 4,
+        "{before} persistent keys before, {} after",
+        checkpoints[1].3
+    );
+    // Past the retention: the records and the cancelled index are gone (Redis expires them).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, appts) = key_census(&mut con);
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(cancelled_key)
+            .query(&mut con)
+            .unwrap();
+        if appts == 0 && exists == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{appts} records still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Listing with cancelled ones skips the expired records it may still meet.
+    let page = store
+        .manifest(&slotd::domain::rules::ManifestQuery {
+            day: day(),
+            after: None,
+            limit: 10,
+            include_cancelled: true,
+        })
+        .await
+        .unwrap();
+    assert!(page.appointments.is_empty());
 }

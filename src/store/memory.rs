@@ -67,8 +67,13 @@ struct ReceiptRec {
 struct State {
     days: BTreeMap<DayRef, BTreeMap<SlotTime, SlotRec>>,
     appointments: HashMap<ConfirmationNumber, Appointment>,
-    /// Every appointment of a day (cancelled too), in manifest order.
+    /// The live (BOOKED) appointments of a day, in manifest order.
     manifests: BTreeMap<DayRef, BTreeSet<ManifestCursor>>,
+    /// The cancelled appointments of a day, in manifest order (Redis `cancelled:` index).
+    cancelled: BTreeMap<DayRef, BTreeSet<ManifestCursor>>,
+    /// Cancelled appointments by the end of their retention (Redis: the record's PEXPIRE).
+    expiring: BTreeSet<(DateTime<Utc>, ConfirmationNumber)>,
+    retention: Duration,
     receipts: HashMap<ReceiptNumber, ReceiptRec>,
     /// Passport → its one active appointment.
     active: HashMap<PassportNumber, ConfirmationNumber>,
@@ -94,6 +99,8 @@ struct State {
     /// (post, category) → (percent offered to the waitlist, remainder of the share count).
     shares: HashMap<(PostId, CategoryId), (u32, u32)>,
     join_seq: u64,
+    /// Entries by when their range has passed (Redis `wl-due`): (retire at, join seq) → entry.
+    retire_due: BTreeMap<(DateTime<Utc>, u64), EntryId>,
     offer_ttl: Duration,
     /// What each waiting-room admission has done (see `Inventory::admission_step`).
     admissions: HashMap<TicketId, AdmissionRec>,
@@ -117,6 +124,9 @@ struct EntryRec {
     limit: u32,
 }
 
+/// Expired cancelled records forgotten per store call at most (bounded work per call).
+const EXPIRE_BATCH: usize = 64;
+
 /// Events kept in process (the Redis Stream keeps about a million).
 const MAX_EVENTS: usize = 100_000;
 
@@ -136,6 +146,7 @@ impl MemoryStore {
         Self {
             state: Mutex::new(State {
                 offer_ttl: Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
+                retention: Duration::days(super::DEFAULT_RETENTION_DAYS),
                 ..State::default()
             }),
         }
@@ -145,6 +156,25 @@ impl MemoryStore {
     pub fn with_offer_ttl(self, ttl: Duration) -> Self {
         self.lock().offer_ttl = ttl;
         self
+    }
+
+    /// How long a cancelled appointment stays readable before it is forgotten
+    /// (`booking.retention_days`; default 90 days; at least 1 ms).
+    pub fn with_retention(self, retention: Duration) -> Self {
+        self.lock().retention = retention.max(Duration::milliseconds(1));
+        self
+    }
+
+    /// Sizes of the per-day structures and records, for tests that show they stay bounded:
+    /// (appointments, live manifest members, cancelled index members, days with a manifest).
+    pub fn footprint(&self) -> (usize, usize, usize, usize) {
+        let state = self.lock();
+        (
+            state.appointments.len(),
+            state.manifests.values().map(BTreeSet::len).sum(),
+            state.cancelled.values().map(BTreeSet::len).sum(),
+            state.manifests.len() + state.cancelled.len(),
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -270,6 +300,32 @@ impl State {
 
     /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
     /// exactly once (a hold leaves `live_holds` when reclaimed, confirmed or released).
+    /// Forgets cancelled appointments past their retention, at most `EXPIRE_BATCH` per call
+    /// (as Redis expires the records by itself): the record and its cancelled-index member.
+    fn expire_records(&mut self, now: DateTime<Utc>) {
+        for _ in 0..EXPIRE_BATCH {
+            let Some(first) = self.expiring.first().cloned() else {
+                return;
+            };
+            if first.0 > now {
+                return;
+            }
+            self.expiring.remove(&first);
+            if let Some(a) = self.appointments.remove(&first.1) {
+                let day = a.slot.day();
+                if let Some(set) = self.cancelled.get_mut(&day) {
+                    set.remove(&ManifestCursor {
+                        time: a.slot.time,
+                        confirmation: a.confirmation.clone(),
+                    });
+                    if set.is_empty() {
+                        self.cancelled.remove(&day);
+                    }
+                }
+            }
+        }
+    }
+
     fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
         let mut reclaimed = Reclaimed::default();
         while let Some((expires, id)) = self.live_holds.first().cloned() {
@@ -1165,6 +1221,7 @@ impl Inventory for MemoryStore {
         }
         state.check_admission(booking.admission.as_ref(), now)?;
         state.reclaim(now);
+        state.expire_records(now);
         state.check_booking(booking, Some(confirmation), now)?;
 
         // Writes: nothing below can fail.
@@ -1201,6 +1258,7 @@ impl Inventory for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
         let mut state = self.lock();
+        state.expire_records(now);
         let fingerprint = cancellation.fingerprint();
         if let Some(first) =
             state.replay(Op::Cancel, &cancellation.request_id, &fingerprint, now)?
@@ -1249,6 +1307,22 @@ impl Inventory for MemoryStore {
             }
             None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
         };
+        // As cancel.lua: the member leaves the manifest for the day's cancelled index, and the
+        // record is forgotten once the retention has passed.
+        let member = ManifestCursor {
+            time: slot.time,
+            confirmation: confirmation.clone(),
+        };
+        let day = slot.day();
+        if let Some(set) = state.manifests.get_mut(&day) {
+            set.remove(&member);
+            if set.is_empty() {
+                state.manifests.remove(&day);
+            }
+        }
+        state.cancelled.entry(day).or_default().insert(member);
+        let until = now + state.retention;
+        state.expiring.insert((until, confirmation.clone()));
         state.remember(
             Op::Cancel,
             &cancellation.request_id,
@@ -1283,42 +1357,42 @@ impl Inventory for MemoryStore {
     async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
         let state = self.lock();
         let mut page = ManifestPage::default();
-        let Some(entries) = state.manifests.get(&query.day) else {
-            return Ok(page);
-        };
-        let mut iter: Box<dyn Iterator<Item = &ManifestCursor>> = match &query.after {
-            Some(after) => Box::new(
-                entries.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            ),
-            None => Box::new(entries.iter()),
-        };
         let limit = query.limit as usize;
         if limit == 0 {
             return Ok(page);
         }
-        // As manifest.lua: at most MANIFEST_SCAN_BUDGET entries examined per call; when the
-        // budget runs out first the page is short and the next starts after the last examined.
-        let mut examined: u32 = 0;
-        for cursor in iter.by_ref() {
-            examined += 1;
+        let after = |set: &'_ BTreeSet<ManifestCursor>| -> Vec<ManifestCursor> {
+            let iter: Box<dyn Iterator<Item = &ManifestCursor>> = match &query.after {
+                Some(after) => Box::new(
+                    set.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                ),
+                None => Box::new(set.iter()),
+            };
+            iter.take(limit + 1).cloned().collect()
+        };
+        let empty = BTreeSet::new();
+        let live = state.manifests.get(&query.day).unwrap_or(&empty);
+        // As manifest.lua: the live manifest holds BOOKED appointments only; with cancelled
+        // ones, at most limit + 1 members of each set are read and merged in order.
+        let mut members = after(live);
+        if query.include_cancelled {
+            members.extend(after(state.cancelled.get(&query.day).unwrap_or(&empty)));
+            members.sort();
+            members.truncate(limit + 1);
+        }
+        for cursor in &members {
             let Some(a) = state.appointments.get(&cursor.confirmation) else {
                 return Err(StoreError::corrupt("manifest names a missing appointment"));
             };
-            if a.status != AppointmentStatus::Cancelled || query.include_cancelled {
-                if page.appointments.len() == limit {
-                    // One more exists: the page ends at the previous entry.
-                    page.next = page.appointments.last().map(|last| ManifestCursor {
-                        time: last.slot.time,
-                        confirmation: last.confirmation.clone(),
-                    });
-                    break;
-                }
-                page.appointments.push(a.clone());
-            }
-            if examined >= super::MANIFEST_SCAN_BUDGET {
-                page.next = Some(cursor.clone());
+            if page.appointments.len() == limit {
+                // One more exists: the page ends at the previous entry.
+                page.next = page.appointments.last().map(|last| ManifestCursor {
+                    time: last.slot.time,
+                    confirmation: last.confirmation.clone(),
+                });
                 break;
             }
+            page.appointments.push(a.clone());
         }
         Ok(page)
     }
@@ -1578,6 +1652,42 @@ impl Inventory for MemoryStore {
         Ok(self.lock().reclaim(now))
     }
 
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        // As wl_retire.lua: at most WAITLIST_RETIRE_BATCH due entries per call; a WAITING one
+        // ends EXPIRED (DATES_PASSED), an OFFERED one is looked at again after the offer TTL,
+        // a finished one just leaves the index.
+        let mut state = self.lock();
+        let due: Vec<((DateTime<Utc>, u64), EntryId)> = state
+            .retire_due
+            .range(..=(now, u64::MAX))
+            .take(super::WAITLIST_RETIRE_BATCH as usize)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut retired = 0;
+        for (key, id) in due {
+            state.retire_due.remove(&key);
+            match state.entries.get(&id).map(|r| r.entry.status) {
+                Some(EntryStatus::Offered) => {
+                    let later = now + state.offer_ttl;
+                    state.retire_due.insert((later, key.1), id);
+                }
+                Some(EntryStatus::Waiting) => {
+                    state.end_entry(&id, EntryStatus::Expired, Some("DATES_PASSED"), now);
+                    state.push_event(
+                        "waitlist_cancelled",
+                        &[
+                            ("entry", id.to_string()),
+                            ("reason", "DATES_PASSED".to_owned()),
+                        ],
+                    );
+                    retired += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(retired)
+    }
+
     async fn reschedule(
         &self,
         reschedule: &Reschedule,
@@ -1747,6 +1857,9 @@ impl Inventory for MemoryStore {
             .entry((join.post.clone(), join.category.clone()))
             .or_default()
             .insert(seq, id.clone());
+        state
+            .retire_due
+            .insert((super::waitlist_retire_at(join.range.to), seq), id.clone());
         for a in &join.applicants {
             state
                 .waiting_passports
@@ -1844,5 +1957,113 @@ impl Inventory for MemoryStore {
             .or_insert((100, 0));
         share.0 = percent;
         Ok(percent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::{DateRange, OpenPlan};
+    use crate::domain::types::{
+        CategoryId, Currency, Ds160Number, Money, PersonName, PostId, Receipt, RequestId, SlotTime,
+    };
+
+    fn epoch() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
+            .expect("epoch")
+            .with_timezone(&Utc)
+    }
+
+    fn applicant() -> Applicant {
+        Applicant {
+            passport: PassportNumber::parse("P0000001").expect("passport"),
+            given_name: PersonName::parse("Wei").expect("name"),
+            surname: PersonName::parse("Zhang").expect("name"),
+            ds160: Ds160Number::parse("AA00000001").expect("ds160"),
+            receipt: ReceiptNumber::parse("R0000001").expect("receipt"),
+        }
+    }
+
+    /// #20 bounded data, embedded store: a book/cancel loop of 500 on one day keeps the live
+    /// manifest empty and the number of days with an index at one; cancelled records stay
+    /// readable (CANCELLED) within the retention and are forgotten, with their cancelled-index
+    /// members, once it has passed (so the maps do not grow with the loop).
+    #[tokio::test]
+    async fn a_book_cancel_loop_keeps_the_maps_flat_and_records_expire_after_the_retention() {
+        let store = MemoryStore::new().with_retention(Duration::hours(1));
+        let day = DayRef {
+            post: PostId::parse("BEIJING").expect("post"),
+            category: CategoryId::parse("ALL_OTHERS").expect("category"),
+            date: (epoch() + Duration::days(1)).date_naive(),
+        };
+        let time = SlotTime::parse("08:00").expect("time");
+        store
+            .open_slots(
+                &OpenPlan {
+                    post: day.post.clone(),
+                    category: day.category.clone(),
+                    range: DateRange::new(day.date, day.date).expect("range"),
+                    weekdays: vec![chrono::Weekday::Tue],
+                    first: time,
+                    last: time,
+                    seats: 2,
+                },
+                epoch(),
+            )
+            .await
+            .expect("open");
+        let a = applicant();
+        store
+            .register_receipt(&Receipt {
+                number: a.receipt.clone(),
+                passport: a.passport.clone(),
+                paid_at: epoch() - Duration::days(1),
+                amount: Money {
+                    minor: 18_500,
+                    currency: Currency::Usd,
+                },
+            })
+            .await
+            .expect("receipt");
+        let mut first = None;
+        let mut at = epoch();
+        for n in 0..500 {
+            // Ten seconds apart: the first cancellations pass the hour of retention mid-loop.
+            at += Duration::seconds(10);
+            let booking = Booking::new(
+                RequestId::parse(&format!("b{n}")).expect("id"),
+                day.at(time),
+                vec![a.clone()],
+            )
+            .expect("booking");
+            let booked = store
+                .book(&booking, &ConfirmationNumber::generate(), at)
+                .await
+                .expect("book");
+            store
+                .cancel(
+                    &Cancellation {
+                        request_id: RequestId::parse(&format!("c{n}")).expect("id"),
+                        confirmation: booked.confirmation.clone(),
+                        passport: a.passport.clone(),
+                    },
+                    at,
+                )
+                .await
+                .expect("cancel");
+            first.get_or_insert(booked.confirmation);
+            let (records, live, cancelled, days) = store.footprint();
+            assert_eq!((live, days), (0, 1), "iteration {n}");
+            // At most an hour of cancellations (360 at 10 s) plus one call's batch are kept.
+            assert!(records <= 360 + EXPIRE_BATCH, "{records} records at {n}");
+            assert_eq!(records, cancelled);
+        }
+        let first = first.expect("one booked");
+        assert!(
+            store.appointment(&first, &a.passport).await.is_err(),
+            "forgotten after the retention"
+        );
+        let (records, ..) = store.footprint();
+        assert!(records <= 361, "{records}");
     }
 }

@@ -33,6 +33,20 @@ use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
 /// (even empty) with a `next` cursor, and the caller follows it.
 pub const MANIFEST_SCAN_BUDGET: u32 = 1024;
 
+/// Waitlist entries the sweeper retires per run at most (bounded work per call).
+pub const WAITLIST_RETIRE_BATCH: u32 = 64;
+
+/// When a waitlist entry's range `to` has passed in every time zone (00:00 UTC two days
+/// after it): from then the sweeper retires the entry if it still waits.
+pub fn waitlist_retire_at(to: chrono::NaiveDate) -> DateTime<Utc> {
+    (to + chrono::Duration::days(2))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+}
+
+/// Default `booking.retention_days`: how long a cancelled appointment stays readable.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+
 /// How long a request_id is remembered: a retry within this window returns the first outcome.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 
@@ -206,6 +220,11 @@ pub trait Inventory: Send + Sync + 'static {
     /// above also reclaim the expired holds of the dates they touch). Returns how many, and the
     /// days whose seats came back (the calendar cache drops those only).
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError>;
+
+    /// Retires at most `WAITLIST_RETIRE_BATCH` waitlist entries still in line whose range has
+    /// passed (`waitlist_retire_at` <= `now`): they end EXPIRED (reason `DATES_PASSED`) and
+    /// free their passports to join again. Returns how many (the sweeper runs it each tick).
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
 
     /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each
     /// receipt may back at most `limit` moves.

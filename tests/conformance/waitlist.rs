@@ -741,3 +741,58 @@ pub async fn moving_entries_are_checked_at_join_and_when_seats_come(store: Store
     offer_of(&store, &next).await;
     audit_clean(&store).await;
 }
+
+/// #20 bounded data: an entry still in line when its range has passed is retired by the
+/// sweeper step (EXPIRED, reason DATES_PASSED, one bounded batch per call) and frees its
+/// passport, which can then join again. Before, it stayed WAITING for ever and the passport
+/// got ALREADY_WAITING.
+pub async fn a_passed_waitlist_entry_is_retired_and_its_passport_can_join_again(store: Store) {
+    store
+        .open_slots(&plan(1, 6, "08:00", "08:00", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, [1, 2]).await;
+    let passed = join(&store, "w-passed", 1, 1, &[1]).await;
+    let current = join(&store, "w-current", 1, 5, &[2]).await;
+    // Not yet: the range ends on day 1 and is retired from 00:00 UTC two days after it.
+    let day_two = epoch() + Duration::days(2);
+    assert_eq!(store.retire_passed_waitlist(day_two).await.unwrap(), 0);
+    assert_eq!(status_of(&store, &passed).await, EntryStatus::Waiting);
+
+    let later = epoch() + Duration::days(3);
+    assert_eq!(store.retire_passed_waitlist(later).await.unwrap(), 1);
+    let retired = entry(&store, &passed).await;
+    assert_eq!(retired.status, EntryStatus::Expired);
+    assert_eq!(retired.reason.as_deref(), Some("DATES_PASSED"));
+    assert_eq!(status_of(&store, &current).await, EntryStatus::Waiting);
+    assert_eq!(store.retire_passed_waitlist(later).await.unwrap(), 0);
+
+    let again = store
+        .join_waitlist(
+            &join_request("w-again", 4, 6, &[], &[1]),
+            &EntryId::generate(),
+            2,
+            later,
+        )
+        .await
+        .expect("the retired entry's passport joins again");
+    assert_eq!(again.status, EntryStatus::Waiting);
+    // The passport still waiting in its current entry does not.
+    let refused = store
+        .join_waitlist(
+            &join_request("w-twice", 4, 6, &[], &[2]),
+            &EntryId::generate(),
+            2,
+            later,
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Domain(
+                slotd::domain::Error::AlreadyWaiting { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+}

@@ -157,6 +157,9 @@ impl Inventory for CountingStore {
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         self.inner.reclaim_expired_holds(now).await
     }
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.inner.retire_passed_waitlist(now).await
+    }
     async fn reschedule(
         &self,
         reschedule: &Reschedule,

@@ -82,6 +82,13 @@ impl Keys {
         format!("{}manifest:{}", self.prefix, Self::day_suffix(day))
     }
 
+    /// Sorted set of a day's cancelled appointments (as the manifest: score 0, member
+    /// `<MMMM>-<CONF>`), kept out of the manifest so it stays O(live appointments); it expires
+    /// `booking.retention_days` after its latest cancellation.
+    pub fn cancelled(&self, day: &DayRef) -> String {
+        format!("{}cancelled:{}", self.prefix, Self::day_suffix(day))
+    }
+
     pub fn receipt(&self, number: &ReceiptNumber) -> String {
         format!("{}receipt:{number}", self.prefix)
     }
@@ -160,6 +167,12 @@ impl Keys {
     /// The entry a passport waits in.
     pub fn waiting_passport(&self, number: &PassportNumber) -> String {
         format!("{}wlp:{number}", self.prefix)
+    }
+
+    /// Sorted set of the entries in line by when their range has passed (retire-at, ms): the
+    /// sweeper retires them in bounded batches.
+    pub fn waitlist_due(&self) -> String {
+        format!("{}wl-due", self.prefix)
     }
 
     pub fn join_sequence(&self) -> String {

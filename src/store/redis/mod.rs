@@ -102,6 +102,7 @@ struct Scripts {
     wl_join: ::redis::Script,
     wl_leave: ::redis::Script,
     admission_step: ::redis::Script,
+    wl_retire: ::redis::Script,
 }
 
 impl Scripts {
@@ -123,6 +124,7 @@ impl Scripts {
             wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
             wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
             admission_step: conn::script(include_str!("lua/admission_step.lua")),
+            wl_retire: conn::script(with_holds_lib!("lua/wl_retire.lua")),
         }
     }
 }
@@ -133,6 +135,7 @@ pub struct RedisStore {
     scripts: Scripts,
     sold_out: sold_out::SoldOut,
     offer_ttl: chrono::Duration,
+    retention: chrono::Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -156,6 +159,7 @@ impl RedisStore {
             scripts: Scripts::load(),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
+            retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
         })
     }
 
@@ -168,6 +172,13 @@ impl RedisStore {
     /// How long a waitlist offer keeps its seats (default 30 minutes).
     pub fn with_offer_ttl(mut self, ttl: chrono::Duration) -> Self {
         self.offer_ttl = ttl;
+        self
+    }
+
+    /// How long a cancelled appointment stays readable before its record expires
+    /// (`booking.retention_days`; default 90 days; at least 1 ms).
+    pub fn with_retention(mut self, retention: chrono::Duration) -> Self {
+        self.retention = retention.max(chrono::Duration::milliseconds(1));
         self
     }
 
@@ -620,6 +631,9 @@ impl Inventory for RedisStore {
                         .key(self.keys.receipt(&a.receipt))
                         .key(self.keys.passport(&a.passport));
                 }
+                invocation
+                    .key(self.keys.manifest(&day))
+                    .key(self.keys.cancelled(&day));
             }
             invocation
                 .arg(millis(now))
@@ -651,6 +665,20 @@ impl Inventory for RedisStore {
                         .unwrap_or_default(),
                 );
             self.offer_context(&mut invocation, now);
+            invocation
+                .arg(self.retention.num_milliseconds().max(1))
+                .arg(
+                    stored
+                        .as_ref()
+                        .map(|s| {
+                            ManifestCursor {
+                                time: s.appointment.slot.time,
+                                confirmation: cancellation.confirmation.clone(),
+                            }
+                            .encode()
+                        })
+                        .unwrap_or_default(),
+                );
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match (status.as_str(), stored) {
                 ("OK", Some(s)) => Ok(Appointment {
@@ -690,6 +718,7 @@ impl Inventory for RedisStore {
         let mut invocation = self.scripts.manifest.key(self.keys.manifest(&query.day));
         invocation
             .key(self.keys.active(&query.day))
+            .key(self.keys.cancelled(&query.day))
             .arg(start)
             .arg(u64::from(query.limit) + 1)
             .arg(if query.include_cancelled { "1" } else { "0" })
@@ -744,6 +773,11 @@ impl Inventory for RedisStore {
         for (c, reply) in cursors.iter().zip(replies) {
             let Some(stored) = decode_appointment(&c.confirmation, hash_fields(what, reply)?)?
             else {
+                // A cancelled record past its retention (the day's cancelled index outlives
+                // the records it names by up to the retention): expired, not listed.
+                if query.include_cancelled {
+                    continue;
+                }
                 return Err(StoreError::corrupt("manifest names a missing appointment"));
             };
             page.appointments.push(stored.appointment);
@@ -1077,6 +1111,10 @@ impl Inventory for RedisStore {
 
     async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
         Ok(self.read_hold(id).await?.map(|s| s.hold))
+    }
+
+    async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.wl_retire_passed(now).await
     }
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {

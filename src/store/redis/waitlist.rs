@@ -23,6 +23,49 @@ use crate::domain::Error;
 use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
 
 impl RedisStore {
+    /// The sweeper's waitlist step: retires at most `WAITLIST_RETIRE_BATCH` entries whose range
+    /// has passed (one `wl_retire` call each). Returns how many were retired.
+    pub(super) async fn wl_retire_passed(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        let what = "retire waitlist entries";
+        let due: Vec<String> = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.keys.waitlist_due())
+                    .arg("-inf")
+                    .arg(millis(now))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(crate::store::WAITLIST_RETIRE_BATCH),
+            )
+            .await
+            .and_then(|v| {
+                ::redis::from_redis_value(v)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: expected entry ids")))
+            })?;
+        let mut retired = 0;
+        for raw in due {
+            let Ok(id) = EntryId::parse(&raw) else {
+                return Err(StoreError::corrupt(format!("{what}: bad entry id {raw}")));
+            };
+            let mut invocation = self.scripts.wl_retire.key(self.keys.entry(&id));
+            invocation
+                .key(self.keys.waitlist_due())
+                .key(self.keys.events())
+                .arg(millis(now))
+                .arg(id.as_str())
+                .arg(self.offer_ttl.num_milliseconds().max(1));
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+            match status.as_str() {
+                "RETIRED" => retired += 1,
+                "SKIPPED" | "LATER" => {}
+                _ => return Err(unexpected(what, &status, &items)),
+            }
+        }
+        Ok(retired)
+    }
+
     pub(super) async fn wl_join(
         &self,
         join: &WaitlistJoin,
@@ -46,6 +89,7 @@ impl RedisStore {
                 .key(self.keys.passport(&a.passport))
                 .key(self.keys.waiting_passport(&a.passport));
         }
+        invocation.key(self.keys.waitlist_due());
         let mut dates = Vec::new();
         for date in join.range.days() {
             let day = crate::domain::types::DayRef {
@@ -83,7 +127,8 @@ impl RedisStore {
                     .collect(),
             ))
             .arg(join.moving.as_ref().map(|c| c.as_str()).unwrap_or(""))
-            .arg(limit);
+            .arg(limit)
+            .arg(millis(crate::store::waitlist_retire_at(join.range.to)));
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         let applicants = &join.applicants;
         let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {

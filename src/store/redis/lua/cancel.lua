@@ -12,6 +12,8 @@
 -- KEYS[5]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
 -- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[5+2i]     passport record of applicant i
+-- KEYS[6+2n]     manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>  (n = seats)
+-- KEYS[7+2n]     cancelled index     slotd:{T}:cancelled:<POST>:<CAT>:<DATE>
 -- ARGV[1]        now, ms since the epoch
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number
@@ -25,13 +27,17 @@
 --                makes the read STALE: the day keys named would be the old date's)
 -- ARGV[11..15]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
+-- ARGV[16]       retention, ms (booking.retention_days): the cancelled record and the day's
+--                cancelled index expire this long after the cancellation
+-- ARGV[17]       manifest member "<MMMM>-<CONF>" as read
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
 --       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: seats return exactly once (a cancelled appointment is refused before any write);
 -- a passport or receipt claim is freed only if it still names this appointment;
--- booked never goes below 0; the seats go to the date's waitlist first (offer_seats, in the
+-- booked never goes below 0; the member moves from the manifest to the day's cancelled index
+-- (the manifest stays O(live appointments)); the record expires after the retention; the seats go to the date's waitlist first (offer_seats, in the
 -- same script); checks first, writes last. Prepended with holds_lib.lua.
 local now = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
@@ -39,7 +45,9 @@ local conf = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local now_text = ARGV[5]
 local o = offer_context(11, now)
-if not now or not ttl or not o or #ARGV ~= 15 then
+local retention = tonumber(ARGV[16])
+local member = ARGV[17]
+if not now or not ttl or not o or not retention or retention < 1 or #ARGV ~= 17 then
   return {'BAD_CALL', 'cancel arguments'}
 end
 
@@ -72,7 +80,7 @@ if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] or current ~= ARGV[10] then
   return {'STALE'}
 end
 local seats = tonumber(appt[3])
-if not seats or #KEYS ~= 5 + 2 * seats then
+if not seats or #KEYS ~= 7 + 2 * seats or string.sub(member or '', 6) ~= conf then
   return {'BAD_CALL', 'cancel keys'}
 end
 if ARGV[8] ~= '1' then
@@ -104,6 +112,13 @@ for i = 1, seats do
   end
 end
 redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
+-- Retention: the record stays readable (CANCELLED) for the retention, then expires; the
+-- manifest keeps live members only, the cancelled index (for listings with cancelled ones)
+-- expires with the latest cancelled record it names.
+redis.call('PEXPIRE', KEYS[1], retention)
+redis.call('ZREM', KEYS[6 + 2 * seats], member)
+redis.call('ZADD', KEYS[7 + 2 * seats], 0, member)
+redis.call('PEXPIRE', KEYS[7 + 2 * seats], retention)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',

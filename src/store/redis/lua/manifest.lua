@@ -4,6 +4,8 @@
 --
 -- KEYS[1]  manifest zset   slotd:{T}:manifest:<POST>:<CAT>:<DATE>  (score 0, member <MMMM>-<CONF>)
 -- KEYS[2]  active index    slotd:{T}:active:<POST>:<CAT>:<DATE>    (CONF -> HHMM:seats)
+-- KEYS[3]  cancelled index slotd:{T}:cancelled:<POST>:<CAT>:<DATE> (as the manifest; cancel
+--          moves a member here, so the manifest holds live appointments only)
 -- ARGV[1]  lexicographic start: "-" for the first page, "(" .. cursor for the next ones
 --          (a cursor is ManifestCursor::encode, equal to the member it stopped at)
 -- ARGV[2]  how many members to return at most (page size + 1, so slotd knows a next page exists)
@@ -14,15 +16,33 @@
 -- examined when the budget ran out before ARGV[2] members were found ("" otherwise): the page
 -- is then short and the next one starts after `resume`.
 --
--- Invariant: a cursor stays valid while bookings arrive (members are removed only when a
--- reschedule moves an appointment away; ZRANGEBYLEX "(cursor" still starts after it). The work
--- of one call is bounded by the budget, however many cancelled members lie in between.
+-- Invariant: a cursor stays valid while bookings arrive (members are removed when a reschedule
+-- moves an appointment away or a cancel moves it to the cancelled index; ZRANGEBYLEX "(cursor"
+-- still starts after it, in both sets, which share the order). The work of one call is bounded:
+-- with cancelled ones, at most ARGV[2] members of each set are read and merged; without, the
+-- budget bounds the manifest members examined (members cancelled before the cancelled index
+-- existed are filtered out with the active index).
 local want = tonumber(ARGV[2])
 local include_cancelled = ARGV[3] == '1'
 local budget = tonumber(ARGV[4])
 local start = ARGV[1]
 local chunk = 256
 local out = {}
+if want and include_cancelled then
+  local live = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, want)
+  local gone = redis.call('ZRANGEBYLEX', KEYS[3], start, '+', 'LIMIT', 0, want)
+  local i, j = 1, 1
+  while #out < want and (i <= #live or j <= #gone) do
+    if j > #gone or (i <= #live and live[i] < gone[j]) then
+      out[#out + 1] = live[i]
+      i = i + 1
+    else
+      out[#out + 1] = gone[j]
+      j = j + 1
+    end
+  end
+  return {out, ''}
+end
 local scanned = 0
 local resume = ''
 while want and budget and #out < want and scanned < budget do

@@ -10,7 +10,8 @@
 -- KEYS[3+3i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[4+3i]     passport record of applicant i
 -- KEYS[5+3i]     waitlist passport   slotd:{T}:wlp:<PASSPORT>
--- KEYS[6+3n..]   date lines          slotd:{T}:wl:<POST>:<CAT>:<DATE>, one per date in range
+-- KEYS[6+3n]     retirement index    slotd:{T}:wl-due   (entry id, score = ARGV[17])
+-- KEYS[7+3n..]   date lines          slotd:{T}:wl:<POST>:<CAT>:<DATE>, one per date in range
 -- ARGV[1]        now, ms since the epoch
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        entry id (32 hex digits, CSPRNG)
@@ -23,6 +24,8 @@
 -- ARGV[13]       passports "P1 P2 ..." (applicant order), ARGV[14] receipts likewise
 -- ARGV[15]       the appointment a moving entry moves earlier, or "" (a new booking)
 -- ARGV[16]       reschedule limit per receipt (moving entries)
+-- ARGV[17]       retire at, ms: when the range has passed in every time zone (the sweeper
+--                then retires the entry if it still waits, freeing its passports)
 --
 -- A moving entry's group holds an appointment already (its claims): instead of the booking
 -- checks, the appointment must be BOOKED, with exactly these applicants (JSON verbatim), on a
@@ -44,7 +47,9 @@ local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[10])
 local ttl = tonumber(ARGV[11])
 local limit = tonumber(ARGV[16])
-if not now or not n or not ttl or not limit or #ARGV ~= 16 or #KEYS < 6 + 3 * n then
+local retire_at = tonumber(ARGV[17])
+if not now or not n or not ttl or not limit or not retire_at or #ARGV ~= 17
+  or #KEYS < 7 + 3 * n then
   return {'BAD_CALL', 'wl_join arguments'}
 end
 local id = ARGV[3]
@@ -132,9 +137,10 @@ if moves ~= '' then
   redis.call('HSET', KEYS[2], 'moves', moves)
 end
 redis.call('ZADD', KEYS[3], seq, id)
-for k = 6 + 3 * n, #KEYS do
+for k = 7 + 3 * n, #KEYS do
   redis.call('ZADD', KEYS[k], seq, id)
 end
+redis.call('ZADD', KEYS[6 + 3 * n], retire_at, id)
 for i = 1, n do
   redis.call('SET', KEYS[5 + 3 * i], id)
 end
