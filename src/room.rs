@@ -279,6 +279,12 @@ impl Room {
         self.store.stats(self.now()).await
     }
 
+    /// Whether a booking call has to pass `gate` at all: false only while this replica knows
+    /// the room is off (then `gate` would answer Ok(None) without a store call).
+    pub fn gates_bookings(&self) -> bool {
+        self.known_config().is_none_or(|c| c.enabled)
+    }
+
     /// Lets a call through the room: Ok(None) when the room does not gate it, Ok(Some(ticket))
     /// for a valid token of a live admitted session. Settings this replica could not read are
     /// no reason to let anyone through: UNAVAILABLE.
