@@ -1,14 +1,15 @@
 //! One conformance suite for every `Inventory` backend: the same test bodies (`cases`) run
-//! against `MemoryStore` (mod `memory`) and `RedisStore` on a throwaway redis-server (mod
-//! `redis`) and on a throwaway Redis Cluster (mod `cluster`), so they never drift apart. The Redis half needs `redis-server` on PATH and fails
-//! loudly without it.
+//! against `MemoryStore` (mod `memory`), `RedisStore` on the binary's shared redis-server (mod
+//! `redis`) and on its shared Redis Cluster (mod `cluster`), each case in its own key space
+//! (`backend_matrix!`, tests/support/backend.rs), so they never drift apart. The Redis half
+//! needs `redis-server` on PATH and fails loudly without it.
 
 mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc, Weekday};
+use chrono::{Duration, Weekday};
 
 use slotd::domain::rules::{
     Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
@@ -19,43 +20,17 @@ use slotd::domain::types::{
     SlotRef, SlotState, SlotTime,
 };
 use slotd::domain::Error;
-use slotd::store::memory::MemoryStore;
 use slotd::store::{Inventory, StoreError};
-use support::redis::RedisServer;
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::cases::$name(std::sync::Arc::new(super::MemoryStore::new())).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = super::RedisServer::start();
-                    super::cases::$name(server.patient_store()).await;
-                }
-            )*
-        }
-        /// The same cases on a real Redis Cluster (3 primaries + 3 replicas).
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let cluster = super::support::cluster::RedisCluster::start();
-                    super::cases::$name(cluster.store()).await;
-                }
-            )*
-        }
-    };
+/// Runs a case on one backend (see `backend_matrix!`).
+async fn run(backend: support::backend::Backend, case: impl AsyncFnOnce(Store)) {
+    case(backend.store()).await;
 }
 
-conformance!(
+use cases::*;
+
+backend_matrix!(
+    run;
     opening_creates_slots_and_reopening_resizes_without_going_below_booked,
     set_capacity_refuses_below_booked_and_unknown_slots,
     closing_one_slot_or_a_whole_day_counts_the_slots_that_were_open,
@@ -115,11 +90,7 @@ mod waitlist;
 type Store = Arc<dyn Inventory>;
 
 /// 2030-01-07 00:00 UTC, a Monday.
-fn epoch() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
+use support::epoch;
 
 fn post() -> PostId {
     PostId::parse("BEIJING").unwrap()

@@ -412,7 +412,7 @@ async fn watch_events_follows_the_log_from_an_id_or_from_now() {
 
 /// Many gRPC clients on three hot slots: holds, confirms, releases, bookings, cancels and
 /// reschedules. Afterwards the audit is clean and every acknowledged appointment reads back.
-async fn grpc_storm(server: &TestServer) {
+async fn a_grpc_storm_of_lifecycle_calls_audits_clean(server: &TestServer) {
     let date = day(7);
     open_times(server, &date, "08:00", "08:30", 5).await;
     open_times(server, &day(8), "08:00", "08:30", 5).await;
@@ -533,18 +533,14 @@ async fn grpc_storm(server: &TestServer) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_storm_of_lifecycle_calls_on_the_memory_store_audits_clean() {
-    let server = TestServer::memory().await;
-    grpc_storm(&server).await;
+/// Runs a case against a server on one backend (`backend_matrix!`, tests/support/backend.rs).
+async fn on_server(backend: support::backend::Backend, case: impl AsyncFnOnce(&TestServer)) {
+    let server = TestServer::start(backend.store()).await;
+    case(&server).await;
+    server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_storm_of_lifecycle_calls_on_redis_audits_clean() {
-    let redis = RedisServer::start();
-    let server = TestServer::start(redis.patient_store()).await;
-    grpc_storm(&server).await;
-}
+backend_matrix!(on_server; a_grpc_storm_of_lifecycle_calls_audits_clean);
 
 /// Crash point: Redis is killed (SIGKILL) in the middle of a storm of reschedules and
 /// restarted from its AOF. A reschedule is one script, checked before any write, and Redis

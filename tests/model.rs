@@ -36,9 +36,7 @@ const HOLD_TTL_MINUTES: i64 = 10;
 /// Lower than the default (2), so sequences reach the limit often.
 const RESCHEDULE_LIMIT: u32 = 1;
 
-fn epoch() -> DateTime<Utc> {
-    support::epoch()
-}
+use support::epoch;
 
 fn day() -> DayRef {
     DayRef {

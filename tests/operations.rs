@@ -412,12 +412,7 @@ async fn tls_serves_everyone_and_a_verified_operator_certificate_replaces_the_to
 
 const TOKEN: &str = "ops-test-admin-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use support::free_port;
 
 struct Process {
     child: Child,

@@ -34,8 +34,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// A primary and one replica of it, in sync.
 fn primary_and_replica() -> (RedisServer, RedisServer) {
-    let primary = RedisServer::start();
-    let replica = RedisServer::start();
+    let primary = RedisServer::start_tcp();
+    let replica = RedisServer::start_tcp();
     ::redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(primary.port())

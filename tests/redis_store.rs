@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc, Weekday};
+use chrono::{Duration, Weekday};
 
 use slotd::domain::rules::{Booking, Cancellation, DateRange, OpenPlan};
 use slotd::domain::types::{
@@ -16,11 +16,7 @@ use slotd::store::redis::{ConnOptions, RedisOptions};
 use slotd::store::{Inventory, StoreError};
 use support::redis::RedisServer;
 
-fn epoch() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
+use support::epoch;
 
 fn day() -> DayRef {
     DayRef {

@@ -741,59 +741,20 @@ async fn calendar_reads_are_gated_only_when_the_operator_says_so(r: &Replicas) {
     assert_eq!(slots.len(), 1);
 }
 
-macro_rules! room_suite {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
-                    let room: Arc<dyn WaitingRoom> = Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new());
-                    let r = Replicas::start((store.clone(), room.clone()), (store, room)).await;
-                    super::$name(&r).await;
-                    r.stop().await;
-                }
-            )*
-        }
-
-        mod cluster {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let cluster = support::cluster::RedisCluster::start();
-                    let r = Replicas::start(
-                        (cluster.store(), cluster.room()),
-                        (cluster.store(), cluster.room()),
-                    )
-                    .await;
-                    super::$name(&r).await;
-                    r.stop().await;
-                }
-            )*
-        }
-
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let redis = support::redis::RedisServer::start();
-                    let r = Replicas::start(
-                        (redis.patient_store(), redis.room()),
-                        (redis.patient_store(), redis.room()),
-                    )
-                    .await;
-                    super::$name(&r).await;
-                    r.stop().await;
-                }
-            )*
-        }
-    };
+/// Runs a case on two replicas of one backend, each with its own store and room handles
+/// (`backend_matrix!`, tests/support/backend.rs).
+async fn on_replicas(backend: support::backend::Backend, case: impl AsyncFnOnce(&Replicas)) {
+    let r = Replicas::start(
+        (backend.store(), backend.room()),
+        (backend.store(), backend.room()),
+    )
+    .await;
+    case(&r).await;
+    r.stop().await;
 }
 
-room_suite!(
+backend_matrix!(
+    on_replicas;
     a_guessable_client_key_is_refused_and_the_store_never_holds_the_key,
     one_admission_books_once_even_when_its_token_is_sent_many_times_at_once,
     a_rejoin_keeps_the_place_and_people_ahead_are_counted,

@@ -1,4 +1,4 @@
-//! The waitlist over gRPC on the real server (127.0.0.1:0), on the embedded store and on Redis:
+//! The waitlist over gRPC on the real server (127.0.0.1:0), on every backend (`backend_matrix!`):
 //! the whole flow with WatchOffers (join, a cancellation, the offer on the stream, accept),
 //! every refusal naming its field and changing nothing, the entry secret, the operator share,
 //! and a public booking storm that never takes a seat a waiter is owed.
@@ -15,33 +15,15 @@ use slotd::api::pb;
 use slotd::auth::admission::AdmissionKeys;
 use slotd::domain::waitlist::EntryId;
 use slotd::store::Inventory;
-use support::redis::RedisServer;
 use support::*;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let store = std::sync::Arc::new(slotd::store::memory::MemoryStore::new());
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let server = super::RedisServer::start();
-                    super::$name(server.patient_store()).await;
-                }
-            )*
-        }
-    };
+/// Runs a case on one backend's store (`backend_matrix!`, tests/support/backend.rs).
+async fn on_store(backend: support::backend::Backend, case: impl AsyncFnOnce(Arc<dyn Inventory>)) {
+    case(backend.store()).await;
 }
 
-on_both_backends!(
+backend_matrix!(
+    on_store;
     a_waiter_watches_its_offer_arrive_after_a_cancellation_and_accepts_it,
     waitlist_refusals_name_the_field_and_change_nothing,
     a_public_booking_storm_never_takes_a_seat_a_waiter_is_owed,

@@ -1,45 +1,105 @@
-//! A throwaway Redis Cluster per test: 3 primaries + 3 replicas on free loopback ports (each
-//! port + 10000 free too, for the cluster bus), in one temp dir, created with
-//! `redis-cli --cluster create`, killed on drop. `fail_over` promotes the replica of the primary
-//! that owns a key's slot, as an operator (or a crashed primary) would.
+//! Redis Cluster for tests (3 primaries + 3 replicas on loopback, each node in its own dir of one
+//! temp dir, created with `redis-cli --cluster create`), two ways:
+//! - `shared()` / `tenant()`: one cluster per test binary, started lazily on first use, and a
+//!   fresh `redis.tag` per test, so a test never sees another's keys (tags spread tests over
+//!   the shards). Its nodes go away with the test process.
+//! - `RedisCluster::start()`: a cluster of one test's own, for tests that fail over, kill or
+//!   restart nodes; killed on drop. `fail_over` promotes the replica of the primary that owns a
+//!   key's slot, as an operator (or a crashed primary) would.
+//!
+//! Ports: a node's port and its cluster bus port (+10000) are both below the kernel's ephemeral
+//! range, so no outgoing connection can take one between the check and the bind; two tests that
+//! pick the same port at once are caught at start (the node that answers must be ours, by its
+//! dir) and the whole start is tried again on new ports. Every wait and every `redis-cli` run is
+//! bounded, so a cluster that does not form fails the test instead of hanging the suite.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::redis::{fresh_tag, reaped, Tenant};
 use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::{ConnOptions, RedisOptions, RedisStore};
 
+/// A response timeout short enough that a call caught in a failover pause is retried in time.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct NodeProcess {
+    port: u16,
+    child: Child,
+    /// Set for a shared cluster's node: `child` is the reaping shell (see `reaped`).
+    _reaper: Option<ChildStdin>,
+}
+
+impl NodeProcess {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct RedisCluster {
     ports: Vec<u16>,
-    children: Vec<(u16, Child)>,
+    children: Vec<NodeProcess>,
     _dir: TempDir,
 }
 
-/// Ports below the usual ephemeral range whose cluster bus port (+10000) is free too.
+/// The URL of this test binary's cluster (see the module comment), started on first use.
+pub fn shared_url() -> &'static str {
+    static SHARED: OnceLock<(String, Mutex<RedisCluster>)> = OnceLock::new();
+    &SHARED
+        .get_or_init(|| {
+            let cluster = RedisCluster::start_as(true);
+            (cluster.url(), Mutex::new(cluster))
+        })
+        .0
+}
+
+/// A fresh key space on the shared cluster: its own tag.
+pub fn tenant() -> Tenant {
+    Tenant {
+        url: shared_url().to_owned(),
+        tag: fresh_tag(),
+        timeout: CLUSTER_TIMEOUT,
+    }
+}
+
+/// The lowest port the kernel hands out for outgoing connections (32768 when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768)
+}
+
+/// `n` distinct ports, each with its bus port (+10000) free too, all below the ephemeral range.
 pub fn free_ports(n: usize) -> Vec<u16> {
     use rand::Rng;
+    let top = ephemeral_low().saturating_sub(10_000).max(2_000);
+    let bottom = 1_024u16.max(top.saturating_sub(12_000));
     let mut rng = rand::rng();
     let mut ports = Vec::new();
     for _ in 0..10_000 {
         if ports.len() == n {
             return ports;
         }
-        let port: u16 = rng.random_range(20_000..30_000);
+        let port: u16 = rng.random_range(bottom..top);
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if !ports.contains(&port) && free(port) && free(port + 10_000) {
             ports.push(port);
         }
     }
-    panic!("no {n} free port pairs in 20000-39999");
+    panic!("no {n} free port pairs in {bottom}..{top} (+10000)");
 }
 
-fn spawn_node(port: u16, dir: &std::path::Path) -> Child {
-    Command::new("redis-server")
+fn node_command(port: u16, dir: &Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--cluster-enabled",
@@ -50,21 +110,34 @@ fn spawn_node(port: u16, dir: &std::path::Path) -> Child {
         .args(["--cluster-node-timeout", "2000"])
         .arg("--dir")
         .arg(dir)
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
+        // Replication is what the failover tests are about; no persistence to pay for (a
+        // restarted node rejoins from its nodes.conf and resyncs from its primary).
+        .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): the cluster tests need redis-server 7 on PATH")
-        })
+        .stderr(Stdio::null());
+    command
+}
+
+fn spawn_node(port: u16, dir: &Path, shared: bool) -> NodeProcess {
+    let mut command = node_command(port, dir);
+    if shared {
+        let (child, stdin) = reaped(&mut command);
+        return NodeProcess {
+            port,
+            child,
+            _reaper: Some(stdin),
+        };
+    }
+    let child = command.spawn().unwrap_or_else(|e| {
+        panic!("cannot start redis-server ({e}): the cluster tests need redis-server 7 on PATH")
+    });
+    NodeProcess {
+        port,
+        child,
+        _reaper: None,
+    }
 }
 
 fn try_client(port: u16) -> redis::RedisResult<redis::Connection> {
@@ -80,70 +153,133 @@ fn client(port: u16) -> redis::Connection {
 }
 
 fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    if !poll_until(secs, &mut ok) {
+        panic!("{what} within {secs} s");
+    }
+}
+
+fn poll_until(secs: u64, ok: &mut impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Runs `command` to its end within `secs`, else kills it. Ok(true) = exit status 0.
+pub fn run_bounded(command: &mut Command, secs: u64) -> Result<bool, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status.success());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{:?} did not finish within {secs} s",
+                command.get_program()
+            ));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// The node on `port` answers and is ours (its dir is `dir`), not another test's.
+fn is_our_node(port: u16, dir: &Path) -> bool {
+    let answer: redis::RedisResult<Vec<String>> =
+        try_client(port).and_then(|mut c| redis::cmd("CONFIG").arg("GET").arg("dir").query(&mut c));
+    match answer {
+        Ok(pair) => pair.get(1).map(PathBuf::from).as_deref() == Some(dir),
+        Err(_) => false,
+    }
+}
+
 impl RedisCluster {
+    /// A cluster of this test's own (see the module comment).
     pub fn start() -> Self {
+        Self::start_as(false)
+    }
+
+    fn start_as(shared: bool) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(shared) {
+                Ok(cluster) => return cluster,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("no Redis Cluster after 3 tries: {}", failures.join("; "));
+    }
+
+    fn try_start(shared: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(6);
-        let mut children = Vec::new();
-        for port in &ports {
-            let node_dir = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = spawn_node(*port, &node_dir);
-            children.push((*port, child));
-        }
-        let cluster = Self {
-            ports,
-            children,
+        let mut cluster = Self {
+            ports: ports.clone(),
+            children: Vec::new(),
             _dir: dir,
         };
-        for port in &cluster.ports {
-            let port = *port;
-            wait_until("node answers PING", 10, || {
-                redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok()
-            });
+        for port in &ports {
+            let node_dir = cluster._dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            cluster.children.push(spawn_node(*port, &node_dir, shared));
         }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let status = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&nodes)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli (package redis-tools) on PATH");
-        assert!(status.success(), "redis-cli --cluster create failed");
-        cluster.wait_healthy();
-        cluster
+        for port in &ports {
+            // Canonical, as Redis reports it back.
+            let node_dir = std::fs::canonicalize(cluster._dir.path().join(port.to_string()))
+                .expect("node dir");
+            if !poll_until(10, &mut || is_our_node(*port, &node_dir)) {
+                return Err(format!("node {port} did not come up as ours within 10 s"));
+            }
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = run_bounded(
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&nodes)
+                .args(["--cluster-replicas", "1", "--cluster-yes"]),
+            60,
+        )?;
+        if !created {
+            return Err("redis-cli --cluster create failed".into());
+        }
+        cluster.try_wait_healthy(60)?;
+        Ok(cluster)
     }
 
     /// Every node reports cluster_state:ok and three primaries each have a replica.
     pub fn wait_healthy(&self) {
+        if let Err(e) = self.try_wait_healthy(30) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_healthy(&self, secs: u64) -> Result<(), String> {
         for port in &self.ports {
             let port = *port;
-            wait_until("cluster_state:ok on every node", 30, || {
+            let ok = poll_until(secs, &mut || {
                 try_client(port)
                     .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
                     .map(|info| info.contains("cluster_state:ok"))
                     .unwrap_or(false)
             });
+            if !ok {
+                return Err(format!("cluster_state:ok on node {port} within {secs} s"));
+            }
         }
-        wait_until("three primaries with a replica each", 30, || {
-            let nodes = self.nodes();
+        let ok = poll_until(secs, &mut || {
+            let nodes = self.try_nodes().unwrap_or_default();
             let primaries = nodes
                 .iter()
                 .filter(|n| n.primary && !n.slots.is_empty())
@@ -151,8 +287,19 @@ impl RedisCluster {
             let replicas = nodes.iter().filter(|n| !n.primary).count();
             primaries == 3 && replicas == 3
         });
-        for node in self.nodes().into_iter().filter(|n| !n.primary) {
-            wait_until("every replica's link to its primary is up", 30, || {
+        if !ok {
+            return Err(format!(
+                "three primaries with a replica each within {secs} s"
+            ));
+        }
+        let replicas: Vec<Node> = self
+            .try_nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| !n.primary)
+            .collect();
+        for node in replicas {
+            let ok = poll_until(secs, &mut || {
                 try_client(node.port)
                     .and_then(|mut c| {
                         redis::cmd("INFO")
@@ -162,7 +309,14 @@ impl RedisCluster {
                     .map(|info| info.contains("master_link_status:up"))
                     .unwrap_or(false)
             });
+            if !ok {
+                return Err(format!(
+                    "the link of replica {} to its primary up within {secs} s",
+                    node.port
+                ));
+            }
         }
+        Ok(())
     }
 
     /// `redis-cluster://` seed list of the primaries and replicas.
@@ -179,8 +333,7 @@ impl RedisCluster {
         RedisOptions {
             conn: ConnOptions {
                 url: self.url(),
-                // Short enough that a call caught in a failover pause is retried in time.
-                response_timeout: Duration::from_secs(3),
+                response_timeout: CLUSTER_TIMEOUT,
                 ..ConnOptions::default()
             },
             tag: tag.into(),
@@ -194,7 +347,6 @@ impl RedisCluster {
     /// A store that acknowledges a write only once `replicas` replicas have it (WAIT).
     pub fn durable_store(&self, replicas: u32) -> Arc<RedisStore> {
         let mut options = self.options("slotd");
-        options.conn.response_timeout = Duration::from_secs(3);
         options.conn.wait_replicas = replicas;
         options.conn.wait_timeout = Duration::from_secs(2);
         Arc::new(RedisStore::connect(&options).expect("cluster store"))
@@ -206,9 +358,8 @@ impl RedisCluster {
 
     /// SIGKILL one node, like a crash.
     pub fn kill(&mut self, port: u16) {
-        if let Some((_, child)) = self.children.iter_mut().find(|(p, _)| *p == port) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(node) = self.children.iter_mut().find(|n| n.port == port) {
+            node.kill();
         }
     }
 
@@ -216,10 +367,9 @@ impl RedisCluster {
     /// cluster, as a replica of whichever node took its slots.
     pub fn restart(&mut self, port: u16) {
         let dir = self._dir.path().join(port.to_string());
-        if let Some(entry) = self.children.iter_mut().find(|(p, _)| *p == port) {
-            let _ = entry.1.kill();
-            let _ = entry.1.wait();
-            entry.1 = spawn_node(port, &dir);
+        if let Some(node) = self.children.iter_mut().find(|n| n.port == port) {
+            node.kill();
+            *node = spawn_node(port, &dir, false);
         }
         self.wait_healthy();
     }
@@ -246,27 +396,29 @@ impl RedisCluster {
     }
 
     pub fn nodes(&self) -> Vec<Node> {
-        // Ask any node that answers (one may have been killed).
-        let text: String = self
-            .ports
-            .iter()
-            .find_map(|p| {
-                redis::Client::open(format!("redis://127.0.0.1:{p}/"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-                    .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c))
-                    .ok()
-            })
-            .expect("some cluster node answers");
-        text.lines().filter_map(Node::parse).collect()
+        self.try_nodes().expect("some cluster node answers")
+    }
+
+    /// CLUSTER NODES of any node that answers (one may have been killed).
+    fn try_nodes(&self) -> Option<Vec<Node>> {
+        let text: String = self.ports.iter().find_map(|p| {
+            try_client(*p)
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c))
+                .ok()
+        })?;
+        Some(text.lines().filter_map(Node::parse).collect())
     }
 
     /// The primary that owns `key`'s slot.
     pub fn owner(&self, key: &str) -> Node {
+        self.try_owner(key).expect("an owner for every slot")
+    }
+
+    fn try_owner(&self, key: &str) -> Option<Node> {
         let slot = key_slot(key);
-        self.nodes()
+        self.try_nodes()?
             .into_iter()
             .find(|n| n.primary && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .expect("an owner for every slot")
     }
 
     /// Promotes the replica of `key`'s primary with CLUSTER FAILOVER and waits until it owns the
@@ -278,13 +430,28 @@ impl RedisCluster {
             .into_iter()
             .find(|n| !n.primary && n.primary_id.as_deref() == Some(old.id.as_str()))
             .expect("the owner has a replica");
-        let _: String = redis::cmd("CLUSTER")
-            .arg("FAILOVER")
-            .query(&mut client(replica.port))
-            .expect("CLUSTER FAILOVER");
-        wait_until("the replica took over the slot", 30, || {
-            self.owner(key).port == replica.port
-        });
+        // A manual failover is abandoned by Redis if the replica cannot catch up within its
+        // timeout (a loaded machine): ask again, and FORCE (no catch-up handshake) last.
+        let took_over = || self.try_owner(key).map(|n| n.port) == Some(replica.port);
+        let mut done = false;
+        for force in [false, false, true] {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("FAILOVER");
+            if force {
+                command.arg("FORCE");
+            }
+            let _: String = command
+                .query(&mut client(replica.port))
+                .expect("CLUSTER FAILOVER");
+            if poll_until(15, &mut || took_over()) {
+                done = true;
+                break;
+            }
+        }
+        assert!(
+            done,
+            "the replica took over the slot after 3 CLUSTER FAILOVER"
+        );
         self.wait_healthy();
         (old.port, replica.port)
     }
@@ -292,9 +459,8 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for node in &mut self.children {
+            node.kill();
         }
     }
 }

@@ -41,6 +41,16 @@ pub fn client_key(name: &str) -> String {
     format!("{name}.Kq7xZ2pLm9TvW4rN8sYb3c")
 }
 
+/// A TCP port of 127.0.0.1 free right now (for a server the test starts that must be told its
+/// port, or restarted on the one it had). Another process may take it before it is bound:
+/// servers started on it retry on a new one (RedisServer::start_tcp).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// 2030-01-07 00:00 UTC = 08:00 in Beijing, a Monday; tests book days after it.
 pub fn epoch() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2030-01-07T00:00:00Z")
@@ -375,6 +385,7 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
         report.violations
     );
 }
+pub mod backend;
 pub mod cluster;
 pub mod counting;
 pub mod flow;

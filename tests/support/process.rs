@@ -1,19 +1,12 @@
 //! The real `slotd` binary as an OS process (kill -9, restarts, several processes on one
 //! Redis), on 127.0.0.1, with its log in a temp file.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{ADMIN_TOKEN, ADMISSION_KEY};
 
-/// A port free right now (for restarting a process on the port it had).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use super::free_port;
 
 pub struct Slotd {
     child: Child,

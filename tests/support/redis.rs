@@ -1,95 +1,283 @@
-//! A throwaway `redis-server` per test: a free port on 127.0.0.1, its own temp dir, AOF with
-//! `appendfsync always` (as deploy/redis.conf), killed on drop. `restart()` keeps the port and
-//! the dir, so the AOF survives like a crashed-and-restarted production Redis.
+//! Redis for tests, two ways:
+//! - `shared()`: one `redis-server` per test binary, started lazily on first use, on a Unix
+//!   socket in its own temp dir, and `tenant()`: a fresh `redis.tag` on it for each test, so a
+//!   test never sees another's keys (every slotd key carries its tag). It goes away with the
+//!   test process (`reaped`).
+//! - `RedisServer::start()`: a throwaway server of one test's own, for tests that stop, pause,
+//!   restart or inspect the whole server. AOF with `appendfsync always` (as deploy/redis.conf),
+//!   killed on drop; `restart()` keeps the socket and the dir, so the AOF survives like a
+//!   crashed-and-restarted production Redis.
 //!
-//! Without `redis-server` on PATH these tests fail loudly (CI installs it); they never pass
-//! silently.
+//! Both listen on a Unix socket (no port to race for); `start_tcp()` is for the one thing that
+//! needs TCP (`REPLICAOF host port`). Without `redis-server` on PATH these tests fail loudly (CI
+//! installs it); they never pass silently.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::{ConnOptions, RedisOptions, RedisStore};
 
+/// Where a test Redis listens.
+#[derive(Clone, Debug)]
+enum Listen {
+    Socket(PathBuf),
+    Port(u16),
+}
+
+/// A response timeout generous enough that a slow shared CI machine does not turn a queued
+/// answer into UNAVAILABLE (tests about timeouts set their own).
+pub const PATIENT: Duration = Duration::from_secs(20);
+
+/// A `redis.tag` no other test of this process has (tags are per process, servers per binary).
+pub fn fresh_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Starts `command` so that it dies with this test process: a shell runs it in the background
+/// and kills it when its stdin (a pipe this process holds open until it exits, however it
+/// exits) reaches end of file. For servers shared by a whole test binary, which no `Drop` ends.
+pub fn reaped(command: &mut Command) -> (Child, ChildStdin) {
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" </dev/null & pid=$!; read -r _; kill -9 "$pid" 2>/dev/null; wait"#)
+        .arg("sh")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sh ({e})"));
+    let stdin = child.stdin.take().expect("piped stdin");
+    (child, stdin)
+}
+
+/// The Redis of this test binary (see the module comment), started on first use.
+pub fn shared() -> &'static SharedRedis {
+    static SHARED: OnceLock<SharedRedis> = OnceLock::new();
+    SHARED.get_or_init(SharedRedis::start)
+}
+
+/// A fresh key space on the shared Redis: its own tag.
+pub fn tenant() -> Tenant {
+    Tenant {
+        url: shared().url(),
+        tag: fresh_tag(),
+        timeout: PATIENT,
+    }
+}
+
+pub struct SharedRedis {
+    dir: TempDir,
+    _reaper: Mutex<(Child, ChildStdin)>,
+}
+
+impl SharedRedis {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the shared redis");
+        let listen = Listen::Socket(dir.path().join("redis.sock"));
+        let mut command = redis_command(&listen, dir.path());
+        // Nothing of it outlives the binary: no persistence to pay for.
+        command.args(["--appendonly", "no"]);
+        let reaper = reaped(&mut command);
+        wait_ready(&url_of(&listen));
+        Self {
+            dir,
+            _reaper: Mutex::new(reaper),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        url_of(&Listen::Socket(self.dir.path().join("redis.sock")))
+    }
+}
+
+/// One test's key space on the shared Redis (or on a shared cluster): a URL and a tag.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub url: String,
+    pub tag: String,
+    /// The response timeout of the stores and rooms it makes.
+    pub timeout: Duration,
+}
+
+impl Tenant {
+    pub fn options(&self) -> RedisOptions {
+        RedisOptions {
+            conn: ConnOptions {
+                url: self.url.clone(),
+                response_timeout: self.timeout,
+                ..ConnOptions::default()
+            },
+            tag: self.tag.clone(),
+        }
+    }
+
+    /// A store (its own connection) in this key space.
+    pub fn store(&self) -> Arc<RedisStore> {
+        Arc::new(RedisStore::connect(&self.options()).expect("redis store"))
+    }
+
+    /// A waiting room (its own connection) in this key space.
+    pub fn room(&self) -> Arc<RedisWaitingRoom> {
+        Arc::new(RedisWaitingRoom::connect(&self.options()).expect("redis waiting room"))
+    }
+}
+
+fn url_of(listen: &Listen) -> String {
+    match listen {
+        Listen::Socket(path) => format!("unix://{}", path.display()),
+        Listen::Port(port) => format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn redis_command(listen: &Listen, dir: &std::path::Path) -> Command {
+    let mut command = Command::new("redis-server");
+    match listen {
+        Listen::Socket(path) => {
+            command
+                .args(["--port", "0"])
+                .arg("--unixsocket")
+                .arg(path)
+                .args(["--unixsocketperm", "700"]);
+        }
+        Listen::Port(port) => {
+            command
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"]);
+        }
+    }
+    command
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", ""])
+        .args(["--maxmemory-policy", "noeviction"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// PING answered within 10 s (a generous bound for a loaded machine), or a loud failure.
+fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = redis::Client::open(url).expect("redis url");
+    loop {
+        let ready = client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if ready.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server at {url} did not answer PING within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub struct RedisServer {
-    port: u16,
+    listen: Listen,
     dir: TempDir,
     child: Option<Child>,
 }
 
 impl RedisServer {
+    /// A server of this test's own on a Unix socket in its temp dir.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for redis");
-        let port = free_port();
-        let mut server = Self {
-            port,
-            dir,
-            child: None,
-        };
+        let mut server = Self::unstarted();
         server.spawn();
         server
     }
 
-    /// A server whose port and dir are fixed but which is not running yet (Redis unreachable);
-    /// `restart()` starts it.
+    /// A server on a TCP port of 127.0.0.1 (for `REPLICAOF host port`). The port is free when
+    /// chosen; if another process takes it first, the server cannot bind and the start is
+    /// tried again on another port.
+    pub fn start_tcp() -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = Self {
+                listen: Listen::Port(super::free_port()),
+                dir: tempfile::tempdir().expect("temp dir for redis"),
+                child: None,
+            };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("no redis-server on a TCP port after 5 tries: {last}");
+    }
+
+    /// A server whose socket and dir are fixed but which is not running yet (Redis
+    /// unreachable); `restart()` starts it.
     pub fn unstarted() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
         Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir for redis"),
+            listen: Listen::Socket(dir.path().join("redis.sock")),
+            dir,
             child: None,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        url_of(&self.listen)
     }
 
+    /// The TCP port of a `start_tcp()` server.
     pub fn port(&self) -> u16 {
-        self.port
+        match self.listen {
+            Listen::Port(port) => port,
+            Listen::Socket(_) => panic!("this test redis listens on a Unix socket: start_tcp()"),
+        }
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--save", ""])
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "always"])
-            .args(["--maxmemory-policy", "noeviction"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): the Redis tests need redis-server 7 on PATH \
-                     (Debian: apt-get install redis-server)"
-                )
-            });
-        self.child = Some(child);
-        self.wait_ready();
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
     }
 
-    fn wait_ready(&self) {
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let mut command = redis_command(&self.listen, self.dir.path());
+        command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        let mut child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start redis-server ({e}): the Redis tests need redis-server 7 on PATH \
+                 (Debian: apt-get install redis-server)"
+            )
+        })?;
+        let url = self.url();
+        let client = redis::Client::open(url.as_str()).expect("redis url");
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).expect("redis url");
         loop {
             let ready = client
                 .get_connection_with_timeout(Duration::from_millis(200))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if ready.is_ok() {
-                return;
+                self.child = Some(child);
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within 10 s",
-                self.port
-            );
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("redis-server at {url} exited at start ({status})"));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "redis-server at {url} did not answer PING within 10 s"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -154,7 +342,7 @@ impl RedisServer {
         self.store_with(RedisOptions {
             conn: ConnOptions {
                 url: self.url(),
-                response_timeout: Duration::from_secs(20),
+                response_timeout: PATIENT,
                 ..ConnOptions::default()
             },
             ..RedisOptions::default()
@@ -167,7 +355,7 @@ impl RedisServer {
             slotd::store::redis::room::RedisWaitingRoom::connect(&RedisOptions {
                 conn: ConnOptions {
                     url: self.url(),
-                    response_timeout: Duration::from_secs(20),
+                    response_timeout: PATIENT,
                     ..ConnOptions::default()
                 },
                 ..RedisOptions::default()
@@ -185,11 +373,4 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
