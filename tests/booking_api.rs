@@ -951,14 +951,49 @@ async fn the_manifest_pages_in_a_stable_order() {
 async fn health_reports_serving_for_every_service() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let server = TestServer::memory().await;
+    // Every slotd service the server registers, as reflection lists them.
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let listed = match answers
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => list.service,
+        other => panic!("not a service list: {other:?}"),
+    };
+    let mut services: Vec<String> = listed
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|name| name.starts_with("slotd."))
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "slotd.v1.AdminService",
+            "slotd.v1.BookingService",
+            "slotd.v1.CalendarService",
+            "slotd.v1.WaitingRoomService",
+        ]
+    );
     let mut health = HealthClient::new(server.channel().await);
-    for service in [
-        "",
-        "slotd.v1.BookingService",
-        "slotd.v1.CalendarService",
-        "slotd.v1.AdminService",
-    ] {
+    for service in std::iter::once(String::new()).chain(services) {
+        let service = service.as_str();
         let mut status = 0;
         for _ in 0..50 {
             status = health

@@ -600,11 +600,15 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
         })
         .map(|(d, t)| slot_ref(&d, &t))
         .collect();
+    // Live counts, so the crash follows the storm's own progress, not the machine's speed.
+    let acked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut tasks = Vec::new();
     for (n, (conf, passport)) in appts.iter().enumerate() {
         let store = store.clone();
         let (conf, passport) = (conf.clone(), passport.clone());
         let targets = targets.clone();
+        let (acked, refused) = (acked.clone(), refused.clone());
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut unavailable) = (0u32, 0u32);
             for k in 0..60usize {
@@ -615,8 +619,14 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
                     new_slot: targets[(n * 7 + k * 3) % targets.len()].clone(),
                 };
                 match store.reschedule(&r, 1_000, support::epoch()).await {
-                    Ok(_) => ok += 1,
-                    Err(StoreError::Unavailable { .. }) => unavailable += 1,
+                    Ok(_) => {
+                        ok += 1;
+                        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(StoreError::Unavailable { .. }) => {
+                        unavailable += 1;
+                        refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(StoreError::Domain(_)) => {}
                     Err(other) => panic!("unexpected {other:?}"),
                 }
@@ -625,9 +635,21 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
             (ok, unavailable)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Each task makes 60 calls 10 ms apart, so it is still running when the first
+    // reschedule is acknowledged (Redis dies then) and when the first one is refused
+    // UNAVAILABLE (Redis comes back then).
+    let wait_for = |count: Arc<std::sync::atomic::AtomicU32>, what: &'static str| async move {
+        for _ in 0..6_000 {
+            if count.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no {what} within 30 s");
+    };
+    wait_for(acked.clone(), "acknowledged reschedule").await;
     redis.stop();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_for(refused.clone(), "UNAVAILABLE reschedule").await;
     redis.restart();
     let (mut ok, mut unavailable) = (0, 0);
     for t in tasks {

@@ -1482,14 +1482,6 @@ async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
     assert_eq!((v.state, v.admission_number), (TicketState::Admitted, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_waiters_are_dropped_in_bounded_steps_on_memory() {
-    silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(Arc::new(
-        slotd::store::memory_room::MemoryWaitingRoom::new(),
-    ))
-    .await;
-}
-
 /// Hands a case one backend's waiting room (`backend_matrix!`).
 async fn on_room(backend: support::backend::Backend, case: impl AsyncFnOnce(Arc<dyn WaitingRoom>)) {
     case(backend.room()).await;
