@@ -164,7 +164,7 @@ fn documented(rest: &str) -> bool {
         ["receipt", n] | ["passport", n] => alnum(n),
         ["appt", c] => ConfirmationNumber::parse(c).is_ok(),
         ["idem", "book" | "cancel", rid] => RequestId::parse(rid).is_ok(),
-        ["events"] => true,
+        ["events"] | ["days-due"] | ["appt-expire"] => true,
         _ => false,
     }
 }
@@ -594,4 +594,103 @@ async fn a_book_cancel_loop_keeps_redis_memory_and_the_manifest_flat() {
         .await
         .unwrap();
     assert!(page.appointments.is_empty());
+}
+
+/// #20 bounded data, past appointments on Redis: the sweep frees a passport only while its
+/// record still names the appointment (here one names another appointment, as the pre-#20
+/// double booking could leave), leaves the receipt spent, deletes the past day's active index
+/// and manifest and its `days-due` member, and gives the record a TTL; once the retention has
+/// passed by slotd's clock the record and its `appt-expire` member are gone. Before, the past
+/// day's keys and the passport claims stayed for ever.
+#[tokio::test]
+async fn a_past_day_leaves_no_index_key_and_frees_only_the_claims_that_still_name_it() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(2), epoch()).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    let first = store
+        .book(
+            &booking("past-1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .book(
+            &booking("past-2", "08:15", &[2]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let mut con = redis.client();
+    let other = ConfirmationNumber::generate().to_string();
+    let _: () = redis::cmd("SET")
+        .arg("slotd:{slotd}:passport:P0000001")
+        .arg(&other)
+        .query(&mut con)
+        .unwrap();
+    let label = "BEIJING:ALL_OTHERS:2030-01-08";
+    let due = slotd::store::appointment_retire_at(day().date);
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg("slotd:{slotd}:days-due")
+        .arg(label)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(score as i64, due.timestamp_millis());
+
+    assert_eq!(store.retire_past_appointments(due).await.unwrap(), 2);
+    let get = |con: &mut redis::Connection, key: &str| -> Option<String> {
+        redis::cmd("GET").arg(key).query(con).unwrap()
+    };
+    assert_eq!(
+        get(&mut con, "slotd:{slotd}:passport:P0000001").as_deref(),
+        Some(other.as_str()),
+        "a claim naming another appointment is not freed"
+    );
+    assert_eq!(get(&mut con, "slotd:{slotd}:passport:P0000002"), None);
+    let backing: Option<String> = redis::cmd("HGET")
+        .arg("slotd:{slotd}:receipt:R0000002")
+        .arg("backing")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(backing.as_deref(), Some(second.confirmation.as_str()));
+    // The next sweep sees the day empty and retires it.
+    assert_eq!(store.retire_past_appointments(due).await.unwrap(), 0);
+    for kind in ["active", "manifest"] {
+        let exists: u32 = redis::cmd("EXISTS")
+            .arg(format!("slotd:{{slotd}}:{kind}:{label}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(exists, 0, "{kind} of the past day");
+    }
+    let due_days: u32 = redis::cmd("ZCARD")
+        .arg("slotd:{slotd}:days-due")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(due_days, 0);
+    assert_eq!(booked(&store, "08:00").await, 0);
+    assert_audit_clean(&store).await;
+    let retention_ms = Duration::days(slotd::store::DEFAULT_RETENTION_DAYS).num_milliseconds();
+    for a in [&first, &second] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("slotd:{{slotd}}:appt:{}", a.confirmation))
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            ttl > retention_ms && ttl <= retention_ms + 24 * 60 * 60 * 1000,
+            "retired record TTL {ttl}"
+        );
+    }
+    let forget_at = due + Duration::days(slotd::store::DEFAULT_RETENTION_DAYS);
+    store.retire_past_appointments(forget_at).await.unwrap();
+    let (_, appts) = key_census(&mut con);
+    assert_eq!(appts, 0, "records forgotten after the retention");
+    let expiring: u32 = redis::cmd("ZCARD")
+        .arg("slotd:{slotd}:appt-expire")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(expiring, 0);
 }

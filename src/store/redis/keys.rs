@@ -175,6 +175,18 @@ impl Keys {
         format!("{}wl-due", self.prefix)
     }
 
+    /// Sorted set of the opened days by when they have passed everywhere (retire-at, ms),
+    /// member `<POST>:<CAT>:<DATE>`: the sweeper retires their BOOKED appointments.
+    pub fn days_due(&self) -> String {
+        format!("{}days-due", self.prefix)
+    }
+
+    /// Sorted set of retired appointments by the end of their retention (ms), member
+    /// `<CONF>`: the sweeper forgets their records then.
+    pub fn appointment_expiry(&self) -> String {
+        format!("{}appt-expire", self.prefix)
+    }
+
     pub fn join_sequence(&self) -> String {
         format!("{}wlseq", self.prefix)
     }

@@ -15,6 +15,7 @@ mod admission;
 mod codec;
 pub mod conn;
 pub mod keys;
+mod retention;
 pub mod room;
 mod sold_out;
 mod waitlist;
@@ -103,6 +104,9 @@ struct Scripts {
     wl_leave: ::redis::Script,
     admission_step: ::redis::Script,
     wl_retire: ::redis::Script,
+    appt_retire: ::redis::Script,
+    appt_expire: ::redis::Script,
+    day_retire: ::redis::Script,
 }
 
 impl Scripts {
@@ -125,6 +129,9 @@ impl Scripts {
             wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
             admission_step: conn::script(include_str!("lua/admission_step.lua")),
             wl_retire: conn::script(with_holds_lib!("lua/wl_retire.lua")),
+            appt_retire: conn::script(include_str!("lua/appt_retire.lua")),
+            appt_expire: conn::script(include_str!("lua/appt_expire.lua")),
+            day_retire: conn::script(include_str!("lua/day_retire.lua")),
         }
     }
 }
@@ -322,6 +329,17 @@ impl Inventory for RedisStore {
         if days.is_empty() {
             return Ok(OpenReport::default());
         }
+        // Index the days before opening them, so a day with slots is always in `days-due`
+        // (the sweeper retires its appointments once it has passed); a day indexed whose
+        // script then failed has no appointments and simply leaves the index when due.
+        let mut index = ::redis::cmd("ZADD");
+        index.arg(self.keys.days_due());
+        for day in &days {
+            index
+                .arg(millis(super::appointment_retire_at(day.date)))
+                .arg(Keys::day_label(day));
+        }
+        self.conn.cmd(what, &index).await?;
         let mut invocation = self.scripts.open_slots.key(self.keys.events());
         for day in &days {
             invocation.key(self.keys.day(day));
@@ -694,6 +712,10 @@ impl Inventory for RedisStore {
                 ("APPOINTMENT_NOT_FOUND", _) => Err(Error::AppointmentNotFound.into()),
                 ("APPOINTMENT_CANCELLED", _) => Err(Error::AppointmentCancelled {
                     confirmation_number: cancellation.confirmation.to_string(),
+                }
+                .into()),
+                ("APPOINTMENT_PASSED", Some(s)) => Err(Error::SlotStarted {
+                    slot: s.appointment.slot,
                 }
                 .into()),
                 ("STALE", _) => continue,
@@ -1117,6 +1139,10 @@ impl Inventory for RedisStore {
         self.wl_retire_passed(now).await
     }
 
+    async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.retire_past(now).await
+    }
+
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         let what = "reclaim holds";
         // Seats may come back: the sold-out memo forgets everything when this returns.
@@ -1286,6 +1312,7 @@ impl Inventory for RedisStore {
                     confirmation_number: reschedule.confirmation.to_string(),
                 }
                 .into()),
+                "APPOINTMENT_PASSED" => Err(Error::SlotStarted { slot: from }.into()),
                 "RESCHEDULE_SAME_SLOT" => Err(Error::RescheduleSameSlot {
                     confirmation_number: reschedule.confirmation.to_string(),
                     slot: from,
