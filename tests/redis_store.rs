@@ -164,7 +164,7 @@ fn documented(rest: &str) -> bool {
         ["receipt", n] | ["passport", n] => alnum(n),
         ["appt", c] => ConfirmationNumber::parse(c).is_ok(),
         ["idem", "book" | "cancel", rid] => RequestId::parse(rid).is_ok(),
-        ["events"] | ["days-due"] | ["appt-expire"] => true,
+        ["events"] | ["days-due"] | ["appt-expire"] | ["backfill"] => true,
         _ => false,
     }
 }
@@ -693,4 +693,96 @@ async fn a_past_day_leaves_no_index_key_and_frees_only_the_claims_that_still_nam
         .query(&mut con)
         .unwrap();
     assert_eq!(expiring, 0);
+}
+
+/// #20 bounded data, data written before the due indexes existed: a day opened and a waitlist
+/// entry joined before `days-due` / `wl-due` (simulated by removing their members) are found by
+/// the sweep's one-time backfill pass (one bounded SCAN step per call, then `done`), so the past
+/// appointment's passport is freed and the passed entry retired like any other. Before, neither
+/// index ever named them: the passport stayed claimed and the entry waited for ever.
+#[tokio::test]
+async fn days_and_waitlist_entries_from_before_the_due_indexes_are_backfilled_and_retired() {
+    use slotd::domain::waitlist::{EntryId, EntryStatus, WaitlistJoin};
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(2), epoch()).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    store
+        .book(
+            &booking("legacy-b", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let id = EntryId::generate();
+    let join = WaitlistJoin::new(
+        RequestId::parse("legacy-w").unwrap(),
+        day().post,
+        day().category,
+        DateRange::new(day().date, day().date).unwrap(),
+        vec![],
+        vec![applicant(2)],
+    )
+    .unwrap();
+    store.join_waitlist(&join, &id, 2, epoch()).await.unwrap();
+    let mut con = redis.client();
+    // As written by a version without the indexes.
+    for key in [
+        "slotd:{slotd}:days-due",
+        "slotd:{slotd}:wl-due",
+        "slotd:{slotd}:backfill",
+    ] {
+        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
+    }
+    // Enough filler keys that the pass takes more than one step.
+    for i in 0..3000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("slotd:{{slotd}}:idem:book:filler{i}"))
+            .arg("x")
+            .query(&mut con)
+            .unwrap();
+    }
+
+    let due = slotd::store::appointment_retire_at(day().date);
+    let mut retired = 0;
+    let mut steps = 0;
+    loop {
+        retired += store.retire_past_appointments(due).await.unwrap();
+        steps += 1;
+        let done: Option<String> = redis::cmd("HGET")
+            .arg("slotd:{slotd}:backfill")
+            .arg("done")
+            .query(&mut con)
+            .unwrap();
+        if done.is_some() {
+            break;
+        }
+        assert!(steps < 100, "the backfill pass ends");
+    }
+    assert!(steps > 1, "one bounded SCAN step per call ({steps})");
+    retired += store.retire_past_appointments(due).await.unwrap();
+    assert_eq!(retired, 1, "the legacy day's appointment is retired");
+    let claim: Option<String> = redis::cmd("GET")
+        .arg("slotd:{slotd}:passport:P0000001")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(claim, None);
+    assert_eq!(store.retire_passed_waitlist(due).await.unwrap(), 1);
+    assert_eq!(
+        store.waitlist_entry(&id).await.unwrap().status,
+        EntryStatus::Expired
+    );
+    // Done: later calls do not scan again (the cursor stays as it was).
+    let before: Vec<String> = redis::cmd("HKEYS")
+        .arg("slotd:{slotd}:backfill")
+        .query(&mut con)
+        .unwrap();
+    store.retire_past_appointments(due).await.unwrap();
+    let after: Vec<String> = redis::cmd("HKEYS")
+        .arg("slotd:{slotd}:backfill")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(before, after);
 }

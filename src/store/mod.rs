@@ -246,7 +246,9 @@ pub trait Inventory: Send + Sync + 'static {
     /// index (and its seats the day's booked count), frees every passport claim that still
     /// names it (compare-and-set), keeps its receipts spent, and stays readable (BOOKED) until
     /// its retention ends. A retired appointment can no longer be cancelled or moved
-    /// (`SlotStarted`). Returns how many were retired.
+    /// (`SlotStarted`). The Redis store also runs one bounded step of a one-time backfill that
+    /// indexes days and waitlist entries written before the due indexes existed (the embedded
+    /// store holds no such data). Returns how many were retired.
     async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
 
     /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each

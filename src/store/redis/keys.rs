@@ -187,6 +187,11 @@ impl Keys {
         format!("{}appt-expire", self.prefix)
     }
 
+    /// Hash of the one-time backfill pass into the due indexes (`cursor`, `done`).
+    pub fn backfill(&self) -> String {
+        format!("{}backfill", self.prefix)
+    }
+
     pub fn join_sequence(&self) -> String {
         format!("{}wlseq", self.prefix)
     }

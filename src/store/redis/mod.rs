@@ -107,6 +107,7 @@ struct Scripts {
     appt_retire: ::redis::Script,
     appt_expire: ::redis::Script,
     day_retire: ::redis::Script,
+    backfill_scan: ::redis::Script,
 }
 
 impl Scripts {
@@ -132,6 +133,7 @@ impl Scripts {
             appt_retire: conn::script(include_str!("lua/appt_retire.lua")),
             appt_expire: conn::script(include_str!("lua/appt_expire.lua")),
             day_retire: conn::script(include_str!("lua/day_retire.lua")),
+            backfill_scan: conn::script(include_str!("lua/backfill_scan.lua")),
         }
     }
 }

@@ -6,16 +6,21 @@
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{at, instant_text, millis, status_reply, uint, unexpected};
+use super::codec::{at, instant_text, millis, status_reply, text, uint, unexpected};
 use super::keys::hhmm;
 use super::RedisStore;
 use crate::domain::rules::ManifestCursor;
 use crate::domain::types::{parse_date, CategoryId, ConfirmationNumber, DayRef, PostId};
+use crate::domain::waitlist::EntryId;
 use crate::store::{StoreError, APPOINTMENT_RETIRE_BATCH};
 
 /// How long a retired record outlives its retention when no sweeper forgets it (a backstop
 /// only: `appt_expire` decides by slotd's clock).
 const RECORD_BACKSTOP_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Keys one backfill step's SCAN looks at (its COUNT): a keyspace of a million keys is
+/// indexed in about a thousand sweeper ticks, once per deployment.
+const BACKFILL_SCAN_COUNT: u32 = 1000;
 
 fn strings(what: &str, value: ::redis::Value) -> Result<Vec<String>, StoreError> {
     ::redis::from_redis_value(value)
@@ -40,6 +45,7 @@ impl RedisStore {
     /// most a batch of records past their retention, then retires at most a batch of BOOKED
     /// appointments of due days (one `appt_retire` call each), retiring days left empty.
     pub(super) async fn retire_past(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.backfill_step().await?;
         self.forget_retired(now).await?;
         let what = "retire past appointments";
         let labels = strings(
@@ -186,6 +192,93 @@ impl RedisStore {
             "OK" | "NOT_DUE" | "BUSY" => Ok(()),
             _ => Err(unexpected(what, &status, &items)),
         }
+    }
+
+    /// One bounded step (one SCAN of `BACKFILL_SCAN_COUNT`) of the one-time pass that indexes
+    /// what was written before the due indexes existed: every `day:` key's day goes into
+    /// `days-due`, every waitlist entry still in line into `wl-due` (`ZADD NX`: what is indexed
+    /// already keeps its score; the retire scripts re-check everything). Once the SCAN has come
+    /// round, `done` is set and a step costs one `HGET`. Concurrent replicas may repeat a step:
+    /// harmless, every write is an idempotent `ZADD NX`.
+    async fn backfill_step(&self) -> Result<(), StoreError> {
+        let what = "backfill due indexes";
+        let mut invocation = self.scripts.backfill_scan.key(self.keys.backfill());
+        invocation
+            .arg(format!("{}*", self.keys.prefix()))
+            .arg(BACKFILL_SCAN_COUNT);
+        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        match status.as_str() {
+            "DONE" => return Ok(()),
+            "KEYS" => {}
+            _ => return Err(unexpected(what, &status, &items)),
+        }
+        let next = text(what, at(what, &items, 0)?)?;
+        let mut days = ::redis::cmd("ZADD");
+        days.arg(self.keys.days_due()).arg("NX");
+        let mut any_day = false;
+        let mut entries = Vec::new();
+        for item in &items[1..] {
+            let key = text(what, item)?;
+            let Some(rest) = key.strip_prefix(self.keys.prefix()) else {
+                continue;
+            };
+            if let Some(label) = rest.strip_prefix("day:") {
+                if let Some(day) = parse_day_label(label) {
+                    days.arg(millis(crate::store::appointment_retire_at(day.date)))
+                        .arg(label);
+                    any_day = true;
+                }
+            } else if let Some(id) = rest.strip_prefix("wle:") {
+                if let Ok(id) = EntryId::parse(id) {
+                    entries.push(id);
+                }
+            }
+        }
+        if any_day {
+            self.conn.cmd(what, &days).await?;
+        }
+        if !entries.is_empty() {
+            let mut pipe = ::redis::pipe();
+            for id in &entries {
+                pipe.cmd("HMGET")
+                    .arg(self.keys.entry(id))
+                    .arg("status")
+                    .arg("to");
+            }
+            let replies = self.conn.pipeline(what, &pipe).await?;
+            let mut due = ::redis::cmd("ZADD");
+            due.arg(self.keys.waitlist_due()).arg("NX");
+            let mut any_entry = false;
+            for (id, reply) in entries.iter().zip(replies) {
+                let fields: Vec<Option<String>> = ::redis::from_redis_value(reply)
+                    .map_err(|_| StoreError::corrupt(format!("{what}: entry fields")))?;
+                let (Some(Some(status)), Some(Some(to))) = (fields.first(), fields.get(1)) else {
+                    continue;
+                };
+                // Only entries still in line can need retiring.
+                if status != "WAITING" && status != "OFFERED" {
+                    continue;
+                }
+                let Ok(to) = parse_date(to) else {
+                    return Err(StoreError::corrupt(format!("{what}: entry {id} bad to")));
+                };
+                due.arg(millis(crate::store::waitlist_retire_at(to)))
+                    .arg(id.as_str());
+                any_entry = true;
+            }
+            if any_entry {
+                self.conn.cmd(what, &due).await?;
+            }
+        }
+        let mut record = ::redis::cmd("HSET");
+        record.arg(self.keys.backfill());
+        if next == "0" {
+            record.arg("done").arg(1);
+        } else {
+            record.arg("cursor").arg(next.as_str());
+        }
+        self.conn.cmd(what, &record).await?;
+        Ok(())
     }
 
     /// Forgets at most a batch of retired records whose retention has passed (`appt_expire`).
