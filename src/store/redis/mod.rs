@@ -62,10 +62,20 @@ const HOLD_RECORD_GRACE_SECS: i64 = 24 * 60 * 60;
 const SWEEP_BATCH: usize = 1000;
 
 /// Scripts that decide on a date's seats or on passport/receipt claims start with the shared
-/// hold helpers.
+/// hold helpers; on a Redis Cluster, with `cluster_guard.lua` before them (those scripts touch
+/// keys they build themselves: see the guard's header).
 macro_rules! with_holds_lib {
-    ($file:literal) => {
-        concat!(include_str!("lua/holds_lib.lua"), "\n", include_str!($file))
+    ($cluster:expr, $file:literal) => {
+        &format!(
+            "{}{}\n{}",
+            if $cluster {
+                concat!(include_str!("lua/cluster_guard.lua"), "\n")
+            } else {
+                ""
+            },
+            include_str!("lua/holds_lib.lua"),
+            include_str!($file)
+        )
     };
 }
 
@@ -111,25 +121,26 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn load() -> Self {
+    /// `cluster`: the guarded variants (slotd talks to a Redis Cluster).
+    fn load(cluster: bool) -> Self {
         Self {
-            open_slots: conn::script(with_holds_lib!("lua/open_slots.lua")),
-            set_capacity: conn::script(with_holds_lib!("lua/set_capacity.lua")),
+            open_slots: conn::script(with_holds_lib!(cluster, "lua/open_slots.lua")),
+            set_capacity: conn::script(with_holds_lib!(cluster, "lua/set_capacity.lua")),
             close_slots: conn::script(include_str!("lua/close_slots.lua")),
-            book: conn::script(with_holds_lib!("lua/book.lua")),
-            cancel: conn::script(with_holds_lib!("lua/cancel.lua")),
+            book: conn::script(with_holds_lib!(cluster, "lua/book.lua")),
+            cancel: conn::script(with_holds_lib!(cluster, "lua/cancel.lua")),
             register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
             audit: conn::script(include_str!("lua/audit.lua")),
             manifest: conn::script(include_str!("lua/manifest.lua")),
-            hold: conn::script(with_holds_lib!("lua/hold.lua")),
-            confirm_hold: conn::script(with_holds_lib!("lua/confirm_hold.lua")),
-            release_hold: conn::script(with_holds_lib!("lua/release_hold.lua")),
-            reclaim: conn::script(with_holds_lib!("lua/reclaim.lua")),
-            reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
-            wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
-            wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
+            hold: conn::script(with_holds_lib!(cluster, "lua/hold.lua")),
+            confirm_hold: conn::script(with_holds_lib!(cluster, "lua/confirm_hold.lua")),
+            release_hold: conn::script(with_holds_lib!(cluster, "lua/release_hold.lua")),
+            reclaim: conn::script(with_holds_lib!(cluster, "lua/reclaim.lua")),
+            reschedule: conn::script(with_holds_lib!(cluster, "lua/reschedule.lua")),
+            wl_join: conn::script(with_holds_lib!(cluster, "lua/wl_join.lua")),
+            wl_leave: conn::script(with_holds_lib!(cluster, "lua/wl_leave.lua")),
             admission_step: conn::script(include_str!("lua/admission_step.lua")),
-            wl_retire: conn::script(with_holds_lib!("lua/wl_retire.lua")),
+            wl_retire: conn::script(with_holds_lib!(cluster, "lua/wl_retire.lua")),
             appt_retire: conn::script(include_str!("lua/appt_retire.lua")),
             appt_expire: conn::script(include_str!("lua/appt_expire.lua")),
             day_retire: conn::script(include_str!("lua/day_retire.lua")),
@@ -165,7 +176,10 @@ impl RedisStore {
         Ok(Self {
             conn: Conn::open(&options.conn)?,
             keys,
-            scripts: Scripts::load(),
+            scripts: Scripts::load(
+                options.conn.url.starts_with(conn::CLUSTER_SCHEME)
+                    || options.conn.url.starts_with(conn::TLS_CLUSTER_SCHEME),
+            ),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
             retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
