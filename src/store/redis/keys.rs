@@ -1,5 +1,6 @@
-//! Key names, built only here (never inside a Lua script) and documented in
-//! `docs/redis-keys.md`. Every key carries the deployment's one hash tag, `{slotd}` by default,
+//! Key names, built here and documented in `docs/redis-keys.md` (the exceptions, keys the
+//! waitlist offer step and its kin derive inside scripts from `Keys::prefix`, run behind
+//! `lua/cluster_guard.lua` on a Redis Cluster). Every key carries the deployment's one hash tag, `{slotd}` by default,
 //! so every script touches keys of one Redis Cluster slot and may check the global applicant
 //! rules (one active appointment per passport, one per receipt) atomically with the seats.
 
