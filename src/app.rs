@@ -499,6 +499,13 @@ impl Slotd {
                     Ok(n) => tracing::info!(retired = n, "passed waitlist entries retired"),
                     Err(e) => tracing::warn!(error = %e, "waitlist retirement failed"),
                 }
+                // Past appointments free their passports and leave their day's indexes; records
+                // past their retention are forgotten (bounded batches per tick).
+                match app.store.retire_past_appointments(app.now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(retired = n, "past appointments retired"),
+                    Err(e) => tracing::warn!(error = %e, "appointment retirement failed"),
+                }
             }
         })
     }

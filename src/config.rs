@@ -316,7 +316,8 @@ pub struct BookingSettings {
     pub offer_ttl_secs: u64,
     /// Milliseconds between two runs of the hold sweeper (expired holds return their seats).
     pub sweep_interval_ms: u64,
-    /// Days a cancelled appointment stays readable (CANCELLED) before its record expires.
+    /// Days a cancelled appointment stays readable (CANCELLED) before its record expires, and a
+    /// past one (BOOKED) after 00:00 UTC two days after its date.
     pub retention_days: u32,
 }
 

@@ -76,12 +76,17 @@ backend_matrix!(
     joining_tells_a_passport_waits_only_to_whoever_shows_its_receipt,
     a_refused_moving_offer_frees_its_seats_at_once_and_ends_its_entry,
     cancelling_an_appointment_ends_the_entry_that_wanted_to_move_it,
+    a_passport_whose_appointment_date_passed_books_again_after_the_sweep,
+    a_past_appointment_reads_until_its_retention_and_not_found_after,
+    past_appointments_retire_in_bounded_batches_and_a_moved_one_waits_for_its_date,
 );
 
 #[path = "conformance/claims.rs"]
 mod claims;
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
+#[path = "conformance/retention.rs"]
+mod retention;
 #[path = "conformance/waitlist.rs"]
 mod waitlist;
 
@@ -271,6 +276,7 @@ mod cases {
 
     pub use super::claims::*;
     pub use super::lifecycle::*;
+    pub use super::retention::*;
     pub use super::waitlist::*;
 
     pub async fn opening_creates_slots_and_reopening_resizes_without_going_below_booked(

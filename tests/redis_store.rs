@@ -160,7 +160,7 @@ fn documented(rest: &str) -> bool {
         ["receipt", n] | ["passport", n] => alnum(n),
         ["appt", c] => ConfirmationNumber::parse(c).is_ok(),
         ["idem", "book" | "cancel", rid] => RequestId::parse(rid).is_ok(),
-        ["events"] => true,
+        ["events"] | ["days-due"] | ["appt-expire"] | ["backfill"] => true,
         _ => false,
     }
 }
@@ -590,4 +590,195 @@ async fn a_book_cancel_loop_keeps_redis_memory_and_the_manifest_flat() {
         .await
         .unwrap();
     assert!(page.appointments.is_empty());
+}
+
+/// #20 bounded data, past appointments on Redis: the sweep frees a passport only while its
+/// record still names the appointment (here one names another appointment, as the pre-#20
+/// double booking could leave), leaves the receipt spent, deletes the past day's active index
+/// and manifest and its `days-due` member, and gives the record a TTL; once the retention has
+/// passed by slotd's clock the record and its `appt-expire` member are gone. Before, the past
+/// day's keys and the passport claims stayed for ever.
+#[tokio::test]
+async fn a_past_day_leaves_no_index_key_and_frees_only_the_claims_that_still_name_it() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(2), epoch()).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    let first = store
+        .book(
+            &booking("past-1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .book(
+            &booking("past-2", "08:15", &[2]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let mut con = redis.client();
+    let other = ConfirmationNumber::generate().to_string();
+    let _: () = redis::cmd("SET")
+        .arg("slotd:{slotd}:passport:P0000001")
+        .arg(&other)
+        .query(&mut con)
+        .unwrap();
+    let label = "BEIJING:ALL_OTHERS:2030-01-08";
+    let due = slotd::store::appointment_retire_at(day().date);
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg("slotd:{slotd}:days-due")
+        .arg(label)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(score as i64, due.timestamp_millis());
+
+    assert_eq!(store.retire_past_appointments(due).await.unwrap(), 2);
+    let get = |con: &mut redis::Connection, key: &str| -> Option<String> {
+        redis::cmd("GET").arg(key).query(con).unwrap()
+    };
+    assert_eq!(
+        get(&mut con, "slotd:{slotd}:passport:P0000001").as_deref(),
+        Some(other.as_str()),
+        "a claim naming another appointment is not freed"
+    );
+    assert_eq!(get(&mut con, "slotd:{slotd}:passport:P0000002"), None);
+    let backing: Option<String> = redis::cmd("HGET")
+        .arg("slotd:{slotd}:receipt:R0000002")
+        .arg("backing")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(backing.as_deref(), Some(second.confirmation.as_str()));
+    // The next sweep sees the day empty and retires it.
+    assert_eq!(store.retire_past_appointments(due).await.unwrap(), 0);
+    for kind in ["active", "manifest"] {
+        let exists: u32 = redis::cmd("EXISTS")
+            .arg(format!("slotd:{{slotd}}:{kind}:{label}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(exists, 0, "{kind} of the past day");
+    }
+    let due_days: u32 = redis::cmd("ZCARD")
+        .arg("slotd:{slotd}:days-due")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(due_days, 0);
+    assert_eq!(booked(&store, "08:00").await, 0);
+    assert_audit_clean(&store).await;
+    let retention_ms = Duration::days(slotd::store::DEFAULT_RETENTION_DAYS).num_milliseconds();
+    for a in [&first, &second] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("slotd:{{slotd}}:appt:{}", a.confirmation))
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            ttl > retention_ms && ttl <= retention_ms + 24 * 60 * 60 * 1000,
+            "retired record TTL {ttl}"
+        );
+    }
+    let forget_at = due + Duration::days(slotd::store::DEFAULT_RETENTION_DAYS);
+    store.retire_past_appointments(forget_at).await.unwrap();
+    let (_, appts) = key_census(&mut con);
+    assert_eq!(appts, 0, "records forgotten after the retention");
+    let expiring: u32 = redis::cmd("ZCARD")
+        .arg("slotd:{slotd}:appt-expire")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(expiring, 0);
+}
+
+/// #20 bounded data, data written before the due indexes existed: a day opened and a waitlist
+/// entry joined before `days-due` / `wl-due` (simulated by removing their members) are found by
+/// the sweep's one-time backfill pass (one bounded SCAN step per call, then `done`), so the past
+/// appointment's passport is freed and the passed entry retired like any other. Before, neither
+/// index ever named them: the passport stayed claimed and the entry waited for ever.
+#[tokio::test]
+async fn days_and_waitlist_entries_from_before_the_due_indexes_are_backfilled_and_retired() {
+    use slotd::domain::waitlist::{EntryId, EntryStatus, WaitlistJoin};
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(2), epoch()).await.unwrap();
+    register(&store, 1).await;
+    register(&store, 2).await;
+    store
+        .book(
+            &booking("legacy-b", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let id = EntryId::generate();
+    let join = WaitlistJoin::new(
+        RequestId::parse("legacy-w").unwrap(),
+        day().post,
+        day().category,
+        DateRange::new(day().date, day().date).unwrap(),
+        vec![],
+        vec![applicant(2)],
+    )
+    .unwrap();
+    store.join_waitlist(&join, &id, 2, epoch()).await.unwrap();
+    let mut con = redis.client();
+    // As written by a version without the indexes.
+    for key in [
+        "slotd:{slotd}:days-due",
+        "slotd:{slotd}:wl-due",
+        "slotd:{slotd}:backfill",
+    ] {
+        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
+    }
+    // Enough filler keys that the pass takes more than one step.
+    for i in 0..3000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("slotd:{{slotd}}:idem:book:filler{i}"))
+            .arg("x")
+            .query(&mut con)
+            .unwrap();
+    }
+
+    let due = slotd::store::appointment_retire_at(day().date);
+    let mut retired = 0;
+    let mut steps = 0;
+    loop {
+        retired += store.retire_past_appointments(due).await.unwrap();
+        steps += 1;
+        let done: Option<String> = redis::cmd("HGET")
+            .arg("slotd:{slotd}:backfill")
+            .arg("done")
+            .query(&mut con)
+            .unwrap();
+        if done.is_some() {
+            break;
+        }
+        assert!(steps < 100, "the backfill pass ends");
+    }
+    assert!(steps > 1, "one bounded SCAN step per call ({steps})");
+    retired += store.retire_past_appointments(due).await.unwrap();
+    assert_eq!(retired, 1, "the legacy day's appointment is retired");
+    let claim: Option<String> = redis::cmd("GET")
+        .arg("slotd:{slotd}:passport:P0000001")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(claim, None);
+    assert_eq!(store.retire_passed_waitlist(due).await.unwrap(), 1);
+    assert_eq!(
+        store.waitlist_entry(&id).await.unwrap().status,
+        EntryStatus::Expired
+    );
+    // Done: later calls do not scan again (the cursor stays as it was).
+    let before: Vec<String> = redis::cmd("HKEYS")
+        .arg("slotd:{slotd}:backfill")
+        .query(&mut con)
+        .unwrap();
+    store.retire_past_appointments(due).await.unwrap();
+    let after: Vec<String> = redis::cmd("HKEYS")
+        .arg("slotd:{slotd}:backfill")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(before, after);
 }

@@ -3,7 +3,7 @@
 //! cancelling atomic here. State is per process and lost on exit: for development, tests and
 //! demos; production runs on Redis.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -102,6 +102,13 @@ struct State {
     /// Entries by when their range has passed (Redis `wl-due`): (retire at, join seq) → entry.
     retire_due: BTreeMap<(DateTime<Utc>, u64), EntryId>,
     offer_ttl: Duration,
+    /// Opened days by when they have passed everywhere (Redis `days-due`): the sweeper retires
+    /// their BOOKED appointments from then (`Inventory::retire_past_appointments`).
+    past_days: BTreeSet<(DateTime<Utc>, DayRef)>,
+    /// Retired (past) appointments: still BOOKED and readable, no longer cancellable or movable.
+    retired: HashSet<ConfirmationNumber>,
+    /// Retired records by the end of their retention (Redis `appt-expire`).
+    retired_expiry: BTreeSet<(DateTime<Utc>, ConfirmationNumber)>,
     /// What each waiting-room admission has done (see `Inventory::admission_step`).
     admissions: HashMap<TicketId, AdmissionRec>,
 }
@@ -324,6 +331,93 @@ impl State {
                 }
             }
         }
+    }
+
+    /// As `appt_expire.lua` then `appt_retire.lua` (see `Inventory::retire_past_appointments`):
+    /// forgets at most a batch of retired records past their retention, then retires at most a
+    /// batch of BOOKED appointments of days that have passed. Returns how many were retired.
+    fn retire_past(&mut self, now: DateTime<Utc>) -> u32 {
+        let batch = super::APPOINTMENT_RETIRE_BATCH as usize;
+        for _ in 0..batch {
+            let Some(first) = self.retired_expiry.first().cloned() else {
+                break;
+            };
+            if first.0 > now {
+                break;
+            }
+            self.retired_expiry.remove(&first);
+            if self.retired.remove(&first.1) {
+                self.appointments.remove(&first.1);
+            }
+        }
+        let mut budget = batch;
+        let mut retired = 0;
+        while budget > 0 {
+            let Some((due, day)) = self.past_days.first().cloned() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            let members: Vec<ManifestCursor> = self
+                .manifests
+                .get(&day)
+                .map(|m| m.iter().take(budget).cloned().collect())
+                .unwrap_or_default();
+            if members.is_empty() {
+                // Every appointment of the day is retired (or gone): the day leaves the index.
+                self.manifests.remove(&day);
+                self.past_days.remove(&(due, day));
+                continue;
+            }
+            budget -= members.len();
+            for member in members {
+                if let Some(m) = self.manifests.get_mut(&day) {
+                    m.remove(&member);
+                    if m.is_empty() {
+                        self.manifests.remove(&day);
+                    }
+                }
+                let confirmation = member.confirmation;
+                let Some(a) = self.appointments.get(&confirmation).cloned() else {
+                    continue;
+                };
+                if a.status != AppointmentStatus::Booked
+                    || a.slot.day() != day
+                    || self.retired.contains(&confirmation)
+                {
+                    continue;
+                }
+                if let Some(rec) = self.slot_mut(&a.slot) {
+                    rec.booked = rec.booked.saturating_sub(a.seats());
+                }
+                // Compare-and-set: a passport is freed only while it still names this
+                // appointment. Receipts stay spent: the fee paid for this interview is used.
+                for x in &a.applicants {
+                    if self.active.get(&x.passport) == Some(&confirmation) {
+                        self.active.remove(&x.passport);
+                    }
+                }
+                let until = due + self.retention;
+                if until <= now {
+                    self.appointments.remove(&confirmation);
+                } else {
+                    self.retired.insert(confirmation.clone());
+                    self.retired_expiry.insert((until, confirmation.clone()));
+                }
+                self.push_event(
+                    "passed",
+                    &[
+                        ("confirmation", confirmation.to_string()),
+                        ("slot", a.slot.to_string()),
+                        ("seats", a.seats().to_string()),
+                        ("at", event_time(now)),
+                    ],
+                );
+                retired += 1;
+            }
+        }
+        retired
     }
 
     fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
@@ -669,11 +763,10 @@ impl State {
         limit: u32,
         slot: &SlotRef,
     ) -> Option<Option<&'static str>> {
-        let Some(a) = self
-            .appointments
-            .get(appointment)
-            .filter(|a| a.status == AppointmentStatus::Booked)
-        else {
+        let Some(a) = self.appointments.get(appointment).filter(|a| {
+            a.status == AppointmentStatus::Booked && !self.retired.contains(appointment)
+        }) else {
+            // Cancelled, or retired (past): it can never move again.
             return Some(Some("APPOINTMENT_CANCELLED"));
         };
         if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
@@ -705,7 +798,9 @@ impl State {
             .cloned()
             .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
         // A refusal is final for the entry: the offer's seats come back at once, the entry ends.
-        let refused = if current.status == AppointmentStatus::Cancelled {
+        let refused = if current.status == AppointmentStatus::Cancelled
+            || self.retired.contains(appointment)
+        {
             Some((
                 "APPOINTMENT_CANCELLED",
                 Error::AppointmentCancelled {
@@ -1044,6 +1139,9 @@ impl Inventory for MemoryStore {
         let mut report = OpenReport::default();
         let mut freed: Vec<(SlotRef, u32)> = Vec::new();
         for day in plan.days() {
+            // As the Redis store's `days-due`: every opened day is retired once it has passed.
+            let due = super::appointment_retire_at(day.date);
+            state.past_days.insert((due, day.clone()));
             let slots = state.days.entry(day.clone()).or_default();
             for time in plan.times() {
                 match slots.get_mut(&time) {
@@ -1276,6 +1374,13 @@ impl Inventory for MemoryStore {
             }
             .into());
         }
+        // A retired (past) appointment has given its passports back: it is history now.
+        if state.retired.contains(&cancellation.confirmation) {
+            return Err(Error::SlotStarted {
+                slot: appointment.slot.clone(),
+            }
+            .into());
+        }
         let slot = appointment.slot.clone();
         let seats = appointment.seats();
         let applicants = appointment.applicants.clone();
@@ -1431,7 +1536,8 @@ impl Inventory for MemoryStore {
         let state = self.lock();
         let mut seats_by_slot: HashMap<&SlotRef, u32> = HashMap::new();
         for a in state.appointments.values() {
-            if a.status == AppointmentStatus::Booked {
+            // A retired (past) appointment left its slot's booked count with its day's index.
+            if a.status == AppointmentStatus::Booked && !state.retired.contains(&a.confirmation) {
                 *seats_by_slot.entry(&a.slot).or_default() += a.seats();
             }
         }
@@ -1688,6 +1794,11 @@ impl Inventory for MemoryStore {
         Ok(retired)
     }
 
+    async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        let mut state = self.lock();
+        Ok(state.retire_past(now))
+    }
+
     async fn reschedule(
         &self,
         reschedule: &Reschedule,
@@ -1712,6 +1823,12 @@ impl Inventory for MemoryStore {
         if appointment.status == AppointmentStatus::Cancelled {
             return Err(Error::AppointmentCancelled {
                 confirmation_number: reschedule.confirmation.to_string(),
+            }
+            .into());
+        }
+        if state.retired.contains(&reschedule.confirmation) {
+            return Err(Error::SlotStarted {
+                slot: appointment.slot.clone(),
             }
             .into());
         }
@@ -2065,5 +2182,103 @@ mod tests {
         );
         let (records, ..) = store.footprint();
         assert!(records <= 361, "{records}");
+    }
+
+    /// #20 bounded data, embedded store: retiring a past appointment frees a passport only
+    /// while its claim still names that appointment (compare-and-set; a claim naming another
+    /// appointment, as the pre-#20 double booking could leave, stays), the day's manifest goes,
+    /// the day leaves the index, and the record is forgotten after the retention.
+    #[tokio::test]
+    async fn retiring_a_past_appointment_frees_only_the_claims_that_still_name_it() {
+        let store = MemoryStore::new().with_retention(Duration::hours(1));
+        let day = DayRef {
+            post: PostId::parse("BEIJING").expect("post"),
+            category: CategoryId::parse("ALL_OTHERS").expect("category"),
+            date: (epoch() + Duration::days(1)).date_naive(),
+        };
+        let time = SlotTime::parse("08:00").expect("time");
+        store
+            .open_slots(
+                &OpenPlan {
+                    post: day.post.clone(),
+                    category: day.category.clone(),
+                    range: DateRange::new(day.date, day.date).expect("range"),
+                    weekdays: vec![chrono::Weekday::Tue],
+                    first: time,
+                    last: time,
+                    seats: 2,
+                },
+                epoch(),
+            )
+            .await
+            .expect("open");
+        let a = applicant();
+        store
+            .register_receipt(&Receipt {
+                number: a.receipt.clone(),
+                passport: a.passport.clone(),
+                paid_at: epoch() - Duration::days(1),
+                amount: Money {
+                    minor: 18_500,
+                    currency: Currency::Usd,
+                },
+            })
+            .await
+            .expect("receipt");
+        let booking = Booking::new(
+            RequestId::parse("b1").expect("id"),
+            day.at(time),
+            vec![a.clone()],
+        )
+        .expect("booking");
+        let booked = store
+            .book(&booking, &ConfirmationNumber::generate(), epoch())
+            .await
+            .expect("book");
+        let other = ConfirmationNumber::generate();
+        store
+            .lock()
+            .active
+            .insert(a.passport.clone(), other.clone());
+
+        let due = crate::store::appointment_retire_at(day.date);
+        assert_eq!(
+            store.retire_past_appointments(due).await.expect("retire"),
+            1
+        );
+        {
+            let state = store.lock();
+            assert_eq!(state.active.get(&a.passport), Some(&other), "not freed");
+            assert_eq!(
+                state
+                    .receipts
+                    .get(&a.receipt)
+                    .and_then(|r| r.backing.clone()),
+                Some(booked.confirmation.clone()),
+                "the receipt stays spent"
+            );
+            assert!(state.manifests.is_empty());
+        }
+        assert_eq!(
+            store.retire_past_appointments(due).await.expect("retire"),
+            0
+        );
+        assert!(store.lock().past_days.is_empty());
+        let until = due + Duration::hours(1);
+        store
+            .retire_past_appointments(until - Duration::milliseconds(1))
+            .await
+            .expect("retire");
+        assert!(store
+            .appointment(&booked.confirmation, &a.passport)
+            .await
+            .is_ok());
+        store.retire_past_appointments(until).await.expect("retire");
+        assert!(store
+            .appointment(&booked.confirmation, &a.passport)
+            .await
+            .is_err());
+        let state = store.lock();
+        assert!(state.retired.is_empty() && state.retired_expiry.is_empty());
     }
 }

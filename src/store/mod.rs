@@ -44,6 +44,18 @@ pub fn waitlist_retire_at(to: chrono::NaiveDate) -> DateTime<Utc> {
         .and_utc()
 }
 
+/// Past appointments (and past days) the sweeper handles per run at most, in each of its two
+/// stages (retiring, then forgetting records past their retention): bounded work per call.
+pub const APPOINTMENT_RETIRE_BATCH: u32 = 64;
+
+/// When an appointment on `date` has passed, in every time zone (00:00 UTC two days after the
+/// date, as `waitlist_retire_at`): from then the sweeper retires it (its passports are free to
+/// book again, it leaves the day's manifest and active index) and its record is forgotten
+/// `booking.retention_days` after this instant.
+pub fn appointment_retire_at(date: chrono::NaiveDate) -> DateTime<Utc> {
+    waitlist_retire_at(date)
+}
+
 /// Default `booking.retention_days`: how long a cancelled appointment stays readable.
 pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 
@@ -225,6 +237,19 @@ pub trait Inventory: Send + Sync + 'static {
     /// passed (`waitlist_retire_at` <= `now`): they end EXPIRED (reason `DATES_PASSED`) and
     /// free their passports to join again. Returns how many (the sweeper runs it each tick).
     async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
+
+    /// The sweeper's retention step for past BOOKED appointments, bounded per call: first it
+    /// forgets at most `APPOINTMENT_RETIRE_BATCH` retired records whose retention has passed
+    /// (`appointment_retire_at(date) + retention <= now`: GetAppointment answers NOT_FOUND from
+    /// then), then it retires at most `APPOINTMENT_RETIRE_BATCH` BOOKED appointments of days
+    /// whose `appointment_retire_at` is `<= now`: each leaves its day's manifest and active
+    /// index (and its seats the day's booked count), frees every passport claim that still
+    /// names it (compare-and-set), keeps its receipts spent, and stays readable (BOOKED) until
+    /// its retention ends. A retired appointment can no longer be cancelled or moved
+    /// (`SlotStarted`). The Redis store also runs one bounded step of a one-time backfill that
+    /// indexes days and waitlist entries written before the due indexes existed (the embedded
+    /// store holds no such data). Returns how many were retired.
+    async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError>;
 
     /// Moves the whole group to `new_slot` atomically, keeping the confirmation number; each
     /// receipt may back at most `limit` moves.

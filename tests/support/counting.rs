@@ -160,6 +160,10 @@ impl Inventory for CountingStore {
     async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         self.inner.retire_passed_waitlist(now).await
     }
+
+    async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.inner.retire_past_appointments(now).await
+    }
     async fn reschedule(
         &self,
         reschedule: &Reschedule,

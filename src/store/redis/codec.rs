@@ -288,6 +288,12 @@ pub fn status_reply(what: &str, value: Value) -> Result<(String, Vec<Value>), St
         return Err(StoreError::corrupt(format!("{what}: empty reply")));
     }
     let status = text(what, &items.remove(0))?;
+    if status == "TRYAGAIN" {
+        // cluster_guard.lua: the tag's slot is moving between cluster nodes; nothing written.
+        return Err(StoreError::Unavailable {
+            detail: format!("{what}: the booking slot is migrating between cluster nodes"),
+        });
+    }
     Ok((status, items))
 }
 

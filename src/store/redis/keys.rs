@@ -1,5 +1,6 @@
-//! Key names, built only here (never inside a Lua script) and documented in
-//! `docs/redis-keys.md`. Every key carries the deployment's one hash tag, `{slotd}` by default,
+//! Key names, built here and documented in `docs/redis-keys.md` (the exceptions, keys the
+//! waitlist offer step and its kin derive inside scripts from `Keys::prefix`, run behind
+//! `lua/cluster_guard.lua` on a Redis Cluster). Every key carries the deployment's one hash tag, `{slotd}` by default,
 //! so every script touches keys of one Redis Cluster slot and may check the global applicant
 //! rules (one active appointment per passport, one per receipt) atomically with the seats.
 
@@ -173,6 +174,23 @@ impl Keys {
     /// sweeper retires them in bounded batches.
     pub fn waitlist_due(&self) -> String {
         format!("{}wl-due", self.prefix)
+    }
+
+    /// Sorted set of the opened days by when they have passed everywhere (retire-at, ms),
+    /// member `<POST>:<CAT>:<DATE>`: the sweeper retires their BOOKED appointments.
+    pub fn days_due(&self) -> String {
+        format!("{}days-due", self.prefix)
+    }
+
+    /// Sorted set of retired appointments by the end of their retention (ms), member
+    /// `<CONF>`: the sweeper forgets their records then.
+    pub fn appointment_expiry(&self) -> String {
+        format!("{}appt-expire", self.prefix)
+    }
+
+    /// Hash of the one-time backfill pass into the due indexes (`cursor`, `done`).
+    pub fn backfill(&self) -> String {
+        format!("{}backfill", self.prefix)
     }
 
     pub fn join_sequence(&self) -> String {

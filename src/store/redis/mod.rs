@@ -15,6 +15,7 @@ mod admission;
 mod codec;
 pub mod conn;
 pub mod keys;
+mod retention;
 pub mod room;
 mod sold_out;
 mod waitlist;
@@ -61,10 +62,20 @@ const HOLD_RECORD_GRACE_SECS: i64 = 24 * 60 * 60;
 const SWEEP_BATCH: usize = 1000;
 
 /// Scripts that decide on a date's seats or on passport/receipt claims start with the shared
-/// hold helpers.
+/// hold helpers; on a Redis Cluster, with `cluster_guard.lua` before them (those scripts touch
+/// keys they build themselves: see the guard's header).
 macro_rules! with_holds_lib {
-    ($file:literal) => {
-        concat!(include_str!("lua/holds_lib.lua"), "\n", include_str!($file))
+    ($cluster:expr, $file:literal) => {
+        &format!(
+            "{}{}\n{}",
+            if $cluster {
+                concat!(include_str!("lua/cluster_guard.lua"), "\n")
+            } else {
+                ""
+            },
+            include_str!("lua/holds_lib.lua"),
+            include_str!($file)
+        )
     };
 }
 
@@ -103,28 +114,37 @@ struct Scripts {
     wl_leave: ::redis::Script,
     admission_step: ::redis::Script,
     wl_retire: ::redis::Script,
+    appt_retire: ::redis::Script,
+    appt_expire: ::redis::Script,
+    day_retire: ::redis::Script,
+    backfill_scan: ::redis::Script,
 }
 
 impl Scripts {
-    fn load() -> Self {
+    /// `cluster`: the guarded variants (slotd talks to a Redis Cluster).
+    fn load(cluster: bool) -> Self {
         Self {
-            open_slots: conn::script(with_holds_lib!("lua/open_slots.lua")),
-            set_capacity: conn::script(with_holds_lib!("lua/set_capacity.lua")),
+            open_slots: conn::script(with_holds_lib!(cluster, "lua/open_slots.lua")),
+            set_capacity: conn::script(with_holds_lib!(cluster, "lua/set_capacity.lua")),
             close_slots: conn::script(include_str!("lua/close_slots.lua")),
-            book: conn::script(with_holds_lib!("lua/book.lua")),
-            cancel: conn::script(with_holds_lib!("lua/cancel.lua")),
+            book: conn::script(with_holds_lib!(cluster, "lua/book.lua")),
+            cancel: conn::script(with_holds_lib!(cluster, "lua/cancel.lua")),
             register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
             audit: conn::script(include_str!("lua/audit.lua")),
             manifest: conn::script(include_str!("lua/manifest.lua")),
-            hold: conn::script(with_holds_lib!("lua/hold.lua")),
-            confirm_hold: conn::script(with_holds_lib!("lua/confirm_hold.lua")),
-            release_hold: conn::script(with_holds_lib!("lua/release_hold.lua")),
-            reclaim: conn::script(with_holds_lib!("lua/reclaim.lua")),
-            reschedule: conn::script(with_holds_lib!("lua/reschedule.lua")),
-            wl_join: conn::script(with_holds_lib!("lua/wl_join.lua")),
-            wl_leave: conn::script(with_holds_lib!("lua/wl_leave.lua")),
+            hold: conn::script(with_holds_lib!(cluster, "lua/hold.lua")),
+            confirm_hold: conn::script(with_holds_lib!(cluster, "lua/confirm_hold.lua")),
+            release_hold: conn::script(with_holds_lib!(cluster, "lua/release_hold.lua")),
+            reclaim: conn::script(with_holds_lib!(cluster, "lua/reclaim.lua")),
+            reschedule: conn::script(with_holds_lib!(cluster, "lua/reschedule.lua")),
+            wl_join: conn::script(with_holds_lib!(cluster, "lua/wl_join.lua")),
+            wl_leave: conn::script(with_holds_lib!(cluster, "lua/wl_leave.lua")),
             admission_step: conn::script(include_str!("lua/admission_step.lua")),
-            wl_retire: conn::script(with_holds_lib!("lua/wl_retire.lua")),
+            wl_retire: conn::script(with_holds_lib!(cluster, "lua/wl_retire.lua")),
+            appt_retire: conn::script(include_str!("lua/appt_retire.lua")),
+            appt_expire: conn::script(include_str!("lua/appt_expire.lua")),
+            day_retire: conn::script(include_str!("lua/day_retire.lua")),
+            backfill_scan: conn::script(include_str!("lua/backfill_scan.lua")),
         }
     }
 }
@@ -156,7 +176,10 @@ impl RedisStore {
         Ok(Self {
             conn: Conn::open(&options.conn)?,
             keys,
-            scripts: Scripts::load(),
+            scripts: Scripts::load(
+                options.conn.url.starts_with(conn::CLUSTER_SCHEME)
+                    || options.conn.url.starts_with(conn::TLS_CLUSTER_SCHEME),
+            ),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
             retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
@@ -322,6 +345,17 @@ impl Inventory for RedisStore {
         if days.is_empty() {
             return Ok(OpenReport::default());
         }
+        // Index the days before opening them, so a day with slots is always in `days-due`
+        // (the sweeper retires its appointments once it has passed); a day indexed whose
+        // script then failed has no appointments and simply leaves the index when due.
+        let mut index = ::redis::cmd("ZADD");
+        index.arg(self.keys.days_due());
+        for day in &days {
+            index
+                .arg(millis(super::appointment_retire_at(day.date)))
+                .arg(Keys::day_label(day));
+        }
+        self.conn.cmd(what, &index).await?;
         let mut invocation = self.scripts.open_slots.key(self.keys.events());
         for day in &days {
             invocation.key(self.keys.day(day));
@@ -694,6 +728,10 @@ impl Inventory for RedisStore {
                 ("APPOINTMENT_NOT_FOUND", _) => Err(Error::AppointmentNotFound.into()),
                 ("APPOINTMENT_CANCELLED", _) => Err(Error::AppointmentCancelled {
                     confirmation_number: cancellation.confirmation.to_string(),
+                }
+                .into()),
+                ("APPOINTMENT_PASSED", Some(s)) => Err(Error::SlotStarted {
+                    slot: s.appointment.slot,
                 }
                 .into()),
                 ("STALE", _) => continue,
@@ -1117,6 +1155,10 @@ impl Inventory for RedisStore {
         self.wl_retire_passed(now).await
     }
 
+    async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.retire_past(now).await
+    }
+
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
         let what = "reclaim holds";
         // Seats may come back: the sold-out memo forgets everything when this returns.
@@ -1286,6 +1328,7 @@ impl Inventory for RedisStore {
                     confirmation_number: reschedule.confirmation.to_string(),
                 }
                 .into()),
+                "APPOINTMENT_PASSED" => Err(Error::SlotStarted { slot: from }.into()),
                 "RESCHEDULE_SAME_SLOT" => Err(Error::RescheduleSameSlot {
                     confirmation_number: reschedule.confirmation.to_string(),
                     slot: from,

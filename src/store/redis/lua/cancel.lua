@@ -32,9 +32,10 @@
 -- ARGV[17]       manifest member "<MMMM>-<CONF>" as read
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
---       | {"APPOINTMENT_CANCELLED"} | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
+--       | {"APPOINTMENT_CANCELLED"} | {"APPOINTMENT_PASSED"} (retired: appt_retire.lua) | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
--- Invariants: seats return exactly once (a cancelled appointment is refused before any write);
+-- Invariants: seats return exactly once (a cancelled or retired appointment is refused before any
+-- write);
 -- a passport or receipt claim is freed only if it still names this appointment;
 -- booked never goes below 0; the member moves from the manifest to the day's cancelled index
 -- (the manifest stays O(live appointments)); the record expires after the retention; the seats go to the date's waitlist first (offer_seats, in the
@@ -67,7 +68,7 @@ if seen then
 end
 
 local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
-  'date', 'time')
+  'date', 'time', 'retired')
 if not appt[1] then
   if ARGV[6] == '1' then
     return {'CORRUPT', 'appointment vanished'}
@@ -88,6 +89,10 @@ if ARGV[8] ~= '1' then
 end
 if appt[1] == 'CANCELLED' then
   return {'APPOINTMENT_CANCELLED'}
+end
+-- Retired (past, appt_retire.lua): its seats and passports were given back already.
+if appt[8] then
+  return {'APPOINTMENT_PASSED'}
 end
 
 -- Writes.

@@ -110,13 +110,14 @@ if moves then
   -- Checks of the move.
   local appt_key = prefix .. 'appt:' .. moves
   local a = redis.call('HMGET', appt_key, 'status', 'post', 'category', 'date', 'time',
-    'history')
+    'history', 'retired')
   if not a[1] then
     return {'CORRUPT', 'moving entry names a missing appointment'}
   end
   -- A refusal is final for the entry: the offer's seats come back at once and go on to the
   -- next entries, the entry ends (these writes are the refusal's whole outcome).
-  if a[1] ~= 'BOOKED' then
+  -- A retired (past) appointment never moves again either, as a cancelled one.
+  if a[1] ~= 'BOOKED' or a[7] then
     cancel_moving_entry(o, rec[10], 'APPOINTMENT_CANCELLED')
     return {'APPOINTMENT_CANCELLED', moves}
   end

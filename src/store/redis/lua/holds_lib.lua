@@ -129,8 +129,9 @@ end
 -- Whether a moving entry's appointment `conf` may move to `label` ("<DATE> <HH:MM>") now:
 -- nil = yes, false = not to this slot (it is not earlier), a reason = never (cancel the entry).
 local function moving_refusal(prefix, conf, limit, label, receipts)
-  local a = redis.call('HMGET', prefix .. 'appt:' .. conf, 'status', 'date', 'time')
-  if a[1] ~= 'BOOKED' then
+  local a = redis.call('HMGET', prefix .. 'appt:' .. conf, 'status', 'date', 'time', 'retired')
+  -- Cancelled, or retired (past, appt_retire.lua): it can never move again.
+  if a[1] ~= 'BOOKED' or a[4] then
     return 'APPOINTMENT_CANCELLED'
   end
   if label >= (a[2] or '') .. ' ' .. (a[3] or '') then

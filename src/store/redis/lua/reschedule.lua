@@ -39,7 +39,7 @@
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
---       | {"STALE"} | {"APPOINTMENT_CANCELLED"} | {"RESCHEDULE_SAME_SLOT"}
+--       | {"STALE"} | {"APPOINTMENT_CANCELLED"} | {"APPOINTMENT_PASSED"} | {"RESCHEDULE_SAME_SLOT"}
 --       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining}
 --       | {"RESCHEDULE_LIMIT", i} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
@@ -69,7 +69,7 @@ if seen then
 end
 
 local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
-  'date', 'time', 'history')
+  'date', 'time', 'history', 'retired')
 if not appt[1] then
   return {'APPOINTMENT_NOT_FOUND'}
 end
@@ -86,6 +86,10 @@ if ARGV[7] ~= '1' then
 end
 if appt[1] == 'CANCELLED' then
   return {'APPOINTMENT_CANCELLED'}
+end
+-- Retired (past, appt_retire.lua): its passports are free again, so it never moves.
+if appt[9] then
+  return {'APPOINTMENT_PASSED'}
 end
 if ARGV[9] == current then
   return {'RESCHEDULE_SAME_SLOT'}
