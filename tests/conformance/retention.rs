@@ -2,9 +2,9 @@
 //! (`appointment_retire_at`, 00:00 UTC two days after it) the sweeper step
 //! (`retire_past_appointments`) frees its passports, keeps its receipts spent, takes it out of
 //! its day's manifest and booked count, and forgets its record after the retention. Run on
-//! every backend by `conformance!` in `tests/conformance.rs`, with the injectable clock.
+//! every backend by `backend_matrix!` in `tests/conformance.rs`, with the injectable clock.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 
 use slotd::domain::lifecycle::Reschedule;
 use slotd::store::{appointment_retire_at, APPOINTMENT_RETIRE_BATCH, DEFAULT_RETENTION_DAYS};
