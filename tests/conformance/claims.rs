@@ -1,7 +1,7 @@
 //! Conformance cases of passport and receipt claims (issue #20, item 1): a claim is taken or
 //! freed only while it still names the hold or appointment doing so, so no clock difference
 //! between replicas (slotd passes its own `now`) lets one passport or receipt back two live
-//! appointments. Run on every backend by `conformance!` in `tests/conformance.rs`.
+//! appointments. Run on every backend by `backend_matrix!` in `tests/conformance.rs`.
 
 use chrono::Duration;
 

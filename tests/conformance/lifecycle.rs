@@ -1,5 +1,5 @@
 //! Conformance cases of the booking lifecycle (holds, reschedules, events, operator views),
-//! run on every backend by `conformance!` in `tests/conformance.rs`.
+//! run on every backend by `backend_matrix!` in `tests/conformance.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -1,5 +1,5 @@
 //! Conformance cases of the waitlist: released seats are offered to waiting entries in join
-//! order, atomically with the release. Run on every backend by `conformance!` in
+//! order, atomically with the release. Run on every backend by `backend_matrix!` in
 //! `tests/conformance.rs`.
 
 use chrono::Duration;
