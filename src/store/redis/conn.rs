@@ -867,7 +867,17 @@ impl Conn {
                     .arg(millis)
                     .query_async::<i64>(&mut link),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The write is committed; only its replication is unknown. A cluster answers
+                // WAIT from every primary and a node mid-failover can answer something that is
+                // not a count ("expected array of integers" from the aggregation): that is the
+                // cluster being unavailable, not corrupt data, and the client must retry.
+                StoreError::Corrupt { detail } => StoreError::Unavailable {
+                    detail: format!("{what}: replicas not confirmed: {detail}"),
+                },
+                other => other,
+            })?;
         if acked < i64::from(replicas) {
             return Err(StoreError::Unavailable {
                 detail: format!(
