@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .extern_path(".google.rpc", "::tonic_types")
+        // Small first encode buffers: one per open stream (src/api/codec.rs).
+        .codec_path("crate::api::codec::SlotdCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -25,6 +25,8 @@ redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly 
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export SLOTD_ADMIN_TOKEN="measure-admin-token-$RANDOM$RANDOM"
+# Required with Redis (tickets and tokens outlive the process); >= 32 characters.
+export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
 "$BIN/slotd" serve --config benches/load.toml --listen "127.0.0.1:$SP" --redis-url "redis://127.0.0.1:$RP/" \
   >"$WORK/slotd.log" 2>&1 &
 SLOTD_PID=$!; pids+=($SLOTD_PID)

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod booking;
 pub mod calendar;
+pub mod codec;
 pub mod confirmation;
 pub mod convert;
 pub mod error;
