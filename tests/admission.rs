@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Request};
+use tonic::Code;
 
 use slotd::api::pb;
 use slotd::domain::clock::ManualClock;
@@ -204,13 +203,6 @@ async fn ticket(s: &Setup, id: &str, secret: &str) -> pb::TicketStatus {
         .into_inner()
         .status
         .expect("status")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
 }
 
 fn hold_request(request_id: &str, date: &str, i: u32) -> pb::HoldSlotRequest {

@@ -38,13 +38,6 @@ fn maybe_auth<T>(header: &Option<String>, message: T) -> Request<T> {
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
-}
-
 /// Slot counters, the day's appointments and the audit: what a refused call must not change.
 async fn state(server: &TestServer, date: &str) -> String {
     let channel = server.channel().await;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
 use slotd::api::pb;
@@ -121,13 +120,6 @@ async fn poll(server: &TestServer, held: &Held) -> pb::TicketStatus {
         .into_inner()
         .status
         .expect("status")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
 }
 
 const WAITING: i32 = pb::TicketState::Waiting as i32;

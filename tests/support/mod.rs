@@ -240,6 +240,38 @@ pub fn admin<T>(message: T) -> Request<T> {
     request
 }
 
+/// The gRPC health status of `slotd.v1.BookingService` on `channel` (-1 when the check fails).
+pub async fn booking_health(channel: &Channel) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "slotd.v1.BookingService".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Polls `booking_health` until it is `want` (1 SERVING, 2 NOT_SERVING), up to a generous 20 s.
+pub async fn wait_for_health(channel: &Channel, want: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while booking_health(channel).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wraps a message with an admission token (`x-admission-token`), as a client let in by the
+/// waiting room sends it.
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = token.parse().expect("ascii token");
+    request.metadata_mut().insert("x-admission-token", value);
+    request
+}
+
 /// The ErrorInfo reason of a status ("" when there is none).
 pub fn reason(status: &Status) -> String {
     status
