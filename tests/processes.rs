@@ -6,7 +6,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-
 use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;

@@ -62,6 +62,39 @@ pub fn reaped(command: &mut Command) -> (Child, ChildStdin) {
     (child, stdin)
 }
 
+/// The output of `cli` (a `redis-cli` command with its connection arguments) run against
+/// 127.0.0.1:`port` with `args` ("" when it fails).
+pub fn cli_query(mut cli: Command, port: u16, args: &[&str]) -> String {
+    cli.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Polls `ok` (blocking) until it holds, up to `secs` seconds, or fails naming `what`.
+pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    if !poll_until(secs, &mut ok) {
+        panic!("{what} within {secs} s");
+    }
+}
+
+/// Polls `ok` (blocking) every 50 ms for up to `secs` seconds; whether it came to hold.
+pub fn poll_until(secs: u64, ok: &mut impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 /// The Redis of this test binary (see the module comment), started on first use.
 pub fn shared() -> &'static SharedRedis {
     static SHARED: OnceLock<SharedRedis> = OnceLock::new();

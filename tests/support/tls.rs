@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::redis::{cli_query, wait_until};
 
 /// The PEM files of one test PKI.
 pub struct Pki {
@@ -115,24 +116,7 @@ impl Pki {
 
     /// `redis-cli --tls -p port args...`'s output ("" when it fails).
     pub fn query(&self, port: u16, args: &[&str]) -> String {
-        self.cli()
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        std::thread::sleep(Duration::from_millis(50));
+        cli_query(self.cli(), port, args)
     }
 }
 
