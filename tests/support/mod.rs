@@ -65,6 +65,8 @@ pub struct TestServer {
     pub room: Arc<dyn WaitingRoom>,
     /// The server's use cases (its calendar cache and slot feed: `app.availability()`).
     pub app: Slotd,
+    /// The room store as the server's room sees it: counts its calls and ticker ticks.
+    pub room_calls: Arc<counting::CountingRoom>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -163,7 +165,8 @@ impl TestServer {
         let app = Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
         let served = app.clone();
         let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
-        let room = Room::new(keys, room_store.clone(), shared_clock).with_watch_options(watch);
+        let room_calls = counting::CountingRoom::new(room_store.clone());
+        let room = Room::new(keys, room_calls.clone(), shared_clock).with_watch_options(watch);
         let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -184,9 +187,16 @@ impl TestServer {
             store,
             room: room_store,
             app,
+            room_calls,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Waits until this server's waiting-room ticker has run a whole tick that began after
+    /// the call (so it has seen the current manual time and settings). See `settle`.
+    pub async fn next_tick(&self) {
+        settle(&[self]).await;
     }
 
     pub async fn channel(&self) -> Channel {
@@ -229,6 +239,26 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Waits until every server's waiting-room ticker has run a whole tick begun after this call:
+/// a tick starts with the one settings read (`CountingRoom::ticks_begun`), so once two more
+/// have begun, the first of them (which read the clock after this call) has finished. A
+/// condition, not a guess at how long a tick takes; bounded by a generous 30 s.
+pub async fn settle(servers: &[&TestServer]) {
+    let begun: Vec<u64> = servers.iter().map(|s| s.room_calls.ticks_begun()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while servers
+        .iter()
+        .zip(&begun)
+        .any(|(s, b)| s.room_calls.ticks_begun() < b + 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a waiting-room ticker did not tick within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
