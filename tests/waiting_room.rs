@@ -14,11 +14,15 @@ use tonic::{Code, Request};
 
 use slotd::api::pb;
 use slotd::domain::clock::ManualClock;
+use slotd::room::WatchOptions;
 use slotd::server::ServeOptions;
 use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
 use support::counting::CountingRoom;
 use support::*;
+
+/// The Watch heartbeat of `Replicas` (see `Replicas::watch`).
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Two replicas of slotd sharing stores and a clock.
 struct Replicas {
@@ -34,9 +38,18 @@ impl Replicas {
         b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
     ) -> Self {
         let clock = ManualClock::new(epoch());
-        let a = TestServer::launch(a.0, a.1, clock.clone(), ServeOptions::default()).await;
-        let b = TestServer::launch(b.0, b.1, clock.clone(), ServeOptions::default()).await;
+        let a = TestServer::launch_watch(a.0, a.1, clock.clone(), Self::watch()).await;
+        let b = TestServer::launch_watch(b.0, b.1, clock.clone(), Self::watch()).await;
         Self { a, b, clock }
+    }
+
+    /// Watch streams as in production but for the heartbeat (real time): every 500 ms instead
+    /// of 3 s, so a test that waits for one does not wait seconds.
+    fn watch() -> WatchOptions {
+        WatchOptions {
+            heartbeat: HEARTBEAT,
+            ..WatchOptions::default()
+        }
     }
 
     /// Waits until both replicas' tickers have run a whole tick at the current manual time.
@@ -457,15 +470,16 @@ async fn a_streaming_watcher_receives_its_token_without_polling(r: &Replicas) {
             .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.state, WAITING);
-    // A heartbeat arrives within a few seconds even though nothing changes.
-    let beat = tokio::time::timeout(Duration::from_secs(5), stream.next())
+    // A heartbeat arrives (every HEARTBEAT) even though nothing changes. The deadlines are
+    // generous bounds for a loaded machine, not the promise.
+    let beat = tokio::time::timeout(HEARTBEAT * 60, stream.next())
         .await
         .expect("heartbeat")
         .unwrap()
         .unwrap();
     assert_eq!(beat.state, WAITING);
     configure(&r.a, config(600, 10)).await;
-    let admitted = tokio::time::timeout(Duration::from_secs(5), async {
+    let admitted = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let s = stream.next().await.expect("stream open").expect("status");
             if s.state != WAITING {

@@ -114,6 +114,7 @@ fn node_command(port: u16, dir: &Path) -> Command {
         // restarted node rejoins from its nodes.conf and resyncs from its primary).
         .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(super::redis::PROMPT_SYNC)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

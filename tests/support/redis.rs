@@ -35,6 +35,11 @@ enum Listen {
 /// answer into UNAVAILABLE (tests about timeouts set their own).
 pub const PATIENT: Duration = Duration::from_secs(20);
 
+/// Arguments of every test `redis-server` that may have replicas: a replica's full sync starts
+/// at once instead of after Redis 7's default 5 s wait for more replicas to share the diskless
+/// transfer (which every cluster start, failover and REPLICAOF would otherwise pay).
+pub const PROMPT_SYNC: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+
 /// A `redis.tag` no other test of this process has (tags are per process, servers per binary).
 pub fn fresh_tag() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -195,6 +200,7 @@ fn redis_command(listen: &Listen, dir: &std::path::Path) -> Command {
         .arg(dir)
         .args(["--save", ""])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(PROMPT_SYNC)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command

@@ -62,6 +62,7 @@ fn data_node(
         .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(super::redis::PROMPT_SYNC)
         .arg("--dir")
         .arg(dir);
     if let Some(primary) = replica_of {
