@@ -9,13 +9,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Duration as ChronoDuration;
 use tonic::transport::Channel;
 use tonic::Code;
 
 use slotd::api::pb;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
-use slotd::domain::types::{Currency, Money, PassportNumber, Receipt, ReceiptNumber};
 use slotd::server::ServeOptions;
 use slotd::store::Inventory;
 use support::redis::RedisServer;
@@ -26,19 +24,7 @@ async fn register_direct(store: &Arc<dyn Inventory>, ids: impl IntoIterator<Item
     let calls = ids.into_iter().map(|i| {
         let store = store.clone();
         async move {
-            let a = applicant(i);
-            store
-                .register_receipt(&Receipt {
-                    number: ReceiptNumber::parse(&a.receipt_number).unwrap(),
-                    passport: PassportNumber::parse(&a.passport_number).unwrap(),
-                    paid_at: epoch() - ChronoDuration::days(1),
-                    amount: Money {
-                        minor: 18_500,
-                        currency: Currency::Usd,
-                    },
-                })
-                .await
-                .unwrap();
+            support::domain::register(store.as_ref(), i).await;
         }
     });
     futures::future::join_all(calls).await;

@@ -450,6 +450,7 @@ pub async fn assert_audit_clean(server: &TestServer, date: &str) {
 pub mod backend;
 pub mod cluster;
 pub mod counting;
+pub mod domain;
 pub mod flow;
 pub mod history;
 pub mod process;
