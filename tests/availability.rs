@@ -439,17 +439,19 @@ async fn the_fan_out_reaches_only_the_watchers_of_the_changed_day(backend: Backe
 
     book(&server, "b-1", 1, &quiet, "08:00").await;
     until_update(&mut lone, &quiet, "08:00", 4, UPDATE_DEADLINE).await;
-    // Ten more feed ticks (the feed also reads the booking's event): still one. Counted, not
-    // timed, so a slow machine cannot hide a stray delivery by running fewer of them.
-    let ticked = availability.stats().ticks;
+    // The feed also reads the booking's event and re-reads the day: wait until it has (a
+    // condition, so a slow machine cannot skip the check), then ten more feed intervals: still
+    // one delivery. A slow machine runs fewer idle ticks in them, which cannot invent a stray
+    // delivery.
     let deadline = tokio::time::Instant::now() + UPDATE_DEADLINE;
-    while availability.stats().ticks < ticked + 10 {
+    while availability.stats().events < before.events + 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the feed stopped ticking"
+            "the feed never read the booking's event"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let after = availability.stats();
     assert_eq!(
         after.deliveries - before.deliveries,
