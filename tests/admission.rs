@@ -147,22 +147,15 @@ struct Admitted {
 
 /// Opens the room and returns an admitted ticket for `key` (the ticker admits within ticks).
 async fn admitted(s: &Setup, key: &str) -> Admitted {
-    s.server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 600,
-                max_active_sessions: 100,
-                session_duration_seconds: 3600,
-                waiter_timeout_seconds: 600,
-                paused: false,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .expect("configure waiting room");
+    configure_room(
+        &s.server,
+        pb::WaitingRoomConfig {
+            session_duration_seconds: 3600,
+            waiter_timeout_seconds: 600,
+            ..room_config(600, 100)
+        },
+    )
+    .await;
     let joined = s
         .server
         .waiting_room()

@@ -20,6 +20,7 @@ use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
 use support::counting::CountingRoom;
 use support::*;
+use support::{configure_room as configure, room_config as config};
 
 /// The Watch heartbeat of `Replicas` (see `Replicas::watch`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -61,29 +62,6 @@ impl Replicas {
         self.a.stop().await;
         self.b.stop().await;
     }
-}
-
-fn config(rate: u32, cap: u32) -> pb::WaitingRoomConfig {
-    pb::WaitingRoomConfig {
-        enabled: true,
-        admissions_per_minute: rate,
-        max_active_sessions: cap,
-        session_duration_seconds: 600,
-        waiter_timeout_seconds: 60,
-        paused: false,
-        gate_calendar: false,
-    }
-}
-
-async fn configure(server: &TestServer, config: pb::WaitingRoomConfig) {
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(config),
-        }))
-        .await
-        .expect("configure waiting room");
 }
 
 async fn stats(server: &TestServer) -> pb::GetWaitingRoomStatsResponse {

@@ -375,6 +375,32 @@ pub async fn open_times(server: &TestServer, date: &str, first: &str, last: &str
         .expect("open slots");
 }
 
+/// Waiting-room settings: on, `rate` admissions a minute, at most `cap` active sessions of
+/// 10 minutes, waiters dropped after 60 s of silence, not paused, calendar reads not gated.
+pub fn room_config(rate: u32, cap: u32) -> pb::WaitingRoomConfig {
+    pb::WaitingRoomConfig {
+        enabled: true,
+        admissions_per_minute: rate,
+        max_active_sessions: cap,
+        session_duration_seconds: 600,
+        waiter_timeout_seconds: 60,
+        paused: false,
+        gate_calendar: false,
+    }
+}
+
+/// ConfigureWaitingRoom on `server`, as the operator.
+pub async fn configure_room(server: &TestServer, config: pb::WaitingRoomConfig) {
+    server
+        .admin()
+        .await
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(config),
+        }))
+        .await
+        .expect("configure waiting room");
+}
+
 /// Registers receipts R{i} for passports P{i}, i in `ids`, paid a day before the epoch (setup:
 /// 32 calls at a time over one connection).
 pub async fn register_receipts(server: &TestServer, ids: impl IntoIterator<Item = u32>) {
@@ -439,23 +465,7 @@ pub async fn seats_left(server: &TestServer, date: &str, time: &str) -> u32 {
 
 /// AuditInventory over `date` must report no violation.
 pub async fn assert_audit_clean(server: &TestServer, date: &str) {
-    let report = server
-        .admin()
-        .await
-        .audit_inventory(admin(pb::AuditInventoryRequest {
-            post_id: "BEIJING".into(),
-            category: "ALL_OTHERS".into(),
-            from_date: date.into(),
-            to_date: date.into(),
-        }))
-        .await
-        .expect("audit")
-        .into_inner();
-    assert!(
-        report.violations.is_empty(),
-        "audit violations: {:?}",
-        report.violations
-    );
+    history::audit_clean(&server.channel().await, date).await;
 }
 pub mod backend;
 pub mod cluster;
