@@ -30,6 +30,8 @@ use slotd::store::{EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, St
 pub struct CountingStore {
     inner: Arc<dyn Inventory>,
     slot_reads: AtomicU64,
+    /// `retire_past_appointments` calls answered: the last step of every hold-sweeper round.
+    sweeps: AtomicU64,
     gated: AtomicBool,
     gate: Semaphore,
 }
@@ -39,6 +41,7 @@ impl CountingStore {
         Arc::new(Self {
             inner,
             slot_reads: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
             gated: AtomicBool::new(false),
             gate: Semaphore::new(0),
         })
@@ -47,6 +50,11 @@ impl CountingStore {
     /// `slots` calls so far (each one store read of a range).
     pub fn slot_reads(&self) -> u64 {
         self.slot_reads.load(Ordering::SeqCst)
+    }
+
+    /// Hold-sweeper rounds completed through this store so far (see `sweeps`).
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps.load(Ordering::SeqCst)
     }
 
     /// From now on `slots` waits at the gate until `open_gate`.
@@ -166,7 +174,9 @@ impl Inventory for CountingStore {
     }
 
     async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
-        self.inner.retire_past_appointments(now).await
+        let retired = self.inner.retire_past_appointments(now).await;
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
+        retired
     }
     async fn reschedule(
         &self,
