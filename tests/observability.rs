@@ -308,15 +308,8 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca = |name: &str| {
-        let key = KeyPair::generate().expect("ca key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("ca cert");
-        (cert.pem(), Issuer::new(params, key))
-    };
+    use rcgen::{CertificateParams, KeyPair};
+    use support::tls::ca;
     let (ca_pem, issuer) = ca("slotd health test CA");
     let (other_ca_pem, _) = ca("another CA");
     let key = KeyPair::generate().expect("server key");

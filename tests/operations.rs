@@ -222,14 +222,7 @@ struct Pki {
 
 fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "slotd test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_pem, issuer) = support::tls::ca("slotd test CA");
 
     let server_key = KeyPair::generate().expect("server key");
     let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
@@ -269,7 +262,7 @@ fn pki() -> Pki {
         .expect("stranger cert");
 
     Pki {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         server_cert: server_cert.pem(),
         server_key: server_key.serialize_pem(),
         operator_cert: operator_cert.pem(),

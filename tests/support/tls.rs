@@ -12,6 +12,17 @@ use tempfile::TempDir;
 
 use super::redis::{cli_query, wait_until};
 
+/// A fresh self-signed CA named `name`: its certificate (PEM) and the issuer to sign with.
+pub fn ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let key = KeyPair::generate().expect("ca key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("ca cert");
+    (cert.pem(), Issuer::new(params, key))
+}
+
 /// The PEM files of one test PKI.
 pub struct Pki {
     dir: TempDir,
@@ -19,21 +30,10 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, SanType,
-        };
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
         let dir = tempfile::tempdir().expect("pki dir");
         let write = |name: &str, pem: String| {
             std::fs::write(dir.path().join(name), pem).expect("write pem");
-        };
-        let ca = |name: &str| {
-            let key = KeyPair::generate().expect("ca key");
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name.push(DnType::CommonName, name);
-            let cert = params.self_signed(&key).expect("ca cert");
-            (cert.pem(), Issuer::new(params, key))
         };
         let (ca_pem, issuer) = ca("slotd test redis CA");
         write("ca.pem", ca_pem);
