@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Request};
+use tonic::Code;
 
 use slotd::api::pb;
 use slotd::domain::clock::ManualClock;
@@ -148,22 +147,15 @@ struct Admitted {
 
 /// Opens the room and returns an admitted ticket for `key` (the ticker admits within ticks).
 async fn admitted(s: &Setup, key: &str) -> Admitted {
-    s.server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 600,
-                max_active_sessions: 100,
-                session_duration_seconds: 3600,
-                waiter_timeout_seconds: 600,
-                paused: false,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .expect("configure waiting room");
+    configure_room(
+        &s.server,
+        pb::WaitingRoomConfig {
+            session_duration_seconds: 3600,
+            waiter_timeout_seconds: 600,
+            ..room_config(600, 100)
+        },
+    )
+    .await;
     let joined = s
         .server
         .waiting_room()
@@ -204,13 +196,6 @@ async fn ticket(s: &Setup, id: &str, secret: &str) -> pb::TicketStatus {
         .into_inner()
         .status
         .expect("status")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
 }
 
 fn hold_request(request_id: &str, date: &str, i: u32) -> pb::HoldSlotRequest {

@@ -9,9 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as ChronoDuration, Utc};
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::transport::Channel;
+use tonic::Code;
 
 use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
@@ -117,13 +116,8 @@ fn with_redis_and_no_admission_key_slotd_refuses_to_start_naming_the_key() {
 }
 
 /// A channel to `slotd` once its store answers (a fresh process may not be connected yet).
-async fn connect(slotd: &Slotd) -> Channel {
-    let channel = Endpoint::from_shared(format!("http://{}", slotd.addr()))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect");
+async fn connect_ready(slotd: &Slotd) -> Channel {
+    let channel = support::flow::connect(&slotd.addr()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while AdminServiceClient::new(channel.clone())
         .get_waiting_room_stats(admin(pb::GetWaitingRoomStatsRequest {}))
@@ -143,13 +137,6 @@ fn from_today(days: i64) -> String {
         .to_string()
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
-}
-
 struct Issued {
     ticket_id: String,
     ticket_secret: String,
@@ -161,7 +148,7 @@ struct Issued {
 /// Issues every kind of credential on `slotd`: a waitlist entry, then (room on) an admitted
 /// ticket with its token.
 async fn issue(slotd: &Slotd) -> Issued {
-    let channel = connect(slotd).await;
+    let channel = connect_ready(slotd).await;
     let mut ops = AdminServiceClient::new(channel.clone());
     let a = applicant(1);
     // The first call may find the store not connected yet (UNAVAILABLE): retry until it answers.
@@ -261,7 +248,7 @@ async fn status(
 /// first refusal. The token is tried on a gated call that then fails on its own merits (no
 /// slot is open that day): past the gate means the token verified.
 async fn accepted(slotd: &Slotd, issued: &Issued) -> Result<(), tonic::Status> {
-    let channel = connect(slotd).await;
+    let channel = connect_ready(slotd).await;
     let ticket = status(&channel, &issued.ticket_id, &issued.ticket_secret).await?;
     assert_eq!(ticket.state, pb::TicketState::Admitted as i32);
     BookingServiceClient::new(channel.clone())
@@ -309,7 +296,7 @@ async fn credentials_survive_a_restart_and_a_key_rotation_keeps_them_until_the_o
     accepted(&rotated, &issued)
         .await
         .expect("the old key still verifies after a rotation");
-    let fresh = WaitingRoomServiceClient::new(connect(&rotated).await)
+    let fresh = WaitingRoomServiceClient::new(connect_ready(&rotated).await)
         .join(pb::JoinRequest {
             client_key: support::client_key("keys-client-2"),
         })
@@ -321,7 +308,7 @@ async fn credentials_survive_a_restart_and_a_key_rotation_keeps_them_until_the_o
 
     // The old key removed: what it signed is worth nothing, what the new key signed stands.
     let retired = Slotd::start_with(0, &url, &["--admission-key", NEW_KEY]);
-    let channel = connect(&retired).await;
+    let channel = connect_ready(&retired).await;
     status(&channel, &fresh_id, &fresh.ticket_secret)
         .await
         .expect("signed by the new key");

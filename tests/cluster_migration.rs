@@ -14,18 +14,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
-use chrono::{Duration, Utc, Weekday};
+use chrono::{Duration, Utc};
 
 use slotd::domain::lifecycle::HoldId;
 use slotd::domain::rules::{Booking, Cancellation, DateRange, OpenPlan};
 use slotd::domain::types::{
-    Applicant, AppointmentStatus, CategoryId, ConfirmationNumber, Currency, DayRef, Ds160Number,
-    Money, PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef,
-    SlotTime,
+    AppointmentStatus, CategoryId, ConfirmationNumber, DayRef, PostId, RequestId, SlotRef, SlotTime,
 };
 use slotd::domain::waitlist::{EntryId, WaitlistJoin};
 use slotd::store::{Inventory, StoreError};
 use support::cluster::{key_slot, RedisCluster};
+use support::domain::{applicant, every_weekday, receipt};
 
 const TIMES: [&str; 4] = ["08:00", "08:15", "08:30", "08:45"];
 const SEATS: u32 = 3;
@@ -43,16 +42,6 @@ fn day() -> DayRef {
 
 fn slot(i: u32) -> SlotRef {
     day().at(SlotTime::parse(TIMES[i as usize % TIMES.len()]).unwrap())
-}
-
-fn applicant(i: u32) -> Applicant {
-    Applicant {
-        passport: PassportNumber::parse(&format!("P{i:07}")).unwrap(),
-        given_name: PersonName::parse("Wei").unwrap(),
-        surname: PersonName::parse("Zhang").unwrap(),
-        ds160: Ds160Number::parse(&format!("AA{i:08}")).unwrap(),
-        receipt: ReceiptNumber::parse(&format!("R{i:07}")).unwrap(),
-    }
 }
 
 fn booking(request_id: &str, s: SlotRef, i: u32) -> Booking {
@@ -177,15 +166,7 @@ async fn moving_the_booking_slot_mid_storm_fails_no_script_after_a_write_and_los
                 post: day().post,
                 category: day().category,
                 range: DateRange::new(day().date, day().date).unwrap(),
-                weekdays: vec![
-                    Weekday::Mon,
-                    Weekday::Tue,
-                    Weekday::Wed,
-                    Weekday::Thu,
-                    Weekday::Fri,
-                    Weekday::Sat,
-                    Weekday::Sun,
-                ],
+                weekdays: every_weekday(),
                 first: SlotTime::parse(TIMES[0]).unwrap(),
                 last: SlotTime::parse(TIMES[TIMES.len() - 1]).unwrap(),
                 seats: SEATS,
@@ -196,17 +177,8 @@ async fn moving_the_booking_slot_mid_storm_fails_no_script_after_a_write_and_los
         .unwrap();
     let waiters = 1000..1000 + WAITERS;
     for i in (1..=WORKERS * PER_WORKER).chain(waiters.clone()) {
-        let a = applicant(i);
         store
-            .register_receipt(&Receipt {
-                number: a.receipt,
-                passport: a.passport,
-                paid_at: now() - Duration::days(1),
-                amount: Money {
-                    minor: 18_500,
-                    currency: Currency::Usd,
-                },
-            })
+            .register_receipt(&receipt(i, now() - Duration::days(1)))
             .await
             .unwrap();
     }

@@ -9,15 +9,14 @@ mod support;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{Duration, Weekday};
+use chrono::Duration;
 
 use slotd::domain::rules::{
     Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use slotd::domain::types::{
     Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, Currency, DayRef,
-    Ds160Number, Money, PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId,
-    SlotRef, SlotState, SlotTime,
+    Money, PostId, Receipt, RequestId, SlotRef, SlotState, SlotTime,
 };
 use slotd::domain::Error;
 use slotd::store::{Inventory, StoreError};
@@ -95,6 +94,7 @@ mod waitlist;
 type Store = Arc<dyn Inventory>;
 
 /// 2030-01-07 00:00 UTC, a Monday.
+use support::domain::{applicant, passport, receipt_number as receipt_no};
 use support::epoch;
 
 fn post() -> PostId {
@@ -126,56 +126,16 @@ fn range(from: i64, to: i64) -> DateRange {
 }
 
 fn plan(from: i64, to: i64, first: &str, last: &str, seats: u32) -> OpenPlan {
-    OpenPlan {
-        post: post(),
-        category: category(),
-        range: range(from, to),
-        weekdays: vec![
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-            Weekday::Sat,
-            Weekday::Sun,
-        ],
-        first: t(first),
-        last: t(last),
-        seats,
-    }
-}
-
-fn passport(i: u32) -> PassportNumber {
-    PassportNumber::parse(&format!("P{i:07}")).unwrap()
-}
-
-fn receipt_no(i: u32) -> ReceiptNumber {
-    ReceiptNumber::parse(&format!("R{i:07}")).unwrap()
-}
-
-/// Applicant `i`: passport P{i}, receipt R{i}.
-fn applicant(i: u32) -> Applicant {
-    Applicant {
-        passport: passport(i),
-        given_name: PersonName::parse("Wei").unwrap(),
-        surname: PersonName::parse("Zhang").unwrap(),
-        ds160: Ds160Number::parse(&format!("AA{i:08}")).unwrap(),
-        receipt: receipt_no(i),
-    }
+    support::domain::plan(range(from, to), first, last, seats)
 }
 
 /// Receipt R{i} for passport P{i}, paid a day before the epoch (with sub-second precision, which
 /// must survive the store).
 fn receipt(i: u32) -> Receipt {
-    Receipt {
-        number: receipt_no(i),
-        passport: passport(i),
-        paid_at: epoch() - Duration::days(1) + Duration::nanoseconds(123_456_789),
-        amount: Money {
-            minor: 18_500,
-            currency: Currency::Usd,
-        },
-    }
+    support::domain::receipt(
+        i,
+        epoch() - Duration::days(1) + Duration::nanoseconds(123_456_789),
+    )
 }
 
 async fn register(store: &Store, ids: impl IntoIterator<Item = u32>) {

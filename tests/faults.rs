@@ -9,17 +9,13 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{Duration as ChronoDuration, Utc};
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
-use slotd::api::pb;
-use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
-use support::history::{self, History, Outcome, StormPlan};
+use support::flow::{open, real_date, register};
+use support::history::{self, until_acknowledged, History, Outcome, StormPlan};
 use support::process::{free_port, Slotd};
 use support::redis::RedisServer;
 use support::*;
@@ -50,19 +46,6 @@ async fn prepare(server: &TestServer, plan: &StormPlan) {
     open_times(server, &plan.date, "08:00", "09:45", STORM_SEATS).await;
     open_times(server, &plan.date, "10:00", "10:00", 1_000).await;
     register_receipts(server, plan.applicant_ids()).await;
-}
-
-/// Waits until the storm has at least `n` acknowledged bookings (bounded).
-async fn until_acknowledged(history: &History, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while history.acknowledged_books() < n {
-        assert!(
-            Instant::now() < deadline,
-            "storm stalled: {}",
-            history.summary()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn client_channel(addr: &str) -> Channel {
@@ -218,63 +201,10 @@ async fn a_paused_redis_beyond_the_timeout_with_clients_retrying_books_each_requ
 // ---------------------------------------------------------------------------------------------
 // The real binary, as an OS process.
 
-/// A date a week ahead at the post (the binary runs on the real clock).
-fn real_date() -> String {
-    (Utc::now() + ChronoDuration::days(7))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string()
-}
-
 async fn prepare_real(channel: &Channel, plan: &StormPlan) {
-    let mut admin_client = AdminServiceClient::new(channel.clone());
-    for (first, last, seats) in [("08:00", "09:45", STORM_SEATS), ("10:00", "10:00", 1_000)] {
-        admin_client
-            .open_slots(admin(pb::OpenSlotsRequest {
-                post_id: "BEIJING".into(),
-                category: "ALL_OTHERS".into(),
-                from_date: plan.date.clone(),
-                to_date: plan.date.clone(),
-                weekdays: (1..=7).collect(),
-                first_time: first.into(),
-                last_time: last.into(),
-                seats_per_slot: seats,
-            }))
-            .await
-            .expect("open");
-    }
-    let paid_at = (Utc::now() - ChronoDuration::days(1)).to_rfc3339();
-    for i in plan.applicant_ids() {
-        let a = applicant(i);
-        admin_client
-            .register_receipt(admin(pb::RegisterReceiptRequest {
-                receipt_number: a.receipt_number,
-                passport_number: a.passport_number,
-                paid_at: paid_at.clone(),
-                amount: "185.00".into(),
-                currency: "USD".into(),
-            }))
-            .await
-            .expect("receipt");
-    }
-}
-
-async fn health(channel: &Channel) -> i32 {
-    HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: "slotd.v1.BookingService".into(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-        .unwrap_or(-1)
-}
-
-async fn wait_for_health(channel: &Channel, want: i32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while health(channel).await != want {
-        assert!(Instant::now() < deadline, "health never became {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    open(channel, &plan.date, "08:00", "09:45", STORM_SEATS).await;
+    open(channel, &plan.date, "10:00", "10:00", 1_000).await;
+    register(channel, plan.applicant_ids()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +214,7 @@ async fn slotd_starting_before_redis_is_not_serving_then_serves_once_redis_comes
     let channel = client_channel(&slotd.addr()).await;
     // Up, listening, but honest: the store does not answer.
     wait_for_health(&channel, NOT_SERVING).await;
-    let date = real_date();
+    let date = real_date(7);
     let status = BookingServiceClient::new(channel.clone())
         .book_appointment(book_request(
             "early-1",
@@ -329,7 +259,7 @@ async fn slotd_killed_mid_storm_leaves_no_half_written_state() {
     let port = free_port();
     let mut slotd = Slotd::start(port, &redis.url());
     let channel = client_channel(&slotd.addr()).await;
-    let plan = plan(&real_date(), 1);
+    let plan = plan(&real_date(7), 1);
     prepare_real(&channel, &plan).await;
     let history = History::new();
     let storm = tokio::spawn(history::run_storm(

@@ -445,22 +445,7 @@ async fn invalid_bytes_in_metadata_are_refused_or_ignored_and_change_nothing() {
     assert_eq!(snapshot(&server, &date).await, before);
 
     // With the waiting room on, a non-ASCII admission token is refused as invalid.
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 60,
-                max_active_sessions: 10,
-                session_duration_seconds: 600,
-                waiter_timeout_seconds: 60,
-                paused: false,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .expect("room on");
+    configure_room(&server, room_config(60, 10)).await;
     let before = snapshot(&server, &date).await;
     for value in values {
         let status = booking

@@ -748,9 +748,10 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
         .hold_slot(hold_req("h-1", slot(&date, "08:00"), &[1, 2, 3]))
         .await
         .unwrap();
+    let counted = support::counting::CountingStore::new(server.store.clone());
     let app = Slotd::new(
         Arc::new(Catalog::builtin().unwrap()),
-        server.store.clone(),
+        counted.clone(),
         Arc::new(server.clock.clone()),
     );
     let sweeper = app.spawn_hold_sweeper(Duration::from_millis(20));
@@ -767,11 +768,20 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
             .unwrap()[0]
             .held
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two whole sweeps (counted, not timed) while the hold is live: it stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counted.sweeps() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(held().await, 3, "a live hold is not swept");
     server.clock.advance(ChronoDuration::minutes(10));
     let mut swept = false;
-    for _ in 0..250 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if held().await == 0 {
             swept = true;
             break;

@@ -44,22 +44,15 @@ async fn join_get_status_and_watch_are_rate_limited_per_client_with_retry_info()
         },
     )
     .await;
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 60,
-                max_active_sessions: 10,
-                session_duration_seconds: 600,
-                waiter_timeout_seconds: 600,
-                paused: true,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .expect("operators are not limited");
+    configure_room(
+        &server,
+        pb::WaitingRoomConfig {
+            waiter_timeout_seconds: 600,
+            paused: true,
+            ..room_config(60, 10)
+        },
+    )
+    .await;
     let mut room = server.waiting_room().await;
     // The burst: one join, a poll, a watch and a second join (a refresh) pass.
     let joined = room

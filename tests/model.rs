@@ -22,8 +22,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 use slotd::domain::lifecycle::{HoldConfirmation, HoldId, HoldRelease, Reschedule};
 use slotd::domain::rules::{Booking, Cancellation, DateRange, OpenPlan};
 use slotd::domain::types::{
-    Applicant, CategoryId, ConfirmationNumber, Currency, DayRef, Ds160Number, Money,
-    PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotTime,
+    CategoryId, ConfirmationNumber, DayRef, PostId, RequestId, SlotRef, SlotTime,
 };
 use slotd::store::memory::MemoryStore;
 use slotd::store::redis::{ConnOptions, RedisOptions};
@@ -36,6 +35,7 @@ const HOLD_TTL_MINUTES: i64 = 10;
 /// Lower than the default (2), so sequences reach the limit often.
 const RESCHEDULE_LIMIT: u32 = 1;
 
+use support::domain::applicant;
 use support::epoch;
 
 fn day() -> DayRef {
@@ -52,16 +52,6 @@ fn time(slot: usize) -> SlotTime {
 
 fn slot_ref(slot: usize) -> SlotRef {
     day().at(time(slot))
-}
-
-fn person(i: u32) -> Applicant {
-    Applicant {
-        passport: PassportNumber::parse(&format!("P{i:07}")).expect("passport"),
-        given_name: PersonName::parse("Wei").expect("name"),
-        surname: PersonName::parse("Zhang").expect("name"),
-        ds160: Ds160Number::parse(&format!("AA{i:08}")).expect("ds160"),
-        receipt: ReceiptNumber::parse(&format!("R{i:07}")).expect("receipt"),
-    }
 }
 
 fn request_id(text: &str) -> RequestId {
@@ -517,19 +507,7 @@ fn kind(e: &StoreError) -> Result<&'static str, String> {
 impl Backend {
     async fn setup(&self) {
         for i in 1..=PEOPLE {
-            let a = person(i);
-            self.store
-                .register_receipt(&Receipt {
-                    number: a.receipt,
-                    passport: a.passport,
-                    paid_at: epoch() - Duration::days(1),
-                    amount: Money {
-                        minor: 18_500,
-                        currency: Currency::Usd,
-                    },
-                })
-                .await
-                .expect("register receipt");
+            support::domain::register(self.store.as_ref(), i).await;
         }
     }
 
@@ -551,7 +529,7 @@ impl Backend {
             Booking::new(
                 request_id(rid),
                 slot_ref(slot),
-                group.iter().map(|&i| person(i)).collect(),
+                group.iter().map(|&i| applicant(i)).collect(),
             )
             .expect("valid group")
         };
@@ -565,15 +543,7 @@ impl Backend {
                             post: day().post,
                             category: day().category,
                             range: DateRange::new(day().date, day().date).expect("range"),
-                            weekdays: vec![
-                                Weekday::Mon,
-                                Weekday::Tue,
-                                Weekday::Wed,
-                                Weekday::Thu,
-                                Weekday::Fri,
-                                Weekday::Sat,
-                                Weekday::Sun,
-                            ],
+                            weekdays: support::domain::every_weekday(),
                             first: t,
                             last: t,
                             seats: *seats,
@@ -681,7 +651,7 @@ impl Backend {
                         &Cancellation {
                             request_id: request_id(&fresh.request_id),
                             confirmation: a.conf.clone(),
-                            passport: person(passport.unwrap_or(a.group[0])).passport,
+                            passport: applicant(passport.unwrap_or(a.group[0])).passport,
                         },
                         now,
                     )
@@ -701,7 +671,7 @@ impl Backend {
                         &Reschedule {
                             request_id: request_id(&fresh.request_id),
                             confirmation: a.conf.clone(),
-                            passport: person(a.group[0]).passport,
+                            passport: applicant(a.group[0]).passport,
                             new_slot: slot_ref(*slot),
                         },
                         RESCHEDULE_LIMIT,
@@ -740,7 +710,7 @@ impl Backend {
         for a in &model.appts {
             let got = self
                 .store
-                .appointment(&a.conf, &person(a.group[0]).passport)
+                .appointment(&a.conf, &applicant(a.group[0]).passport)
                 .await
                 .map_err(|e| format!("appointment {}: {e:?}", a.conf))?;
             let status = got.status.as_str();

@@ -12,37 +12,15 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
-
 use slotd::api::pb;
-use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
-use support::process::{free_port, Slotd};
+use support::flow::{connect, open, real_date, register};
+use support::process::{free_port, scrape, Slotd};
 use support::redis::RedisServer;
 use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    assert!(
-        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
-        "{response}"
-    );
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
 
 /// One scrape: sample values by series (`name{labels}` as printed), and family types by name.
 struct Scrape {
@@ -93,16 +71,6 @@ impl Scrape {
         names.extend(self.types.keys().cloned());
         names
     }
-}
-
-async fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .expect("connect")
 }
 
 /// `slotd health ARGS`: (exit success, stdout).
@@ -183,37 +151,14 @@ async fn a_live_slotd_exports_every_metric_the_alerts_and_dashboard_use_and_serv
         ],
     );
     let addr = format!("http://{}", slotd.addr());
-    let channel = channel(&slotd.addr()).await;
+    let channel = connect(&slotd.addr()).await;
 
     // Traffic that makes every family have series: bookings (ok and refused), Redis calls,
     // a failed lookup and then a rate-limited one.
-    let date = (chrono::Utc::now() + chrono::Duration::days(7))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string();
-    let mut ops = AdminServiceClient::new(channel.clone());
-    ops.open_slots(admin(pb::OpenSlotsRequest {
-        post_id: "BEIJING".into(),
-        category: "ALL_OTHERS".into(),
-        from_date: date.clone(),
-        to_date: date.clone(),
-        weekdays: (1..=7).collect(),
-        first_time: "08:00".into(),
-        last_time: "08:00".into(),
-        seats_per_slot: 5,
-    }))
-    .await
-    .expect("open");
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "08:00", 5).await;
+    register(&channel, [1]).await;
     let a = applicant(1);
-    ops.register_receipt(admin(pb::RegisterReceiptRequest {
-        receipt_number: a.receipt_number.clone(),
-        passport_number: a.passport_number.clone(),
-        paid_at: (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
-        amount: "185.00".into(),
-        currency: "USD".into(),
-    }))
-    .await
-    .expect("receipt");
     let mut booking = BookingServiceClient::new(channel.clone());
     booking
         .book_appointment(book_request("obs-1", slot(&date, "08:00"), vec![a.clone()]))
@@ -363,15 +308,8 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca = |name: &str| {
-        let key = KeyPair::generate().expect("ca key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("ca cert");
-        (cert.pem(), Issuer::new(params, key))
-    };
+    use rcgen::{CertificateParams, KeyPair};
+    use support::tls::ca;
     let (ca_pem, issuer) = ca("slotd health test CA");
     let (other_ca_pem, _) = ca("another CA");
     let key = KeyPair::generate().expect("server key");
@@ -567,7 +505,7 @@ async fn a_connection_older_than_max_connection_age_gets_goaway_and_clients_reco
             .unwrap_or(0.0)
     };
     let before = accepted();
-    let mut calendar = CalendarServiceClient::new(channel(&slotd.addr()).await);
+    let mut calendar = CalendarServiceClient::new(connect(&slotd.addr()).await);
     let deadline = Instant::now() + DEADLINE;
     let mut calls = 0;
     while accepted() < before + 3.0 {

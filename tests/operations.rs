@@ -5,10 +5,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +23,8 @@ use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::config::LimitSettings;
 use slotd::server::{ServeOptions, TlsOptions};
 use slotd::store::memory::MemoryStore;
+use support::flow::{connect, open, real_date, register};
+use support::process::{free_port, scrape, Slotd};
 use support::redis::RedisServer;
 use support::*;
 
@@ -222,14 +222,7 @@ struct Pki {
 
 fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "slotd test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_pem, issuer) = support::tls::ca("slotd test CA");
 
     let server_key = KeyPair::generate().expect("server key");
     let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
@@ -269,7 +262,7 @@ fn pki() -> Pki {
         .expect("stranger cert");
 
     Pki {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         server_cert: server_cert.pem(),
         server_key: server_key.serialize_pem(),
         operator_cert: operator_cert.pem(),
@@ -410,107 +403,6 @@ async fn tls_serves_everyone_and_a_verified_operator_certificate_replaces_the_to
 // ---------------------------------------------------------------------------------------------
 // The real binary
 
-const TOKEN: &str = "ops-test-admin-token-0123456789";
-
-use support::free_port;
-
-struct Process {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Process {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let listen = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
-        command
-            .args(["serve", "--listen", &listen, "--admin-token", TOKEN])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("spawn slotd");
-        let process = Self { child, port, log };
-        process.wait_listening();
-        process
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains("slotd listening") {
-            assert!(
-                Instant::now() < deadline,
-                "slotd did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    fn signal(&self, name: &str) {
-        // The shell's builtin kill: no procps needed on a minimal machine.
-        let status = Command::new("sh")
-            .args(["-c", "kill -s \"$0\" \"$1\""])
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (bounded); true when it exited successfully.
-    fn wait_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slotd did not exit within {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn operator<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().expect("ascii"),
-    );
-    request
-}
-
 fn slotd_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slotd"));
     command.args(args).env_remove("RUST_LOG");
@@ -570,23 +462,6 @@ fn config_check_accepts_a_good_file_and_names_the_bad_key() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis.tag"));
-}
-
-fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"));
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
 }
 
 /// Parses the Prometheus text format into (name, labels) → value.
@@ -669,11 +544,12 @@ async fn first_open_slot(channel: &Channel) -> (String, String) {
 async fn the_metrics_endpoint_counts_rpcs_bookings_seats_and_the_waiting_room() {
     let metrics_port = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let slotd = Process::start(
+    let slotd = Slotd::start_args(
+        0,
         &["--demo", "--metrics-listen", &metrics_listen],
         &[("SLOTD__METRICS__REFRESH_SECS", "1")],
     );
-    let channel = slotd.channel().await;
+    let channel = connect(&slotd.addr()).await;
     let (date, time) = first_open_slot(&channel).await;
     let mut booking = BookingServiceClient::new(channel.clone());
     let (passport, receipt) = slotd::demo::demo_applicant(1);
@@ -774,7 +650,8 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
 ) {
     const APPLICANTS: u32 = 120;
     let redis = RedisServer::start();
-    let mut slotd = Process::start(
+    let mut slotd = Slotd::start_args(
+        0,
         &[
             "--redis-url",
             &redis.url(),
@@ -788,40 +665,11 @@ async fn sigterm_during_a_booking_storm_keeps_every_acknowledged_booking_and_fai
             ("SLOTD__LIMITS__BOOKING_PER_MINUTE", "100000"),
         ],
     );
-    let channel = slotd.channel().await;
-    let mut admin_client = AdminServiceClient::new(channel.clone());
+    let channel = connect(&slotd.addr()).await;
     // A week ahead at the post, so no slot starts during the test.
-    let date = (Utc::now() + ChronoDuration::days(7))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string();
-    admin_client
-        .open_slots(operator(pb::OpenSlotsRequest {
-            post_id: "BEIJING".into(),
-            category: "ALL_OTHERS".into(),
-            from_date: date.clone(),
-            to_date: date.clone(),
-            weekdays: (1..=7).collect(),
-            first_time: "08:00".into(),
-            last_time: "11:45".into(),
-            seats_per_slot: 50,
-        }))
-        .await
-        .expect("open");
-    let paid_at = (Utc::now() - ChronoDuration::days(1)).to_rfc3339();
-    for i in 1..=APPLICANTS {
-        let a = applicant(i);
-        admin_client
-            .register_receipt(operator(pb::RegisterReceiptRequest {
-                receipt_number: a.receipt_number,
-                passport_number: a.passport_number,
-                paid_at: paid_at.clone(),
-                amount: "185.00".into(),
-                currency: "USD".into(),
-            }))
-            .await
-            .expect("receipt");
-    }
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "11:45", 50).await;
+    register(&channel, 1..=APPLICANTS).await;
 
     // The storm: every applicant books on its own connection-sharing client, a few at a time.
     let times: Vec<String> = (0..16)
@@ -1019,7 +867,8 @@ async fn the_binary_accepts_operator_certificates_only_for_the_configured_names(
         "{out:?}"
     );
 
-    let process = Process::start(
+    let process = Slotd::start_args(
+        0,
         &[
             &tls[..],
             &["--tls-operator-names", "other.slotd.test,ops.slotd.test"][..],
@@ -1028,7 +877,7 @@ async fn the_binary_accepts_operator_certificates_only_for_the_configured_names(
         &[],
     );
     let operator = tls_channel_at(
-        process.port,
+        process.port(),
         &pki,
         Some((&pki.operator_cert, &pki.operator_key)),
     )
@@ -1039,7 +888,7 @@ async fn the_binary_accepts_operator_certificates_only_for_the_configured_names(
         .await
         .expect("an allowed name is an operator");
     let intruder = tls_channel_at(
-        process.port,
+        process.port(),
         &pki,
         Some((&pki.intruder_cert, &pki.intruder_key)),
     )

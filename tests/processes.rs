@@ -6,33 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use tonic::transport::{Channel, Endpoint};
-
 use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
+use support::flow::{connect, open, real_date, register};
 use support::process::Slotd;
 use support::redis::RedisServer;
 use support::*;
-
-async fn connect(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
-}
-
-/// A date a week ahead at the post (the processes run on the real clock).
-fn real_date() -> String {
-    (Utc::now() + chrono::Duration::days(7))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order() {
@@ -44,35 +25,14 @@ async fn three_processes_on_one_redis_never_oversell_and_admit_in_one_fifo_order
     for p in &processes {
         channels.push(connect(&p.addr()).await);
     }
-    let date = real_date();
+    let date = real_date(7);
 
     // ---- the booking storm ----
     let mut ops = AdminServiceClient::new(channels[0].clone());
-    ops.open_slots(admin(pb::OpenSlotsRequest {
-        post_id: "BEIJING".into(),
-        category: "ALL_OTHERS".into(),
-        from_date: date.clone(),
-        to_date: date.clone(),
-        weekdays: (1..=7).collect(),
-        first_time: "08:00".into(),
-        last_time: "08:00".into(),
-        seats_per_slot: SEATS,
-    }))
-    .await
-    .unwrap();
-    let paid_at = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
-    for i in 1..=CLIENTS {
-        let a = applicant(i);
-        AdminServiceClient::new(channels[(i % 3) as usize].clone())
-            .register_receipt(admin(pb::RegisterReceiptRequest {
-                receipt_number: a.receipt_number,
-                passport_number: a.passport_number,
-                paid_at: paid_at.clone(),
-                amount: "185.00".into(),
-                currency: "USD".into(),
-            }))
-            .await
-            .unwrap();
+    open(&channels[0], &date, "08:00", "08:00", SEATS).await;
+    // Receipts registered through all three processes: they share one Redis.
+    for (k, channel) in channels.iter().enumerate() {
+        register(channel, (1..=CLIENTS).filter(|i| (i % 3) as usize == k)).await;
     }
     let mut calls = Vec::new();
     for i in 1..=CLIENTS {
@@ -203,34 +163,13 @@ async fn a_replica_with_a_clock_a_minute_ahead_never_lets_one_passport_back_two_
     let first = Slotd::start_env(0, &redis.url(), &[], &slow);
     let ahead = Slotd::start_skewed(0, &redis.url(), "+60s", &slow);
     let (one, two) = (connect(&first.addr()).await, connect(&ahead.addr()).await);
-    let date = real_date();
-    let other_date = (Utc::now() + chrono::Duration::days(8))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string();
+    let date = real_date(7);
+    let other_date = real_date(8);
+    for d in [&date, &other_date] {
+        open(&one, d, "08:00", "08:00", 5).await;
+    }
+    register(&one, [1]).await;
     let mut ops = AdminServiceClient::new(one.clone());
-    ops.open_slots(admin(pb::OpenSlotsRequest {
-        post_id: "BEIJING".into(),
-        category: "ALL_OTHERS".into(),
-        from_date: date.clone(),
-        to_date: other_date.clone(),
-        weekdays: (1..=7).collect(),
-        first_time: "08:00".into(),
-        last_time: "08:00".into(),
-        seats_per_slot: 5,
-    }))
-    .await
-    .unwrap();
-    let a = applicant(1);
-    ops.register_receipt(admin(pb::RegisterReceiptRequest {
-        receipt_number: a.receipt_number.clone(),
-        passport_number: a.passport_number.clone(),
-        paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
-        amount: "185.00".into(),
-        currency: "USD".into(),
-    }))
-    .await
-    .unwrap();
 
     let hold = BookingServiceClient::new(one.clone())
         .hold_slot(pb::HoldSlotRequest {
@@ -309,32 +248,10 @@ async fn hold_ids_and_entry_secrets_appear_in_no_event_and_no_log_line() {
     let redis = RedisServer::start();
     let process = Slotd::start(0, &redis.url());
     let channel = connect(&process.addr()).await;
-    let date = real_date();
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "08:15", 1).await;
+    register(&channel, 1..=4).await;
     let mut ops = AdminServiceClient::new(channel.clone());
-    ops.open_slots(admin(pb::OpenSlotsRequest {
-        post_id: "BEIJING".into(),
-        category: "ALL_OTHERS".into(),
-        from_date: date.clone(),
-        to_date: date.clone(),
-        weekdays: (1..=7).collect(),
-        first_time: "08:00".into(),
-        last_time: "08:15".into(),
-        seats_per_slot: 1,
-    }))
-    .await
-    .unwrap();
-    for i in 1..=4 {
-        let a = applicant(i);
-        ops.register_receipt(admin(pb::RegisterReceiptRequest {
-            receipt_number: a.receipt_number,
-            passport_number: a.passport_number,
-            paid_at: (Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
-            amount: "185.00".into(),
-            currency: "USD".into(),
-        }))
-        .await
-        .unwrap();
-    }
     let mut booking = BookingServiceClient::new(channel.clone());
     let holder = booking.clone();
     let hold = |request_id: &'static str, time: &'static str, i: u32| {

@@ -82,11 +82,14 @@ async fn storm(
             (i, r)
         }));
     }
-    // Trigger the fault once a third of the calls have answered (bounded wait).
-    for _ in 0..600 {
-        if done.load(std::sync::atomic::Ordering::SeqCst) >= n / 3 {
-            break;
-        }
+    // Trigger the fault once a third of the calls have answered: after real progress, not
+    // after a guess at how long that takes (bounded by a generous 60 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < n / 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the storm made no progress before the fault"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if let Some(f) = during.take() {

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use support::cluster::RedisCluster;
 use support::flow::{book_wait_audit, connect, open, real_date, register};
-use support::history::{self, History, StormPlan};
+use support::history::{self, until_acknowledged, History, StormPlan};
 use support::process::Slotd;
 use support::sentinel::SentinelSet;
 use support::tls::{Pki, TlsCluster, TlsRedis};
@@ -186,20 +186,6 @@ async fn sentinel_over_tls_books_waits_in_the_room_and_audits() {
     book_wait_audit(&channel, 1).await;
 }
 
-/// Books until `n` are acknowledged (bounded).
-async fn until_acknowledged(history: &History, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while history.acknowledged_books() < n {
-        assert!(
-            Instant::now() < deadline,
-            "storm stalled: {}",
-            history.summary()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A read (the day's manifest) through slotd answers again.
 async fn until_readable(channel: &Channel, date: &str, secs: u64) -> Duration {
     let started = Instant::now();
     loop {

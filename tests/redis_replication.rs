@@ -47,7 +47,31 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     wait_until("the primary sees its replica in sync", || {
         info(&primary, "replication").contains("state=online")
     });
+    wait_acknowledged(&primary);
     (primary, replica)
+}
+
+/// Waits until the replica acknowledges the primary's writes (`WAIT 1` on a probe write), as
+/// the stores' WAIT will need: "online" alone may come before its first acknowledgement.
+fn wait_acknowledged(primary: &RedisServer) {
+    let mut client = primary.client();
+    wait_until("the replica acknowledges a write", || {
+        // Refused (NOREPLICAS under min-replicas-to-write) until the replica counts: retry.
+        let set: ::redis::RedisResult<()> = ::redis::cmd("SET")
+            .arg("replication-probe")
+            .arg("1")
+            .query(&mut client);
+        let acked: i64 = ::redis::cmd("WAIT")
+            .arg(1)
+            .arg(200)
+            .query(&mut client)
+            .expect("WAIT");
+        set.is_ok() && acked >= 1
+    });
+    let _: () = ::redis::cmd("DEL")
+        .arg("replication-probe")
+        .query(&mut client)
+        .expect("DEL");
 }
 
 /// A store that acknowledges writes once one replica has them.
@@ -137,6 +161,7 @@ async fn with_too_few_replicas_connected_a_booking_is_refused_before_it_writes_a
         info(&replica, "replication").contains("master_link_status:up")
             && info(&primary, "replication").contains("state=online")
     });
+    wait_acknowledged(&primary);
     let booked = book(&server, "b-1", &date)
         .await
         .expect("booked with a replica");

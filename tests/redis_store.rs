@@ -5,17 +5,17 @@ mod support;
 
 use std::sync::Arc;
 
-use chrono::{Duration, Weekday};
+use chrono::Duration;
 
 use slotd::domain::rules::{Booking, Cancellation, DateRange, OpenPlan};
 use slotd::domain::types::{
-    Applicant, CategoryId, ConfirmationNumber, Currency, DayRef, Ds160Number, Money,
-    PassportNumber, PersonName, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotTime,
+    CategoryId, ConfirmationNumber, DayRef, PostId, RequestId, SlotRef, SlotTime,
 };
 use slotd::store::redis::{ConnOptions, RedisOptions};
 use slotd::store::{Inventory, StoreError};
 use support::redis::RedisServer;
 
+use support::domain::applicant;
 use support::epoch;
 
 fn day() -> DayRef {
@@ -31,49 +31,16 @@ fn slot(time: &str) -> SlotRef {
 }
 
 fn plan(seats: u32) -> OpenPlan {
-    OpenPlan {
-        post: day().post,
-        category: day().category,
-        range: DateRange::new(day().date, day().date).unwrap(),
-        weekdays: vec![
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-            Weekday::Sat,
-            Weekday::Sun,
-        ],
-        first: SlotTime::parse("08:00").unwrap(),
-        last: SlotTime::parse("08:15").unwrap(),
+    support::domain::plan(
+        DateRange::new(day().date, day().date).unwrap(),
+        "08:00",
+        "08:15",
         seats,
-    }
-}
-
-fn applicant(i: u32) -> Applicant {
-    Applicant {
-        passport: PassportNumber::parse(&format!("P{i:07}")).unwrap(),
-        given_name: PersonName::parse("Wei").unwrap(),
-        surname: PersonName::parse("Zhang").unwrap(),
-        ds160: Ds160Number::parse(&format!("AA{i:08}")).unwrap(),
-        receipt: ReceiptNumber::parse(&format!("R{i:07}")).unwrap(),
-    }
+    )
 }
 
 async fn register(store: &Arc<dyn Inventory>, i: u32) {
-    let a = applicant(i);
-    store
-        .register_receipt(&Receipt {
-            number: a.receipt,
-            passport: a.passport,
-            paid_at: epoch() - Duration::days(1),
-            amount: Money {
-                minor: 18_500,
-                currency: Currency::Usd,
-            },
-        })
-        .await
-        .unwrap();
+    support::domain::register(store.as_ref(), i).await;
 }
 
 fn booking(request_id: &str, time: &str, ids: &[u32]) -> Booking {

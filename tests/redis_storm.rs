@@ -9,15 +9,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Duration as ChronoDuration;
 use tonic::transport::Channel;
 use tonic::Code;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use slotd::api::pb;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
-use slotd::domain::types::{Currency, Money, PassportNumber, Receipt, ReceiptNumber};
 use slotd::server::ServeOptions;
 use slotd::store::Inventory;
 use support::redis::RedisServer;
@@ -28,19 +24,7 @@ async fn register_direct(store: &Arc<dyn Inventory>, ids: impl IntoIterator<Item
     let calls = ids.into_iter().map(|i| {
         let store = store.clone();
         async move {
-            let a = applicant(i);
-            store
-                .register_receipt(&Receipt {
-                    number: ReceiptNumber::parse(&a.receipt_number).unwrap(),
-                    passport: PassportNumber::parse(&a.passport_number).unwrap(),
-                    paid_at: epoch() - ChronoDuration::days(1),
-                    amount: Money {
-                        minor: 18_500,
-                        currency: Currency::Usd,
-                    },
-                })
-                .await
-                .unwrap();
+            support::domain::register(store.as_ref(), i).await;
         }
     });
     futures::future::join_all(calls).await;
@@ -154,24 +138,6 @@ async fn two_slotd_instances_sharing_one_redis_never_oversell() {
     second.stop().await;
 }
 
-async fn health(client: &mut HealthClient<Channel>) -> i32 {
-    client
-        .check(HealthCheckRequest {
-            service: "slotd.v1.BookingService".into(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-        .unwrap_or(-1)
-}
-
-async fn wait_for_health(client: &mut HealthClient<Channel>, want: i32) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while health(client).await != want {
-        assert!(Instant::now() < deadline, "health never became {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_answers_unavailable_fast_and_the_service_heals_after_the_restart() {
     const SERVING: i32 = 1;
@@ -198,8 +164,8 @@ async fn redis_down_answers_unavailable_fast_and_the_service_heals_after_the_res
         .into_inner()
         .appointment
         .unwrap();
-    let mut health_client = HealthClient::new(server.channel().await);
-    wait_for_health(&mut health_client, SERVING).await;
+    let health_channel = server.channel().await;
+    wait_for_health(&health_channel, SERVING).await;
 
     redis.stop();
     for attempt in 0..3 {
@@ -230,10 +196,10 @@ async fn redis_down_answers_unavailable_fast_and_the_service_heals_after_the_res
         .await
         .unwrap_err();
     assert_refused(&status, Code::Unavailable, "STORE_UNAVAILABLE");
-    wait_for_health(&mut health_client, NOT_SERVING).await;
+    wait_for_health(&health_channel, NOT_SERVING).await;
 
     redis.restart();
-    wait_for_health(&mut health_client, SERVING).await;
+    wait_for_health(&health_channel, SERVING).await;
     // The retry of the failed request (same request_id) now books, exactly once.
     let deadline = Instant::now() + Duration::from_secs(15);
     let retried = loop {

@@ -38,13 +38,6 @@ fn maybe_auth<T>(header: &Option<String>, message: T) -> Request<T> {
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
-}
-
 /// Slot counters, the day's appointments and the audit: what a refused call must not change.
 async fn state(server: &TestServer, date: &str) -> String {
     let channel = server.channel().await;
@@ -630,22 +623,7 @@ fn assert_names_field(status: &Status, field: &str) {
 }
 
 async fn enable_room(server: &TestServer) {
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 600,
-                max_active_sessions: 10,
-                session_duration_seconds: 600,
-                waiter_timeout_seconds: 60,
-                paused: false,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .expect("room on");
+    configure_room(server, room_config(600, 10)).await;
 }
 
 /// Joins and waits (bounded) until admitted; returns ticket id, secret and token.

@@ -23,13 +23,12 @@ use tonic::{Request, Response, Status};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use tonic::transport::{Channel, Endpoint};
 
 use slotd::api::pb;
-use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::config::TelemetrySettings;
+use support::flow::{connect, open, real_date, register};
 use support::process::Slotd;
 use support::redis::RedisServer;
 use support::*;
@@ -187,16 +186,6 @@ async fn wait_for_span(
     }
 }
 
-async fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .expect("connect")
-}
-
 fn traced<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
@@ -228,39 +217,15 @@ async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and
             ),
         ],
     );
-    let channel = channel(&slotd.addr()).await;
-    let date = (chrono::Utc::now() + chrono::Duration::days(7))
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive()
-        .to_string();
-    let mut ops = AdminServiceClient::new(channel.clone());
-    ops.open_slots(admin(pb::OpenSlotsRequest {
-        post_id: "BEIJING".into(),
-        category: "ALL_OTHERS".into(),
-        from_date: date.clone(),
-        to_date: date.clone(),
-        weekdays: (1..=7).collect(),
-        first_time: "08:00".into(),
-        last_time: "08:00".into(),
-        seats_per_slot: 5,
-    }))
-    .await
-    .expect("open");
-    let a = applicant(1);
-    ops.register_receipt(admin(pb::RegisterReceiptRequest {
-        receipt_number: a.receipt_number.clone(),
-        passport_number: a.passport_number.clone(),
-        paid_at: (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339(),
-        amount: "185.00".into(),
-        currency: "USD".into(),
-    }))
-    .await
-    .expect("receipt");
+    let channel = connect(&slotd.addr()).await;
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "08:00", 5).await;
+    register(&channel, [1]).await;
     BookingServiceClient::new(channel)
         .book_appointment(traced(book_request(
             "otel-env-1",
             slot(&date, "08:00"),
-            vec![a],
+            vec![applicant(1)],
         )))
         .await
         .expect("booked");
@@ -333,7 +298,7 @@ async fn explicit_slotd_settings_win_over_the_otel_variables() {
             ("SLOTD__TELEMETRY__SERVICE_NAME", "from-the-config"),
         ],
     );
-    CalendarServiceClient::new(channel(&slotd.addr()).await)
+    CalendarServiceClient::new(connect(&slotd.addr()).await)
         .list_posts(traced(pb::ListPostsRequest {}))
         .await
         .expect("posts");

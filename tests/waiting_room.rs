@@ -10,15 +10,20 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
 use slotd::api::pb;
 use slotd::domain::clock::ManualClock;
+use slotd::room::WatchOptions;
 use slotd::server::ServeOptions;
 use slotd::store::room::WaitingRoom;
 use slotd::store::Inventory;
+use support::counting::CountingRoom;
 use support::*;
+use support::{configure_room as configure, room_config as config};
+
+/// The Watch heartbeat of `Replicas` (see `Replicas::watch`).
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Two replicas of slotd sharing stores and a clock.
 struct Replicas {
@@ -34,38 +39,29 @@ impl Replicas {
         b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
     ) -> Self {
         let clock = ManualClock::new(epoch());
-        let a = TestServer::launch(a.0, a.1, clock.clone(), ServeOptions::default()).await;
-        let b = TestServer::launch(b.0, b.1, clock.clone(), ServeOptions::default()).await;
+        let a = TestServer::launch_watch(a.0, a.1, clock.clone(), Self::watch()).await;
+        let b = TestServer::launch_watch(b.0, b.1, clock.clone(), Self::watch()).await;
         Self { a, b, clock }
+    }
+
+    /// Watch streams as in production but for the heartbeat (real time): every 500 ms instead
+    /// of 3 s, so a test that waits for one does not wait seconds.
+    fn watch() -> WatchOptions {
+        WatchOptions {
+            heartbeat: HEARTBEAT,
+            ..WatchOptions::default()
+        }
+    }
+
+    /// Waits until both replicas' tickers have run a whole tick at the current manual time.
+    async fn settle(&self) {
+        settle(&[&self.a, &self.b]).await;
     }
 
     async fn stop(self) {
         self.a.stop().await;
         self.b.stop().await;
     }
-}
-
-fn config(rate: u32, cap: u32) -> pb::WaitingRoomConfig {
-    pb::WaitingRoomConfig {
-        enabled: true,
-        admissions_per_minute: rate,
-        max_active_sessions: cap,
-        session_duration_seconds: 600,
-        waiter_timeout_seconds: 60,
-        paused: false,
-        gate_calendar: false,
-    }
-}
-
-async fn configure(server: &TestServer, config: pb::WaitingRoomConfig) {
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(config),
-        }))
-        .await
-        .expect("configure waiting room");
 }
 
 async fn stats(server: &TestServer) -> pb::GetWaitingRoomStatsResponse {
@@ -76,11 +72,6 @@ async fn stats(server: &TestServer) -> pb::GetWaitingRoomStatsResponse {
         .await
         .expect("stats")
         .into_inner()
-}
-
-/// Lets every replica's ticker run at least once at the current manual time.
-async fn settle() {
-    tokio::time::sleep(slotd::room::TICK_INTERVAL * 2 + Duration::from_millis(50)).await;
 }
 
 struct Held {
@@ -123,11 +114,44 @@ async fn poll(server: &TestServer, held: &Held) -> pb::TicketStatus {
         .expect("status")
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    request.metadata_mut().insert("x-admission-token", value);
-    request
+/// The statuses of many tickets `(id, secret)`, read concurrently over `channels` (in no
+/// particular order: each carries its ticket number).
+async fn statuses(
+    channels: &[tonic::transport::Channel],
+    tickets: Vec<(String, String)>,
+) -> Vec<pb::TicketStatus> {
+    const TASKS: usize = 50;
+    let tickets = Arc::new(tickets);
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let mut client = pb::waiting_room_service_client::WaitingRoomServiceClient::new(
+            channels[t % channels.len()].clone(),
+        );
+        let tickets = tickets.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for (id, secret) in tickets.iter().skip(t).step_by(TASKS) {
+                let status = client
+                    .get_status(pb::GetStatusRequest {
+                        ticket_id: id.clone(),
+                        ticket_secret: secret.clone(),
+                    })
+                    .await
+                    .expect("status")
+                    .into_inner()
+                    .status
+                    .expect("status");
+                seen.push(status);
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::with_capacity(tickets.len());
+    for task in tasks {
+        all.extend(task.await.expect("status reads"));
+    }
+    assert_eq!(all.len(), tickets.len());
+    all
 }
 
 const WAITING: i32 = pb::TicketState::Waiting as i32;
@@ -265,7 +289,7 @@ async fn one_admission_books_once_even_when_its_token_is_sent_many_times_at_once
     configure(&r.a, config(600, 10)).await;
     for round in 0..5u32 {
         let (held, _) = join(&r.a, &format!("burst-{round}")).await;
-        settle().await;
+        r.settle().await;
         let admitted = poll(&r.a, &held).await;
         assert_eq!(admitted.state, ADMITTED);
         let token = admitted.admission_token;
@@ -313,7 +337,7 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
     register_receipts(&r.a, [1, 2]).await;
     configure(&r.a, config(600, 10)).await;
     let (held, _) = join(&r.a, "booker").await;
-    settle().await;
+    r.settle().await;
     let admitted = poll(&r.b, &held).await;
     assert_eq!(admitted.state, ADMITTED);
     let token = admitted.admission_token.clone();
@@ -373,7 +397,7 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
 
     // An operator revokes a session; an expired token is refused as expired.
     let (second, _) = join(&r.a, "second").await;
-    settle().await;
+    r.settle().await;
     let token2 = poll(&r.a, &second).await.admission_token;
     r.a.admin()
         .await
@@ -388,7 +412,7 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
         .unwrap_err();
     assert_refused(&s, Code::PermissionDenied, "ADMISSION_REVOKED");
     let (third, _) = join(&r.a, "third").await;
-    settle().await;
+    r.settle().await;
     let token3 = poll(&r.a, &third).await.admission_token;
     for _ in 0..301 {
         r.clock.advance(ChronoDuration::seconds(2));
@@ -424,15 +448,16 @@ async fn a_streaming_watcher_receives_its_token_without_polling(r: &Replicas) {
             .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.state, WAITING);
-    // A heartbeat arrives within a few seconds even though nothing changes.
-    let beat = tokio::time::timeout(Duration::from_secs(5), stream.next())
+    // A heartbeat arrives (every HEARTBEAT) even though nothing changes. The deadlines are
+    // generous bounds for a loaded machine, not the promise.
+    let beat = tokio::time::timeout(HEARTBEAT * 60, stream.next())
         .await
         .expect("heartbeat")
         .unwrap()
         .unwrap();
     assert_eq!(beat.state, WAITING);
     configure(&r.a, config(600, 10)).await;
-    let admitted = tokio::time::timeout(Duration::from_secs(5), async {
+    let admitted = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let s = stream.next().await.expect("stream open").expect("status");
             if s.state != WAITING {
@@ -470,7 +495,7 @@ async fn abandoned_tickets_are_skipped_and_not_counted(r: &Replicas) {
         r.clock.advance(ChronoDuration::seconds(2));
         poll(&r.a, &first).await;
         poll(&r.b, &last).await;
-        settle().await;
+        r.settle().await;
     }
     let s = stats(&r.a).await;
     assert_eq!((s.waiting, s.expired_total), (2, 1));
@@ -484,9 +509,9 @@ async fn abandoned_tickets_are_skipped_and_not_counted(r: &Replicas) {
     )
     .await;
     r.clock.advance(ChronoDuration::seconds(1));
-    settle().await;
+    r.settle().await;
     r.clock.advance(ChronoDuration::seconds(1));
-    settle().await;
+    r.settle().await;
     assert_eq!(poll(&r.a, &first).await.admission_number, 1);
     assert_eq!(
         poll(&r.b, &last).await.admission_number,
@@ -670,7 +695,7 @@ async fn three_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: 
     let burst = 300u64;
     let mut elapsed = 0u64;
     loop {
-        settle().await;
+        r.settle().await;
         let s = stats(&r.b).await;
         assert!(s.active <= CAP, "cap exceeded: {} active", s.active);
         assert!(
@@ -689,21 +714,18 @@ async fn three_thousand_joins_are_admitted_in_join_order_within_rate_and_cap(r: 
     }
 
     // Admission order equals join order: zero inversions.
+    let ids: Vec<(String, String)> = tickets
+        .iter()
+        .map(|(id, secret, _)| (id.clone(), secret.clone()))
+        .collect();
     let mut admitted: Vec<(u64, u64)> = Vec::with_capacity(N);
-    let mut client = r.a.waiting_room().await;
-    for (id, secret, number) in &tickets {
-        let s = client
-            .get_status(pb::GetStatusRequest {
-                ticket_id: id.clone(),
-                ticket_secret: secret.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        assert_ne!(s.admission_number, 0, "ticket {number} never admitted");
-        admitted.push((*number, s.admission_number));
+    for s in statuses(&channels, ids).await {
+        assert_ne!(
+            s.admission_number, 0,
+            "ticket {} never admitted",
+            s.ticket_number
+        );
+        admitted.push((s.ticket_number, s.admission_number));
     }
     admitted.sort();
     let inversions = admitted.windows(2).filter(|w| w[1].1 < w[0].1).count();
@@ -721,7 +743,7 @@ async fn calendar_reads_are_gated_only_when_the_operator_says_so(r: &Replicas) {
         date: date.clone(),
     };
     configure(&r.a, config(600, 10)).await;
-    settle().await;
+    r.settle().await;
     r.b.calendar()
         .await
         .list_slots(list())
@@ -735,11 +757,11 @@ async fn calendar_reads_are_gated_only_when_the_operator_says_so(r: &Replicas) {
         },
     )
     .await;
-    settle().await;
+    r.settle().await;
     let s = r.b.calendar().await.list_slots(list()).await.unwrap_err();
     assert_refused(&s, Code::Unauthenticated, "ADMISSION_REQUIRED");
     let (held, _) = join(&r.a, "browser").await;
-    settle().await;
+    r.settle().await;
     let token = poll(&r.a, &held).await.admission_token;
     let slots =
         r.b.calendar()
@@ -845,11 +867,11 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
     for _ in 0..60 {
         r.clock.advance(ChronoDuration::seconds(2));
     }
-    settle().await;
+    r.settle().await;
 
     redis.restart();
-    settle().await;
-    settle().await;
+    r.settle().await;
+    r.settle().await;
     let s1 = poll(&r.a, &first).await;
     let s2 = poll(&r.b, &second).await;
     assert_eq!(
@@ -865,7 +887,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
     // Admission resumes in order.
     configure(&r.a, config(60, 10)).await;
     r.clock.advance(ChronoDuration::seconds(1));
-    settle().await;
+    r.settle().await;
     assert_eq!(poll(&r.a, &first).await.state, ADMITTED);
     r.stop().await;
 }
@@ -922,22 +944,19 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
     )
     .await;
     for _ in 0..10 {
-        settle().await;
+        settle(&servers.iter().collect::<Vec<_>>()).await;
         if stats(&servers[2]).await.admitted_total == N as u64 {
             break;
         }
         clock.advance(ChronoDuration::seconds(1));
     }
+    // Read back through all three replicas.
+    let mut channels = Vec::new();
+    for server in &servers {
+        channels.push(server.channel().await);
+    }
     let mut order = Vec::new();
-    for (k, (id, secret)) in tickets.iter().enumerate() {
-        let s = poll(
-            &servers[k % 3],
-            &Held {
-                id: id.clone(),
-                secret: secret.clone(),
-            },
-        )
-        .await;
+    for s in statuses(&channels, tickets).await {
         assert_eq!(s.state, ADMITTED, "ticket {} admitted", s.ticket_number);
         order.push((s.ticket_number, s.admission_number));
     }
@@ -949,119 +968,6 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
     );
     for s in servers {
         s.stop().await;
-    }
-}
-
-/// The waiting room seen through its store seam: every call counted by method.
-struct CountingRoom {
-    inner: Arc<dyn WaitingRoom>,
-    calls: std::sync::Mutex<HashMap<&'static str, u64>>,
-}
-
-impl CountingRoom {
-    fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            calls: std::sync::Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn count(&self, method: &'static str) {
-        *self.calls.lock().unwrap().entry(method).or_default() += 1;
-    }
-
-    /// The calls since the last take, by method.
-    fn take(&self) -> HashMap<&'static str, u64> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-#[tonic::async_trait]
-impl WaitingRoom for CountingRoom {
-    async fn configure(
-        &self,
-        config: &slotd::domain::room::RoomConfig,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
-        self.count("configure");
-        self.inner.configure(config, now).await
-    }
-    async fn config(&self) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
-        self.count("config");
-        self.inner.config().await
-    }
-    async fn join(
-        &self,
-        client_key: &slotd::domain::room::ClientKey,
-        fresh: &slotd::domain::room::TicketId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
-        self.count("join");
-        self.inner.join(client_key, fresh, now).await
-    }
-    async fn status(
-        &self,
-        ticket: &slotd::domain::room::TicketId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
-        self.count("status");
-        self.inner.status(ticket, now).await
-    }
-    async fn end(
-        &self,
-        ticket: &slotd::domain::room::TicketId,
-        state: slotd::domain::room::TicketState,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
-        self.count("end");
-        self.inner.end(ticket, state, now).await
-    }
-    async fn sync(
-        &self,
-        after: Option<u64>,
-        heartbeat: &[slotd::domain::room::TicketId],
-        max_events: usize,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::Synced, slotd::store::StoreError> {
-        self.count("sync");
-        self.inner.sync(after, heartbeat, max_events, now).await
-    }
-    async fn advance(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, slotd::store::StoreError> {
-        self.count("advance");
-        self.inner.advance(now).await
-    }
-    async fn check_session(
-        &self,
-        ticket: &slotd::domain::room::TicketId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), slotd::store::StoreError> {
-        self.count("check_session");
-        self.inner.check_session(ticket, now).await
-    }
-    async fn claim_session(
-        &self,
-        ticket: &slotd::domain::room::TicketId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), slotd::store::StoreError> {
-        self.count("claim_session");
-        self.inner.claim_session(ticket, now).await
-    }
-    async fn release_session(
-        &self,
-        ticket: &slotd::domain::room::TicketId,
-    ) -> Result<(), slotd::store::StoreError> {
-        self.count("release_session");
-        self.inner.release_session(ticket).await
-    }
-    async fn stats(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<slotd::domain::room::RoomStats, slotd::store::StoreError> {
-        self.count("stats");
-        self.inner.stats(now).await
     }
 }
 
@@ -1186,10 +1092,16 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
 
     // Steady state: nothing moves. Ten ticks and more, no per-stream call, no message.
     let before: usize = inbox.lock().unwrap().values().map(Vec::len).sum();
-    tokio::time::sleep(slotd::room::TICK_INTERVAL * 15).await;
+    // Counted, not timed: a slow machine runs the same ten ticks, only later.
+    let begun = server.room_calls.ticks_begun();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.room_calls.ticks_begun() < begun + 11 {
+        assert!(std::time::Instant::now() < deadline, "the ticker stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let calls = counting.take();
     let ticks = calls.get("advance").copied().unwrap_or(0);
-    assert!(ticks >= 5, "the ticker ran: {calls:?}");
+    assert!(ticks >= 9, "the ticker ran: {calls:?}");
     for (method, n) in &calls {
         match *method {
             // At most one each per tick (+1: a tick may straddle the window's edges).
@@ -1224,8 +1136,8 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
         })
     })
     .await;
-    settle().await;
-    settle().await;
+    server.next_tick().await;
+    server.next_tick().await;
     let calls = counting.take();
     let ticks = calls.get("advance").copied().unwrap_or(0);
     for (method, n) in &calls {
@@ -1350,7 +1262,7 @@ async fn watched_positions_are_exact(
                 poll(&rb, held).await;
             }
         }
-        settle().await;
+        settle(&[&ra, &rb]).await;
     }
     configure(
         &ra,
@@ -1368,7 +1280,7 @@ async fn watched_positions_are_exact(
                 poll(&rb, held).await;
             }
         }
-        settle().await;
+        settle(&[&ra, &rb]).await;
     }
     configure(
         &ra,
@@ -1378,8 +1290,8 @@ async fn watched_positions_are_exact(
         },
     )
     .await;
-    settle().await;
-    settle().await;
+    settle(&[&ra, &rb]).await;
+    settle(&[&ra, &rb]).await;
     let mut checked = 0;
     for (held, n) in &watched {
         let truth = poll(&rb, held).await;

@@ -448,22 +448,7 @@ async fn an_offer_is_accepted_without_queueing_again_in_the_waiting_room(
         .unwrap();
 
     // The rush begins: the operator turns the waiting room on.
-    server
-        .admin()
-        .await
-        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
-            config: Some(pb::WaitingRoomConfig {
-                enabled: true,
-                admissions_per_minute: 60,
-                max_active_sessions: 10,
-                session_duration_seconds: 600,
-                waiter_timeout_seconds: 60,
-                paused: false,
-                gate_calendar: false,
-            }),
-        }))
-        .await
-        .unwrap();
+    configure_room(&server, room_config(60, 10)).await;
     // (The cancellation comes from a store call: a gated CancelAppointment needs a token.)
     server
         .store

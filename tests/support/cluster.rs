@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::redis::{fresh_tag, reaped, Tenant};
+use super::redis::{fresh_tag, poll_until, reaped, wait_until, Tenant};
 use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::{ConnOptions, RedisOptions, RedisStore};
 
@@ -114,6 +114,7 @@ fn node_command(port: u16, dir: &Path) -> Command {
         // restarted node rejoins from its nodes.conf and resyncs from its primary).
         .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(super::redis::PROMPT_SYNC)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -150,23 +151,6 @@ fn client(port: u16) -> redis::Connection {
         .expect("url")
         .get_connection_with_timeout(Duration::from_secs(2))
         .expect("connect to cluster node")
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    if !poll_until(secs, &mut ok) {
-        panic!("{what} within {secs} s");
-    }
-}
-
-fn poll_until(secs: u64, ok: &mut impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 /// Runs `command` to its end within `secs`, else kills it. Ok(true) = exit status 0.

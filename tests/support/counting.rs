@@ -1,7 +1,10 @@
-//! An `Inventory` that counts the slot reads going through the seam and can hold them at a
-//! gate (the calendar cache tests: how many store reads did the calls cost?).
+//! Store seams that count what goes through them: an `Inventory` that counts the slot reads and
+//! can hold them at a gate (the calendar cache tests: how many store reads did the calls
+//! cost?), and a `WaitingRoom` that counts every call by method and the admission ticker's
+//! ticks (`TestServer::settle` waits for whole ticks with it).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,11 +24,14 @@ use slotd::domain::types::{
     SlotState, SlotTime,
 };
 use slotd::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
+use slotd::store::room::WaitingRoom;
 use slotd::store::{EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError};
 
 pub struct CountingStore {
     inner: Arc<dyn Inventory>,
     slot_reads: AtomicU64,
+    /// `retire_past_appointments` calls answered: the last step of every hold-sweeper round.
+    sweeps: AtomicU64,
     gated: AtomicBool,
     gate: Semaphore,
 }
@@ -35,6 +41,7 @@ impl CountingStore {
         Arc::new(Self {
             inner,
             slot_reads: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
             gated: AtomicBool::new(false),
             gate: Semaphore::new(0),
         })
@@ -43,6 +50,11 @@ impl CountingStore {
     /// `slots` calls so far (each one store read of a range).
     pub fn slot_reads(&self) -> u64 {
         self.slot_reads.load(Ordering::SeqCst)
+    }
+
+    /// Hold-sweeper rounds completed through this store so far (see `sweeps`).
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps.load(Ordering::SeqCst)
     }
 
     /// From now on `slots` waits at the gate until `open_gate`.
@@ -162,7 +174,9 @@ impl Inventory for CountingStore {
     }
 
     async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
-        self.inner.retire_past_appointments(now).await
+        let retired = self.inner.retire_past_appointments(now).await;
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
+        retired
     }
     async fn reschedule(
         &self,
@@ -209,5 +223,128 @@ impl Inventory for CountingStore {
         now: DateTime<Utc>,
     ) -> Result<u32, StoreError> {
         self.inner.admission_step(ticket, limit, now).await
+    }
+}
+
+/// The waiting room seen through its store seam: every call counted by method.
+pub struct CountingRoom {
+    inner: Arc<dyn WaitingRoom>,
+    calls: std::sync::Mutex<HashMap<&'static str, u64>>,
+    /// `config` calls begun, never reset: the admission ticker makes one at the start of every
+    /// tick (and the server one before its ticker starts), nothing else reads the settings.
+    ticks: AtomicU64,
+}
+
+impl CountingRoom {
+    pub fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            calls: std::sync::Mutex::new(HashMap::new()),
+            ticks: AtomicU64::new(0),
+        })
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+
+    /// Ticks begun so far (see `ticks`).
+    pub fn ticks_begun(&self) -> u64 {
+        self.ticks.load(Ordering::SeqCst)
+    }
+
+    /// The calls since the last take, by method.
+    pub fn take(&self) -> HashMap<&'static str, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl WaitingRoom for CountingRoom {
+    async fn configure(
+        &self,
+        config: &slotd::domain::room::RoomConfig,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.count("configure");
+        self.inner.configure(config, now).await
+    }
+    async fn config(&self) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
+        self.ticks.fetch_add(1, Ordering::SeqCst);
+        self.count("config");
+        self.inner.config().await
+    }
+    async fn join(
+        &self,
+        client_key: &slotd::domain::room::ClientKey,
+        fresh: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("join");
+        self.inner.join(client_key, fresh, now).await
+    }
+    async fn status(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("status");
+        self.inner.status(ticket, now).await
+    }
+    async fn end(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        state: slotd::domain::room::TicketState,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
+        self.count("end");
+        self.inner.end(ticket, state, now).await
+    }
+    async fn sync(
+        &self,
+        after: Option<u64>,
+        heartbeat: &[slotd::domain::room::TicketId],
+        max_events: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::Synced, slotd::store::StoreError> {
+        self.count("sync");
+        self.inner.sync(after, heartbeat, max_events, now).await
+    }
+    async fn advance(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, slotd::store::StoreError> {
+        self.count("advance");
+        self.inner.advance(now).await
+    }
+    async fn check_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("check_session");
+        self.inner.check_session(ticket, now).await
+    }
+    async fn claim_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("claim_session");
+        self.inner.claim_session(ticket, now).await
+    }
+    async fn release_session(
+        &self,
+        ticket: &slotd::domain::room::TicketId,
+    ) -> Result<(), slotd::store::StoreError> {
+        self.count("release_session");
+        self.inner.release_session(ticket).await
+    }
+    async fn stats(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<slotd::domain::room::RoomStats, slotd::store::StoreError> {
+        self.count("stats");
+        self.inner.stats(now).await
     }
 }

@@ -6,22 +6,22 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::Code;
 
 use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
 
-use super::{admin, applicant, assert_refused, book_request, slot};
+use super::{admin, applicant, assert_refused, book_request, slot, with_token};
 
+/// A channel to a slotd at `addr` (`127.0.0.1:N`), each call bounded by a generous 20 s.
 pub async fn connect(addr: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(20))
         .connect()
         .await
         .expect("connect to slotd")
@@ -142,11 +142,8 @@ pub async fn book_wait_audit(channel: &Channel, first: u32) -> (String, String) 
         assert!(Instant::now() < deadline, "never admitted: {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut with_token = Request::new(request);
-    let value: MetadataValue<_> = token.parse().expect("ascii token");
-    with_token.metadata_mut().insert("x-admission-token", value);
     let admitted = booking
-        .book_appointment(with_token)
+        .book_appointment(with_token(request, &token))
         .await
         .expect("book with the admission token")
         .into_inner()

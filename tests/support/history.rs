@@ -613,3 +613,17 @@ pub async fn check_claims(channel: &Channel, plan: &StormPlan, probe_time: &str)
         }
     }
 }
+
+/// Waits until the storm recorded in `history` has at least `n` acknowledged bookings (up to a
+/// generous 60 s): fault tests strike after real progress, not after a fixed time.
+pub async fn until_acknowledged(history: &History, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while history.acknowledged_books() < n {
+        assert!(
+            Instant::now() < deadline,
+            "storm stalled: {}",
+            history.summary()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

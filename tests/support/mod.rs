@@ -65,6 +65,8 @@ pub struct TestServer {
     pub room: Arc<dyn WaitingRoom>,
     /// The server's use cases (its calendar cache and slot feed: `app.availability()`).
     pub app: Slotd,
+    /// The room store as the server's room sees it: counts its calls and ticker ticks.
+    pub room_calls: Arc<counting::CountingRoom>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -163,7 +165,8 @@ impl TestServer {
         let app = Slotd::new(catalog, store.clone(), shared_clock.clone()).with_calendar(calendar);
         let served = app.clone();
         let keys = AdmissionKeys::new(ADMISSION_KEY).expect("admission key");
-        let room = Room::new(keys, room_store.clone(), shared_clock).with_watch_options(watch);
+        let room_calls = counting::CountingRoom::new(room_store.clone());
+        let room = Room::new(keys, room_calls.clone(), shared_clock).with_watch_options(watch);
         let auth = OperatorAuth::new(Some(ADMIN_TOKEN)).expect("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -184,9 +187,16 @@ impl TestServer {
             store,
             room: room_store,
             app,
+            room_calls,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Waits until this server's waiting-room ticker has run a whole tick that began after
+    /// the call (so it has seen the current manual time and settings). See `settle`.
+    pub async fn next_tick(&self) {
+        settle(&[self]).await;
     }
 
     pub async fn channel(&self) -> Channel {
@@ -232,11 +242,63 @@ impl Drop for TestServer {
     }
 }
 
+/// Waits until every server's waiting-room ticker has run a whole tick begun after this call:
+/// a tick starts with the one settings read (`CountingRoom::ticks_begun`), so once two more
+/// have begun, the first of them (which read the clock after this call) has finished. A
+/// condition, not a guess at how long a tick takes; bounded by a generous 30 s.
+pub async fn settle(servers: &[&TestServer]) {
+    let begun: Vec<u64> = servers.iter().map(|s| s.room_calls.ticks_begun()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while servers
+        .iter()
+        .zip(&begun)
+        .any(|(s, b)| s.room_calls.ticks_begun() < b + 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a waiting-room ticker did not tick within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Wraps a message with the operator token.
 pub fn admin<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     let value: MetadataValue<_> = format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii");
     request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The gRPC health status of `slotd.v1.BookingService` on `channel` (-1 when the check fails).
+pub async fn booking_health(channel: &Channel) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "slotd.v1.BookingService".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Polls `booking_health` until it is `want` (1 SERVING, 2 NOT_SERVING), up to a generous 20 s.
+pub async fn wait_for_health(channel: &Channel, want: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while booking_health(channel).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wraps a message with an admission token (`x-admission-token`), as a client let in by the
+/// waiting room sends it.
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = token.parse().expect("ascii token");
+    request.metadata_mut().insert("x-admission-token", value);
     request
 }
 
@@ -313,23 +375,59 @@ pub async fn open_times(server: &TestServer, date: &str, first: &str, last: &str
         .expect("open slots");
 }
 
-/// Registers receipts R{i} for passports P{i}, i in `ids`, paid a day before the epoch.
-pub async fn register_receipts(server: &TestServer, ids: impl IntoIterator<Item = u32>) {
-    let mut client = server.admin().await;
-    let paid_at = (epoch() - ChronoDuration::days(1)).to_rfc3339();
-    for i in ids {
-        let a = applicant(i);
-        client
-            .register_receipt(admin(pb::RegisterReceiptRequest {
-                receipt_number: a.receipt_number,
-                passport_number: a.passport_number,
-                paid_at: paid_at.clone(),
-                amount: "185.00".into(),
-                currency: "USD".into(),
-            }))
-            .await
-            .expect("register receipt");
+/// Waiting-room settings: on, `rate` admissions a minute, at most `cap` active sessions of
+/// 10 minutes, waiters dropped after 60 s of silence, not paused, calendar reads not gated.
+pub fn room_config(rate: u32, cap: u32) -> pb::WaitingRoomConfig {
+    pb::WaitingRoomConfig {
+        enabled: true,
+        admissions_per_minute: rate,
+        max_active_sessions: cap,
+        session_duration_seconds: 600,
+        waiter_timeout_seconds: 60,
+        paused: false,
+        gate_calendar: false,
     }
+}
+
+/// ConfigureWaitingRoom on `server`, as the operator.
+pub async fn configure_room(server: &TestServer, config: pb::WaitingRoomConfig) {
+    server
+        .admin()
+        .await
+        .configure_waiting_room(admin(pb::ConfigureWaitingRoomRequest {
+            config: Some(config),
+        }))
+        .await
+        .expect("configure waiting room");
+}
+
+/// Registers receipts R{i} for passports P{i}, i in `ids`, paid a day before the epoch (setup:
+/// 32 calls at a time over one connection).
+pub async fn register_receipts(server: &TestServer, ids: impl IntoIterator<Item = u32>) {
+    use futures::StreamExt;
+    let client = server.admin().await;
+    let paid_at = (epoch() - ChronoDuration::days(1)).to_rfc3339();
+    let calls = ids.into_iter().map(|i| {
+        let mut client = client.clone();
+        let paid_at = paid_at.clone();
+        async move {
+            let a = applicant(i);
+            client
+                .register_receipt(admin(pb::RegisterReceiptRequest {
+                    receipt_number: a.receipt_number,
+                    passport_number: a.passport_number,
+                    paid_at,
+                    amount: "185.00".into(),
+                    currency: "USD".into(),
+                }))
+                .await
+                .expect("register receipt");
+        }
+    });
+    futures::stream::iter(calls)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 pub fn book_request(
@@ -367,27 +465,12 @@ pub async fn seats_left(server: &TestServer, date: &str, time: &str) -> u32 {
 
 /// AuditInventory over `date` must report no violation.
 pub async fn assert_audit_clean(server: &TestServer, date: &str) {
-    let report = server
-        .admin()
-        .await
-        .audit_inventory(admin(pb::AuditInventoryRequest {
-            post_id: "BEIJING".into(),
-            category: "ALL_OTHERS".into(),
-            from_date: date.into(),
-            to_date: date.into(),
-        }))
-        .await
-        .expect("audit")
-        .into_inner();
-    assert!(
-        report.violations.is_empty(),
-        "audit violations: {:?}",
-        report.violations
-    );
+    history::audit_clean(&server.channel().await, date).await;
 }
 pub mod backend;
 pub mod cluster;
 pub mod counting;
+pub mod domain;
 pub mod flow;
 pub mod history;
 pub mod process;

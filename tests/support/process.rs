@@ -1,6 +1,8 @@
 //! The real `slotd` binary as an OS process (kill -9, restarts, several processes on one
 //! Redis), on 127.0.0.1, with its log in a temp file.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,6 +119,33 @@ impl Slotd {
             .expect("port")
     }
 
+    /// Sends signal `name` (`"TERM"`, `"HUP"`) through the shell's builtin kill (no procps
+    /// needed on a minimal machine).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\""])
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s {name}");
+    }
+
+    /// Waits (up to `limit`, a generous bound) for the process to exit; true when it exited 0.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slotd did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no drain, no shutdown hook.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9 slotd");
@@ -129,6 +158,27 @@ impl Drop for Slotd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The body of `GET /metrics` on 127.0.0.1:`port` (a `--metrics-listen` endpoint); asserts 200.
+pub fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
 
 fn spawn(

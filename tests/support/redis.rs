@@ -35,6 +35,11 @@ enum Listen {
 /// answer into UNAVAILABLE (tests about timeouts set their own).
 pub const PATIENT: Duration = Duration::from_secs(20);
 
+/// Arguments of every test `redis-server` that may have replicas: a replica's full sync starts
+/// at once instead of after Redis 7's default 5 s wait for more replicas to share the diskless
+/// transfer (which every cluster start, failover and REPLICAOF would otherwise pay).
+pub const PROMPT_SYNC: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+
 /// A `redis.tag` no other test of this process has (tags are per process, servers per binary).
 pub fn fresh_tag() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -60,6 +65,39 @@ pub fn reaped(command: &mut Command) -> (Child, ChildStdin) {
         .unwrap_or_else(|e| panic!("cannot start sh ({e})"));
     let stdin = child.stdin.take().expect("piped stdin");
     (child, stdin)
+}
+
+/// The output of `cli` (a `redis-cli` command with its connection arguments) run against
+/// 127.0.0.1:`port` with `args` ("" when it fails).
+pub fn cli_query(mut cli: Command, port: u16, args: &[&str]) -> String {
+    cli.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Polls `ok` (blocking) until it holds, up to `secs` seconds, or fails naming `what`.
+pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    if !poll_until(secs, &mut ok) {
+        panic!("{what} within {secs} s");
+    }
+}
+
+/// Polls `ok` (blocking) every 50 ms for up to `secs` seconds; whether it came to hold.
+pub fn poll_until(secs: u64, ok: &mut impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 /// The Redis of this test binary (see the module comment), started on first use.
@@ -162,6 +200,7 @@ fn redis_command(listen: &Listen, dir: &std::path::Path) -> Command {
         .arg(dir)
         .args(["--save", ""])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(PROMPT_SYNC)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command

@@ -6,11 +6,11 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use super::process::free_port;
+use super::redis::{cli_query, wait_until};
 use super::tls::Pki;
 
 pub const MASTER: &str = "slotd-primary";
@@ -26,27 +26,11 @@ pub struct SentinelSet {
     dir: TempDir,
 }
 
-/// `redis-cli -p port args...`'s output ("" when it fails).
+/// `redis-cli cli_args -p port args...`'s output ("" when it fails).
 fn query(cli_args: &[String], port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(cli_args)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cli = Command::new("redis-cli");
+    cli.args(cli_args);
+    cli_query(cli, port, args)
 }
 
 /// The port arguments: `--port P`, or `--port 0 --tls-port P` plus the TLS files.
@@ -78,6 +62,7 @@ fn data_node(
         .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--maxmemory-policy", "noeviction"])
+        .args(super::redis::PROMPT_SYNC)
         .arg("--dir")
         .arg(dir);
     if let Some(primary) = replica_of {

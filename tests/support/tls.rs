@@ -7,9 +7,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::redis::{cli_query, wait_until};
+
+/// A fresh self-signed CA named `name`: its certificate (PEM) and the issuer to sign with.
+pub fn ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let key = KeyPair::generate().expect("ca key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("ca cert");
+    (cert.pem(), Issuer::new(params, key))
+}
 
 /// The PEM files of one test PKI.
 pub struct Pki {
@@ -18,21 +30,10 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, SanType,
-        };
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
         let dir = tempfile::tempdir().expect("pki dir");
         let write = |name: &str, pem: String| {
             std::fs::write(dir.path().join(name), pem).expect("write pem");
-        };
-        let ca = |name: &str| {
-            let key = KeyPair::generate().expect("ca key");
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name.push(DnType::CommonName, name);
-            let cert = params.self_signed(&key).expect("ca cert");
-            (cert.pem(), Issuer::new(params, key))
         };
         let (ca_pem, issuer) = ca("slotd test redis CA");
         write("ca.pem", ca_pem);
@@ -115,24 +116,7 @@ impl Pki {
 
     /// `redis-cli --tls -p port args...`'s output ("" when it fails).
     pub fn query(&self, port: u16, args: &[&str]) -> String {
-        self.cli()
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        std::thread::sleep(Duration::from_millis(50));
+        cli_query(self.cli(), port, args)
     }
 }
 
