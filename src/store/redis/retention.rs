@@ -41,6 +41,29 @@ fn parse_day_label(label: &str) -> Option<DayRef> {
 }
 
 impl RedisStore {
+    /// At most a batch of the members of due index `index` whose time has come by `now`.
+    async fn due_batch(
+        &self,
+        what: &str,
+        index: String,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let reply = self
+            .conn
+            .cmd(
+                what,
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(index)
+                    .arg("-inf")
+                    .arg(millis(now))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(APPOINTMENT_RETIRE_BATCH),
+            )
+            .await?;
+        strings(what, reply)
+    }
+
     /// The sweeper's retention step (see `Inventory::retire_past_appointments`): forgets at
     /// most a batch of records past their retention, then retires at most a batch of BOOKED
     /// appointments of due days (one `appt_retire` call each), retiring days left empty.
@@ -48,21 +71,7 @@ impl RedisStore {
         self.backfill_step().await?;
         self.forget_retired(now).await?;
         let what = "retire past appointments";
-        let labels = strings(
-            what,
-            self.conn
-                .cmd(
-                    what,
-                    ::redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.keys.days_due())
-                        .arg("-inf")
-                        .arg(millis(now))
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(APPOINTMENT_RETIRE_BATCH),
-                )
-                .await?,
-        )?;
+        let labels = self.due_batch(what, self.keys.days_due(), now).await?;
         let mut budget = APPOINTMENT_RETIRE_BATCH;
         let mut retired = 0;
         for label in labels {
@@ -284,21 +293,9 @@ impl RedisStore {
     /// Forgets at most a batch of retired records whose retention has passed (`appt_expire`).
     async fn forget_retired(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         let what = "forget retired appointments";
-        let due = strings(
-            what,
-            self.conn
-                .cmd(
-                    what,
-                    ::redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.keys.appointment_expiry())
-                        .arg("-inf")
-                        .arg(millis(now))
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(APPOINTMENT_RETIRE_BATCH),
-                )
-                .await?,
-        )?;
+        let due = self
+            .due_batch(what, self.keys.appointment_expiry(), now)
+            .await?;
         if due.is_empty() {
             return Ok(0);
         }
