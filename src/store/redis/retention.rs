@@ -215,7 +215,9 @@ impl RedisStore {
         invocation
             .arg(format!("{}*", self.keys.prefix()))
             .arg(BACKFILL_SCAN_COUNT);
-        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        // Read-only (`flags=no-writes`): never waits for replicas, so a lagging replica cannot
+        // stop the sweep before its own steps.
+        let (status, items) = status_reply(what, self.conn.read_script(what, &invocation).await?)?;
         match status.as_str() {
             "DONE" => return Ok(()),
             "KEYS" => {}

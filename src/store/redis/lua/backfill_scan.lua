@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- backfill_scan: one bounded step of the one-time pass that indexes what was written before the
 -- due indexes existed (days opened before `days-due`, waitlist entries joined before `wl-due`).
 -- Read-only: it runs one SCAN on the node that owns the deployment's hash tag (a script goes to
