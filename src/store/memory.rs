@@ -2101,12 +2101,9 @@ mod tests {
         }
     }
 
-    /// #20 bounded data, embedded store: a book/cancel loop of 500 on one day keeps the live
-    /// manifest empty and the number of days with an index at one; cancelled records stay
-    /// readable (CANCELLED) within the retention and are forgotten, with their cancelled-index
-    /// members, once it has passed (so the maps do not grow with the loop).
-    #[tokio::test]
-    async fn a_book_cancel_loop_keeps_the_maps_flat_and_records_expire_after_the_retention() {
+    /// A store with a one-hour retention, tomorrow's 08:00 open with 2 seats, and the receipt of
+    /// `applicant()` registered.
+    async fn one_slot_with_a_receipt() -> (MemoryStore, DayRef, SlotTime, Applicant) {
         let store = MemoryStore::new().with_retention(Duration::hours(1));
         let day = DayRef {
             post: PostId::parse("BEIJING").expect("post"),
@@ -2142,6 +2139,16 @@ mod tests {
             })
             .await
             .expect("receipt");
+        (store, day, time, a)
+    }
+
+    /// #20 bounded data, embedded store: a book/cancel loop of 500 on one day keeps the live
+    /// manifest empty and the number of days with an index at one; cancelled records stay
+    /// readable (CANCELLED) within the retention and are forgotten, with their cancelled-index
+    /// members, once it has passed (so the maps do not grow with the loop).
+    #[tokio::test]
+    async fn a_book_cancel_loop_keeps_the_maps_flat_and_records_expire_after_the_retention() {
+        let (store, day, time, a) = one_slot_with_a_receipt().await;
         let mut first = None;
         let mut at = epoch();
         for n in 0..500 {
@@ -2190,41 +2197,7 @@ mod tests {
     /// the day leaves the index, and the record is forgotten after the retention.
     #[tokio::test]
     async fn retiring_a_past_appointment_frees_only_the_claims_that_still_name_it() {
-        let store = MemoryStore::new().with_retention(Duration::hours(1));
-        let day = DayRef {
-            post: PostId::parse("BEIJING").expect("post"),
-            category: CategoryId::parse("ALL_OTHERS").expect("category"),
-            date: (epoch() + Duration::days(1)).date_naive(),
-        };
-        let time = SlotTime::parse("08:00").expect("time");
-        store
-            .open_slots(
-                &OpenPlan {
-                    post: day.post.clone(),
-                    category: day.category.clone(),
-                    range: DateRange::new(day.date, day.date).expect("range"),
-                    weekdays: vec![chrono::Weekday::Tue],
-                    first: time,
-                    last: time,
-                    seats: 2,
-                },
-                epoch(),
-            )
-            .await
-            .expect("open");
-        let a = applicant();
-        store
-            .register_receipt(&Receipt {
-                number: a.receipt.clone(),
-                passport: a.passport.clone(),
-                paid_at: epoch() - Duration::days(1),
-                amount: Money {
-                    minor: 18_500,
-                    currency: Currency::Usd,
-                },
-            })
-            .await
-            .expect("receipt");
+        let (store, day, time, a) = one_slot_with_a_receipt().await;
         let booking = Booking::new(
             RequestId::parse("b1").expect("id"),
             day.at(time),
