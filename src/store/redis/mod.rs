@@ -1164,28 +1164,12 @@ impl Inventory for RedisStore {
         // Seats may come back: the sold-out memo forgets everything when this returns.
         let _seats_may_return = self.sold_out.forget_on_drop();
         // A plain read names the dates with due holds; each date's script re-reads exactly.
-        let reply = self
-            .conn
-            .cmd(
-                what,
-                ::redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.keys.holds_due())
-                    .arg("-inf")
-                    .arg(millis(now))
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(SWEEP_BATCH),
-            )
+        let members = self
+            .due_batch(what, self.keys.holds_due(), now, SWEEP_BATCH)
             .await?;
-        let ::redis::Value::Array(members) = reply else {
-            return Err(StoreError::corrupt(format!(
-                "{what}: expected a member list"
-            )));
-        };
         let mut days: Vec<DayRef> = Vec::new();
-        for m in &members {
-            let member = text(what, m)?;
-            let day = parse_due_day(&member)
+        for member in &members {
+            let day = parse_due_day(member)
                 .ok_or_else(|| StoreError::corrupt(format!("{what}: bad due member {member}")))?;
             if !days.contains(&day) {
                 days.push(day);

@@ -22,6 +22,9 @@ const RECORD_BACKSTOP_MS: i64 = 24 * 60 * 60 * 1000;
 /// indexed in about a thousand sweeper ticks, once per deployment.
 const BACKFILL_SCAN_COUNT: u32 = 1000;
 
+/// `APPOINTMENT_RETIRE_BATCH` as a read limit.
+const RETIRE_BATCH: usize = APPOINTMENT_RETIRE_BATCH as usize;
+
 fn strings(what: &str, value: ::redis::Value) -> Result<Vec<String>, StoreError> {
     ::redis::from_redis_value(value)
         .map_err(|_| StoreError::corrupt(format!("{what}: expected a list of strings")))
@@ -41,12 +44,14 @@ fn parse_day_label(label: &str) -> Option<DayRef> {
 }
 
 impl RedisStore {
-    /// At most a batch of the members of due index `index` whose time has come by `now`.
-    async fn due_batch(
+    /// At most `limit` members of the due index `index` (a sorted set scored by due time in ms)
+    /// whose time has come by `now`, earliest first.
+    pub(super) async fn due_batch(
         &self,
         what: &str,
         index: String,
         now: DateTime<Utc>,
+        limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let reply = self
             .conn
@@ -58,7 +63,7 @@ impl RedisStore {
                     .arg(millis(now))
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(APPOINTMENT_RETIRE_BATCH),
+                    .arg(limit),
             )
             .await?;
         strings(what, reply)
@@ -71,7 +76,9 @@ impl RedisStore {
         self.backfill_step().await?;
         self.forget_retired(now).await?;
         let what = "retire past appointments";
-        let labels = self.due_batch(what, self.keys.days_due(), now).await?;
+        let labels = self
+            .due_batch(what, self.keys.days_due(), now, RETIRE_BATCH)
+            .await?;
         let mut budget = APPOINTMENT_RETIRE_BATCH;
         let mut retired = 0;
         for label in labels {
@@ -296,7 +303,7 @@ impl RedisStore {
     async fn forget_retired(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
         let what = "forget retired appointments";
         let due = self
-            .due_batch(what, self.keys.appointment_expiry(), now)
+            .due_batch(what, self.keys.appointment_expiry(), now, RETIRE_BATCH)
             .await?;
         if due.is_empty() {
             return Ok(0);
