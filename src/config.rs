@@ -114,6 +114,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLOTD_DEMO")]
     pub demo: bool,
 
+    /// Serve the reference pages at / and gRPC-Web on the port (web.enabled and web.grpc_web).
+    #[arg(long, env = "SLOTD_WEB")]
+    pub web: bool,
+
     /// Redis URL: redis://host:port/db, rediss:// (TLS), unix:///path, Redis Cluster seeds
     /// redis-cluster://host:port,host:port (rediss-cluster:// over TLS), or Sentinel
     /// redis+sentinel://host:port,host:port/<master-name> (rediss+sentinel://). Without it slotd
@@ -234,6 +238,23 @@ pub struct Settings {
     pub calendar: CalendarSettings,
     pub waiting_room: WaitingRoomSettings,
     pub streams: StreamSettings,
+    pub web: WebSettings,
+}
+
+/// The browser front door (`src/web/`): gRPC-Web, CORS and the reference pages. All off by
+/// default: the port then speaks native gRPC over HTTP/2 only, as before.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// Accept gRPC-Web (HTTP/1.1 and HTTP/2) on the gRPC port for CalendarService,
+    /// WaitingRoomService and BookingService (never AdminService, health or reflection).
+    pub grpc_web: bool,
+    /// Origins (`https://book.example.cn`: scheme, host, optional port, lower case) whose pages
+    /// may call slotd cross-origin (CORS). Empty: only slotd's own pages (same origin).
+    pub allowed_origins: Vec<String>,
+    /// Serve the reference pages (waiting room, calendar, booking, confirmation) at `/`.
+    /// Needs `grpc_web`.
+    pub enabled: bool,
 }
 
 /// How Watch streams of the waiting room hear from it (`src/room.rs`, `WatchOptions`).
@@ -678,6 +699,10 @@ impl ServeArgs {
         if self.demo {
             s.server.demo = true;
         }
+        if self.web {
+            s.web.enabled = true;
+            s.web.grpc_web = true;
+        }
         set_opt(&mut s.server.posts, &self.posts);
         set(&mut s.server.drain_timeout_secs, &self.drain_timeout_secs);
         set(&mut s.booking.hold_ttl_secs, &self.hold_ttl_secs);
@@ -1024,7 +1049,37 @@ impl Settings {
             "limits.max_clients",
             "must be 1-10000000",
         )?;
+
+        let w = &self.web;
+        check(
+            !w.enabled || w.grpc_web,
+            "web.enabled",
+            "the pages call slotd over gRPC-Web: set web.grpc_web = true too (or use --web)",
+        )?;
+        check(
+            w.allowed_origins.is_empty() || w.grpc_web,
+            "web.allowed_origins",
+            "needs web.grpc_web = true",
+        )?;
+        check(
+            w.allowed_origins.len() <= 64,
+            "web.allowed_origins",
+            "at most 64 origins",
+        )?;
+        for (i, origin) in w.allowed_origins.iter().enumerate() {
+            crate::web::check_origin(origin)
+                .map_err(|e| ConfigError::new(format!("web.allowed_origins[{i}]"), e))?;
+        }
         Ok(())
+    }
+
+    /// The front door's settings for `ServeOptions::web`.
+    pub fn web(&self) -> crate::web::WebOptions {
+        crate::web::WebOptions {
+            grpc_web: self.web.grpc_web,
+            allowed_origins: self.web.allowed_origins.clone(),
+            pages: self.web.enabled,
+        }
     }
 
     /// The keys `slotd serve` runs with: as `admission_keys`, and a key is required with Redis.
@@ -1378,5 +1433,81 @@ mod tests {
         assert!(!text.contains("secret-token"), "{text}");
         assert!(!text.contains(":pw@"), "{text}");
         assert!(text.contains("10.0.0.5:6379/0"), "{text}");
+    }
+
+    #[test]
+    fn web_keys_are_off_by_default_and_checked_by_key() {
+        let s = layered(None, env(&[])).expect("defaults");
+        assert_eq!(s.web, WebSettings::default());
+        assert!(!s.web().grpc_web && !s.web().pages);
+
+        let f = file("[web]\ngrpc_web = true\nallowed_origins = [\"https://book.example.cn\", \"http://127.0.0.1:8080\"]\nenabled = true\n");
+        let s = layered(Some(f.path()), env(&[])).expect("parses");
+        s.validate().expect("valid");
+        assert_eq!(s.web().allowed_origins.len(), 2);
+        assert!(s.web().pages);
+
+        let s = layered(
+            None,
+            env(&[
+                ("SLOTD__WEB__GRPC_WEB", "true"),
+                (
+                    "SLOTD__WEB__ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+            ]),
+        )
+        .expect("parses");
+        s.validate().expect("valid");
+        assert_eq!(
+            s.web.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+
+        for (vars, key, says) in [
+            (
+                vec![("SLOTD__WEB__ENABLED", "true")],
+                "web.enabled",
+                "web.grpc_web",
+            ),
+            (
+                vec![("SLOTD__WEB__ALLOWED_ORIGINS", "https://a.example")],
+                "web.allowed_origins",
+                "web.grpc_web",
+            ),
+            (
+                vec![
+                    ("SLOTD__WEB__GRPC_WEB", "true"),
+                    (
+                        "SLOTD__WEB__ALLOWED_ORIGINS",
+                        "https://a.example,https://b.example/",
+                    ),
+                ],
+                "web.allowed_origins[1]",
+                "no path",
+            ),
+            (
+                vec![
+                    ("SLOTD__WEB__GRPC_WEB", "true"),
+                    ("SLOTD__WEB__ALLOWED_ORIGINS", "*"),
+                ],
+                "web.allowed_origins[0]",
+                "https://",
+            ),
+        ] {
+            let s = layered(None, env(&vars)).expect("parses");
+            let e = s.validate().expect_err("invalid");
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+
+        let mut s = Settings::default();
+        let args = ServeArgs {
+            web: true,
+            ..ServeArgs::default()
+        };
+        args.apply(&mut s);
+        s.validate().expect("--web is valid alone");
+        assert!(s.web.enabled && s.web.grpc_web);
     }
 }

@@ -200,6 +200,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             seats_days: settings.metrics.seats_days,
             refresh: Duration::from_secs(settings.metrics.refresh_secs),
         }),
+        web: settings.web(),
         ..ServeOptions::default()
     };
     serve(listener, app, room, auth, options, shutdown_signal()).await?;

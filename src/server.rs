@@ -16,6 +16,9 @@
 //! from the client wins), HTTP/2 streams per connection, 64 KiB requests. With `tls` the port
 //! speaks TLS only; with a client CA, AdminService also accepts a verified client certificate
 //! in place of the bearer token.
+//!
+//! With `web.grpc_web` the port also speaks HTTP/1.1 and gRPC-Web for browsers (`crate::web`,
+//! the outermost layer), and with `web.enabled` it serves the reference pages.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +53,7 @@ use crate::config::LimitSettings;
 use crate::limits::Limits;
 use crate::room::Room;
 use crate::streams::{StreamOptions, Streams};
+use crate::web::WebLayer;
 
 /// The largest request slotd decodes: a full group booking is about 1 KiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -92,6 +96,8 @@ pub struct ServeOptions {
     pub http2_keepalive_interval: Option<Duration>,
     /// A ping not answered within this closes the connection.
     pub http2_keepalive_timeout: Duration,
+    /// gRPC-Web, CORS and the reference pages (`crate::web`); the default is all off.
+    pub web: crate::web::WebOptions,
 }
 
 impl Default for ServeOptions {
@@ -111,6 +117,7 @@ impl Default for ServeOptions {
             max_connection_age_grace: Duration::from_secs(30),
             http2_keepalive_interval: None,
             http2_keepalive_timeout: Duration::from_secs(20),
+            web: crate::web::WebOptions::default(),
         }
     }
 }
@@ -326,7 +333,9 @@ pub async fn serve(
         .initial_connection_window_size(window)
         .http2_adaptive_window(Some(options.http2_adaptive_window))
         .http2_keepalive_interval(options.http2_keepalive_interval)
-        .http2_keepalive_timeout(Some(options.http2_keepalive_timeout));
+        .http2_keepalive_timeout(Some(options.http2_keepalive_timeout))
+        // gRPC-Web from browsers may come over HTTP/1.1; native gRPC stays HTTP/2.
+        .accept_http1(options.web.http1());
     // tonic sends GOAWAY at the age; the grace is enforced by `CountedConnection` (tonic 0.14.9's
     // own `max_connection_age_grace` skips the GOAWAY and only closes hard at age + grace).
     if let Some(age) = options.max_connection_age {
@@ -354,7 +363,10 @@ pub async fn serve(
 
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();
+    // The front door first: a gRPC-Web call is translated before the RPC layer counts, limits
+    // and times it, exactly as a native call (tonic's grpc-timeout deadline wraps both).
     let server = builder
+        .layer(WebLayer::new(options.web.clone()))
         .layer(RpcLayer::new(methods, limits))
         .add_service(health)
         .add_service(reflection_v1)

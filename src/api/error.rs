@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The client holds `streams.max_per_client` open streams already (`crate::streams`).
     #[error("too many open streams: at most {max} per client; close one first")]
     TooManyStreams { max: u32 },
+    /// A gRPC-Web call (a browser) to a service only native gRPC may reach (`crate::web`).
+    #[error("{service} is not served over gRPC-Web: call it over native gRPC (HTTP/2)")]
+    NotServedOverGrpcWeb { service: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,6 +77,12 @@ impl From<ApiError> for Status {
                 details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, meta);
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            ApiError::NotServedOverGrpcWeb { service } => with_info(
+                Code::Unimplemented,
+                message,
+                "NOT_SERVED_OVER_GRPC_WEB",
+                &[("service", service)],
+            ),
             ApiError::TooManyStreams { max } => with_info(
                 Code::ResourceExhausted,
                 message,
