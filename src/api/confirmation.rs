@@ -1,6 +1,11 @@
 //! The printable appointment confirmation page (Chinese and English), rendered from
 //! `templates/confirmation.html` with minijinja. The template's name ends in `.html`, so every
 //! `{{ field }}` is HTML-escaped: names and other stored text cannot inject markup.
+//!
+//! Like the guide's confirmation letter it shows the number of applicants, the visa category,
+//! the post's name and street address in Chinese and in English with city and postal code, and
+//! a QR code of the confirmation number to scan at the door: drawn here as inline SVG (one
+//! path of unit squares; no image, no script, no network), the only unescaped markup.
 
 use minijinja::{context, Environment};
 use serde::Serialize;
@@ -26,6 +31,32 @@ struct MoveView {
     from: String,
     to: String,
     at: String,
+}
+
+/// Modules of white border around the code (the QR standard's quiet zone).
+const QUIET_ZONE: usize = 4;
+
+/// The QR code of `text` as an inline SVG: one `<path>` of 1x1 squares `M{x},{y}h1v1h-1z`, one
+/// per dark module, in a viewBox with the quiet zone (so it scales to any print size).
+pub fn qr_svg(text: &str) -> Result<String, StoreError> {
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M)
+        .map_err(|e| StoreError::corrupt(format!("confirmation QR code: {e}")))?;
+    let width = code.width();
+    let size = width + 2 * QUIET_ZONE;
+    let mut path = String::with_capacity(width * width * 6);
+    for (i, color) in code.to_colors().iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (x, y) = (i % width + QUIET_ZONE, i / width + QUIET_ZONE);
+            path.push_str(&format!("M{x},{y}h1v1h-1z"));
+        }
+    }
+    Ok(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"qr\" viewBox=\"0 0 {size} {size}\" \
+         width=\"{px}\" height=\"{px}\" shape-rendering=\"crispEdges\" role=\"img\" \
+         aria-label=\"QR {text}\"><rect width=\"{size}\" height=\"{size}\" fill=\"#fff\"/>\
+         <path fill=\"#000\" d=\"{path}\"/></svg>",
+        px = size * 4,
+    ))
 }
 
 /// The page for an appointment. Failures are template bugs, reported as `Corrupt` (INTERNAL).
@@ -65,9 +96,16 @@ pub fn render(appointment: &Appointment, catalog: &Catalog) -> Result<String, St
             at: format_instant(m.at),
         })
         .collect();
+    // A confirmation number is 14 characters of an unambiguous alphabet: nothing to escape.
+    let qr = minijinja::Value::from_safe_string(qr_svg(appointment.confirmation.as_str())?);
     template
         .render(context! {
             confirmation_number => appointment.confirmation.to_string(),
+            qr,
+            applicant_count => appointment.applicants.len(),
+            post_id => appointment.slot.post.to_string(),
+            city => post.map(|p| p.city.clone()).unwrap_or_default(),
+            postal_code => post.map(|p| p.postal_code.clone()).unwrap_or_default(),
             status_zh, status_en,
             post_name_zh => post.map(|p| p.name_zh.clone()).unwrap_or_default(),
             post_name_en => post.map(|p| p.name_en.clone()).unwrap_or_else(|| appointment.slot.post.to_string()),
@@ -135,6 +173,77 @@ mod tests {
             "预约确认",
             "Appointment Confirmation",
             post.name_zh.as_str(),
+        ] {
+            assert!(html.contains(needle), "missing {needle} in {html}");
+        }
+    }
+
+    /// The dark modules of the SVG in `html`, read back from its path, drawn as a bitmap
+    /// (`scale` pixels a module) and decoded with rqrr.
+    fn scan(html: &str) -> String {
+        let start = html.find("<svg").expect("an svg");
+        let svg = &html[start..html[start..].find("</svg>").expect("closed") + start];
+        let size: usize = svg
+            .split("viewBox=\"0 0 ")
+            .nth(1)
+            .and_then(|v| v.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("viewBox");
+        let d = svg
+            .split(" d=\"")
+            .nth(1)
+            .expect("path")
+            .split('"')
+            .next()
+            .unwrap();
+        let mut dark = vec![false; size * size];
+        for square in d.split('M').filter(|s| !s.is_empty()) {
+            let square = square.strip_suffix("h1v1h-1z").expect("a unit square");
+            let (x, y) = square.split_once(',').expect("x,y");
+            let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+            dark[y * size + x] = true;
+        }
+        let scale = 6;
+        let mut image =
+            rqrr::PreparedImage::prepare_from_greyscale(size * scale, size * scale, |x, y| {
+                if dark[(y / scale) * size + x / scale] {
+                    0
+                } else {
+                    255
+                }
+            });
+        let grids = image.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code");
+        grids[0].decode().expect("decodes").1
+    }
+
+    #[test]
+    fn the_qr_code_scans_to_the_confirmation_number() {
+        let catalog = Catalog::builtin().unwrap();
+        let a = appointment();
+        let html = render(&a, &catalog).unwrap();
+        assert_eq!(scan(&html), a.confirmation.as_str());
+    }
+
+    #[test]
+    fn the_letter_shows_applicant_count_category_both_addresses_city_and_postal_code() {
+        let catalog = Catalog::builtin().unwrap();
+        let mut a = appointment();
+        let mut dependent = a.applicants[0].clone();
+        dependent.passport = PassportNumber::parse("E87654321").unwrap();
+        a.applicants.push(dependent);
+        let html = render(&a, &catalog).unwrap();
+        let post = catalog.post(&a.slot.post).unwrap();
+        let category = &post.categories[0];
+        for needle in [
+            "申请人数量 Number of applicants: 2",
+            post.address_zh.as_str(),
+            post.address_en.as_str(),
+            post.postal_code.as_str(),
+            post.city.as_str(),
+            category.name_zh.as_str(),
+            category.name_en.as_str(),
+            "E87654321",
         ] {
             assert!(html.contains(needle), "missing {needle} in {html}");
         }
