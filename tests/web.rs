@@ -691,3 +691,47 @@ fn a_bad_web_key_stops_the_binary_naming_it() {
         assert!(log.contains(key), "{key}: {log}");
     }
 }
+
+#[test]
+fn the_pages_are_served_with_web_enabled_only() {
+    let slotd = Slotd::start_args(0, &["--demo", "--web"], &[]);
+    let addr = slotd.addr();
+    for (path, kind, needle) in [
+        ("/", "text/html", "/assets/grpc-web.js"),
+        ("/assets/app.js", "text/javascript", "WatchAvailability"),
+        (
+            "/assets/grpc-web.js",
+            "text/javascript",
+            "application/grpc-web+proto",
+        ),
+        ("/assets/style.css", "text/css", "progress"),
+    ] {
+        let mut reply = send(&addr, "GET", path, &[], b"");
+        assert_eq!(reply.status, 200, "{path}");
+        let content_type = reply.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(
+            reply.headers.contains_key("content-security-policy"),
+            "{path}"
+        );
+        while reply.fill() {}
+        let body = String::from_utf8(reply.buffer).expect("utf-8");
+        assert!(body.contains(needle), "{path} lacks {needle}");
+    }
+    // Same origin: the page's own Origin needs no allow-list entry.
+    let c = call(
+        &addr,
+        "CalendarService/ListPosts",
+        &pb::ListPostsRequest {},
+        &[("origin", &format!("http://{addr}"))],
+    );
+    assert_eq!(c.status.code(), Code::Ok, "{:?}", c.status);
+
+    // gRPC-Web alone serves no pages.
+    let slotd = start(&[]);
+    let reply = send(&slotd.addr(), "GET", "/", &[], b"");
+    assert_ne!(reply.status, 200);
+}

@@ -15,7 +15,33 @@ pub struct Page {
 }
 
 /// Every file the pages consist of, by the path it is served at.
-pub const PAGES: &[Page] = &[];
+pub const PAGES: &[Page] = &[
+    Page {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("pages/index.html"),
+    },
+    Page {
+        path: "/index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("pages/index.html"),
+    },
+    Page {
+        path: "/assets/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("pages/app.js"),
+    },
+    Page {
+        path: "/assets/grpc-web.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("pages/grpc-web.js"),
+    },
+    Page {
+        path: "/assets/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("pages/style.css"),
+    },
+];
 
 /// The page served at `path`, if any (`/` is the index).
 pub fn page(path: &str) -> Option<&'static Page> {
