@@ -135,7 +135,8 @@ function renderTicket() {
   $("room-ahead").textContent = s.people_ahead;
   const w = s.estimated_wait_seconds;
   $("room-wait").textContent = w < 120 ? w + " " + t("seconds") : Math.round(w / 60) + " " + t("minutes");
-  const done = s.state === 2 ? 1 : 1 - (s.position - 1) / Math.max(state.firstPosition, 1);
+  // The share of the line ahead at joining that has gone in since.
+  const done = s.state === 2 ? 1 : (state.firstPosition - s.position) / Math.max(state.firstPosition, 1);
   $("room-progress").value = Math.round(Math.max(0, Math.min(1, done)) * 100);
 }
 
