@@ -735,3 +735,86 @@ fn the_pages_are_served_with_web_enabled_only() {
     let reply = send(&slotd.addr(), "GET", "/", &[], b"");
     assert_ne!(reply.status, 200);
 }
+
+/// gRPC-Web over HTTP/2 (prior knowledge, as behind a TLS port with ALPN h2): the body carries
+/// the messages and the trailers frame, and the HTTP/2 trailers stay empty.
+async fn h2_call(
+    addr: &str,
+    method: &str,
+    message: &impl Message,
+    frames: usize,
+) -> Vec<(u8, Vec<u8>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/slotd.v1.{method}"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    body.send_data(bytes::Bytes::from(framed(message)), true)
+        .expect("body");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/grpc-web+proto"
+    );
+    let mut body = response.into_body();
+    let mut buffer = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < frames {
+        let chunk = body.data().await.expect("more body").expect("body chunk");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buffer.extend_from_slice(&chunk);
+        while buffer.len() >= 5 {
+            let len = u32::from_be_bytes(buffer[1..5].try_into().expect("4 bytes")) as usize;
+            if buffer.len() < 5 + len {
+                break;
+            }
+            out.push((buffer[0], buffer[5..5 + len].to_vec()));
+            buffer.drain(..5 + len);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_over_http2_answers_unary_calls_and_streams() {
+    let slotd = start(&[]);
+    let addr = slotd.addr();
+    let frames = h2_call(
+        &addr,
+        "CalendarService/ListPosts",
+        &pb::ListPostsRequest {},
+        2,
+    )
+    .await;
+    assert_eq!(frames[0].0, 0, "a message");
+    let posts = pb::ListPostsResponse::decode(frames[0].1.as_slice()).expect("decode");
+    assert!(posts.posts.iter().any(|p| p.post_id == "BEIJING"));
+    assert_eq!(frames[1].0, 0x80, "then the trailers frame");
+    assert_eq!(trailer_status(&frames[1].1).code(), Code::Ok);
+
+    let from = real_date(0);
+    let to = real_date(14);
+    let frames = h2_call(
+        &addr,
+        "CalendarService/WatchAvailability",
+        &pb::WatchAvailabilityRequest {
+            post_id: "BEIJING".into(),
+            category: "ALL_OTHERS".into(),
+            from_date: from,
+            to_date: to,
+        },
+        1,
+    )
+    .await;
+    let snapshot = pb::AvailabilityUpdate::decode(frames[0].1.as_slice()).expect("decode");
+    assert!(snapshot.snapshot && !snapshot.slots.is_empty());
+}

@@ -187,7 +187,7 @@ fn origin_of<B>(request: &Request<B>, options: &WebOptions) -> Origin {
         return Origin::Refused;
     };
     let text = text.to_ascii_lowercase();
-    if options.allowed_origins.iter().any(|o| *o == text) {
+    if options.allowed_origins.contains(&text) {
         return Origin::Allowed(value.clone());
     }
     // The pages slotd serves itself: Origin's host[:port] is the Host the browser asked.
