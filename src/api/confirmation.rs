@@ -3,7 +3,8 @@
 //! `{{ field }}` is HTML-escaped: names and other stored text cannot inject markup.
 //!
 //! Like the guide's confirmation letter it shows the number of applicants, the visa category,
-//! the post's name and street address in Chinese and in English with city and postal code, and
+//! the post's name and street address in Chinese and in English with city and postal code, its
+//! contact lines (catalog `contact`), and
 //! a QR code of the confirmation number to scan at the door: drawn here as inline SVG (one
 //! path of unit squares; no image, no script, no network), the only unescaped markup.
 
@@ -106,6 +107,7 @@ pub fn render(appointment: &Appointment, catalog: &Catalog) -> Result<String, St
             post_id => appointment.slot.post.to_string(),
             city => post.map(|p| p.city.clone()).unwrap_or_default(),
             postal_code => post.map(|p| p.postal_code.clone()).unwrap_or_default(),
+            contact => post.map(|p| p.contact.clone()).unwrap_or_default(),
             status_zh, status_en,
             post_name_zh => post.map(|p| p.name_zh.clone()).unwrap_or_default(),
             post_name_en => post.map(|p| p.name_en.clone()).unwrap_or_else(|| appointment.slot.post.to_string()),
@@ -226,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn the_letter_shows_applicant_count_category_both_addresses_city_and_postal_code() {
+    fn the_letter_shows_applicant_count_category_both_addresses_postal_code_and_contact() {
         let catalog = Catalog::builtin().unwrap();
         let mut a = appointment();
         let mut dependent = a.applicants[0].clone();
@@ -244,6 +246,7 @@ mod tests {
             category.name_zh.as_str(),
             category.name_en.as_str(),
             "E87654321",
+            post.contact[0].as_str(),
         ] {
             assert!(html.contains(needle), "missing {needle} in {html}");
         }

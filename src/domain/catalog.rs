@@ -39,7 +39,15 @@ pub struct Post {
     pub postal_code: String,
     pub time_zone: Tz,
     pub categories: Vec<Category>,
+    /// Lines the confirmation letter prints for reaching the post (phone, e-mail, hours);
+    /// optional, at most `MAX_CONTACT_LINES` of at most `MAX_CONTACT_LINE_CHARS` characters.
+    pub contact: Vec<String>,
 }
+
+/// At most this many contact lines per post.
+pub const MAX_CONTACT_LINES: usize = 8;
+/// At most this many characters in one contact line.
+pub const MAX_CONTACT_LINE_CHARS: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -66,6 +74,8 @@ struct RawPost {
     postal_code: String,
     time_zone: String,
     categories: Vec<String>,
+    #[serde(default)]
+    contact: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +139,22 @@ impl Catalog {
                     name_zh: names.name_zh.clone(),
                 });
             }
+            if p.contact.len() > MAX_CONTACT_LINES {
+                return Err(CatalogError(format!(
+                    "post {id}: at most {MAX_CONTACT_LINES} contact lines"
+                )));
+            }
+            for line in &p.contact {
+                let chars = line.chars().count();
+                if chars == 0
+                    || chars > MAX_CONTACT_LINE_CHARS
+                    || line.chars().any(char::is_control)
+                {
+                    return Err(CatalogError(format!(
+                        "post {id}: each contact line must be 1-{MAX_CONTACT_LINE_CHARS} characters without control characters"
+                    )));
+                }
+            }
             posts.push(Post {
                 id,
                 kind: p.kind,
@@ -140,6 +166,7 @@ impl Catalog {
                 postal_code: p.postal_code,
                 time_zone,
                 categories,
+                contact: p.contact,
             });
         }
         if posts.is_empty() {
@@ -273,5 +300,29 @@ mod tests {
     fn a_catalog_with_an_undefined_category_is_refused() {
         let text = DEFAULT_CATALOG.replace("[categories.STUDENT]", "[categories.STUDENTS]");
         assert!(Catalog::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn contact_lines_are_optional_and_bounded() {
+        let builtin = Catalog::builtin().unwrap();
+        assert!(builtin.posts().iter().all(|p| !p.contact.is_empty()));
+        let without = DEFAULT_CATALOG
+            .lines()
+            .filter(|l| !l.starts_with("contact"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let catalog = Catalog::from_toml(&without).unwrap();
+        assert!(catalog.posts().iter().all(|p| p.contact.is_empty()));
+        for bad in [
+            "[\"\"]",
+            "[\"a\\u0007b\"]",
+            &format!("[\"{}\"]", "x".repeat(201)),
+        ] {
+            let text =
+                DEFAULT_CATALOG.replacen("contact = [", &format!("contact = {bad}\nold = ["), 1);
+            let text = text.replacen("old = [", "#", 1);
+            let e = Catalog::from_toml(&text).expect_err(bad).to_string();
+            assert!(e.contains("contact"), "{bad}: {e}");
+        }
     }
 }
