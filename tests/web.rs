@@ -818,3 +818,35 @@ async fn grpc_web_over_http2_answers_unary_calls_and_streams() {
     let snapshot = pb::AvailabilityUpdate::decode(frames[0].1.as_slice()).expect("decode");
     assert!(snapshot.snapshot && !snapshot.slots.is_empty());
 }
+
+#[test]
+fn a_grpc_timeout_header_ends_a_grpc_web_call_waiting_on_a_stopped_redis() {
+    // Redis stopped (SIGSTOP) and slotd told to wait a minute for it: only the caller's
+    // deadline can end the call before the client's 20 s read timeout.
+    let redis = support::redis::RedisServer::start();
+    let slotd = Slotd::start_args(
+        0,
+        &["--redis-url", &redis.url()],
+        &[
+            ("SLOTD__WEB__GRPC_WEB", "true"),
+            ("SLOTD__REDIS__RESPONSE_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let addr = slotd.addr();
+    redis.pause();
+    let c = call(
+        &addr,
+        "BookingService/GetAppointment",
+        &pb::GetAppointmentRequest {
+            confirmation_number: "ABCDEFGHJKMNPQ".into(),
+            passport_number: "E00000001".into(),
+        },
+        &[("grpc-timeout", "500m")],
+    );
+    redis.resume();
+    assert!(
+        matches!(c.status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{:?}",
+        c.status
+    );
+}
