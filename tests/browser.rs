@@ -5,6 +5,7 @@
 //! Screenshots of each step go to `target/browser-screenshots/` (or `$SLOTD_SCREENSHOTS`).
 //! Without chromium and chromedriver the tests print a loud SKIP and pass, unless
 //! `SLOTD_REQUIRE_BROWSER=1` (CI: `.ci/browser-deps.sh` installs them), when they fail.
+//! `SLOTD_CHROMIUM` / `SLOTD_CHROMEDRIVER` override the Debian paths.
 
 mod support;
 
@@ -24,8 +25,14 @@ use support::flow::{connect, real_date};
 use support::process::Slotd;
 use support::{admin, client_key, free_port};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's paths; `SLOTD_CHROMIUM` / `SLOTD_CHROMEDRIVER` point elsewhere.
+fn chromium() -> String {
+    std::env::var("SLOTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+fn chromedriver() -> String {
+    std::env::var("SLOTD_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// chromedriver and a browser session; both end when dropped.
@@ -38,21 +45,22 @@ struct Browser {
 
 /// The browser, or None (after a loud skip) when it is not installed and not required.
 fn browser(test: &str) -> Option<Browser> {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    let (chromium, chromedriver) = (chromium(), chromedriver());
+    let present = Path::new(&chromium).exists() && Path::new(&chromedriver).exists();
     if !present {
         if std::env::var("SLOTD_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("SLOTD_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing: run .ci/browser-deps.sh");
+            panic!("SLOTD_REQUIRE_BROWSER=1 but {chromium} or {chromedriver} is missing: run .ci/browser-deps.sh");
         }
         eprintln!(
             "\n========================================================================\n\
-             SKIP {test}: {CHROMIUM} / {CHROMEDRIVER} not installed (apt-get install chromium\n\
+             SKIP {test}: {chromium} / {chromedriver} not installed (apt-get install chromium\n\
              chromium-driver, or .ci/browser-deps.sh). Set SLOTD_REQUIRE_BROWSER=1 to fail instead.\n\
              ========================================================================\n"
         );
         return None;
     }
     let port = free_port();
-    let driver = Command::new(CHROMEDRIVER)
+    let driver = Command::new(&chromedriver)
         .arg(format!("--port={port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -86,7 +94,7 @@ fn browser(test: &str) -> Option<Browser> {
         json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": CHROMIUM,
+                "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1000,1100", "--lang=zh-CN", "--hide-scrollbars"]
             }
