@@ -850,3 +850,65 @@ fn a_grpc_timeout_header_ends_a_grpc_web_call_waiting_on_a_stopped_redis() {
         c.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_grpc_web_stream_counts_against_the_peers_stream_cap_like_a_native_one() {
+    let slotd = start(&[("SLOTD__STREAMS__MAX_PER_CLIENT", "1")]);
+    let addr = slotd.addr();
+    let request = pb::WatchAvailabilityRequest {
+        post_id: "BEIJING".into(),
+        category: "ALL_OTHERS".into(),
+        from_date: real_date(0),
+        to_date: real_date(7),
+    };
+    let web = addr.clone();
+    let web_request = request.clone();
+    // The one stream this peer may hold, opened over gRPC-Web and kept open.
+    let open_stream = tokio::task::spawn_blocking(move || {
+        let mut reply = open(&web, "CalendarService/WatchAvailability", &web_request, &[]);
+        reply.next().expect("snapshot");
+        reply
+    })
+    .await
+    .expect("first stream");
+    let native = CalendarServiceClient::new(connect(&addr).await)
+        .watch_availability(request.clone())
+        .await
+        .expect_err("a second stream of the same peer, native");
+    assert_eq!(reason(&native), "TOO_MANY_STREAMS", "{native:?}");
+    let web = addr.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        call(&web, "CalendarService/WatchAvailability", &request, &[])
+    })
+    .await
+    .expect("second web stream");
+    assert_eq!(
+        reason(&second.status),
+        "TOO_MANY_STREAMS",
+        "{:?}",
+        second.status
+    );
+    // Closing the gRPC-Web stream frees the peer's one place: a native stream opens again.
+    drop(open_stream);
+    let channel = connect(&addr).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match CalendarServiceClient::new(channel.clone())
+            .watch_availability(pb::WatchAvailabilityRequest {
+                post_id: "BEIJING".into(),
+                category: "ALL_OTHERS".into(),
+                from_date: real_date(0),
+                to_date: real_date(7),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert_eq!(reason(&e), "TOO_MANY_STREAMS", "{e:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream kept its place"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
