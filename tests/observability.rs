@@ -4,7 +4,7 @@
 //! health check, plaintext and TLS), and connection lifetimes (GOAWAY after
 //! `server.max_connection_age_secs`, then clients reconnect; HTTP/2 keepalive pings).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! certificates, and the real `slotd` binary — layered configuration and `config check`, the
 //! Prometheus endpoint, and SIGTERM during a booking storm on Redis.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

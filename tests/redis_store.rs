@@ -1,7 +1,7 @@
 //! What only the Redis backend has: script reloading, the documented key schema, durability
 //! across a crash, tag separation, and corrupt data that must not panic. Needs `redis-server`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -7,7 +7,6 @@
 //! `Backend::new` is cheap: the embedded store is made fresh in process, and Redis and Redis
 //! Cluster are a fresh key space (`redis.tag`) on the one server or cluster of the test binary,
 //! started lazily by the first test that needs it (tests/support/redis.rs, cluster.rs).
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -48,14 +47,6 @@ impl Backend {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        match self {
-            Backend::Memory { .. } => Kind::Memory,
-            Backend::Redis(_) => Kind::Redis,
-            Backend::Cluster(_) => Kind::Cluster,
-        }
-    }
-
     /// A handle on the inventory: on Redis a new connection per call (one per replica).
     pub fn store(&self) -> Arc<dyn Inventory> {
         match self {
@@ -69,14 +60,6 @@ impl Backend {
         match self {
             Backend::Memory { room, .. } => room.clone(),
             Backend::Redis(t) | Backend::Cluster(t) => t.room(),
-        }
-    }
-
-    /// The Redis key space, if any (for tests that look at keys or start the binary on it).
-    pub fn tenant(&self) -> Option<&Tenant> {
-        match self {
-            Backend::Memory { .. } => None,
-            Backend::Redis(t) | Backend::Cluster(t) => Some(t),
         }
     }
 }
