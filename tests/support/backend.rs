@@ -2,7 +2,8 @@
 //! `backend_matrix!(runner; case_a, case_b, ...)`, which makes `memory::case_a`,
 //! `redis::case_a` and `cluster::case_a` tests, each calling `runner(Backend::new(kind),
 //! case_a)`. The runner turns the backend into what the suite's cases take (a store, a server,
-//! two replicas). One backend of one suite: `cargo test --test conformance redis::`.
+//! two replicas). One backend of one suite:
+//! `cargo test --test integration conformance::redis::`.
 //!
 //! `Backend::new` is cheap: the embedded store is made fresh in process, and Redis and Redis
 //! Cluster are a fresh key space (`redis.tag`) on the one server or cluster of the test binary,
