@@ -47,6 +47,10 @@ impl TraceService for Collector {
     }
 }
 
+/// The SDK's batch span processor exports every 5 s by default; every test here waits for a
+/// span to arrive, so the binary exports every 100 ms (a standard OpenTelemetry variable).
+const PROMPT_EXPORT: (&str, &str) = ("OTEL_BSP_SCHEDULE_DELAY", "100");
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 
@@ -65,7 +69,7 @@ async fn rpc_spans_continue_the_callers_traceparent_and_store_calls_are_children
             "--otlp-endpoint",
             endpoint.as_str(),
         ],
-        &[("SLOTD__REDIS__TAG", redis.tag.as_str())],
+        &[("SLOTD__REDIS__TAG", redis.tag.as_str()), PROMPT_EXPORT],
     );
     let channel = connect(&slotd.addr()).await;
     let date = real_date(7);
@@ -203,6 +207,7 @@ async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and
         0,
         &[],
         &[
+            PROMPT_EXPORT,
             ("OTEL_EXPORTER_OTLP_ENDPOINT", generic.as_str()),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint.as_str()),
             ("OTEL_SERVICE_NAME", "slotd-canary"),
@@ -288,6 +293,7 @@ async fn explicit_slotd_settings_win_over_the_otel_variables() {
         0,
         &["--otlp-endpoint", endpoint.as_str()],
         &[
+            PROMPT_EXPORT,
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", nowhere.as_str()),
             ("OTEL_SERVICE_NAME", "from-the-environment"),
             ("SLOTD__TELEMETRY__SERVICE_NAME", "from-the-config"),
