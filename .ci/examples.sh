@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SLOTD_ADMIN_TOKEN=dev-admin-token-change-me
 log=$(mktemp)
-cargo build --quiet --bin slotd
+# `--tests`: dependencies get the features `cargo test` gave them (dev-dependencies unify
+# features only in builds that include tests), so after CI's test step this builds nothing;
+# `cargo build --bin slotd` alone would recompile a third of the dependency tree.
+cargo build --quiet --tests --bin slotd
 if (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null; then
   echo "port 50051 is already in use; the README examples need it" >&2
   exit 1

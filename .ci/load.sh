@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-cargo build --bin slotd --bin slotd-load
+# `--tests`: dependencies get the features `cargo test` gave them (dev-dependencies unify
+# features only in builds that include tests), so after CI's test step this builds nothing;
+# `cargo build --bin slotd` alone would recompile a third of the dependency tree.
+cargo build --tests --bin slotd --bin slotd-load
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 # Three distinct free ports at once (separate probes could return the same port twice).

@@ -4,7 +4,7 @@
 //! reschedules, cancellations, waitlist joins) are bounded. The same bodies run on the embedded
 //! store and on Redis.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! (a missing one is a start-up error naming it), and a restart, or a key rotation with the old
 //! key kept as a previous key, keeps every credential issued before it.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! shows them long before it, watchers see cancellations and other replicas' bookings, and a
 //! thousand watchers cost one store read per dirty day per feed tick.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

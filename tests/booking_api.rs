@@ -1,7 +1,7 @@
 //! End-to-end specification of the booking API: the real server on 127.0.0.1:0 (embedded store,
 //! manual clock) driven through the generated gRPC clients.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -3,7 +3,7 @@
 //! invalidates only the days it touched (a reschedule its two days, a hold sweep the days of the
 //! holds it reclaimed), and a replayed request invalidates nothing.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

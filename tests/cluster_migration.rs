@@ -8,7 +8,7 @@
 //! clean, every slot has seats = capacity - booked - held, every acknowledged booking is there,
 //! and the new primary owns the slot. Own cluster (tests/support/cluster.rs), bounded in time.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! (`backend_matrix!`, tests/support/backend.rs), so they never drift apart. The Redis half
 //! needs `redis-server` on PATH and fails loudly without it.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -80,13 +80,9 @@ backend_matrix!(
     past_appointments_retire_in_bounded_batches_and_a_moved_one_waits_for_its_date,
 );
 
-#[path = "conformance/claims.rs"]
 mod claims;
-#[path = "conformance/lifecycle.rs"]
 mod lifecycle;
-#[path = "conformance/retention.rs"]
 mod retention;
-#[path = "conformance/waitlist.rs"]
 mod waitlist;
 
 // ---- fixtures ----

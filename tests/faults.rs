@@ -5,7 +5,7 @@
 //! clean. Loopback only; each storm is a few hundred requests and a few seconds. Needs
 //! `redis-server`.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -319,7 +319,6 @@ async fn the_history_checker_catches_a_lost_or_phantom_booking() {
             time: "08:00".into(),
             applicants: vec![1],
         },
-        attempts: 1,
         outcome,
     };
     let verdict = |history: Arc<History>| {
@@ -342,7 +341,6 @@ async fn the_history_checker_catches_a_lost_or_phantom_booking() {
             time: "08:15".into(),
             applicants: vec![2],
         },
-        attempts: 1,
         outcome: Outcome::Ok("ABCDEFGHJKMNPQ".into()),
     });
     let phantom = History::new();

@@ -6,7 +6,7 @@
 //! log and the audit are compared before and after. (tests/booking_api.rs has the basic
 //! per-field validation table; this goes further.)
 
-mod support;
+use crate::support;
 
 use chrono::Duration as ChronoDuration;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};

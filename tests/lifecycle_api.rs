@@ -2,7 +2,7 @@
 //! clock, reschedules, the confirmation page, operator views, the event stream, a storm of
 //! every lifecycle call on memory and Redis, and a reschedule storm across a Redis crash.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! public service, so a crowd (or a flood pretending to be one) cannot join, poll or watch
 //! without bound.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,7 +10,7 @@
 //! (the same every run; they must reach every interesting outcome) plus 128 fresh ones, of at
 //! most 53 steps; on Redis 32 seeded plus 16 fresh cases of at most 43 steps.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

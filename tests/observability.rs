@@ -4,7 +4,7 @@
 //! health check, plaintext and TLS), and connection lifetimes (GOAWAY after
 //! `server.max_connection_age_secs`, then clients reconnect; HTTP/2 keepalive pings).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -131,19 +131,9 @@ fn repo_file(path: &str) -> String {
 async fn a_live_slotd_exports_every_metric_the_alerts_and_dashboard_use_and_serving_follows_health()
 {
     let mut redis = RedisServer::start();
-    let metrics_port = free_port();
-    let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let redis_url = redis.url();
-    let slotd = Slotd::start_args(
-        0,
-        &[
-            "--redis-url",
-            &redis_url,
-            "--metrics-listen",
-            &metrics_listen,
-            "--redis-reconnect-retries",
-            "0",
-        ],
+    let (slotd, metrics_port) = Slotd::start_with_metrics(
+        &["--redis-url", &redis_url, "--redis-reconnect-retries", "0"],
         &[
             ("SLOTD__METRICS__REFRESH_SECS", "1"),
             ("SLOTD__LIMITS__LOOKUP_FAILURE_BURST", "1"),
@@ -462,11 +452,8 @@ impl RawH2 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_older_than_max_connection_age_gets_goaway_and_clients_reconnect() {
-    let metrics_port = free_port();
-    let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let slotd = Slotd::start_args(
-        0,
-        &["--metrics-listen", &metrics_listen],
+    let (slotd, metrics_port) = Slotd::start_with_metrics(
+        &[],
         &[
             ("SLOTD__SERVER__MAX_CONNECTION_AGE_SECS", "1"),
             ("SLOTD__SERVER__MAX_CONNECTION_AGE_GRACE_SECS", "1"),

@@ -2,7 +2,7 @@
 //! certificates, and the real `slotd` binary — layered configuration and `config check`, the
 //! Prometheus endpoint, and SIGTERM during a booking storm on Redis.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,7 +24,7 @@ use slotd::config::LimitSettings;
 use slotd::server::{ServeOptions, TlsOptions};
 use slotd::store::memory::MemoryStore;
 use support::flow::{connect, open, real_date, register};
-use support::process::{free_port, scrape, Slotd};
+use support::process::{scrape, Slotd};
 use support::redis::RedisServer;
 use support::*;
 
@@ -147,6 +147,18 @@ async fn the_clients_grpc_timeout_ends_a_call_stuck_on_the_store() {
     let server = TestServer::start(redis.store()).await;
     let date = day(2);
     open_day(&server, &date, 5).await;
+    // The metrics are the process's (shared by every test of this binary): count from here.
+    let list_slots = "slotd.v1.CalendarService/ListSlots";
+    let cancelled = || {
+        let samples = parse_metrics(&slotd::metrics::metrics().render());
+        let n = sample(
+            &samples,
+            "slotd_rpc_requests_total",
+            &[("method", list_slots), ("code", "Cancelled")],
+        );
+        (n.unwrap_or(0.0), samples)
+    };
+    let before = cancelled().0;
     // Redis holds every command for 3 s: without the deadline the call would wait for the
     // store's own timeout and fail UNAVAILABLE.
     let _: () = ::redis::cmd("CLIENT")
@@ -176,15 +188,9 @@ async fn the_clients_grpc_timeout_ends_a_call_stuck_on_the_store() {
     // The call that never answered is still counted, with the status the client saw (once
     // tonic drops the abandoned call, just after answering).
     let deadline = Instant::now() + Duration::from_secs(10);
-    let list_slots = "slotd.v1.CalendarService/ListSlots";
     loop {
-        let samples = parse_metrics(&slotd::metrics::metrics().render());
-        let cut = sample(
-            &samples,
-            "slotd_rpc_requests_total",
-            &[("method", list_slots), ("code", "Cancelled")],
-        );
-        if cut.is_some_and(|n| n >= 1.0) {
+        let (now, samples) = cancelled();
+        if now > before {
             break;
         }
         let seen: Vec<_> = samples
@@ -542,13 +548,8 @@ async fn first_open_slot(channel: &Channel) -> (String, String) {
 
 #[tokio::test]
 async fn the_metrics_endpoint_counts_rpcs_bookings_seats_and_the_waiting_room() {
-    let metrics_port = free_port();
-    let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let slotd = Slotd::start_args(
-        0,
-        &["--demo", "--metrics-listen", &metrics_listen],
-        &[("SLOTD__METRICS__REFRESH_SECS", "1")],
-    );
+    let (slotd, metrics_port) =
+        Slotd::start_with_metrics(&["--demo"], &[("SLOTD__METRICS__REFRESH_SECS", "1")]);
     let channel = connect(&slotd.addr()).await;
     let (date, time) = first_open_slot(&channel).await;
     let mut booking = BookingServiceClient::new(channel.clone());

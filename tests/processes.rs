@@ -2,7 +2,7 @@
 //! sharing one Redis: a booking storm spread over them books exactly the capacity, and the
 //! waiting room admits in one FIFO order whichever process a client talks to.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! wait-before-acknowledge on (each on a cluster of its own). Every test audits afterwards and checks that every
 //! acknowledged booking is still there.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -165,10 +165,6 @@ async fn three_slotd_replicas_on_one_cluster_book_exactly_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_failover_mid_storm_loses_nothing_and_overbooks_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
     let cluster = Arc::new(RedisCluster::start());
     let a = TestServer::start(cluster.store()).await;
     let b = TestServer::start(cluster.store()).await;

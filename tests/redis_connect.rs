@@ -3,7 +3,7 @@
 //! TLS cluster, Sentinel over TLS) and Redis Sentinel following a failover. Each one books,
 //! waits in the room and audits through the process; `slotd config check` takes the same URLs.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! primary runs deploy/redis-replicated.conf's `min-replicas-to-write`), and a booking that
 //! committed while its WAIT fell short is answered, on replay, with its outcome.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! outage answers UNAVAILABLE fast, flips health to NOT_SERVING, and heals by itself after the
 //! restart. Needs `redis-server`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

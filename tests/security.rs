@@ -8,7 +8,7 @@
 //! on every RPC that takes them; a hold opens only with its exact 128-bit id (holds are bearer
 //! credentials: whoever has the id may confirm or release it).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

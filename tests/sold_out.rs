@@ -2,7 +2,7 @@
 //! without running the booking script for a bounded time, and stays correct when seats come back
 //! and when a successful booking is replayed.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! stream ends cleanly (status OK) after `streams.max_lifetime_secs`, after which the client
 //! opens it again and starts from a full snapshot. The config keys reach the real binary.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

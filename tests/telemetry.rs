@@ -1,12 +1,13 @@
 //! OpenTelemetry end to end: a local OTLP/gRPC collector (the OTLP TraceService from
 //! opentelemetry-proto, served by tonic in this test) receives slotd's spans; the RPC span
 //! continues the caller's W3C `traceparent` and the Redis script runs as its child.
-//! Its own test binary: the tracing subscriber is process-wide. The real binary, started with
-//! the OpenTelemetry variables, shows they are honoured as the specification says (traces
-//! endpoint over the generic one, service name and resource attributes, explicit slotd
-//! settings over the variables) and that its JSON log lines carry the trace and span ids.
+//! Every test runs the real binary (the tracing subscriber is process-wide, and this test binary
+//! is shared by every suite). Started with the OpenTelemetry variables, it shows they are
+//! honoured as the specification says (traces endpoint over the generic one, service name and
+//! resource attributes, explicit slotd settings over the variables) and that its JSON log lines
+//! carry the trace and span ids.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -27,10 +28,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use slotd::api::pb;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
-use slotd::config::TelemetrySettings;
 use support::flow::{connect, open, real_date, register};
 use support::process::Slotd;
-use support::redis::RedisServer;
 use support::*;
 
 struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
@@ -48,82 +47,82 @@ impl TraceService for Collector {
     }
 }
 
+/// The SDK's batch span processor exports every 5 s by default; every test here waits for a
+/// span to arrive, so the binary exports every 100 ms (a standard OpenTelemetry variable).
+const PROMPT_EXPORT: (&str, &str) = ("OTEL_BSP_SCHEDULE_DELAY", "100");
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 
+/// Through the real binary on Redis: the tracing subscriber is process-wide, and this test
+/// binary is shared by every suite, so no test installs one in process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_spans_continue_the_callers_traceparent_and_store_calls_are_children() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind collector");
-    let collector_addr = listener.local_addr().expect("addr");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx)))
-            .serve_with_incoming(TcpIncoming::from(listener)),
+    let (addr, mut rx) = collector().await;
+    let endpoint = format!("http://{addr}");
+    let redis = support::redis::tenant();
+    let slotd = Slotd::start_args(
+        0,
+        &[
+            "--redis-url",
+            redis.url.as_str(),
+            "--otlp-endpoint",
+            endpoint.as_str(),
+        ],
+        &[("SLOTD__REDIS__TAG", redis.tag.as_str()), PROMPT_EXPORT],
     );
-
-    // Spans are info level: make sure a RUST_LOG from the environment does not filter them.
-    std::env::set_var("RUST_LOG", "info");
-    let telemetry = slotd::telemetry::init(&TelemetrySettings {
-        otlp_endpoint: Some(format!("http://{collector_addr}")),
-        ..TelemetrySettings::default()
-    })
-    .expect("telemetry");
-
-    let redis = RedisServer::start();
-    let server = TestServer::start(redis.store()).await;
-    let date = day(2);
-    open_day(&server, &date, 5).await;
-    register_receipts(&server, [1]).await;
-
-    let mut request = Request::new(book_request(
-        "traced-1",
-        slot(&date, "08:15"),
-        vec![applicant(1)],
-    ));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01")
-            .parse()
-            .expect("ascii"),
-    );
-    server
-        .booking()
-        .await
-        .book_appointment(request)
+    let channel = connect(&slotd.addr()).await;
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "08:00", 5).await;
+    register(&channel, [1]).await;
+    BookingServiceClient::new(channel)
+        .book_appointment(traced(book_request(
+            "traced-1",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        )))
         .await
         .expect("booked");
-    server.stop().await;
-    tokio::time::timeout(Duration::from_secs(20), telemetry.shutdown())
-        .await
-        .expect("telemetry flushed without hanging");
 
+    let trace_id = hex::decode(TRACE_ID).expect("hex");
+    let caller = hex::decode(CALLER_SPAN_ID).expect("hex");
+    // The script span ends before the RPC span: both may come in one batch or in two.
     let mut spans: Vec<Span> = Vec::new();
-    while let Ok(batch) = rx.try_recv() {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (rpc, book) = loop {
+        let rpc = spans
+            .iter()
+            .find(|s| s.name == "slotd.v1.BookingService/BookAppointment");
+        let book = rpc.and_then(|rpc| {
+            spans
+                .iter()
+                .find(|s| s.name == "book" && s.parent_span_id == rpc.span_id)
+        });
+        if let (Some(rpc), Some(book)) = (rpc, book) {
+            break (rpc.clone(), book.clone());
+        }
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        let batch = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no BookAppointment span with a `book` script span under it among \
+                     {names:?}:\n{}",
+                    slotd.log()
+                )
+            })
+            .expect("collector open");
         for resource in batch.resource_spans {
             for scope in resource.scope_spans {
                 spans.extend(scope.spans);
             }
         }
-    }
-    let trace_id = hex::decode(TRACE_ID).expect("hex");
-    let caller = hex::decode(CALLER_SPAN_ID).expect("hex");
-    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-    let rpc = spans
-        .iter()
-        .find(|s| s.name == "slotd.v1.BookingService/BookAppointment")
-        .unwrap_or_else(|| panic!("no BookAppointment span among {names:?}"));
+    };
     assert_eq!(rpc.trace_id, trace_id, "the caller's trace continues");
     assert_eq!(
         rpc.parent_span_id, caller,
         "the caller's span is the parent"
     );
-    let book = spans
-        .iter()
-        .find(|s| s.name == "book" && s.parent_span_id == rpc.span_id)
-        .unwrap_or_else(|| panic!("no `book` script span under the RPC among {names:?}"));
     assert_eq!(book.trace_id, trace_id);
 }
 
@@ -208,6 +207,7 @@ async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and
         0,
         &[],
         &[
+            PROMPT_EXPORT,
             ("OTEL_EXPORTER_OTLP_ENDPOINT", generic.as_str()),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint.as_str()),
             ("OTEL_SERVICE_NAME", "slotd-canary"),
@@ -293,6 +293,7 @@ async fn explicit_slotd_settings_win_over_the_otel_variables() {
         0,
         &["--otlp-endpoint", endpoint.as_str()],
         &[
+            PROMPT_EXPORT,
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", nowhere.as_str()),
             ("OTEL_SERVICE_NAME", "from-the-environment"),
             ("SLOTD__TELEMETRY__SERVICE_NAME", "from-the-config"),

@@ -2,7 +2,7 @@
 //! store and one manual clock, each running its own admission ticker. The same bodies run on
 //! every backend (see the modules at the bottom).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! every refusal naming its field and changing nothing, the entry secret, the operator share,
 //! and a public booking storm that never takes a seat a waiter is owed.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

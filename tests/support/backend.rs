@@ -2,12 +2,12 @@
 //! `backend_matrix!(runner; case_a, case_b, ...)`, which makes `memory::case_a`,
 //! `redis::case_a` and `cluster::case_a` tests, each calling `runner(Backend::new(kind),
 //! case_a)`. The runner turns the backend into what the suite's cases take (a store, a server,
-//! two replicas). One backend of one suite: `cargo test --test conformance redis::`.
+//! two replicas). One backend of one suite:
+//! `cargo test --test integration conformance::redis::`.
 //!
 //! `Backend::new` is cheap: the embedded store is made fresh in process, and Redis and Redis
 //! Cluster are a fresh key space (`redis.tag`) on the one server or cluster of the test binary,
 //! started lazily by the first test that needs it (tests/support/redis.rs, cluster.rs).
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -48,14 +48,6 @@ impl Backend {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        match self {
-            Backend::Memory { .. } => Kind::Memory,
-            Backend::Redis(_) => Kind::Redis,
-            Backend::Cluster(_) => Kind::Cluster,
-        }
-    }
-
     /// A handle on the inventory: on Redis a new connection per call (one per replica).
     pub fn store(&self) -> Arc<dyn Inventory> {
         match self {
@@ -69,14 +61,6 @@ impl Backend {
         match self {
             Backend::Memory { room, .. } => room.clone(),
             Backend::Redis(t) | Backend::Cluster(t) => t.room(),
-        }
-    }
-
-    /// The Redis key space, if any (for tests that look at keys or start the binary on it).
-    pub fn tenant(&self) -> Option<&Tenant> {
-        match self {
-            Backend::Memory { .. } => None,
-            Backend::Redis(t) | Backend::Cluster(t) => Some(t),
         }
     }
 }

@@ -12,7 +12,6 @@
 //! pick the same port at once are caught at start (the node that answers must be ours, by its
 //! dir) and the whole start is tried again on new ports. Every wait and every `redis-cli` run is
 //! bounded, so a cluster that does not form fails the test instead of hanging the suite.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,6 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::redis::{fresh_tag, poll_until, reaped, wait_until, Tenant};
-use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::{ConnOptions, RedisOptions, RedisStore};
 
 /// A response timeout short enough that a call caught in a failover pause is retried in time.
@@ -334,10 +332,6 @@ impl RedisCluster {
         options.conn.wait_replicas = replicas;
         options.conn.wait_timeout = Duration::from_secs(2);
         Arc::new(RedisStore::connect(&options).expect("cluster store"))
-    }
-
-    pub fn room(&self) -> Arc<RedisWaitingRoom> {
-        Arc::new(RedisWaitingRoom::connect(&self.options("slotd")).expect("cluster room"))
     }
 
     /// SIGKILL one node, like a crash.

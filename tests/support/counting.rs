@@ -2,7 +2,6 @@
 //! can hold them at a gate (the calendar cache tests: how many store reads did the calls
 //! cost?), and a `WaitingRoom` that counts every call by method and the admission ticker's
 //! ticks (`TestServer::settle` waits for whole ticks with it).
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

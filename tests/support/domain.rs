@@ -1,7 +1,6 @@
 //! Domain-level fixtures for tests that drive a store directly, without gRPC: the same people
 //! as `super::applicant` (applicant `i` has passport P{i}, receipt R{i}, DS-160 AA{i}), their
 //! receipts and opening plans that cover every weekday.
-#![allow(dead_code)]
 
 use chrono::{DateTime, Utc, Weekday};
 

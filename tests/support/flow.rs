@@ -1,7 +1,6 @@
 //! What an operator checks on a new deployment, through a channel to a real `slotd` process
 //! (which runs on the real clock): open a day, register receipts, book, wait in the room (join,
 //! get admitted, book with the admission token) and audit.
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 

@@ -17,7 +17,6 @@
 //!   between what the acknowledged operations alone imply and what they plus every
 //!   indeterminate operation could imply (no seat counted twice, none lost);
 //! - no passport is in two BOOKED appointments.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -51,16 +50,13 @@ pub enum Op {
         applicants: Vec<u32>,
     },
     Cancel {
-        request_id: String,
         confirmation: String,
-        passport: String,
     },
 }
 
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub op: Op,
-    pub attempts: u32,
     pub outcome: Outcome,
 }
 
@@ -213,23 +209,21 @@ async fn with_retries<T, F, Fut>(
     history: &History,
     patience: Duration,
     mut call: F,
-) -> (u32, Result<T, Status>)
+) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     let deadline = Instant::now() + patience;
     let mut backoff = Duration::from_millis(25);
-    let mut attempts = 0;
     loop {
-        attempts += 1;
         match call().await {
             Err(status) if indeterminate(&status) && Instant::now() < deadline => {
                 history.count_retry(&status);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(400));
             }
-            other => return (attempts, other),
+            other => return other,
         }
     }
 }
@@ -267,7 +261,7 @@ pub async fn run_storm(channel: Channel, plan: StormPlan, history: Arc<History>)
                     slot(&plan.date, &time),
                     ids.iter().map(|&i| applicant(i)).collect(),
                 );
-                let (attempts, result) = with_retries(&history, plan.patience, || {
+                let result = with_retries(&history, plan.patience, || {
                     let mut c = client.clone();
                     let r = request.clone();
                     async move { c.book_appointment(r).await.map(|r| r.into_inner()) }
@@ -285,7 +279,6 @@ pub async fn run_storm(channel: Channel, plan: StormPlan, history: Arc<History>)
                         time,
                         applicants: ids.clone(),
                     },
-                    attempts,
                     outcome: outcome.clone(),
                 });
                 let Outcome::Ok(confirmation) = outcome else {
@@ -299,22 +292,17 @@ pub async fn run_storm(channel: Channel, plan: StormPlan, history: Arc<History>)
                 let passport = applicant(ids[ids.len() - 1]).passport_number;
                 let request = pb::CancelAppointmentRequest {
                     confirmation_number: confirmation.clone(),
-                    passport_number: passport.clone(),
-                    request_id: request_id.clone(),
+                    passport_number: passport,
+                    request_id,
                 };
-                let (attempts, result) = with_retries(&history, plan.patience, || {
+                let result = with_retries(&history, plan.patience, || {
                     let mut c = client.clone();
                     let r = request.clone();
                     async move { c.cancel_appointment(r).await.map(|r| r.into_inner()) }
                 })
                 .await;
                 history.record(Entry {
-                    op: Op::Cancel {
-                        request_id,
-                        confirmation,
-                        passport,
-                    },
-                    attempts,
+                    op: Op::Cancel { confirmation },
                     outcome: outcome_of(&result, |_| String::new()),
                 });
             }

@@ -1,6 +1,5 @@
 //! Test harness shared by the integration tests: the real slotd server, in process, on
 //! 127.0.0.1:0, driven with the generated clients.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -467,6 +466,7 @@ pub async fn seats_left(server: &TestServer, date: &str, time: &str) -> u32 {
 pub async fn assert_audit_clean(server: &TestServer, date: &str) {
     history::audit_clean(&server.channel().await, date).await;
 }
+#[macro_use]
 pub mod backend;
 pub mod cluster;
 pub mod counting;

@@ -43,6 +43,42 @@ impl Slotd {
         Self::launch(spawn(port, "", None, &extra, env))
     }
 
+    /// `start_args` plus `--metrics-listen` on a free port of 127.0.0.1 (not port 0: slotd
+    /// wants it to differ from `--listen 127.0.0.1:0`); returns the process and that port. The
+    /// port may be taken between the pick and slotd's bind (slotd then exits naming it): the
+    /// start is tried again on another port.
+    pub fn start_with_metrics(args: &[&str], env: &[(&str, &str)]) -> (Self, u16) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut all = args.to_vec();
+            all.extend(["--metrics-listen", listen.as_str()]);
+            let mut process = Self::start_args(0, &all, env);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let log = process.log();
+                if log.contains("metrics listening") {
+                    return (process, port);
+                }
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    assert!(
+                        log.contains(&format!("metrics listen {listen}")),
+                        "slotd exited with {status} before serving metrics:\n{log}"
+                    );
+                    last = log;
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "slotd did not serve metrics:\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("no metrics port after 5 tries:\n{last}");
+    }
+
     /// As `start`, with extra environment (config keys), under `faketime -f <clock_offset>`
     /// (`"+60s"`) so its system clock runs that far off (the monotonic clock is left alone).
     pub fn start_skewed(

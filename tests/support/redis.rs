@@ -11,7 +11,6 @@
 //! Both listen on a Unix socket (no port to race for); `start_tcp()` is for the one thing that
 //! needs TCP (`REPLICAOF host port`). Without `redis-server` on PATH these tests fail loudly (CI
 //! installs it); they never pass silently.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -3,7 +3,6 @@
 //! No persistence: the replica holds the data (that is what WAIT acknowledges). `start_tls`
 //! makes every node and sentinel TLS-only (mutual TLS, replication and sentinel links too).
 //! Inspected with `redis-cli` (`--tls` for the TLS set).
-#![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 

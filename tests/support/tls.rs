@@ -3,7 +3,6 @@
 //! dir; `TlsRedis` is one `redis-server --port 0 --tls-port N`, `TlsCluster` three TLS primaries
 //! (`tls-cluster yes`) made with `redis-cli --tls --cluster create`. Both are checked with
 //! `redis-cli --tls` (no plaintext port exists) and killed on drop.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
