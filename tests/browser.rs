@@ -7,7 +7,7 @@
 //! `SLOTD_REQUIRE_BROWSER=1` (CI: `.ci/browser-deps.sh` installs them), when they fail.
 //! `SLOTD_CHROMIUM` / `SLOTD_CHROMEDRIVER` override the Debian paths.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -16,6 +16,7 @@ mod admission;
 mod admission_keys;
 mod availability;
 mod booking_api;
+mod browser;
 mod calendar_cache;
 mod cluster_migration;
 mod conformance;
@@ -39,6 +40,7 @@ mod streams;
 mod telemetry;
 mod waiting_room;
 mod waitlist_api;
+mod web;
 
 /// With `autotests = false` a file in tests/ that no `mod` line above names would never be
 /// compiled, and its tests would silently not run: every one must be a module here.

@@ -4,7 +4,7 @@
 //! CORS preflights; refused origins; AdminService, health and reflection refused; rate limits
 //! and admission tokens applied as over native gRPC; the reference pages.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
