@@ -238,9 +238,9 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt(
-            "no free confirmation number after several draws",
-        ))
+        Err(StoreError::IdCollision {
+            what: "confirmation number",
+        })
     }
 
     pub async fn appointment(
@@ -349,7 +349,7 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt("no free hold id after several draws"))
+        Err(StoreError::IdCollision { what: "hold id" })
     }
 
     pub async fn confirm_hold(
@@ -377,9 +377,9 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt(
-            "no free confirmation number after several draws",
-        ))
+        Err(StoreError::IdCollision {
+            what: "confirmation number",
+        })
     }
 
     /// A hold as stored (any status), if it exists.
@@ -588,7 +588,7 @@ impl Slotd {
                 outcome => return outcome,
             }
         }
-        Err(StoreError::corrupt("no free entry id after several draws"))
+        Err(StoreError::IdCollision { what: "entry id" })
     }
 
     pub async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {

@@ -16,6 +16,9 @@ use crate::store::StoreError;
 /// The `domain` of every ErrorInfo slotd returns.
 pub const ERROR_DOMAIN: &str = "slotd";
 
+/// The reason of `StoreError::IdCollision` (a store condition, not a domain refusal).
+pub const ID_COLLISION: &str = "ID_COLLISION";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Operator credentials missing or wrong.
@@ -103,9 +106,27 @@ impl From<ApiError> for Status {
                 tracing::error!(%detail, "store data corrupt");
                 with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
             }
+            ApiError::Store(StoreError::Misconfigured { key, detail }) => {
+                tracing::error!(key, %detail, "store misconfigured");
+                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
+            }
             ApiError::Store(StoreError::ConfirmationTaken) => {
                 tracing::error!("confirmation number collision reached the api");
                 with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
+            }
+            // Every freshly drawn id was taken: chance, not the client's fault and not a fault
+            // in slotd's data, and nothing was written. UNAVAILABLE (not INTERNAL, not ABORTED)
+            // because the right move is the one for a transient outage: retry the same call with
+            // the same request_id, and gRPC retry policies retry UNAVAILABLE by default. The
+            // reason tells it apart from STORE_UNAVAILABLE for operators.
+            ApiError::Store(StoreError::IdCollision { what }) => {
+                tracing::error!(what, "every freshly drawn id was taken");
+                with_info(
+                    Code::Unavailable,
+                    "could not draw a free id; retry with the same request_id".into(),
+                    ID_COLLISION,
+                    &[("id", what.to_owned())],
+                )
             }
             ApiError::Store(StoreError::Domain(d)) => domain_status(d, message),
         }
@@ -326,5 +347,34 @@ fn domain_status(e: Error, message: String) -> Status {
             reason,
             &[("limit", limit.to_string())],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_collision_is_unavailable_with_its_own_reason() {
+        let status = Status::from(ApiError::Store(StoreError::IdCollision { what: "hold id" }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, ID_COLLISION);
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata.get("id").map(String::as_str), Some("hold id"));
+    }
+
+    #[test]
+    fn every_domain_refusal_reports_its_reason() {
+        for e in crate::domain::error::one_of_each() {
+            let expected = match &e {
+                // No oracle: a receipt paid for another passport reads as an unknown receipt.
+                Error::ReceiptPassportMismatch { .. } => reason::RECEIPT_NOT_REGISTERED,
+                other => other.reason(),
+            };
+            let status = Status::from(ApiError::from(e));
+            let info = status.get_details_error_info().expect("error info");
+            assert_eq!(info.reason, expected);
+        }
     }
 }

@@ -175,7 +175,10 @@ impl RedisStore {
     /// call, so slotd can start before Redis does (health says NOT_SERVING meanwhile). Must run
     /// inside a tokio runtime.
     pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
-        let keys = Keys::new(&options.tag).map_err(|detail| StoreError::Unavailable { detail })?;
+        let keys = Keys::new(&options.tag).map_err(|detail| StoreError::Misconfigured {
+            key: "redis.tag",
+            detail,
+        })?;
         Ok(Self {
             conn: Conn::open(&options.conn)?,
             keys,
@@ -1259,7 +1262,7 @@ impl Inventory for RedisStore {
                     refused,
                     &items,
                     &Asked {
-                        slot: Some(&to),
+                        slot: Some(to),
                         requested: stored.appointment.seats(),
                         request_id: Some(reschedule.request_id.to_string()),
                         applicants,
