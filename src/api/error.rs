@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::app::AppError;
 use crate::domain::error::reason;
 use crate::domain::Error;
 use crate::store::StoreError;
@@ -36,8 +37,15 @@ pub enum ApiError {
     /// A gRPC-Web call (a browser) to a service only native gRPC may reach (`crate::web`).
     #[error("{service} is not served over gRPC-Web: call it over native gRPC (HTTP/2)")]
     NotServedOverGrpcWeb { service: String },
+    /// What a use case (or a store call made directly) answered.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    App(#[from] AppError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::App(e.into())
+    }
 }
 
 impl From<crate::streams::TooManyStreams> for ApiError {
@@ -48,7 +56,7 @@ impl From<crate::streams::TooManyStreams> for ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError::Store(StoreError::Domain(e))
+        ApiError::App(AppError::Refused(e))
     }
 }
 
@@ -93,7 +101,7 @@ impl From<ApiError> for Status {
                 "TOO_MANY_STREAMS",
                 &[("max_per_client", max.to_string())],
             ),
-            ApiError::Store(StoreError::Unavailable { detail }) => {
+            ApiError::App(AppError::Unavailable { detail }) => {
                 tracing::warn!(%detail, "store unavailable");
                 with_info(
                     Code::Unavailable,
@@ -102,16 +110,8 @@ impl From<ApiError> for Status {
                     &[],
                 )
             }
-            ApiError::Store(StoreError::Corrupt { detail }) => {
-                tracing::error!(%detail, "store data corrupt");
-                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
-            }
-            ApiError::Store(StoreError::Misconfigured { key, detail }) => {
-                tracing::error!(key, %detail, "store misconfigured");
-                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
-            }
-            ApiError::Store(StoreError::ConfirmationTaken) => {
-                tracing::error!("confirmation number collision reached the api");
+            ApiError::App(AppError::Internal { detail }) => {
+                tracing::error!(%detail, "internal fault");
                 with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
             }
             // Every freshly drawn id was taken: chance, not the client's fault and not a fault
@@ -119,7 +119,7 @@ impl From<ApiError> for Status {
             // because the right move is the one for a transient outage: retry the same call with
             // the same request_id, and gRPC retry policies retry UNAVAILABLE by default. The
             // reason tells it apart from STORE_UNAVAILABLE for operators.
-            ApiError::Store(StoreError::IdCollision { what }) => {
+            ApiError::App(AppError::IdCollision { what }) => {
                 tracing::error!(what, "every freshly drawn id was taken");
                 with_info(
                     Code::Unavailable,
@@ -128,7 +128,7 @@ impl From<ApiError> for Status {
                     &[("id", what.to_owned())],
                 )
             }
-            ApiError::Store(StoreError::Domain(d)) => domain_status(d, message),
+            ApiError::App(AppError::Refused(d)) => domain_status(d, message),
         }
     }
 }
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn an_id_collision_is_unavailable_with_its_own_reason() {
-        let status = Status::from(ApiError::Store(StoreError::IdCollision { what: "hold id" }));
+        let status = Status::from(ApiError::App(AppError::IdCollision { what: "hold id" }));
         assert_eq!(status.code(), Code::Unavailable);
         let info = status.get_details_error_info().expect("error info");
         assert_eq!(info.reason, ID_COLLISION);

@@ -78,14 +78,9 @@ pub enum StoreError {
     Unavailable { detail: String },
     /// The freshly drawn id (confirmation number, hold id or waitlist entry id: every script
     /// answers `CONFIRMATION_TAKEN`) exists already; nothing changed and the caller draws
-    /// another. Never leaves the app: after `app::CONFIRMATION_DRAWS` it is `IdCollision`.
+    /// another. Never leaves the app: after its draws it is `app::AppError::IdCollision`.
     #[error("confirmation number already taken")]
     ConfirmationTaken,
-    /// Every freshly drawn id of one call was taken (`ConfirmationTaken` each time): a run of
-    /// random collisions, not the client's fault and not corrupt data; nothing changed, and the
-    /// same request (same request_id) may be retried at once.
-    #[error("no free {what} after several draws")]
-    IdCollision { what: &'static str },
     /// The store was opened with settings it cannot run with (`redis.tag`): a start-up error.
     /// `config` checks the same rule first, so through the binary this never happens.
     #[error("config key `{key}`: {detail}")]
