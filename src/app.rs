@@ -28,6 +28,42 @@ use crate::domain::waitlist::{
 use crate::domain::Error;
 use crate::store::{EventPage, Inventory, ManifestPage, OpenReport, StoreError};
 
+/// The use cases' one error type, what the api layer maps to a status: a refusal (the client's
+/// to fix), unavailability (retry), an id collision (retry), or an internal fault (slotd's).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A rule refused the request; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Error),
+    /// The store cannot be reached or timed out. The operation may or may not have been
+    /// applied; retrying with the same request_id is safe.
+    #[error("store unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// Every freshly drawn id of one call (confirmation number, hold id, entry id) was taken: a
+    /// run of random collisions, not the client's fault and not corrupt data; nothing changed,
+    /// and the same request (same request_id) may be retried at once.
+    #[error("no free {what} after several draws")]
+    IdCollision { what: &'static str },
+    /// A fault in slotd or its data (stored data that does not parse, a misconfigured store, a
+    /// collision that escaped its retry): never the client's fault.
+    #[error("internal fault: {detail}")]
+    Internal { detail: String },
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Domain(e) => AppError::Refused(e),
+            StoreError::Unavailable { detail } => AppError::Unavailable { detail },
+            other @ (StoreError::Corrupt { .. }
+            | StoreError::Misconfigured { .. }
+            | StoreError::ConfirmationTaken) => AppError::Internal {
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
 /// A date with bookable seats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DateSeats {
@@ -131,7 +167,7 @@ impl Slotd {
         post: &PostId,
         category: &CategoryId,
         range: DateRange,
-    ) -> Result<Vec<DateSeats>, StoreError> {
+    ) -> Result<Vec<DateSeats>, AppError> {
         let p = self.catalog.post_with_category(post, category)?;
         let now = self.now();
         let today = p.today(now);
@@ -165,7 +201,7 @@ impl Slotd {
         post: &PostId,
         category: &CategoryId,
         range: DateRange,
-    ) -> Result<Vec<(NaiveDate, SlotSeats)>, StoreError> {
+    ) -> Result<Vec<(NaiveDate, SlotSeats)>, AppError> {
         let p = self.catalog.post_with_category(post, category)?;
         let now = self.now();
         let today = p.today(now);
@@ -195,13 +231,13 @@ impl Slotd {
         post: &PostId,
         category: &CategoryId,
         range: DateRange,
-    ) -> Result<Watch, StoreError> {
+    ) -> Result<Watch, AppError> {
         self.catalog.post_with_category(post, category)?;
         Ok(self.availability.watch(post, category, range))
     }
 
     /// Open, not yet started slots of a day with their free seats (0 when full).
-    pub async fn day_slots(&self, day: &DayRef) -> Result<Vec<(SlotTime, u32)>, StoreError> {
+    pub async fn day_slots(&self, day: &DayRef) -> Result<Vec<(SlotTime, u32)>, AppError> {
         let p = self.catalog.check_day(day)?;
         let now = self.now();
         let today = p.today(now);
@@ -221,7 +257,7 @@ impl Slotd {
             .collect())
     }
 
-    pub async fn book(&self, booking: &Booking) -> Result<Appointment, StoreError> {
+    pub async fn book(&self, booking: &Booking) -> Result<Appointment, AppError> {
         let post = self
             .catalog
             .post_with_category(&booking.slot.post, &booking.slot.category)?;
@@ -238,20 +274,20 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt(
-            "no free confirmation number after several draws",
-        ))
+        Err(AppError::IdCollision {
+            what: "confirmation number",
+        })
     }
 
     pub async fn appointment(
         &self,
         confirmation: &ConfirmationNumber,
         passport: &PassportNumber,
-    ) -> Result<Appointment, StoreError> {
-        self.store.appointment(confirmation, passport).await
+    ) -> Result<Appointment, AppError> {
+        Ok(self.store.appointment(confirmation, passport).await?)
     }
 
-    pub async fn cancel(&self, cancellation: &Cancellation) -> Result<Appointment, StoreError> {
+    pub async fn cancel(&self, cancellation: &Cancellation) -> Result<Appointment, AppError> {
         let now = self.now();
         let outcome = self.store.cancel(cancellation, now).await;
         self.touched(outcome, |a| {
@@ -259,7 +295,7 @@ impl Slotd {
         })
     }
 
-    pub async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, StoreError> {
+    pub async fn open_slots(&self, plan: &OpenPlan) -> Result<OpenReport, AppError> {
         let post = self
             .catalog
             .post_with_category(&plan.post, &plan.category)?;
@@ -281,40 +317,32 @@ impl Slotd {
             self.availability
                 .mark_range_dirty(&plan.post, &plan.category, plan.range);
         }
-        outcome
+        Ok(outcome?)
     }
 
-    pub async fn set_capacity(
-        &self,
-        slot: &SlotRef,
-        capacity: u32,
-    ) -> Result<SlotState, StoreError> {
+    pub async fn set_capacity(&self, slot: &SlotRef, capacity: u32) -> Result<SlotState, AppError> {
         self.catalog
             .post_with_category(&slot.post, &slot.category)?;
         let outcome = self.store.set_capacity(slot, capacity, self.now()).await;
         self.touched(outcome, |s| Some(s.slot.day()))
     }
 
-    pub async fn close_slots(
-        &self,
-        day: &DayRef,
-        time: Option<SlotTime>,
-    ) -> Result<u32, StoreError> {
+    pub async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, AppError> {
         self.catalog.check_day(day)?;
         let outcome = self.store.close_slots(day, time).await;
         self.touched(outcome, |_| Some(day.clone()))
     }
 
-    pub async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
+    pub async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, AppError> {
         self.catalog.check_day(&query.day)?;
-        self.store.manifest(query).await
+        Ok(self.store.manifest(query).await?)
     }
 
-    pub async fn register_receipt(&self, receipt: &Receipt) -> Result<(Receipt, bool), StoreError> {
+    pub async fn register_receipt(&self, receipt: &Receipt) -> Result<(Receipt, bool), AppError> {
         if receipt.paid_at > self.now() + Duration::seconds(PAYMENT_CLOCK_SKEW_SECS) {
             return Err(Error::invalid("paid_at", "paid_at must not be in the future").into());
         }
-        self.store.register_receipt(receipt).await
+        Ok(self.store.register_receipt(receipt).await?)
     }
 
     pub async fn audit(
@@ -322,16 +350,16 @@ impl Slotd {
         post: &PostId,
         category: &CategoryId,
         range: DateRange,
-    ) -> Result<AuditReport, StoreError> {
+    ) -> Result<AuditReport, AppError> {
         self.catalog.post_with_category(post, category)?;
-        self.store.audit(post, category, range).await
+        Ok(self.store.audit(post, category, range).await?)
     }
 }
 
 // ---- booking lifecycle ----
 impl Slotd {
     /// Takes the seats for the group for the configured hold time.
-    pub async fn hold(&self, request: &HoldRequest) -> Result<Hold, StoreError> {
+    pub async fn hold(&self, request: &HoldRequest) -> Result<Hold, AppError> {
         let post = self
             .catalog
             .post_with_category(&request.slot.post, &request.slot.category)?;
@@ -349,13 +377,13 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt("no free hold id after several draws"))
+        Err(AppError::IdCollision { what: "hold id" })
     }
 
     pub async fn confirm_hold(
         &self,
         confirmation: &HoldConfirmation,
-    ) -> Result<Appointment, StoreError> {
+    ) -> Result<Appointment, AppError> {
         let now = self.now();
         for _ in 0..CONFIRMATION_DRAWS {
             let number = ConfirmationNumber::generate();
@@ -377,24 +405,24 @@ impl Slotd {
                 }
             }
         }
-        Err(StoreError::corrupt(
-            "no free confirmation number after several draws",
-        ))
+        Err(AppError::IdCollision {
+            what: "confirmation number",
+        })
     }
 
     /// A hold as stored (any status), if it exists.
-    pub async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        self.store.find_hold(id).await
+    pub async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, AppError> {
+        Ok(self.store.find_hold(id).await?)
     }
 
-    pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, StoreError> {
+    pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, AppError> {
         let outcome = self.store.release_hold(release, self.now()).await;
         // Holds carry no release time: a replayed release marks its one day again.
         self.touched(outcome, |h| Some(h.slot.day()))
     }
 
     /// The sweeper's step: returns the seats of every hold expired by now (how many).
-    pub async fn reclaim_expired_holds(&self) -> Result<u32, StoreError> {
+    pub async fn reclaim_expired_holds(&self) -> Result<u32, AppError> {
         let reclaimed = self.store.reclaim_expired_holds(self.now()).await?;
         // Only the days whose holds came back changed.
         for day in reclaimed.days {
@@ -404,7 +432,7 @@ impl Slotd {
     }
 
     /// Moves the group to another slot that has not started, keeping its confirmation number.
-    pub async fn reschedule(&self, reschedule: &Reschedule) -> Result<Appointment, StoreError> {
+    pub async fn reschedule(&self, reschedule: &Reschedule) -> Result<Appointment, AppError> {
         let post = self
             .catalog
             .post_with_category(&reschedule.new_slot.post, &reschedule.new_slot.category)?;
@@ -422,11 +450,11 @@ impl Slotd {
                 self.availability.mark_dirty(m.to.day());
             }
         }
-        outcome
+        Ok(outcome?)
     }
 
     /// One slot's inventory, expired holds reclaimed first so `held` counts live holds only.
-    pub async fn slot(&self, slot: &SlotRef) -> Result<SlotState, StoreError> {
+    pub async fn slot(&self, slot: &SlotRef) -> Result<SlotState, AppError> {
         self.catalog
             .post_with_category(&slot.post, &slot.category)?;
         self.reclaim_expired_holds().await?;
@@ -449,7 +477,7 @@ impl Slotd {
         day: &DayRef,
         time: Option<SlotTime>,
         list_affected: bool,
-    ) -> Result<Closing, StoreError> {
+    ) -> Result<Closing, AppError> {
         let closed = self.close_slots(day, time).await?;
         let mut affected = Vec::new();
         if list_affected {
@@ -475,8 +503,8 @@ impl Slotd {
         Ok(Closing { closed, affected })
     }
 
-    pub async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
-        self.store.events(start, limit).await
+    pub async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, AppError> {
+        Ok(self.store.events(start, limit).await?)
     }
 
     /// Runs the hold sweeper every `interval` until the task is aborted: expired holds return
@@ -515,7 +543,7 @@ impl Slotd {
 impl Slotd {
     /// Puts the group in line for released seats in the range (from today at the post up to
     /// the bookable window).
-    pub async fn join_waitlist(&self, request: &JoinRequest) -> Result<WaitlistEntry, StoreError> {
+    pub async fn join_waitlist(&self, request: &JoinRequest) -> Result<WaitlistEntry, AppError> {
         let post = self
             .catalog
             .post_with_category(&request.post, &request.category)?;
@@ -585,17 +613,17 @@ impl Slotd {
                 .await
             {
                 Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return outcome,
+                outcome => return Ok(outcome?),
             }
         }
-        Err(StoreError::corrupt("no free entry id after several draws"))
+        Err(AppError::IdCollision { what: "entry id" })
     }
 
-    pub async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
-        self.store.waitlist_entry(id).await
+    pub async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, AppError> {
+        Ok(self.store.waitlist_entry(id).await?)
     }
 
-    pub async fn leave_waitlist(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
+    pub async fn leave_waitlist(&self, id: &EntryId) -> Result<WaitlistEntry, AppError> {
         let outcome = self.store.leave_waitlist(id, self.now()).await;
         // A declined offer's seats came back (or went on to the next entry).
         if let Ok(WaitlistEntry {
@@ -604,7 +632,7 @@ impl Slotd {
         {
             self.availability.mark_dirty(offer.slot.day());
         }
-        outcome
+        Ok(outcome?)
     }
 
     pub async fn set_waitlist_share(
@@ -612,9 +640,12 @@ impl Slotd {
         post: &PostId,
         category: &CategoryId,
         percent: u32,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<u32, AppError> {
         self.catalog.post_with_category(post, category)?;
-        self.store.set_waitlist_share(post, category, percent).await
+        Ok(self
+            .store
+            .set_waitlist_share(post, category, percent)
+            .await?)
     }
 }
 
@@ -625,11 +656,11 @@ impl Slotd {
         &self,
         outcome: Result<T, StoreError>,
         day: impl FnOnce(&T) -> Option<DayRef>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, AppError> {
         if let Some(day) = outcome.as_ref().ok().and_then(day) {
             self.availability.mark_dirty(day);
         }
-        outcome
+        Ok(outcome?)
     }
 }
 

@@ -3,10 +3,10 @@
 
 use chrono::{Duration, Weekday};
 
+use crate::app::AppError;
 use crate::app::Slotd;
 use crate::domain::rules::{DateRange, OpenPlan};
 use crate::domain::types::{Currency, Money, PassportNumber, Receipt, ReceiptNumber, SlotTime};
-use crate::store::StoreError;
 
 pub const DEMO_DAYS: i64 = 60;
 pub const DEMO_SEATS: u32 = 24;
@@ -17,14 +17,18 @@ pub fn demo_applicant(i: u32) -> (String, String) {
     (format!("E{i:08}"), format!("DEMO{i:06}"))
 }
 
-pub async fn seed(app: &Slotd) -> Result<(u32, u32), StoreError> {
+pub async fn seed(app: &Slotd) -> Result<(u32, u32), AppError> {
     let now = app.now();
     let (first, last) = match (
         SlotTime::from_minutes(8 * 60),
         SlotTime::from_minutes(11 * 60 + 45),
     ) {
         (Some(f), Some(l)) => (f, l),
-        _ => return Err(StoreError::corrupt("demo times off the grid")),
+        _ => {
+            return Err(AppError::Internal {
+                detail: "demo times off the grid".into(),
+            })
+        }
     };
     let mut opened = 0;
     for post in app.catalog().posts() {
@@ -65,15 +69,17 @@ pub async fn seed(app: &Slotd) -> Result<(u32, u32), StoreError> {
         match app.register_receipt(&receipt).await {
             Ok(_) => receipts += 1,
             // Seeded before with another payment time (a restart against the same Redis).
-            Err(StoreError::Domain(crate::domain::Error::ReceiptConflict { .. })) => {}
+            Err(AppError::Refused(crate::domain::Error::ReceiptConflict { .. })) => {}
             Err(e) => return Err(e),
         }
     }
     Ok((opened, receipts))
 }
 
-impl From<crate::domain::FieldViolation> for StoreError {
+impl From<crate::domain::FieldViolation> for AppError {
     fn from(v: crate::domain::FieldViolation) -> Self {
-        StoreError::corrupt(format!("demo data invalid: {}", v.description))
+        AppError::Internal {
+            detail: format!("demo data invalid: {}", v.description),
+        }
     }
 }

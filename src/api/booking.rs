@@ -16,12 +16,13 @@ use super::error::status;
 use super::pb;
 use super::pb::booking_service_server::BookingService;
 use super::room::HEARTBEAT;
+use crate::app::AppError;
 use crate::app::Slotd;
 use crate::domain::lifecycle::{HoldConfirmation, HoldId};
 use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
 use crate::room::{Gate, Room};
-use crate::store::{StoreError, ADMISSION_STEP_LIMIT};
+use crate::store::ADMISSION_STEP_LIMIT;
 use crate::streams::Streams;
 
 /// How often a WatchOffers stream re-reads its entry (an offer reaches the watcher within
@@ -57,7 +58,7 @@ impl BookingApi {
     where
         T: Send + 'static,
         F: FnOnce(Slotd, Option<TicketId>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
     {
         let app = self.app.clone();
         // With the room off there is no admission to settle, so nothing a dropped call could
@@ -78,9 +79,9 @@ impl BookingApi {
                     Err(refused) => match fallback {
                         Some(hold) => match app.find_hold(&hold).await {
                             Ok(Some(hold)) if hold.entry.is_some() => None,
-                            _ => return Err(refused),
+                            _ => return Err(refused.into()),
                         },
-                        None => return Err(refused),
+                        None => return Err(refused.into()),
                     },
                 };
                 if let (Some(ticket), Step::Other) = (&admitted, step) {
@@ -90,7 +91,7 @@ impl BookingApi {
                         .await;
                     if let Err(e) = counted {
                         room.settle(admitted, false).await;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
                 let outcome = call(app, admitted.clone()).await;

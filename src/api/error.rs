@@ -9,11 +9,16 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::app::AppError;
+use crate::domain::error::reason;
 use crate::domain::Error;
 use crate::store::StoreError;
 
 /// The `domain` of every ErrorInfo slotd returns.
 pub const ERROR_DOMAIN: &str = "slotd";
+
+/// The reason of `StoreError::IdCollision` (a store condition, not a domain refusal).
+pub const ID_COLLISION: &str = "ID_COLLISION";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,8 +37,15 @@ pub enum ApiError {
     /// A gRPC-Web call (a browser) to a service only native gRPC may reach (`crate::web`).
     #[error("{service} is not served over gRPC-Web: call it over native gRPC (HTTP/2)")]
     NotServedOverGrpcWeb { service: String },
+    /// What a use case (or a store call made directly) answered.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    App(#[from] AppError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::App(e.into())
+    }
 }
 
 impl From<crate::streams::TooManyStreams> for ApiError {
@@ -44,7 +56,7 @@ impl From<crate::streams::TooManyStreams> for ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError::Store(StoreError::Domain(e))
+        ApiError::App(AppError::Refused(e))
     }
 }
 
@@ -89,7 +101,7 @@ impl From<ApiError> for Status {
                 "TOO_MANY_STREAMS",
                 &[("max_per_client", max.to_string())],
             ),
-            ApiError::Store(StoreError::Unavailable { detail }) => {
+            ApiError::App(AppError::Unavailable { detail }) => {
                 tracing::warn!(%detail, "store unavailable");
                 with_info(
                     Code::Unavailable,
@@ -98,21 +110,32 @@ impl From<ApiError> for Status {
                     &[],
                 )
             }
-            ApiError::Store(StoreError::Corrupt { detail }) => {
-                tracing::error!(%detail, "store data corrupt");
+            ApiError::App(AppError::Internal { detail }) => {
+                tracing::error!(%detail, "internal fault");
                 with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
             }
-            ApiError::Store(StoreError::ConfirmationTaken) => {
-                tracing::error!("confirmation number collision reached the api");
-                with_info(Code::Internal, "internal error".into(), "INTERNAL", &[])
+            // Every freshly drawn id was taken: chance, not the client's fault and not a fault
+            // in slotd's data, and nothing was written. UNAVAILABLE (not INTERNAL, not ABORTED)
+            // because the right move is the one for a transient outage: retry the same call with
+            // the same request_id, and gRPC retry policies retry UNAVAILABLE by default. The
+            // reason tells it apart from STORE_UNAVAILABLE for operators.
+            ApiError::App(AppError::IdCollision { what }) => {
+                tracing::error!(what, "every freshly drawn id was taken");
+                with_info(
+                    Code::Unavailable,
+                    "could not draw a free id; retry with the same request_id".into(),
+                    ID_COLLISION,
+                    &[("id", what.to_owned())],
+                )
             }
-            ApiError::Store(StoreError::Domain(d)) => domain_status(d, message),
+            ApiError::App(AppError::Refused(d)) => domain_status(d, message),
         }
     }
 }
 
 fn domain_status(e: Error, message: String) -> Status {
     use Code::*;
+    let reason = e.reason();
     match e {
         Error::Invalid { violations } => {
             let mut details = ErrorDetails::new();
@@ -125,28 +148,28 @@ fn domain_status(e: Error, message: String) -> Status {
                 .collect::<Vec<_>>()
                 .join(",");
             let meta: HashMap<String, String> = [("fields".to_owned(), fields)].into();
-            details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, meta);
+            details.set_error_info(reason, ERROR_DOMAIN, meta);
             Status::with_error_details(InvalidArgument, message, details)
         }
         Error::PostNotFound { post_id } => {
-            with_info(NotFound, message, "POST_NOT_FOUND", &[("post_id", post_id)])
+            with_info(NotFound, message, reason, &[("post_id", post_id)])
         }
         Error::CategoryNotFound { post_id, category } => with_info(
             NotFound,
             message,
-            "CATEGORY_NOT_FOUND",
+            reason,
             &[("post_id", post_id), ("category", category)],
         ),
         Error::SlotNotFound { slot } => with_info(
             NotFound,
             message,
-            "SLOT_NOT_FOUND",
+            reason,
             &[("slot", slot.to_string())],
         ),
         Error::SlotClosed { slot } => with_info(
             FailedPrecondition,
             message,
-            "SLOT_CLOSED",
+            reason,
             &[("slot", slot.to_string())],
         ),
         Error::SlotFull {
@@ -156,7 +179,7 @@ fn domain_status(e: Error, message: String) -> Status {
         } => with_info(
             FailedPrecondition,
             message,
-            "SLOT_FULL",
+            reason,
             &[
                 ("slot", slot.to_string()),
                 ("requested", requested.to_string()),
@@ -166,7 +189,7 @@ fn domain_status(e: Error, message: String) -> Status {
         Error::SlotStarted { slot } => with_info(
             FailedPrecondition,
             message,
-            "SLOT_STARTED",
+            reason,
             &[("slot", slot.to_string())],
         ),
         Error::CapacityBelowBooked {
@@ -176,7 +199,7 @@ fn domain_status(e: Error, message: String) -> Status {
         } => with_info(
             FailedPrecondition,
             message,
-            "CAPACITY_BELOW_BOOKED",
+            reason,
             &[
                 ("slot", slot.to_string()),
                 ("capacity", capacity.to_string()),
@@ -194,7 +217,7 @@ fn domain_status(e: Error, message: String) -> Status {
             format!(
                 "receipt {receipt_number} is not registered for this passport: check the receipt and passport numbers"
             ),
-            "RECEIPT_NOT_REGISTERED",
+            reason::RECEIPT_NOT_REGISTERED,
             &[("receipt_number", receipt_number)],
         ),
         Error::ReceiptExpired {
@@ -203,7 +226,7 @@ fn domain_status(e: Error, message: String) -> Status {
         } => with_info(
             FailedPrecondition,
             message,
-            "RECEIPT_EXPIRED",
+            reason,
             &[
                 ("receipt_number", receipt_number),
                 ("expired_at", expired_at),
@@ -212,50 +235,50 @@ fn domain_status(e: Error, message: String) -> Status {
         Error::ReceiptInUse { receipt_number } => with_info(
             FailedPrecondition,
             message,
-            "RECEIPT_IN_USE",
+            reason,
             &[("receipt_number", receipt_number)],
         ),
         Error::ReceiptConflict { receipt_number } => with_info(
             AlreadyExists,
             message,
-            "RECEIPT_CONFLICT",
+            reason,
             &[("receipt_number", receipt_number)],
         ),
         Error::ApplicantAlreadyBooked { passport_number } => with_info(
             AlreadyExists,
             message,
-            "APPLICANT_ALREADY_BOOKED",
+            reason,
             &[("passport_number", passport_number)],
         ),
-        Error::AppointmentNotFound => with_info(NotFound, message, "APPOINTMENT_NOT_FOUND", &[]),
+        Error::AppointmentNotFound => with_info(NotFound, message, reason, &[]),
         Error::AppointmentCancelled {
             confirmation_number,
         } => with_info(
             FailedPrecondition,
             message,
-            "APPOINTMENT_CANCELLED",
+            reason,
             &[("confirmation_number", confirmation_number)],
         ),
         Error::RequestIdReused { request_id } => with_info(
             AlreadyExists,
             message,
-            "REQUEST_ID_REUSED",
+            reason,
             &[("request_id", request_id)],
         ),
-        Error::HoldNotFound => with_info(NotFound, message, "HOLD_NOT_FOUND", &[]),
+        Error::HoldNotFound => with_info(NotFound, message, reason, &[]),
         Error::HoldExpired {
             hold_id,
             expired_at,
         } => with_info(
             FailedPrecondition,
             message,
-            "HOLD_EXPIRED",
+            reason,
             &[("hold_id", hold_id), ("expired_at", expired_at)],
         ),
         Error::HoldNotActive { hold_id, status } => with_info(
             FailedPrecondition,
             message,
-            "HOLD_NOT_ACTIVE",
+            reason,
             &[("hold_id", hold_id), ("status", status)],
         ),
         Error::RescheduleLimit {
@@ -264,7 +287,7 @@ fn domain_status(e: Error, message: String) -> Status {
         } => with_info(
             FailedPrecondition,
             message,
-            "RESCHEDULE_LIMIT",
+            reason,
             &[
                 ("receipt_number", receipt_number),
                 ("limit", limit.to_string()),
@@ -276,53 +299,82 @@ fn domain_status(e: Error, message: String) -> Status {
         } => with_info(
             FailedPrecondition,
             message,
-            "RESCHEDULE_SAME_SLOT",
+            reason,
             &[
                 ("confirmation_number", confirmation_number),
                 ("slot", slot.to_string()),
             ],
         ),
         Error::WaitingRoomDisabled => {
-            with_info(FailedPrecondition, message, "WAITING_ROOM_DISABLED", &[])
+            with_info(FailedPrecondition, message, reason, &[])
         }
-        Error::TicketNotFound => with_info(NotFound, message, "TICKET_NOT_FOUND", &[]),
+        Error::TicketNotFound => with_info(NotFound, message, reason, &[]),
         Error::WaitlistEntryNotFound => {
-            with_info(NotFound, message, "WAITLIST_ENTRY_NOT_FOUND", &[])
+            with_info(NotFound, message, reason, &[])
         }
         Error::EntrySecretInvalid => {
-            with_info(Unauthenticated, message, "ENTRY_SECRET_INVALID", &[])
+            with_info(Unauthenticated, message, reason, &[])
         }
         Error::AlreadyWaiting { passport_number } => with_info(
             AlreadyExists,
             message,
-            "ALREADY_WAITING",
+            reason,
             &[("passport_number", passport_number)],
         ),
         Error::TicketSecretInvalid => {
-            with_info(Unauthenticated, message, "TICKET_SECRET_INVALID", &[])
+            with_info(Unauthenticated, message, reason, &[])
         }
-        Error::AdmissionRequired => with_info(Unauthenticated, message, "ADMISSION_REQUIRED", &[]),
-        Error::AdmissionInvalid => with_info(Unauthenticated, message, "ADMISSION_INVALID", &[]),
+        Error::AdmissionRequired => with_info(Unauthenticated, message, reason, &[]),
+        Error::AdmissionInvalid => with_info(Unauthenticated, message, reason, &[]),
         Error::AdmissionExpired { expired_at } => with_info(
             Unauthenticated,
             message,
-            "ADMISSION_EXPIRED",
+            reason,
             &[("expired_at", expired_at)],
         ),
-        Error::AdmissionRevoked => with_info(PermissionDenied, message, "ADMISSION_REVOKED", &[]),
-        Error::AdmissionInUse => with_info(Aborted, message, "ADMISSION_IN_USE", &[]),
-        Error::AdmissionUsed => with_info(PermissionDenied, message, "ADMISSION_USED", &[]),
+        Error::AdmissionRevoked => with_info(PermissionDenied, message, reason, &[]),
+        Error::AdmissionInUse => with_info(Aborted, message, reason, &[]),
+        Error::AdmissionUsed => with_info(PermissionDenied, message, reason, &[]),
         Error::AdmissionStepsExhausted { limit } => with_info(
             PermissionDenied,
             message,
-            "ADMISSION_STEPS_EXHAUSTED",
+            reason,
             &[("limit", limit.to_string())],
         ),
         Error::TooManyWatchers { limit } => with_info(
             ResourceExhausted,
             message,
-            "TOO_MANY_WATCHERS",
+            reason,
             &[("limit", limit.to_string())],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_collision_is_unavailable_with_its_own_reason() {
+        let status = Status::from(ApiError::App(AppError::IdCollision { what: "hold id" }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, ID_COLLISION);
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata.get("id").map(String::as_str), Some("hold id"));
+    }
+
+    #[test]
+    fn every_domain_refusal_reports_its_reason() {
+        for e in crate::domain::error::one_of_each() {
+            let expected = match &e {
+                // No oracle: a receipt paid for another passport reads as an unknown receipt.
+                Error::ReceiptPassportMismatch { .. } => reason::RECEIPT_NOT_REGISTERED,
+                other => other.reason(),
+            };
+            let status = Status::from(ApiError::from(e));
+            let info = status.get_details_error_info().expect("error info");
+            assert_eq!(info.reason, expected);
+        }
     }
 }

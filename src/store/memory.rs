@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{
     EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
 };
+use crate::domain::error::reason;
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Move, Reschedule,
@@ -556,21 +557,21 @@ impl State {
     fn entry_refusal(&self, applicants: &[Applicant], now: DateTime<Utc>) -> Option<&'static str> {
         for a in applicants {
             let Some(r) = self.receipts.get(&a.receipt) else {
-                return Some("RECEIPT_NOT_REGISTERED");
+                return Some(reason::RECEIPT_NOT_REGISTERED);
             };
             if r.receipt.passport != a.passport {
-                return Some("RECEIPT_PASSPORT_MISMATCH");
+                return Some(reason::RECEIPT_PASSPORT_MISMATCH);
             }
             if r.receipt.expires_at() <= now {
-                return Some("RECEIPT_EXPIRED");
+                return Some(reason::RECEIPT_EXPIRED);
             }
             if r.backing.is_some() || r.held_by.is_some() {
-                return Some("RECEIPT_IN_USE");
+                return Some(reason::RECEIPT_IN_USE);
             }
             if self.active.contains_key(&a.passport)
                 || self.held_passports.contains_key(&a.passport)
             {
-                return Some("APPLICANT_ALREADY_BOOKED");
+                return Some(reason::APPLICANT_ALREADY_BOOKED);
             }
         }
         None
@@ -767,7 +768,7 @@ impl State {
             a.status == AppointmentStatus::Booked && !self.retired.contains(appointment)
         }) else {
             // Cancelled, or retired (past): it can never move again.
-            return Some(Some("APPOINTMENT_CANCELLED"));
+            return Some(Some(reason::APPOINTMENT_CANCELLED));
         };
         if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
             return Some(None);
@@ -778,7 +779,7 @@ impl State {
                 .is_none_or(|r| r.reschedules >= limit)
         });
         if used_up {
-            return Some(Some("RESCHEDULE_LIMIT"));
+            return Some(Some(reason::RESCHEDULE_LIMIT));
         }
         None
     }
@@ -801,12 +802,9 @@ impl State {
         let refused = if current.status == AppointmentStatus::Cancelled
             || self.retired.contains(appointment)
         {
-            Some((
-                "APPOINTMENT_CANCELLED",
-                Error::AppointmentCancelled {
-                    confirmation_number: appointment.to_string(),
-                },
-            ))
+            Some(Error::AppointmentCancelled {
+                confirmation_number: appointment.to_string(),
+            })
         } else {
             current
                 .applicants
@@ -815,19 +813,14 @@ impl State {
                     let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
                     used.is_none_or(|u| u >= limit)
                 })
-                .map(|a| {
-                    (
-                        "RESCHEDULE_LIMIT",
-                        Error::RescheduleLimit {
-                            receipt_number: a.receipt.to_string(),
-                            limit,
-                        },
-                    )
+                .map(|a| Error::RescheduleLimit {
+                    receipt_number: a.receipt.to_string(),
+                    limit,
                 })
         };
-        if let Some((reason, error)) = refused {
+        if let Some(error) = refused {
             if let Some(entry) = &hold.entry {
-                self.cancel_moving_entry(entry, reason, now)?;
+                self.cancel_moving_entry(entry, error.reason(), now)?;
             }
             return Err(error.into());
         }
@@ -1453,7 +1446,7 @@ impl Inventory for MemoryStore {
             })
             .collect();
         for entry in movers {
-            state.cancel_moving_entry(&entry, "APPOINTMENT_CANCELLED", now)?;
+            state.cancel_moving_entry(&entry, reason::APPOINTMENT_CANCELLED, now)?;
         }
         state.offer_seats(&slot, seats, None, now);
         Ok(updated)

@@ -76,9 +76,15 @@ pub enum StoreError {
     /// applied; retrying with the same request_id is safe.
     #[error("store unavailable: {detail}")]
     Unavailable { detail: String },
-    /// The freshly generated confirmation number exists already; the caller draws another.
+    /// The freshly drawn id (confirmation number, hold id or waitlist entry id: every script
+    /// answers `CONFIRMATION_TAKEN`) exists already; nothing changed and the caller draws
+    /// another. Never leaves the app: after its draws it is `app::AppError::IdCollision`.
     #[error("confirmation number already taken")]
     ConfirmationTaken,
+    /// The store was opened with settings it cannot run with (`redis.tag`): a start-up error.
+    /// `config` checks the same rule first, so through the binary this never happens.
+    #[error("config key `{key}`: {detail}")]
+    Misconfigured { key: &'static str, detail: String },
     /// Stored data that does not parse: a bug or a foreign writer, never the client's fault.
     #[error("stored data is corrupt: {detail}")]
     Corrupt { detail: String },

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{at, status_reply, uint, unexpected};
+use super::codec::{at, status_reply, uint};
+use super::refusal::{refusal, Asked};
 use super::RedisStore;
 use crate::domain::room::TicketId;
-use crate::domain::Error;
 use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
 
 impl RedisStore {
@@ -23,9 +23,15 @@ impl RedisStore {
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
             "OK" => uint(what, at(what, &items, 0)?),
-            "ADMISSION_USED" => Err(Error::AdmissionUsed.into()),
-            "EXHAUSTED" => Err(Error::AdmissionStepsExhausted { limit }.into()),
-            _ => Err(unexpected(what, &status, &items)),
+            refused => Err(refusal(
+                what,
+                refused,
+                &items,
+                &Asked {
+                    limit: Some(limit),
+                    ..Asked::default()
+                },
+            )),
         }
     }
 }

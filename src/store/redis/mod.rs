@@ -15,6 +15,7 @@ mod admission;
 mod codec;
 pub mod conn;
 pub mod keys;
+mod refusal;
 mod retention;
 pub mod room;
 mod sold_out;
@@ -26,14 +27,16 @@ use chrono::{DateTime, Utc};
 pub use conn::ConnOptions;
 
 use self::codec::{
-    applicants_json, at, decode_appointment, decode_hold, hash_fields, instant_from_millis,
-    instant_text, int, millis, status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
+    applicants_json, at, decode_appointment, decode_hold, hash_fields, instant_text, int, millis,
+    status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
 };
 use self::conn::Conn;
 use self::keys::{hhmm, parse_hhmm, Keys};
+use self::refusal::{refusal, Asked};
 use super::{
     EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
 };
+use crate::domain::error::reason;
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     HoldStatus, Reschedule,
@@ -43,8 +46,8 @@ use crate::domain::rules::{
     OpenPlan,
 };
 use crate::domain::types::{
-    format_date, format_instant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber,
-    DayRef, PassportNumber, PostId, Receipt, SlotRef, SlotState, SlotTime,
+    format_date, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    PassportNumber, PostId, Receipt, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS};
 use crate::domain::Error;
@@ -172,7 +175,10 @@ impl RedisStore {
     /// call, so slotd can start before Redis does (health says NOT_SERVING meanwhile). Must run
     /// inside a tokio runtime.
     pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
-        let keys = Keys::new(&options.tag).map_err(|detail| StoreError::Unavailable { detail })?;
+        let keys = Keys::new(&options.tag).map_err(|detail| StoreError::Misconfigured {
+            key: "redis.tag",
+            detail,
+        })?;
         Ok(Self {
             conn: Conn::open(&options.conn)?,
             keys,
@@ -428,14 +434,16 @@ impl Inventory for RedisStore {
                 closed: int(what, at(what, &items, 2)?)? == 1,
                 held: uint(what, at(what, &items, 3)?)?,
             }),
-            "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
-            "CAPACITY_BELOW_BOOKED" => Err(Error::CapacityBelowBooked {
-                slot: slot.clone(),
-                capacity,
-                booked: uint(what, at(what, &items, 0)?)?,
-            }
-            .into()),
-            _ => Err(unexpected(what, &status, &items)),
+            refused => Err(refusal(
+                what,
+                refused,
+                &items,
+                &Asked {
+                    slot: Some(slot),
+                    capacity: Some(capacity),
+                    ..Asked::default()
+                },
+            )),
         }
     }
 
@@ -449,10 +457,16 @@ impl Inventory for RedisStore {
             .arg(time.map(hhmm).unwrap_or_default())
             .arg(day.to_string());
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
-        match (status.as_str(), time) {
-            ("OK", _) => uint(what, at(what, &items, 0)?),
-            ("SLOT_NOT_FOUND", Some(t)) => Err(Error::SlotNotFound { slot: day.at(t) }.into()),
-            _ => Err(unexpected(what, &status, &items)),
+        match status.as_str() {
+            "OK" => uint(what, at(what, &items, 0)?),
+            refused => {
+                let slot = time.map(|t| day.at(t));
+                let asked = Asked {
+                    slot: slot.as_ref(),
+                    ..Asked::default()
+                };
+                Err(refusal(what, refused, &items, &asked))
+            }
         }
     }
 
@@ -557,10 +571,6 @@ impl Inventory for RedisStore {
             invocation.arg(IDEMPOTENCY_TTL_SECS);
         }
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
-        let applicants = &booking.applicants;
-        let receipt_number = |items: &[::redis::Value]| -> Result<String, StoreError> {
-            applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
-        };
         match status.as_str() {
             "OK" => Ok(Appointment {
                 confirmation: confirmation.clone(),
@@ -572,54 +582,27 @@ impl Inventory for RedisStore {
                 history: Vec::new(),
             }),
             "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
-            "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
-                request_id: booking.request_id.to_string(),
-            }
-            .into()),
-            "ADMISSION_USED" => Err(Error::AdmissionUsed.into()),
-            "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: slot.clone() }.into()),
-            "SLOT_CLOSED" => Err(Error::SlotClosed { slot: slot.clone() }.into()),
-            "SLOT_FULL" => {
-                let remaining = uint(what, at(what, &items, 0)?)?;
-                // Seats under live holds come back by themselves at an expiry in slotd's clock,
-                // which a wall-clock memo cannot see: only a slot full of bookings is memoised.
-                let held = uint(what, at(what, &items, 1)?)?;
-                if remaining == 0 && held == 0 {
-                    self.sold_out.mark(memo_key, std::time::Instant::now());
+            refused => {
+                if refused == reason::SLOT_FULL {
+                    let remaining = uint(what, at(what, &items, 0)?)?;
+                    // Seats under live holds come back by themselves at an expiry in slotd's
+                    // clock, which a wall-clock memo cannot see: only a slot full of bookings is
+                    // memoised.
+                    let held = uint(what, at(what, &items, 1)?)?;
+                    if remaining == 0 && held == 0 {
+                        self.sold_out.mark(memo_key, std::time::Instant::now());
+                    }
                 }
-                Err(Error::SlotFull {
-                    slot: slot.clone(),
-                    requested: booking.seats(),
-                    remaining,
-                }
-                .into())
+                Err(refusal(
+                    what,
+                    refused,
+                    &items,
+                    &Asked {
+                        request_id: Some(booking.request_id.to_string()),
+                        ..booking_asked(booking)
+                    },
+                ))
             }
-            "RECEIPT_NOT_REGISTERED" => Err(Error::ReceiptNotRegistered {
-                receipt_number: receipt_number(&items)?,
-            }
-            .into()),
-            "RECEIPT_PASSPORT_MISMATCH" => Err(Error::ReceiptPassportMismatch {
-                receipt_number: receipt_number(&items)?,
-            }
-            .into()),
-            "RECEIPT_EXPIRED" => {
-                let expired = instant_from_millis(int(what, at(what, &items, 1)?)?)?;
-                Err(Error::ReceiptExpired {
-                    receipt_number: receipt_number(&items)?,
-                    expired_at: format_instant(expired),
-                }
-                .into())
-            }
-            "RECEIPT_IN_USE" => Err(Error::ReceiptInUse {
-                receipt_number: receipt_number(&items)?,
-            }
-            .into()),
-            "APPLICANT_ALREADY_BOOKED" => Err(Error::ApplicantAlreadyBooked {
-                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
-            }
-            .into()),
-            "CONFIRMATION_TAKEN" => Err(StoreError::ConfirmationTaken),
-            _ => Err(unexpected(what, &status, &items)),
         }
     }
 
@@ -721,21 +704,18 @@ impl Inventory for RedisStore {
                     ..s.appointment
                 }),
                 ("REPLAY", _) => self.replayed(&text(what, at(what, &items, 0)?)?).await,
-                ("REQUEST_ID_REUSED", _) => Err(Error::RequestIdReused {
-                    request_id: cancellation.request_id.to_string(),
-                }
-                .into()),
-                ("APPOINTMENT_NOT_FOUND", _) => Err(Error::AppointmentNotFound.into()),
-                ("APPOINTMENT_CANCELLED", _) => Err(Error::AppointmentCancelled {
-                    confirmation_number: cancellation.confirmation.to_string(),
-                }
-                .into()),
-                ("APPOINTMENT_PASSED", Some(s)) => Err(Error::SlotStarted {
-                    slot: s.appointment.slot,
-                }
-                .into()),
                 ("STALE", _) => continue,
-                _ => Err(unexpected(what, &status, &items)),
+                (refused, stored) => Err(refusal(
+                    what,
+                    refused,
+                    &items,
+                    &Asked {
+                        request_id: Some(cancellation.request_id.to_string()),
+                        confirmation: Some(cancellation.confirmation.to_string()),
+                        current_slot: stored.map(|s| s.appointment.slot),
+                        ..Asked::default()
+                    },
+                )),
             };
         }
         Err(StoreError::corrupt(
@@ -846,11 +826,15 @@ impl Inventory for RedisStore {
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
             "OK" => Ok((receipt.clone(), int(what, at(what, &items, 0)?)? == 1)),
-            "RECEIPT_CONFLICT" => Err(Error::ReceiptConflict {
-                receipt_number: receipt.number.to_string(),
-            }
-            .into()),
-            _ => Err(unexpected(what, &status, &items)),
+            refused => Err(refusal(
+                what,
+                refused,
+                &items,
+                &Asked {
+                    receipt_number: Some(receipt.number.to_string()),
+                    ..Asked::default()
+                },
+            )),
         }
     }
 
@@ -982,11 +966,15 @@ impl Inventory for RedisStore {
                     .map(|h| h.hold)
                     .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"))
             }
-            "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
-                request_id: request.request_id.to_string(),
-            }
-            .into()),
-            _ => Err(booking_refusal(what, &status, &items, request)),
+            refused => Err(refusal(
+                what,
+                refused,
+                &items,
+                &Asked {
+                    request_id: Some(request.request_id.to_string()),
+                    ..booking_asked(request)
+                },
+            )),
         }
     }
 
@@ -1044,19 +1032,7 @@ impl Inventory for RedisStore {
             }
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match status.as_str() {
-                "ADMISSION_USED" => Err(Error::AdmissionUsed.into()),
                 "MOVED" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
-                "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
-                    confirmation_number: text(what, at(what, &items, 0)?)?,
-                }
-                .into()),
-                "RESCHEDULE_LIMIT" => Err(Error::RescheduleLimit {
-                    receipt_number: applicant_at(what, &hold.applicants, &items)?
-                        .receipt
-                        .to_string(),
-                    limit: uint(what, at(what, &items, 1)?)?,
-                }
-                .into()),
                 "OK" => Ok(Appointment {
                     confirmation: number.clone(),
                     slot: hold.slot.clone(),
@@ -1067,20 +1043,8 @@ impl Inventory for RedisStore {
                     history: Vec::new(),
                 }),
                 "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
-                "HOLD_NOT_FOUND" => Err(Error::HoldNotFound.into()),
-                "HOLD_EXPIRED" => Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: format_instant(hold.expires_at),
-                }
-                .into()),
-                "HOLD_NOT_ACTIVE" => Err(Error::HoldNotActive {
-                    hold_id: hold.id.to_string(),
-                    status: text(what, at(what, &items, 0)?)?,
-                }
-                .into()),
-                "CONFIRMATION_TAKEN" => Err(StoreError::ConfirmationTaken),
                 "STALE" => continue,
-                _ => Err(unexpected(what, &status, &items)),
+                refused => Err(refusal(what, refused, &items, &hold_asked(hold))),
             };
         }
         Err(StoreError::corrupt(
@@ -1127,19 +1091,8 @@ impl Inventory for RedisStore {
                     status: HoldStatus::Released,
                     ..hold
                 }),
-                "HOLD_NOT_FOUND" => Err(Error::HoldNotFound.into()),
-                "HOLD_EXPIRED" => Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: format_instant(hold.expires_at),
-                }
-                .into()),
-                "HOLD_NOT_ACTIVE" => Err(Error::HoldNotActive {
-                    hold_id: hold.id.to_string(),
-                    status: text(what, at(what, &items, 0)?)?,
-                }
-                .into()),
                 "STALE" => continue,
-                _ => Err(unexpected(what, &status, &items)),
+                refused => Err(refusal(what, refused, &items, &hold_asked(&hold))),
             };
         }
         Err(StoreError::corrupt(
@@ -1303,36 +1256,22 @@ impl Inventory for RedisStore {
                     Ok(moved)
                 }
                 "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
-                "REQUEST_ID_REUSED" => Err(Error::RequestIdReused {
-                    request_id: reschedule.request_id.to_string(),
-                }
-                .into()),
-                "APPOINTMENT_NOT_FOUND" => Err(Error::AppointmentNotFound.into()),
-                "APPOINTMENT_CANCELLED" => Err(Error::AppointmentCancelled {
-                    confirmation_number: reschedule.confirmation.to_string(),
-                }
-                .into()),
-                "APPOINTMENT_PASSED" => Err(Error::SlotStarted { slot: from }.into()),
-                "RESCHEDULE_SAME_SLOT" => Err(Error::RescheduleSameSlot {
-                    confirmation_number: reschedule.confirmation.to_string(),
-                    slot: from,
-                }
-                .into()),
-                "SLOT_NOT_FOUND" => Err(Error::SlotNotFound { slot: to.clone() }.into()),
-                "SLOT_CLOSED" => Err(Error::SlotClosed { slot: to.clone() }.into()),
-                "SLOT_FULL" => Err(Error::SlotFull {
-                    slot: to.clone(),
-                    requested: stored.appointment.seats(),
-                    remaining: uint(what, at(what, &items, 0)?)?,
-                }
-                .into()),
-                "RESCHEDULE_LIMIT" => Err(Error::RescheduleLimit {
-                    receipt_number: applicant_at(what, applicants, &items)?.receipt.to_string(),
-                    limit,
-                }
-                .into()),
                 "STALE" => continue,
-                _ => Err(unexpected(what, &status, &items)),
+                refused => Err(refusal(
+                    what,
+                    refused,
+                    &items,
+                    &Asked {
+                        slot: Some(to),
+                        requested: stored.appointment.seats(),
+                        request_id: Some(reschedule.request_id.to_string()),
+                        applicants,
+                        confirmation: Some(reschedule.confirmation.to_string()),
+                        current_slot: Some(from),
+                        limit: Some(limit),
+                        ..Asked::default()
+                    },
+                )),
             };
         }
         Err(StoreError::corrupt(
@@ -1467,49 +1406,24 @@ fn decode_stream(what: &str, reply: ::redis::Value) -> Result<Vec<Event>, StoreE
     Ok(out)
 }
 
-/// A hold or booking refused on a rule both share (seats, receipts, passports).
-fn booking_refusal(
-    what: &str,
-    status: &str,
-    items: &[::redis::Value],
-    booking: &Booking,
-) -> StoreError {
-    let slot = &booking.slot;
-    let applicants = &booking.applicants;
-    let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {
-        applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
-    };
-    let refusal: Result<Error, StoreError> = (|| {
-        Ok(match status {
-            "SLOT_NOT_FOUND" => Error::SlotNotFound { slot: slot.clone() },
-            "SLOT_CLOSED" => Error::SlotClosed { slot: slot.clone() },
-            "SLOT_FULL" => Error::SlotFull {
-                slot: slot.clone(),
-                requested: booking.seats(),
-                remaining: uint(what, at(what, items, 0)?)?,
-            },
-            "RECEIPT_NOT_REGISTERED" => Error::ReceiptNotRegistered {
-                receipt_number: receipt(items)?,
-            },
-            "RECEIPT_PASSPORT_MISMATCH" => Error::ReceiptPassportMismatch {
-                receipt_number: receipt(items)?,
-            },
-            "RECEIPT_EXPIRED" => Error::ReceiptExpired {
-                receipt_number: receipt(items)?,
-                expired_at: format_instant(instant_from_millis(int(what, at(what, items, 1)?)?)?),
-            },
-            "RECEIPT_IN_USE" => Error::ReceiptInUse {
-                receipt_number: receipt(items)?,
-            },
-            "APPLICANT_ALREADY_BOOKED" => Error::ApplicantAlreadyBooked {
-                passport_number: applicant_at(what, applicants, items)?.passport.to_string(),
-            },
-            "CONFIRMATION_TAKEN" => return Err(StoreError::ConfirmationTaken),
-            _ => return Err(unexpected(what, status, items)),
-        })
-    })();
-    match refusal {
-        Ok(e) => e.into(),
-        Err(e) => e,
+/// What a hold or booking asked for, for the refusal decoder (seats, receipts, passports).
+fn booking_asked(booking: &Booking) -> Asked<'_> {
+    Asked {
+        slot: Some(&booking.slot),
+        requested: booking.seats(),
+        applicants: &booking.applicants,
+        ..Asked::default()
+    }
+}
+
+/// What a call on an existing hold asked about, for the refusal decoder.
+fn hold_asked(hold: &Hold) -> Asked<'_> {
+    Asked {
+        slot: Some(&hold.slot),
+        requested: hold.seats(),
+        applicants: &hold.applicants,
+        hold_id: Some(hold.id.to_string()),
+        hold_expires_at: Some(hold.expires_at),
+        ..Asked::default()
     }
 }

@@ -11,14 +11,11 @@ use super::codec::{
     text, unexpected,
 };
 use super::keys::{hhmm, parse_hhmm};
-use super::{applicant_at, RedisStore};
+use super::refusal::{refusal, Asked};
+use super::RedisStore;
 use crate::domain::rules::DateRange;
-use crate::domain::types::{
-    format_date, format_instant, parse_date, CategoryId, ConfirmationNumber, PostId,
-};
-use crate::domain::waitlist::{
-    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin,
-};
+use crate::domain::types::{format_date, parse_date, CategoryId, ConfirmationNumber, PostId};
+use crate::domain::waitlist::{EntryId, EntryStatus, WaitlistEntry, WaitlistJoin};
 use crate::domain::Error;
 use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
 
@@ -130,63 +127,31 @@ impl RedisStore {
             .arg(limit)
             .arg(millis(crate::store::waitlist_retire_at(join.range.to)));
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
-        let applicants = &join.applicants;
-        let receipt = |items: &[::redis::Value]| -> Result<String, StoreError> {
-            applicant_at(what, applicants, items).map(|a| a.receipt.to_string())
-        };
-        let refusal = match status.as_str() {
-            "OK" => return self.wl_entry(id).await,
+        match status.as_str() {
+            "OK" => self.wl_entry(id).await,
             "REPLAY" => {
                 let first = EntryId::parse(&text(what, at(what, &items, 0)?)?)
                     .map_err(|_| StoreError::corrupt("idempotency record names a bad entry"))?;
-                return self.wl_entry(&first).await;
+                self.wl_entry(&first).await
             }
-            "REQUEST_ID_REUSED" => Error::RequestIdReused {
-                request_id: join.request_id.to_string(),
-            },
-            "ALREADY_WAITING" => Error::AlreadyWaiting {
-                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
-            },
-            "RECEIPT_NOT_REGISTERED" => Error::ReceiptNotRegistered {
-                receipt_number: receipt(&items)?,
-            },
-            "RECEIPT_PASSPORT_MISMATCH" => Error::ReceiptPassportMismatch {
-                receipt_number: receipt(&items)?,
-            },
-            "RECEIPT_EXPIRED" => Error::ReceiptExpired {
-                receipt_number: receipt(&items)?,
-                expired_at: format_instant(instant_from_millis(super::codec::int(
-                    what,
-                    at(what, &items, 1)?,
-                )?)?),
-            },
-            "RECEIPT_IN_USE" => Error::ReceiptInUse {
-                receipt_number: receipt(&items)?,
-            },
-            "APPLICANT_ALREADY_BOOKED" => Error::ApplicantAlreadyBooked {
-                passport_number: applicant_at(what, applicants, &items)?.passport.to_string(),
-            },
-            "CONFIRMATION_TAKEN" => return Err(StoreError::ConfirmationTaken),
-            "APPOINTMENT_NOT_FOUND" => Error::AppointmentNotFound,
-            "APPOINTMENT_CANCELLED" => Error::AppointmentCancelled {
-                confirmation_number: join
-                    .moving
-                    .as_ref()
-                    .map(|c| c.to_string())
-                    .unwrap_or_default(),
-            },
-            "MOVING_RANGE" => {
-                let date = parse_date(&text(what, at(what, &items, 0)?)?)
-                    .map_err(|_| StoreError::corrupt(format!("{what}: bad date")))?;
-                moving_range_error(date)
-            }
-            "RESCHEDULE_LIMIT" => Error::RescheduleLimit {
-                receipt_number: receipt(&items)?,
-                limit,
-            },
-            _ => return Err(unexpected(what, &status, &items)),
-        };
-        Err(refusal.into())
+            refused => Err(refusal(
+                what,
+                refused,
+                &items,
+                &Asked {
+                    request_id: Some(join.request_id.to_string()),
+                    applicants: &join.applicants,
+                    confirmation: Some(
+                        join.moving
+                            .as_ref()
+                            .map(|c| c.to_string())
+                            .unwrap_or_default(),
+                    ),
+                    limit: Some(limit),
+                    ..Asked::default()
+                },
+            )),
+        }
     }
 
     pub(super) async fn wl_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
@@ -240,8 +205,7 @@ impl RedisStore {
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
             "OK" => self.wl_entry(id).await,
-            "NOT_FOUND" => Err(Error::WaitlistEntryNotFound.into()),
-            _ => Err(unexpected(what, &status, &items)),
+            refused => Err(refusal(what, refused, &items, &Asked::default())),
         }
     }
 
