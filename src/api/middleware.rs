@@ -31,6 +31,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::ApiError;
+use crate::domain::error::reason;
 use crate::limits::{Limit, Limits};
 use crate::metrics::{metrics, OutcomeLabels, RpcLabels};
 
@@ -207,7 +208,7 @@ impl Finish {
                 && status
                     .as_ref()
                     .and_then(|s| s.get_details_error_info())
-                    .is_some_and(|i| i.reason == "RECEIPT_NOT_REGISTERED");
+                    .is_some_and(|i| i.reason == reason::RECEIPT_NOT_REGISTERED);
             if code == Code::NotFound || receipt_probe {
                 limits.lookup_failed(client);
             }
