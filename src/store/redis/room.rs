@@ -17,7 +17,7 @@ use crate::domain::room::{
     EVENT_LOG_KEEP, EXPIRE_PER_STEP,
 };
 use crate::domain::Error;
-use crate::store::room::WaitingRoom;
+use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
 use crate::store::StoreError;
 
 struct RoomScripts {
@@ -109,6 +109,97 @@ impl RedisWaitingRoom {
             _ => Err(unexpected(what, &status, &items)),
         }
     }
+
+    /// Runs a batch script (room_join, room_status): `{'OK', rate, log_seq, then RECORD items
+    /// per call}`; `known` is what each call brought (a join record carries the ticket id, a
+    /// status record the stored client key).
+    async fn batch(
+        &self,
+        what: &str,
+        invocation: &::redis::ScriptInvocation<'_>,
+        known: &[Known<'_>],
+    ) -> Result<Outcomes, StoreError> {
+        let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
+        match status.as_str() {
+            "OK" => {}
+            "WAITING_ROOM_DISABLED" => return Err(Error::WaitingRoomDisabled.into()),
+            _ => return Err(unexpected(what, &status, &items)),
+        }
+        let rate_per_minute = float(what, &items, 0)?;
+        let seq = count(what, &items, 1)?;
+        let records = items.get(2..).unwrap_or_default();
+        if records.len() != known.len() * RECORD {
+            return Err(StoreError::corrupt(format!(
+                "{what}: batch reply of the wrong length"
+            )));
+        }
+        Ok(records
+            .chunks(RECORD)
+            .zip(known)
+            .map(|(r, k)| decode_record(what, r, k, rate_per_minute, seq))
+            .collect())
+    }
+}
+
+/// What a call of a batch brought to it.
+enum Known<'a> {
+    /// A join's client key (its record names the ticket id).
+    Key(&'a ClientKey),
+    /// A status read's ticket id (its record names the stored client key).
+    Id(&'a TicketId),
+}
+
+/// Items per call in a batch reply: code, ticket id (join) or client key (status), number,
+/// state, ahead, admission_number, expires_ms.
+const RECORD: usize = 7;
+
+/// One call's record of a batch reply.
+fn decode_record(
+    what: &str,
+    r: &[Value],
+    known: &Known<'_>,
+    rate_per_minute: f64,
+    seq: u64,
+) -> Result<TicketView, StoreError> {
+    let bad = |field: &str| StoreError::corrupt(format!("{what}: stored ticket {field}"));
+    match text(what, item(what, r, 0)?)?.as_str() {
+        "OK" => {}
+        "TICKET_NOT_FOUND" => return Err(Error::TicketNotFound.into()),
+        "TICKET_TAKEN" => return Err(StoreError::corrupt("a fresh ticket id already exists")),
+        other => {
+            return Err(StoreError::corrupt(format!(
+                "{what}: unexpected code {other}"
+            )))
+        }
+    }
+    let named = text(what, item(what, r, 1)?)?;
+    let (id, client_key) = match known {
+        Known::Key(key) => (
+            TicketId::parse(&named).map_err(|_| bad("id"))?,
+            (*key).clone(),
+        ),
+        Known::Id(id) => (
+            (*id).clone(),
+            ClientKey::stored(&named).ok_or_else(|| bad("client key"))?,
+        ),
+    };
+    let state = TicketState::parse(&text(what, item(what, r, 3)?)?).ok_or_else(|| bad("state"))?;
+    let expires_ms = int(what, item(what, r, 6)?)?;
+    Ok(TicketView {
+        id,
+        client_key,
+        number: count(what, r, 2)?,
+        state,
+        ahead: count(what, r, 4)?,
+        admission_number: count(what, r, 5)?,
+        session_expires_at: if expires_ms > 0 {
+            Some(instant_from_millis(expires_ms)?)
+        } else {
+            None
+        },
+        rate_per_minute,
+        seq,
+    })
 }
 
 fn item<'a>(what: &str, items: &'a [Value], i: usize) -> Result<&'a Value, StoreError> {
@@ -244,12 +335,28 @@ impl WaitingRoom for RedisWaitingRoom {
         fresh: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.join);
-        invocation
-            .arg(millis(now))
-            .arg(client_key.as_str())
-            .arg(fresh.as_str());
-        self.view("room join", &invocation).await
+        let pair = [(client_key.clone(), fresh.clone())];
+        self.join_batch(&pair, now)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::corrupt("room join: no reply")))
+    }
+
+    async fn join_batch(&self, joins: &[(ClientKey, TicketId)], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(joins.len());
+        for chunk in joins.chunks(BATCH_MAX) {
+            let mut invocation = self.invoke(&self.scripts.join);
+            invocation.arg(millis(now));
+            for (client_key, fresh) in chunk {
+                invocation.arg(client_key.as_str()).arg(fresh.as_str());
+            }
+            let known: Vec<Known<'_>> = chunk.iter().map(|(k, _)| Known::Key(k)).collect();
+            match self.batch("room join", &invocation, &known).await {
+                Ok(views) => out.extend(views),
+                Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
     }
 
     async fn status(
@@ -257,9 +364,27 @@ impl WaitingRoom for RedisWaitingRoom {
         ticket: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.status);
-        invocation.arg(millis(now)).arg(ticket.as_str());
-        self.view("room status", &invocation).await
+        self.status_batch(std::slice::from_ref(ticket), now)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::corrupt("room status: no reply")))
+    }
+
+    async fn status_batch(&self, tickets: &[TicketId], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(tickets.len());
+        for chunk in tickets.chunks(BATCH_MAX) {
+            let mut invocation = self.invoke(&self.scripts.status);
+            invocation.arg(millis(now));
+            for ticket in chunk {
+                invocation.arg(ticket.as_str());
+            }
+            let known: Vec<Known<'_>> = chunk.iter().map(Known::Id).collect();
+            match self.batch("room status", &invocation, &known).await {
+                Ok(views) => out.extend(views),
+                Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
     }
 
     async fn end(
