@@ -37,17 +37,24 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 stat() { redis-cli -p "$RP" info commandstats | tr -d '\r' | awk -F'[:=,]' -v c="cmdstat_$1" '$1 == c { print $3, $5 }'; }
+cpu() { redis-cli -p "$RP" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 redis-cli -p "$RP" config resetstat >/dev/null
+cpu0=$(cpu)
 echo "+ slotd-load --scenario join --requests $N --concurrency $C --connections $CONN (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 # slotd-load exits non-zero on any unexpected outcome (e.g. UNAVAILABLE): still report.
 "$BIN/slotd-load" --target "127.0.0.1:$PA" --scenario join --requests "$N" --concurrency "$C" \
   --connections "$CONN" --duration 300 || echo "slotd-load: exit $?"
+cpu1=$(cpu)
 read -r calls usec < <(stat evalsha)
 joined=$(redis-cli -p "$RP" hget 'slotd:{slotd-room}:room:state' last_number)
-python3 - "$calls" "$usec" "$joined" <<'PY'
+python3 - "$calls" "$usec" "$joined" "$cpu0" "$cpu1" <<'PY'
 import sys
 calls, usec, joined = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3] or 0)
-print(f"joins (tickets numbered): {joined}; script calls: {calls} ({calls / max(joined, 1):.3f} per join); "
-      f"script usec: {usec}; Redis us per join: {usec / max(joined, 1):.2f}")
+cpu = (float(sys.argv[5]) - float(sys.argv[4])) * 1e6
+j = max(joined, 1)
+print(f"joins (tickets numbered): {joined}; script calls: {calls} ({calls / j:.3f} per join)")
+print(f"Redis us per join: {usec / j:.2f} (scripts' usec, commandstats: wall time inside Redis, "
+      f"inflated when the machine is loaded); {cpu / j:.2f} (Redis CPU, INFO cpu user+sys, "
+      f"everything Redis did: network, parsing, scripts)")
 PY
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"

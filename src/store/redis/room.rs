@@ -110,9 +110,8 @@ impl RedisWaitingRoom {
         }
     }
 
-    /// Runs a batch script (room_join, room_status): `{'OK', rate, log_seq, then RECORD items
-    /// per call}`; `known` is what each call brought (a join record carries the ticket id, a
-    /// status record the stored client key).
+    /// Runs a batch script (room_join, room_status): `{'OK', rate, log_seq, record per call}`;
+    /// `known` is what each call brought (its client key or its ticket id).
     async fn batch(
         &self,
         what: &str,
@@ -128,78 +127,97 @@ impl RedisWaitingRoom {
         let rate_per_minute = float(what, &items, 0)?;
         let seq = count(what, &items, 1)?;
         let records = items.get(2..).unwrap_or_default();
-        if records.len() != known.len() * RECORD {
+        if records.len() != known.len() {
             return Err(StoreError::corrupt(format!(
                 "{what}: batch reply of the wrong length"
             )));
         }
-        Ok(records
-            .chunks(RECORD)
-            .zip(known)
-            .map(|(r, k)| decode_record(what, r, k, rate_per_minute, seq))
-            .collect())
+        let mut out = Vec::with_capacity(records.len());
+        for (record, known) in records.iter().zip(known) {
+            let record = text(what, record)?;
+            out.push(decode_record(what, &record, known, rate_per_minute, seq));
+        }
+        Ok(out)
     }
 }
 
 /// What a call of a batch brought to it.
 enum Known<'a> {
-    /// A join's client key (its record names the ticket id).
-    Key(&'a ClientKey),
-    /// A status read's ticket id (its record names the stored client key).
-    Id(&'a TicketId),
+    /// A join: its client key and fresh ticket id.
+    Join(&'a ClientKey, &'a TicketId),
+    /// A status read: the ticket id.
+    Status(&'a TicketId),
 }
 
-/// Items per call in a batch reply: code, ticket id (join) or client key (status), number,
-/// state, ahead, admission_number, expires_ms.
-const RECORD: usize = 7;
-
-/// One call's record of a batch reply.
+/// One call's record of a batch reply (room_join.lua, room_status.lua):
+/// `N|number|ahead` (a new place: the join's fresh id, waiting),
+/// `H|number|state|ahead|admission_number|expires_ms|id` (the place the key holds),
+/// `S|number|state|ahead|admission_number|expires_ms|client_key` (a status), `T` (the fresh id
+/// is taken), `X` (no such ticket).
 fn decode_record(
     what: &str,
-    r: &[Value],
+    record: &str,
     known: &Known<'_>,
     rate_per_minute: f64,
     seq: u64,
 ) -> Result<TicketView, StoreError> {
-    let bad = |field: &str| StoreError::corrupt(format!("{what}: stored ticket {field}"));
-    match text(what, item(what, r, 0)?)?.as_str() {
-        "OK" => {}
-        "TICKET_NOT_FOUND" => return Err(Error::TicketNotFound.into()),
-        "TICKET_TAKEN" => return Err(StoreError::corrupt("a fresh ticket id already exists")),
-        other => {
-            return Err(StoreError::corrupt(format!(
-                "{what}: unexpected code {other}"
-            )))
-        }
-    }
-    let named = text(what, item(what, r, 1)?)?;
-    let (id, client_key) = match known {
-        Known::Key(key) => (
-            TicketId::parse(&named).map_err(|_| bad("id"))?,
-            (*key).clone(),
-        ),
-        Known::Id(id) => (
-            (*id).clone(),
-            ClientKey::stored(&named).ok_or_else(|| bad("client key"))?,
-        ),
+    let bad = || StoreError::corrupt(format!("{what}: record {record:?}"));
+    let num = |field: Option<&str>| -> Result<u64, StoreError> {
+        field.and_then(|f| f.parse::<u64>().ok()).ok_or_else(bad)
     };
-    let state = TicketState::parse(&text(what, item(what, r, 3)?)?).ok_or_else(|| bad("state"))?;
-    let expires_ms = int(what, item(what, r, 6)?)?;
-    Ok(TicketView {
+    let mut fields = record.splitn(7, '|');
+    let code = fields.next().ok_or_else(bad)?;
+    let view = |id: TicketId, client_key: ClientKey, number, state, ahead| TicketView {
         id,
         client_key,
-        number: count(what, r, 2)?,
+        number,
         state,
-        ahead: count(what, r, 4)?,
-        admission_number: count(what, r, 5)?,
-        session_expires_at: if expires_ms > 0 {
-            Some(instant_from_millis(expires_ms)?)
-        } else {
-            None
-        },
+        ahead,
+        admission_number: 0,
+        session_expires_at: None,
         rate_per_minute,
         seq,
-    })
+    };
+    match (code, known) {
+        ("T", Known::Join(..)) => Err(StoreError::corrupt("a fresh ticket id already exists")),
+        ("X", Known::Status(_)) => Err(Error::TicketNotFound.into()),
+        ("N", Known::Join(key, fresh)) => {
+            let number = num(fields.next())?;
+            let ahead = num(fields.next())?;
+            Ok(view(
+                (*fresh).clone(),
+                (*key).clone(),
+                number,
+                TicketState::Waiting,
+                ahead,
+            ))
+        }
+        ("H" | "S", _) => {
+            let number = num(fields.next())?;
+            let state = fields.next().and_then(TicketState::parse).ok_or_else(bad)?;
+            let ahead = num(fields.next())?;
+            let admission_number = num(fields.next())?;
+            let expires_ms = fields
+                .next()
+                .and_then(|f| f.parse::<i64>().ok())
+                .ok_or_else(bad)?;
+            let last = fields.next().ok_or_else(bad)?;
+            let (id, client_key) = match known {
+                Known::Join(key, _) => (TicketId::parse(last).map_err(|_| bad())?, (*key).clone()),
+                Known::Status(id) => ((*id).clone(), ClientKey::stored(last).ok_or_else(bad)?),
+            };
+            Ok(TicketView {
+                admission_number,
+                session_expires_at: if expires_ms > 0 {
+                    Some(instant_from_millis(expires_ms)?)
+                } else {
+                    None
+                },
+                ..view(id, client_key, number, state, ahead)
+            })
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn item<'a>(what: &str, items: &'a [Value], i: usize) -> Result<&'a Value, StoreError> {
@@ -350,7 +368,7 @@ impl WaitingRoom for RedisWaitingRoom {
             for (client_key, fresh) in chunk {
                 invocation.arg(client_key.as_str()).arg(fresh.as_str());
             }
-            let known: Vec<Known<'_>> = chunk.iter().map(|(k, _)| Known::Key(k)).collect();
+            let known: Vec<Known<'_>> = chunk.iter().map(|(k, f)| Known::Join(k, f)).collect();
             match self.batch("room join", &invocation, &known).await {
                 Ok(views) => out.extend(views),
                 Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
@@ -378,7 +396,7 @@ impl WaitingRoom for RedisWaitingRoom {
             for ticket in chunk {
                 invocation.arg(ticket.as_str());
             }
-            let known: Vec<Known<'_>> = chunk.iter().map(Known::Id).collect();
+            let known: Vec<Known<'_>> = chunk.iter().map(Known::Status).collect();
             match self.batch("room status", &invocation, &known).await {
                 Ok(views) => out.extend(views),
                 Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),

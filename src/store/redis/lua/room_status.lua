@@ -3,9 +3,10 @@
 -- its heartbeat.
 -- KEYS: the ten room keys (room_lib.lua).
 -- ARGV[1] now ms; ARGV[2..n+1] ticket ids (1 <= n <= 256)
--- Returns {'OK', rate, log_seq, then per id, in ARGV order, seven items: code, client key,
---   number, state, ahead, admission_number, expires_ms}; code 'OK' (a view, room_lib) or
---   'TICKET_NOT_FOUND' (the other items are 0) | {'BAD_CALL', detail}
+-- Returns {'OK', rate, log_seq, record_1, ..., record_n}, one record per id in ARGV order:
+--   'S|<number>|<state>|<ahead>|<admission_number>|<expires_ms>|<client_key>'  (a view, room_lib)
+--   'X'   no such ticket
+--   | {'BAD_CALL', detail}
 -- Invariant: writes only heartbeats of tickets still waiting (ZADD GT: a lagging clock never
 -- moves a heartbeat back), after every read. Work: O(log N) per id.
 local now = tonumber(ARGV[1])
@@ -24,9 +25,7 @@ local beats = {}
 for j = 1, n do
   local t = parse_ticket(ids[j], packed[j])
   if not t then
-    for _, v in ipairs({'TICKET_NOT_FOUND', '', 0, '', 0, 0, 0}) do
-      reply[#reply + 1] = v
-    end
+    reply[#reply + 1] = 'X'
   else
     local ahead = 0
     if t.state == 'WAITING' then
@@ -34,9 +33,7 @@ for j = 1, n do
       beats[#beats + 1] = now
       beats[#beats + 1] = t.id
     end
-    for _, v in ipairs({'OK', t.ck, t.number, t.state, ahead, t.adm, t.exp}) do
-      reply[#reply + 1] = v
-    end
+    reply[#reply + 1] = 'S|' .. t.number .. '|' .. t.state .. '|' .. ahead .. '|' .. t.adm .. '|' .. t.exp .. '|' .. t.ck
   end
 end
 if #beats > 0 then
