@@ -45,6 +45,7 @@ echo "+ slotd-load --scenario join --requests $N --concurrency $C --connections 
 "$BIN/slotd-load" --target "127.0.0.1:$PA" --scenario join --requests "$N" --concurrency "$C" \
   --connections "$CONN" --duration 300 || echo "slotd-load: exit $?"
 cpu1=$(cpu)
+redis-cli -p "$RP" info commandstats | tr -d "\r" | grep -E "^cmdstat_(evalsha|zadd|hset|hmget|hget|hincrby|zcard|zcount|hgetall|zrangebyscore)[:]"
 read -r calls usec < <(stat evalsha)
 joined=$(redis-cli -p "$RP" hget 'slotd:{slotd-room}:room:state' last_number)
 python3 - "$calls" "$usec" "$joined" "$cpu0" "$cpu1" <<'PY'

@@ -110,8 +110,9 @@ impl RedisWaitingRoom {
         }
     }
 
-    /// Runs a batch script (room_join, room_status): `{'OK', rate, log_seq, record per call}`;
-    /// `known` is what each call brought (its client key or its ticket id).
+    /// Runs a batch script: `{'OK', rate, log_seq, record per call}` (room_status) or `{'OK',
+    /// rate, log_seq, first, ahead, record per call}` (room_join); `known` is what each call
+    /// brought (all joins or all status reads).
     async fn batch(
         &self,
         what: &str,
@@ -126,7 +127,15 @@ impl RedisWaitingRoom {
         }
         let rate_per_minute = float(what, &items, 0)?;
         let seq = count(what, &items, 1)?;
-        let records = items.get(2..).unwrap_or_default();
+        // A join batch numbers its new places from `first`, with `ahead` waiting before them.
+        let joins = matches!(known.first(), Some(Known::Join(..)));
+        let header = if joins { 4 } else { 2 };
+        let (mut next, mut ahead) = if joins {
+            (count(what, &items, 2)?, count(what, &items, 3)?)
+        } else {
+            (0, 0)
+        };
+        let records = items.get(header..).unwrap_or_default();
         if records.len() != known.len() {
             return Err(StoreError::corrupt(format!(
                 "{what}: batch reply of the wrong length"
@@ -135,6 +144,22 @@ impl RedisWaitingRoom {
         let mut out = Vec::with_capacity(records.len());
         for (record, known) in records.iter().zip(known) {
             let record = text(what, record)?;
+            if let ("N", Known::Join(key, fresh)) = (record.as_str(), known) {
+                out.push(Ok(TicketView {
+                    id: (*fresh).clone(),
+                    client_key: (*key).clone(),
+                    number: next,
+                    state: TicketState::Waiting,
+                    ahead,
+                    admission_number: 0,
+                    session_expires_at: None,
+                    rate_per_minute,
+                    seq,
+                }));
+                next += 1;
+                ahead += 1;
+                continue;
+            }
             out.push(decode_record(what, &record, known, rate_per_minute, seq));
         }
         Ok(out)
@@ -149,8 +174,8 @@ enum Known<'a> {
     Status(&'a TicketId),
 }
 
-/// One call's record of a batch reply (room_join.lua, room_status.lua):
-/// `N|number|ahead` (a new place: the join's fresh id, waiting),
+/// One call's record of a batch reply (room_join.lua, room_status.lua) other than a new place
+/// (`N`, decoded by `batch`):
 /// `H|number|state|ahead|admission_number|expires_ms|id` (the place the key holds),
 /// `S|number|state|ahead|admission_number|expires_ms|client_key` (a status), `T` (the fresh id
 /// is taken), `X` (no such ticket).
@@ -181,17 +206,6 @@ fn decode_record(
     match (code, known) {
         ("T", Known::Join(..)) => Err(StoreError::corrupt("a fresh ticket id already exists")),
         ("X", Known::Status(_)) => Err(Error::TicketNotFound.into()),
-        ("N", Known::Join(key, fresh)) => {
-            let number = num(fields.next())?;
-            let ahead = num(fields.next())?;
-            Ok(view(
-                (*fresh).clone(),
-                (*key).clone(),
-                number,
-                TicketState::Waiting,
-                ahead,
-            ))
-        }
         ("H" | "S", _) => {
             let number = num(fields.next())?;
             let state = fields.next().and_then(TicketState::parse).ok_or_else(bad)?;

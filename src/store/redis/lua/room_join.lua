@@ -3,8 +3,10 @@
 -- KEYS: the ten room keys (room_lib.lua).
 -- ARGV[1] now ms; then per join j = 1..n (1 <= n <= 256): ARGV[2j] client key, ARGV[2j+1] a
 -- fresh ticket id (32 hex digits, from slotd)
--- Returns {'OK', rate, log_seq, record_1, ..., record_n}, one record per join in ARGV order:
---   'N|<number>|<ahead>'        a new place, the join's fresh id, WAITING
+-- Returns {'OK', rate, log_seq, first, ahead, record_1, ..., record_n}, one record per join in
+-- ARGV order:
+--   'N'                         a new place for the join's fresh id, WAITING: the i-th 'N' of
+--                               the reply has number first + i - 1 and ahead + i - 1 ahead
 --   'H|<number>|<state>|<ahead>|<admission_number>|<expires_ms>|<id>'  the live ticket the
 --                               client key holds (a refresh; WAITING or ADMITTED), also when
 --                               an earlier join of this batch gave it
@@ -47,9 +49,11 @@ end
 local waiting = redis.call('ZCARD', K_WAITING)
 local last = tonumber(redis.call('HGET', K_STATE, 'last_number')) or 0
 local s = redis.call('HMGET', K_STATE, 'enabled_since_ms', 'log_seq')
--- Decisions, in ARGV order, straight into the reply.
-local reply = {'OK', tostring(rate(c, now, s[1])), tonumber(s[2]) or 0}
-local fresh_of, used = {}, {}
+-- Decisions, in ARGV order, straight into the reply. New places are numbered last + 1, + 2, ...
+-- in order and have waiting, waiting + 1, ... ahead: the reply gives both once, the records only
+-- say 'N'. Numbers are converted to strings once (ARGV[1] is `now` already as a string).
+local reply = {'OK', tostring(rate(c, now, s[1])), tonumber(s[2]) or 0, last + 1, waiting}
+local first_of, used = {}, {}
 local tickets, places, seen, clients, beats = {}, {}, {}, {}, {}
 local k = 0
 for j = 1, n do
@@ -61,13 +65,15 @@ for j = 1, n do
       t = nil
     end
   end
-  if fresh_of[ck] then
-    reply[#reply + 1] = fresh_of[ck]
+  local again = first_of[ck]
+  if again then
+    -- The key again later in this batch: the same place, named (its own fresh id is unused).
+    reply[#reply + 1] = 'H|' .. (last + again) .. '|WAITING|' .. (waiting + again - 1) .. '|0|0|' .. places[2 * again]
   elseif t then
     local ahead = 0
     if t.state == 'WAITING' then
       ahead = redis.call('ZCOUNT', K_WAITING, '-inf', '(' .. t.number)
-      beats[#beats + 1] = now
+      beats[#beats + 1] = ARGV[1]
       beats[#beats + 1] = t.id
     end
     reply[#reply + 1] = 'H|' .. t.number .. '|' .. t.state .. '|' .. ahead .. '|' .. t.adm .. '|' .. t.exp .. '|' .. t.id
@@ -75,15 +81,13 @@ for j = 1, n do
     reply[#reply + 1] = 'T'
   else
     used[id] = true
-    local number = last + k + 1
-    local ahead = waiting + k
     k = k + 1
-    reply[#reply + 1] = 'N|' .. number .. '|' .. ahead
-    -- The key again later in this batch: the same place, named (its own fresh id is unused).
-    fresh_of[ck] = 'H|' .. number .. '|WAITING|' .. ahead .. '|0|0|' .. id
+    first_of[ck] = k
+    reply[#reply + 1] = 'N'
+    local number = tostring(last + k)
     tickets[2 * k - 1], tickets[2 * k] = id, number .. '|WAITING|0|0|' .. ck
     places[2 * k - 1], places[2 * k] = number, id
-    seen[2 * k - 1], seen[2 * k] = now, id
+    seen[2 * k - 1], seen[2 * k] = ARGV[1], id
     clients[2 * k - 1], clients[2 * k] = ck, id
   end
 end
