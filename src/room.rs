@@ -26,6 +26,8 @@
 //! A lone call waits for nothing (its batch is itself); a burst costs one store call per batch
 //! instead of one per caller. The order of joins is still decided by the store (the batch's
 //! order, then the next batch's, from any replica), so every replica admits in one join order.
+//! Calls the store answers `Unavailable` (a response timeout: applied or not) are sent once more:
+//! a join is idempotent by its client key, a status read by nature.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -220,20 +222,43 @@ impl Room {
         Ok(self.seen(view))
     }
 
-    /// The join flush task: one `join_batch` call per batch until nothing is queued.
+    /// The join flush task: one `join_batch` call per batch until nothing is queued. Joins the
+    /// store answered `Unavailable` (a timeout: applied or not) are sent once more in one call:
+    /// a join is idempotent by its client key, so one that was applied answers its place again.
     async fn flush_joins(self) {
         let _flushing = Flushing(&self.joins);
         while let Some((calls, replies)) = self.joins.next() {
-            let outcomes = self.store.join_batch(&calls, self.now()).await;
+            let mut outcomes = self.store.join_batch(&calls, self.now()).await;
+            let again = unavailable(&outcomes);
+            if !again.is_empty() {
+                tracing::warn!(
+                    joins = again.len(),
+                    "join batch unavailable: sent once more"
+                );
+                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
+                let second = self.store.join_batch(&retry, self.now()).await;
+                replace(&mut outcomes, &again, second);
+            }
             deliver(replies, outcomes);
         }
     }
 
-    /// The status flush task: one `status_batch` call per batch until nothing is queued.
+    /// The status flush task: one `status_batch` call per batch until nothing is queued; reads
+    /// answered `Unavailable` are sent once more (a read and a heartbeat can be repeated).
     async fn flush_statuses(self) {
         let _flushing = Flushing(&self.statuses);
         while let Some((calls, replies)) = self.statuses.next() {
-            let outcomes = self.store.status_batch(&calls, self.now()).await;
+            let mut outcomes = self.store.status_batch(&calls, self.now()).await;
+            let again = unavailable(&outcomes);
+            if !again.is_empty() {
+                tracing::warn!(
+                    reads = again.len(),
+                    "status batch unavailable: sent once more"
+                );
+                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
+                let second = self.store.status_batch(&retry, self.now()).await;
+                replace(&mut outcomes, &again, second);
+            }
             deliver(replies, outcomes);
         }
     }
@@ -580,6 +605,25 @@ impl<C> Drop for Flushing<'_, C> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.lock().flushing = false;
+        }
+    }
+}
+
+/// The calls of a batch the store answered `Unavailable`, by index.
+fn unavailable(outcomes: &Outcomes) -> Vec<usize> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Err(StoreError::Unavailable { .. })))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Puts the second attempt's outcomes at the indexes `again` of the first attempt's.
+fn replace(outcomes: &mut Outcomes, again: &[usize], second: Outcomes) {
+    for (&i, outcome) in again.iter().zip(second) {
+        if let Some(slot) = outcomes.get_mut(i) {
+            *slot = outcome;
         }
     }
 }

@@ -48,6 +48,8 @@ struct Gated {
     closed: AtomicBool,
     gate: Semaphore,
     join_batches: Mutex<Vec<usize>>,
+    /// The next join batch is applied, then answered `Unavailable` (as a timed-out call).
+    lose_next_answer: AtomicBool,
 }
 
 impl Gated {
@@ -57,6 +59,7 @@ impl Gated {
             closed: AtomicBool::new(false),
             gate: Semaphore::new(0),
             join_batches: Mutex::new(Vec::new()),
+            lose_next_answer: AtomicBool::new(false),
         })
     }
 
@@ -95,7 +98,18 @@ impl WaitingRoom for Gated {
         if self.closed.load(Ordering::SeqCst) {
             let _permit = self.gate.acquire().await;
         }
-        self.inner.join_batch(joins, now).await
+        let outcomes = self.inner.join_batch(joins, now).await;
+        if self.lose_next_answer.swap(false, Ordering::SeqCst) {
+            return outcomes
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Unavailable {
+                        detail: "response timed out".into(),
+                    })
+                })
+                .collect();
+        }
+        outcomes
     }
     async fn status(
         &self,
@@ -399,6 +413,51 @@ async fn a_refresh_inside_a_batch_returns_the_same_place(backend: support::backe
     );
 }
 
+/// A join batch the store applied but whose answer was lost (a response timeout) is sent once
+/// more: the joins are idempotent by client key, so every caller gets the place the lost call
+/// gave it, no number is taken twice and nobody sees UNAVAILABLE.
+async fn a_join_batch_whose_answer_was_lost_is_sent_again_and_keeps_its_places(
+    backend: support::backend::Backend,
+) {
+    const N: usize = 40;
+    backend.room().configure(&paused(), t0()).await.unwrap();
+    let keys = AdmissionKeys::new(ADMISSION_KEY).unwrap();
+    let store = Gated::new(backend.room());
+    let room = Room::new(keys, store.clone(), Arc::new(ManualClock::new(t0())));
+    store.closed.store(true, Ordering::SeqCst);
+    store.lose_next_answer.store(true, Ordering::SeqCst);
+    let mut calls = Vec::new();
+    for i in 0..N {
+        let room = room.clone();
+        calls.push(tokio::spawn(async move {
+            room.join(&key(&format!("lost-{i}"))).await
+        }));
+    }
+    eventually("the burst queued behind the first batch", || {
+        room.queued_calls().0 == N - 1
+    })
+    .await;
+    store.open();
+    let mut numbers = Vec::new();
+    for call in calls {
+        let (seen, _) = call.await.unwrap().expect("no join sees the lost answer");
+        numbers.push(seen.view.number);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=N as u64).collect::<Vec<_>>());
+    let batches = store.join_batches();
+    assert_eq!(
+        batches,
+        vec![1, 1, N - 1],
+        "the lost batch was sent once more before the next batch"
+    );
+    let stats = backend.room().stats(t0()).await.unwrap();
+    assert_eq!(
+        (stats.waiting, stats.last_ticket_number),
+        (N as u64, N as u64)
+    );
+}
+
 async fn on_backend(
     backend: support::backend::Backend,
     case: impl AsyncFnOnce(support::backend::Backend),
@@ -411,4 +470,5 @@ backend_matrix!(
     a_burst_of_joins_on_two_replicas_is_one_gap_free_order_in_few_store_calls,
     one_refused_join_in_a_batch_does_not_affect_the_others,
     a_refresh_inside_a_batch_returns_the_same_place,
+    a_join_batch_whose_answer_was_lost_is_sent_again_and_keeps_its_places,
 );
