@@ -3,6 +3,9 @@
 # redis-benchmark (fresh client keys and ticket ids per call), read from INFO commandstats and
 # INFO cpu. B joins per script call (a replica's batch; default 1).
 #   benches/room-join.sh [joins N] [batch B]
+# LIB= and JOIN= name other room_lib.lua / room_join.lua files (e.g. an older commit's, from
+# `git show`) to compare scripts; the ARGV shape of one join (now, client key, fresh id) is the
+# same as before batching.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200000}; B=${2:-1}
@@ -14,7 +17,8 @@ trap 'kill $PID; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 P='slotd:{b-room}:room:'
 KEYS="${P}config ${P}state ${P}waiting ${P}seen ${P}active ${P}admits ${P}tickets ${P}clients ${P}ended ${P}log"
-SHA=$(cat src/store/redis/lua/room_lib.lua <(echo) src/store/redis/lua/room_join.lua | redis-cli -p "$PORT" -x script load)
+LIB=${LIB:-src/store/redis/lua/room_lib.lua}; JOIN=${JOIN:-src/store/redis/lua/room_join.lua}
+SHA=$(cat "$LIB" <(echo) "$JOIN" | redis-cli -p "$PORT" -x script load)
 redis-cli -p "$PORT" hset "${P}config" enabled 1 rate 600 cap 1000 session 600 timeout 60 paused 0 gate 0 >/dev/null
 cpu() { redis-cli -p "$PORT" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 ARGS=()
