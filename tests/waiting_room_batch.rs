@@ -432,6 +432,13 @@ async fn a_join_batch_whose_answer_was_lost_is_sent_again_and_keeps_its_places(
         calls.push(tokio::spawn(async move {
             room.join(&key(&format!("lost-{i}"))).await
         }));
+        if i == 0 {
+            // The first call alone is the first batch, now at the gate.
+            eventually("the first batch reached the gate", || {
+                store.join_batches() == vec![1]
+            })
+            .await;
+        }
     }
     eventually("the burst queued behind the first batch", || {
         room.queued_calls().0 == N - 1
