@@ -48,9 +48,12 @@ for p in "$PA" "$PB"; do
     sleep 0.2
   done
 done
-echo "+ slotd-load --scenario crowd --concurrency $N --rate $RATE --hot-seats $HOT --duration $D $*"
+echo "+ slotd-load --scenario crowd --concurrency $N --rate $RATE --hot-seats $HOT --duration $D $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 "$BIN/slotd-load" --target "127.0.0.1:$PA" --scenario crowd \
   --addr "127.0.0.1:$PA" --addr "127.0.0.1:$PB" \
   --concurrency "$N" --applicants "$N" --rate "$RATE" --hot-seats "$HOT" --days 1 \
   --duration "$D" --redis-url "redis://127.0.0.1:$RP/" --server-pid "$A" --server-pid "$B" "$@" \
   || { rc=$?; echo "slotd-load failed; slotd logs:"; tail -n 20 "$WORK/a.log" "$WORK/b.log"; exit $rc; }
+# Join / status batches a replica sent once more after an UNAVAILABLE answer (src/room.rs).
+echo "batches sent again after UNAVAILABLE: a $(grep -c 'sent once more' "$WORK/a.log" || true), b $(grep -c 'sent once more' "$WORK/b.log" || true)"
+echo "load: $(cut -d" " -f1-3 /proc/loadavg)"

@@ -18,6 +18,16 @@
 //! was admitted (the token is minted here) and who ended. A stream is sent a message only when
 //! its own state changes, when its position or estimate moved by the configured step, or at the
 //! heartbeat interval.
+//!
+//! Joins and status reads are batched per replica (`Batch`): a call queues itself and, when no
+//! store call of its kind is in flight, starts one flush task; the task takes everything queued
+//! (at most `BATCH_MAX`) into one store call (`WaitingRoom::join_batch` / `status_batch`) and
+//! hands each caller its own outcome, then takes what queued meanwhile, until nothing is left.
+//! A lone call waits for nothing (its batch is itself); a burst costs one store call per batch
+//! instead of one per caller. The order of joins is still decided by the store (the batch's
+//! order, then the next batch's, from any replica), so every replica admits in one join order.
+//! Calls the store answers `Unavailable` (a response timeout: applied or not) are sent once more:
+//! a join is idempotent by its client key, a status read by nature.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -26,6 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
 use crate::auth::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
@@ -34,7 +45,7 @@ use crate::domain::room::{
     TicketView,
 };
 use crate::domain::Error;
-use crate::store::room::WaitingRoom;
+use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
 use crate::store::StoreError;
 
 /// How often each replica runs an admission step and refreshes its copy of the settings.
@@ -108,6 +119,8 @@ pub struct Room {
     config: Arc<RwLock<Option<(RoomConfig, Instant)>>>,
     watchers: Arc<Mutex<Watchers>>,
     options: WatchOptions,
+    joins: Arc<Batch<(ClientKey, TicketId)>>,
+    statuses: Arc<Batch<TicketId>>,
 }
 
 impl Room {
@@ -119,6 +132,8 @@ impl Room {
             config: Arc::new(RwLock::new(None)),
             watchers: Arc::new(Mutex::new(Watchers::default())),
             options: WatchOptions::default(),
+            joins: Arc::new(Batch::default()),
+            statuses: Arc::new(Batch::default()),
         }
     }
 
@@ -181,24 +196,76 @@ impl Room {
         Seen { view, token }
     }
 
+    /// Takes a place in line (or, for the holder's key, the place it holds), in this replica's
+    /// next join batch.
     pub async fn join(&self, client_key: &ClientKey) -> Result<(Seen, String), StoreError> {
-        let view = self
-            .store
-            .join(
-                &self.keys.client_ref(client_key),
-                &TicketId::generate(),
-                self.now(),
-            )
-            .await?;
+        let (outcome, start) = self
+            .joins
+            .push((self.keys.client_ref(client_key), TicketId::generate()));
+        if start {
+            tokio::spawn(self.clone().flush_joins());
+        }
+        let view = received(outcome.await)?;
         let secret = self.keys.ticket_secret(&view.id);
         Ok((self.seen(view), secret))
     }
 
-    /// The ticket, for the holder of its secret only; also the holder's heartbeat.
+    /// The ticket, for the holder of its secret only; also the holder's heartbeat. Read in this
+    /// replica's next status batch.
     pub async fn status(&self, ticket: &TicketId, secret: &str) -> Result<Seen, StoreError> {
         self.keys.check_ticket_secret(ticket, secret)?;
-        let view = self.store.status(ticket, self.now()).await?;
+        let (outcome, start) = self.statuses.push(ticket.clone());
+        if start {
+            tokio::spawn(self.clone().flush_statuses());
+        }
+        let view = received(outcome.await)?;
         Ok(self.seen(view))
+    }
+
+    /// The join flush task: one `join_batch` call per batch until nothing is queued. Joins the
+    /// store answered `Unavailable` (a timeout: applied or not) are sent once more in one call:
+    /// a join is idempotent by its client key, so one that was applied answers its place again.
+    async fn flush_joins(self) {
+        let _flushing = Flushing(&self.joins);
+        while let Some((calls, replies)) = self.joins.next() {
+            let mut outcomes = self.store.join_batch(&calls, self.now()).await;
+            let again = unavailable(&outcomes);
+            if !again.is_empty() {
+                tracing::warn!(
+                    joins = again.len(),
+                    "join batch unavailable: sent once more"
+                );
+                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
+                let second = self.store.join_batch(&retry, self.now()).await;
+                replace(&mut outcomes, &again, second);
+            }
+            deliver(replies, outcomes);
+        }
+    }
+
+    /// The status flush task: one `status_batch` call per batch until nothing is queued; reads
+    /// answered `Unavailable` are sent once more (a read and a heartbeat can be repeated).
+    async fn flush_statuses(self) {
+        let _flushing = Flushing(&self.statuses);
+        while let Some((calls, replies)) = self.statuses.next() {
+            let mut outcomes = self.store.status_batch(&calls, self.now()).await;
+            let again = unavailable(&outcomes);
+            if !again.is_empty() {
+                tracing::warn!(
+                    reads = again.len(),
+                    "status batch unavailable: sent once more"
+                );
+                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
+                let second = self.store.status_batch(&retry, self.now()).await;
+                replace(&mut outcomes, &again, second);
+            }
+            deliver(replies, outcomes);
+        }
+    }
+
+    /// Joins and status reads queued for this replica's next batches (a burst's backlog).
+    pub fn queued_calls(&self) -> (usize, usize) {
+        (self.joins.queued(), self.statuses.queued())
     }
 
     /// Opens a Watch stream for the holder of the ticket's secret: one status read (refusing a
@@ -465,6 +532,124 @@ impl Room {
             tokio::time::sleep(TICK_INTERVAL).await;
         }
     }
+}
+
+type Reply = oneshot::Sender<Result<TicketView, StoreError>>;
+
+/// Calls of one kind (joins, status reads) waiting for this replica's next store call of that
+/// kind, and whether a flush task is making those calls.
+struct Batch<C> {
+    state: Mutex<BatchState<C>>,
+}
+
+struct BatchState<C> {
+    calls: Vec<C>,
+    replies: Vec<Reply>,
+    flushing: bool,
+}
+
+impl<C> Default for Batch<C> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(BatchState {
+                calls: Vec::new(),
+                replies: Vec::new(),
+                flushing: false,
+            }),
+        }
+    }
+}
+
+impl<C> Batch<C> {
+    fn lock(&self) -> MutexGuard<'_, BatchState<C>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a call: its outcome to come, and whether the caller has to start the flush task
+    /// (none is running).
+    fn push(&self, call: C) -> (oneshot::Receiver<Result<TicketView, StoreError>>, bool) {
+        let (tx, rx) = oneshot::channel();
+        let mut s = self.lock();
+        s.calls.push(call);
+        s.replies.push(tx);
+        let start = !s.flushing;
+        s.flushing = true;
+        (rx, start)
+    }
+
+    /// The next batch (the oldest `BATCH_MAX` calls), or None, and then the flush task ends:
+    /// under the same lock as `push`, so a call queued after this sees no flush task and starts
+    /// one.
+    fn next(&self) -> Option<(Vec<C>, Vec<Reply>)> {
+        let mut s = self.lock();
+        if s.calls.is_empty() {
+            s.flushing = false;
+            return None;
+        }
+        let n = s.calls.len().min(BATCH_MAX);
+        let calls = s.calls.drain(..n).collect();
+        let replies = s.replies.drain(..n).collect();
+        Some((calls, replies))
+    }
+
+    fn queued(&self) -> usize {
+        self.lock().calls.len()
+    }
+}
+
+/// Held by a flush task: should the store call panic, the next call starts a new task (the
+/// batch in flight answers UNAVAILABLE: its senders are dropped).
+struct Flushing<'a, C>(&'a Batch<C>);
+
+impl<C> Drop for Flushing<'_, C> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().flushing = false;
+        }
+    }
+}
+
+/// The calls of a batch the store answered `Unavailable`, by index.
+fn unavailable(outcomes: &Outcomes) -> Vec<usize> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Err(StoreError::Unavailable { .. })))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Puts the second attempt's outcomes at the indexes `again` of the first attempt's.
+fn replace(outcomes: &mut Outcomes, again: &[usize], second: Outcomes) {
+    for (&i, outcome) in again.iter().zip(second) {
+        if let Some(slot) = outcomes.get_mut(i) {
+            *slot = outcome;
+        }
+    }
+}
+
+/// Hands every caller of a batch its own outcome (a caller gone meanwhile is skipped).
+fn deliver(replies: Vec<Reply>, outcomes: Outcomes) {
+    let mut outcomes = outcomes.into_iter();
+    for reply in replies {
+        let outcome = outcomes.next().unwrap_or_else(|| {
+            Err(StoreError::corrupt(
+                "a batch answered fewer calls than it took",
+            ))
+        });
+        let _ = reply.send(outcome);
+    }
+}
+
+/// A batched call's outcome; its batch lost (the flush task died) answers UNAVAILABLE.
+fn received(
+    outcome: Result<Result<TicketView, StoreError>, oneshot::error::RecvError>,
+) -> Result<TicketView, StoreError> {
+    outcome.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable {
+            detail: "the waiting room's batched call was lost".into(),
+        })
+    })
 }
 
 fn settings_unknown() -> StoreError {

@@ -39,6 +39,7 @@ mod sold_out;
 mod streams;
 mod telemetry;
 mod waiting_room;
+mod waiting_room_batch;
 mod waitlist_api;
 mod web;
 

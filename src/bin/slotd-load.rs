@@ -54,7 +54,8 @@ enum Scenario {
     BookHot,
     /// ListAvailableDates over the opened days and ListSlots of a random day, alternately.
     Calendar,
-    /// WaitingRoomService.Join with a fresh client key each time (enables the room for the run).
+    /// WaitingRoomService.Join with a fresh client key each time (enables the room, paused, for
+    /// the run: the line grows as in a burst and no admission step competes with the joins).
     Join,
     /// Opens `--concurrency` Watch streams (room paused) and holds them for the duration.
     Watch,
@@ -976,10 +977,7 @@ async fn run(args: Args) -> Result<Report, String> {
         ..Report::default()
     };
     let scenario = shared.args.scenario;
-    if scenario == Scenario::Join {
-        configure_room(&shared, room_config(false, true)).await?;
-    }
-    if scenario == Scenario::Watch {
+    if matches!(scenario, Scenario::Join | Scenario::Watch) {
         configure_room(&shared, room_config(true, true)).await?;
     }
     if hot(scenario) {

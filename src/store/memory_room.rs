@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use super::room::{WaitingRoom, ENDED_TICKET_TTL_SECS};
+use super::room::{Outcomes, WaitingRoom, ENDED_TICKET_TTL_SECS};
 use super::StoreError;
 use crate::domain::room::{
     admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced,
@@ -99,6 +99,56 @@ impl Room {
             rate_per_minute: self.rate_per_minute(now),
             seq: self.seq,
         }
+    }
+
+    /// Takes the next place for `client_key`, or returns the live one it holds (a refresh).
+    fn join(
+        &mut self,
+        client_key: &ClientKey,
+        fresh: &TicketId,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, StoreError> {
+        if !self.config.enabled {
+            return Err(Error::WaitingRoomDisabled.into());
+        }
+        if let Some(id) = self.by_client.get(client_key).cloned() {
+            if let Some(t) = self.tickets.get_mut(&id) {
+                if t.state.is_live() {
+                    if t.state == TicketState::Waiting && t.last_seen < now {
+                        t.last_seen = now;
+                    }
+                    let t = t.clone();
+                    return Ok(self.view(&t, now));
+                }
+            }
+        }
+        if self.tickets.contains_key(fresh) {
+            return Err(StoreError::corrupt("a fresh ticket id already exists"));
+        }
+        self.last_number += 1;
+        let ticket = Ticket {
+            id: fresh.clone(),
+            client_key: client_key.clone(),
+            number: self.last_number,
+            state: TicketState::Waiting,
+            last_seen: now,
+            admission_number: 0,
+            session_expires_at: None,
+        };
+        self.waiting.push_back((ticket.number, fresh.clone()));
+        self.by_client.insert(client_key.clone(), fresh.clone());
+        self.tickets.insert(fresh.clone(), ticket.clone());
+        Ok(self.view(&ticket, now))
+    }
+
+    /// The ticket as its holder sees it; a waiter's read is its heartbeat.
+    fn status(&mut self, ticket: &TicketId, now: DateTime<Utc>) -> Result<TicketView, StoreError> {
+        let t = self.tickets.get_mut(ticket).ok_or(Error::TicketNotFound)?;
+        if t.state == TicketState::Waiting && t.last_seen < now {
+            t.last_seen = now;
+        }
+        let t = t.clone();
+        Ok(self.view(&t, now))
     }
 
     /// Appends "`t` left the line" to the event log.
@@ -230,33 +280,16 @@ impl WaitingRoom for MemoryWaitingRoom {
         fresh: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
+        self.lock().join(client_key, fresh, now)
+    }
+
+    async fn join_batch(&self, joins: &[(ClientKey, TicketId)], now: DateTime<Utc>) -> Outcomes {
+        // One critical section, joins in order: what the Redis script does in one call.
         let mut room = self.lock();
-        if !room.config.enabled {
-            return Err(Error::WaitingRoomDisabled.into());
-        }
-        if let Some(id) = room.by_client.get(client_key).cloned() {
-            if let Some(t) = room.tickets.get_mut(&id) {
-                if t.state.is_live() {
-                    t.last_seen = now;
-                    let t = t.clone();
-                    return Ok(room.view(&t, now));
-                }
-            }
-        }
-        room.last_number += 1;
-        let ticket = Ticket {
-            id: fresh.clone(),
-            client_key: client_key.clone(),
-            number: room.last_number,
-            state: TicketState::Waiting,
-            last_seen: now,
-            admission_number: 0,
-            session_expires_at: None,
-        };
-        room.waiting.push_back((ticket.number, fresh.clone()));
-        room.by_client.insert(client_key.clone(), fresh.clone());
-        room.tickets.insert(fresh.clone(), ticket.clone());
-        Ok(room.view(&ticket, now))
+        joins
+            .iter()
+            .map(|(client_key, fresh)| room.join(client_key, fresh, now))
+            .collect()
     }
 
     async fn status(
@@ -264,13 +297,12 @@ impl WaitingRoom for MemoryWaitingRoom {
         ticket: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
+        self.lock().status(ticket, now)
+    }
+
+    async fn status_batch(&self, tickets: &[TicketId], now: DateTime<Utc>) -> Outcomes {
         let mut room = self.lock();
-        let t = room.tickets.get_mut(ticket).ok_or(Error::TicketNotFound)?;
-        if t.state == TicketState::Waiting {
-            t.last_seen = now;
-        }
-        let t = t.clone();
-        Ok(room.view(&t, now))
+        tickets.iter().map(|t| room.status(t, now)).collect()
     }
 
     async fn end(

@@ -67,7 +67,8 @@ pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 pub const ADMISSION_STEP_LIMIT: u32 = 8;
 
 /// The store layer's one error type.
-#[derive(Debug, thiserror::Error)]
+/// Clone: one failed batch call is the outcome of every call it carried.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A business rule refused the operation; nothing changed.
     #[error(transparent)]

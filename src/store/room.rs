@@ -16,6 +16,13 @@ pub const ENDED_TICKET_TTL_SECS: i64 = 3600;
 /// How long a claim on an admitted session lasts if its call never settles it.
 pub const CLAIM_LEASE_SECS: i64 = 30;
 
+/// Joins or status reads one store call takes at most (the Redis scripts refuse more; the
+/// batch methods chunk longer batches).
+pub const BATCH_MAX: usize = 256;
+
+/// One outcome per call of a batch, in the batch's order.
+pub type Outcomes = Vec<Result<TicketView, StoreError>>;
+
 #[async_trait]
 pub trait WaitingRoom: Send + Sync + 'static {
     /// Replaces the configuration. Enabling fills the token bucket.
@@ -37,9 +44,32 @@ pub trait WaitingRoom: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError>;
 
+    /// A batch of joins (one replica's concurrent Join calls) in one store call, in order: each
+    /// as `join` would answer it one after the other, so a client key twice in the batch gets
+    /// one place, numbers follow the batch's order without a gap, and a refused join (its fresh
+    /// id taken) changes nothing for the others. A failure of the whole call (store down, room
+    /// off) is every join's outcome. The default makes one `join` call per join.
+    async fn join_batch(&self, joins: &[(ClientKey, TicketId)], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(joins.len());
+        for (client_key, fresh) in joins {
+            out.push(self.join(client_key, fresh, now).await);
+        }
+        out
+    }
+
     /// The ticket as its holder sees it; counts as a heartbeat while waiting.
     async fn status(&self, ticket: &TicketId, now: DateTime<Utc>)
         -> Result<TicketView, StoreError>;
+
+    /// A batch of status reads (GetStatus calls and new Watch streams' first reads) in one
+    /// store call, each answered as `status` would. The default makes one `status` call each.
+    async fn status_batch(&self, tickets: &[TicketId], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(tickets.len());
+        for ticket in tickets {
+            out.push(self.status(ticket, now).await);
+        }
+        out
+    }
 
     /// Ends a live ticket (waiting or admitted) as `Left`, `Completed` or `Revoked`, freeing its
     /// place; an ended ticket stays as it is.

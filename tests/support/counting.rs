@@ -244,7 +244,11 @@ impl CountingRoom {
     }
 
     fn count(&self, method: &'static str) {
-        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+        self.count_n(method, 1);
+    }
+
+    fn count_n(&self, method: &'static str, n: u64) {
+        *self.calls.lock().unwrap().entry(method).or_default() += n;
     }
 
     /// Ticks begun so far (see `ticks`).
@@ -289,6 +293,29 @@ impl WaitingRoom for CountingRoom {
     ) -> Result<slotd::domain::room::TicketView, slotd::store::StoreError> {
         self.count("status");
         self.inner.status(ticket, now).await
+    }
+    /// Counted as one `join_batch` call and, per join it carries, one `join`.
+    async fn join_batch(
+        &self,
+        joins: &[(
+            slotd::domain::room::ClientKey,
+            slotd::domain::room::TicketId,
+        )],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> slotd::store::room::Outcomes {
+        self.count_n("join_batch", 1);
+        self.count_n("join", joins.len() as u64);
+        self.inner.join_batch(joins, now).await
+    }
+    /// Counted as one `status_batch` call and, per ticket it reads, one `status`.
+    async fn status_batch(
+        &self,
+        tickets: &[slotd::domain::room::TicketId],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> slotd::store::room::Outcomes {
+        self.count_n("status_batch", 1);
+        self.count_n("status", tickets.len() as u64);
+        self.inner.status_batch(tickets, now).await
     }
     async fn end(
         &self,

@@ -46,6 +46,11 @@ pub struct CrowdReport {
     pub joined: u64,
     pub join_seconds: f64,
     pub joins_per_sec: f64,
+    /// Redis CPU (`INFO cpu`) over the burst (phase 1): every join, every stream's first status
+    /// read and the replicas' ticks meanwhile.
+    pub burst_redis_cpu_us: Option<f64>,
+    /// `burst_redis_cpu_us` per client joined (its join and its Watch stream's first read).
+    pub burst_redis_cpu_us_per_client: Option<f64>,
     pub streams_open_peak: u64,
     pub abandoned: u64,
     pub admitted_seen: u64,
@@ -273,6 +278,10 @@ pub async fn run(
     } else {
         None
     };
+    let burst_redis_before = match c.redis_url {
+        Some(url) => Some(redis_cpu(url).await?),
+        None => None,
+    };
     let join_start = Instant::now();
     let mut tasks = Vec::with_capacity(c.clients);
     for i in 0..c.clients {
@@ -398,6 +407,11 @@ pub async fn run(
     report.join_seconds = join_start.elapsed().as_secs_f64();
     report.joined = counters.joined.load(Ordering::Relaxed);
     report.joins_per_sec = report.joined as f64 / report.join_seconds.max(1e-9);
+    if let (Some(a), Some(url)) = (burst_redis_before, c.redis_url) {
+        let us = (redis_cpu(url).await? - a) * 1e6;
+        report.burst_redis_cpu_us = Some(us);
+        report.burst_redis_cpu_us_per_client = Some(us / (report.joined.max(1) as f64));
+    }
     report.streams_open_peak = counters.open_peak.load(Ordering::Relaxed);
     report.slotd_rss_kib_peak = sum_over(c.server_pids, rss_kib);
 
@@ -517,6 +531,12 @@ pub fn print(r: &CrowdReport) {
         "  joins: {} in {:.2} s ({:.0}/s); streams open peak {}; abandoned {}",
         r.joined, r.join_seconds, r.joins_per_sec, r.streams_open_peak, r.abandoned
     );
+    if let (Some(us), Some(per)) = (r.burst_redis_cpu_us, r.burst_redis_cpu_us_per_client) {
+        println!(
+            "  burst: Redis CPU {us:.0} µs, {per:.1} µs per client joined (its join and its \
+             stream's first read, the ticks meanwhile)"
+        );
+    }
     println!(
         "  admitted seen {}, not admitted {}, held {}, booked {} of {} hot seats",
         r.admitted_seen, r.not_admitted, r.held, r.booked, r.hot_capacity

@@ -17,7 +17,7 @@ use crate::domain::room::{
     EVENT_LOG_KEEP, EXPIRE_PER_STEP,
 };
 use crate::domain::Error;
-use crate::store::room::WaitingRoom;
+use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
 use crate::store::StoreError;
 
 struct RoomScripts {
@@ -108,6 +108,129 @@ impl RedisWaitingRoom {
             "TICKET_TAKEN" => Err(StoreError::corrupt("a fresh ticket id already exists")),
             _ => Err(unexpected(what, &status, &items)),
         }
+    }
+
+    /// Runs a batch script: `{'OK', rate, log_seq, record per call}` (room_status) or `{'OK',
+    /// rate, log_seq, first, ahead, record per call}` (room_join); `known` is what each call
+    /// brought (all joins or all status reads).
+    async fn batch(
+        &self,
+        what: &str,
+        invocation: &::redis::ScriptInvocation<'_>,
+        known: &[Known<'_>],
+    ) -> Result<Outcomes, StoreError> {
+        let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
+        match status.as_str() {
+            "OK" => {}
+            "WAITING_ROOM_DISABLED" => return Err(Error::WaitingRoomDisabled.into()),
+            _ => return Err(unexpected(what, &status, &items)),
+        }
+        let rate_per_minute = float(what, &items, 0)?;
+        let seq = count(what, &items, 1)?;
+        // A join batch numbers its new places from `first`, with `ahead` waiting before them.
+        let joins = matches!(known.first(), Some(Known::Join(..)));
+        let header = if joins { 4 } else { 2 };
+        let (mut next, mut ahead) = if joins {
+            (count(what, &items, 2)?, count(what, &items, 3)?)
+        } else {
+            (0, 0)
+        };
+        let records = items.get(header..).unwrap_or_default();
+        if records.len() != known.len() {
+            return Err(StoreError::corrupt(format!(
+                "{what}: batch reply of the wrong length"
+            )));
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for (record, known) in records.iter().zip(known) {
+            let record = text(what, record)?;
+            if let ("N", Known::Join(key, fresh)) = (record.as_str(), known) {
+                out.push(Ok(TicketView {
+                    id: (*fresh).clone(),
+                    client_key: (*key).clone(),
+                    number: next,
+                    state: TicketState::Waiting,
+                    ahead,
+                    admission_number: 0,
+                    session_expires_at: None,
+                    rate_per_minute,
+                    seq,
+                }));
+                next += 1;
+                ahead += 1;
+                continue;
+            }
+            out.push(decode_record(what, &record, known, rate_per_minute, seq));
+        }
+        Ok(out)
+    }
+}
+
+/// What a call of a batch brought to it.
+enum Known<'a> {
+    /// A join: its client key and fresh ticket id.
+    Join(&'a ClientKey, &'a TicketId),
+    /// A status read: the ticket id.
+    Status(&'a TicketId),
+}
+
+/// One call's record of a batch reply (room_join.lua, room_status.lua) other than a new place
+/// (`N`, decoded by `batch`):
+/// `H|number|state|ahead|admission_number|expires_ms|id` (the place the key holds),
+/// `S|number|state|ahead|admission_number|expires_ms|client_key` (a status), `T` (the fresh id
+/// is taken), `X` (no such ticket).
+fn decode_record(
+    what: &str,
+    record: &str,
+    known: &Known<'_>,
+    rate_per_minute: f64,
+    seq: u64,
+) -> Result<TicketView, StoreError> {
+    let bad = || StoreError::corrupt(format!("{what}: record {record:?}"));
+    let num = |field: Option<&str>| -> Result<u64, StoreError> {
+        field.and_then(|f| f.parse::<u64>().ok()).ok_or_else(bad)
+    };
+    let mut fields = record.splitn(7, '|');
+    let code = fields.next().ok_or_else(bad)?;
+    let view = |id: TicketId, client_key: ClientKey, number, state, ahead| TicketView {
+        id,
+        client_key,
+        number,
+        state,
+        ahead,
+        admission_number: 0,
+        session_expires_at: None,
+        rate_per_minute,
+        seq,
+    };
+    match (code, known) {
+        ("T", Known::Join(..)) => Err(StoreError::corrupt("a fresh ticket id already exists")),
+        ("X", Known::Status(_)) => Err(Error::TicketNotFound.into()),
+        ("H" | "S", _) => {
+            let number = num(fields.next())?;
+            let state = fields.next().and_then(TicketState::parse).ok_or_else(bad)?;
+            let ahead = num(fields.next())?;
+            let admission_number = num(fields.next())?;
+            let expires_ms = fields
+                .next()
+                .and_then(|f| f.parse::<i64>().ok())
+                .ok_or_else(bad)?;
+            let last = fields.next().ok_or_else(bad)?;
+            let (id, client_key) = match known {
+                Known::Join(key, _) => (TicketId::parse(last).map_err(|_| bad())?, (*key).clone()),
+                Known::Status(id) => ((*id).clone(), ClientKey::stored(last).ok_or_else(bad)?),
+            };
+            Ok(TicketView {
+                admission_number,
+                session_expires_at: if expires_ms > 0 {
+                    Some(instant_from_millis(expires_ms)?)
+                } else {
+                    None
+                },
+                ..view(id, client_key, number, state, ahead)
+            })
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -244,12 +367,28 @@ impl WaitingRoom for RedisWaitingRoom {
         fresh: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.join);
-        invocation
-            .arg(millis(now))
-            .arg(client_key.as_str())
-            .arg(fresh.as_str());
-        self.view("room join", &invocation).await
+        let pair = [(client_key.clone(), fresh.clone())];
+        self.join_batch(&pair, now)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::corrupt("room join: no reply")))
+    }
+
+    async fn join_batch(&self, joins: &[(ClientKey, TicketId)], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(joins.len());
+        for chunk in joins.chunks(BATCH_MAX) {
+            let mut invocation = self.invoke(&self.scripts.join);
+            invocation.arg(millis(now));
+            for (client_key, fresh) in chunk {
+                invocation.arg(client_key.as_str()).arg(fresh.as_str());
+            }
+            let known: Vec<Known<'_>> = chunk.iter().map(|(k, f)| Known::Join(k, f)).collect();
+            match self.batch("room join", &invocation, &known).await {
+                Ok(views) => out.extend(views),
+                Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
     }
 
     async fn status(
@@ -257,9 +396,27 @@ impl WaitingRoom for RedisWaitingRoom {
         ticket: &TicketId,
         now: DateTime<Utc>,
     ) -> Result<TicketView, StoreError> {
-        let mut invocation = self.invoke(&self.scripts.status);
-        invocation.arg(millis(now)).arg(ticket.as_str());
-        self.view("room status", &invocation).await
+        self.status_batch(std::slice::from_ref(ticket), now)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::corrupt("room status: no reply")))
+    }
+
+    async fn status_batch(&self, tickets: &[TicketId], now: DateTime<Utc>) -> Outcomes {
+        let mut out = Vec::with_capacity(tickets.len());
+        for chunk in tickets.chunks(BATCH_MAX) {
+            let mut invocation = self.invoke(&self.scripts.status);
+            invocation.arg(millis(now));
+            for ticket in chunk {
+                invocation.arg(ticket.as_str());
+            }
+            let known: Vec<Known<'_>> = chunk.iter().map(Known::Status).collect();
+            match self.batch("room status", &invocation, &known).await {
+                Ok(views) => out.extend(views),
+                Err(e) => out.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        out
     }
 
     async fn end(

@@ -44,8 +44,8 @@ local function burst(c)
   return math.max(1, c.rate / 60)
 end
 
-local function load(id)
-  local packed = redis.call('HGET', K_TICKETS, id)
+-- A ticket from its packed field (as HGET/HMGET of K_TICKETS answer it), or nil.
+local function parse_ticket(id, packed)
   if not packed then
     return nil
   end
@@ -54,6 +54,10 @@ local function load(id)
     return nil
   end
   return {id = id, number = tonumber(number), state = state, adm = tonumber(adm), exp = tonumber(exp), ck = ck}
+end
+
+local function load(id)
+  return parse_ticket(id, redis.call('HGET', K_TICKETS, id))
 end
 
 local function save(t)
