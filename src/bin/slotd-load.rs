@@ -87,6 +87,11 @@ struct Args {
     /// `crowd`: the share of clients that close their stream mid-wait (0-1).
     #[arg(long, default_value_t = 0.1)]
     abandon: f64,
+    /// `crowd`: the room's waiter timeout in seconds (5-3600). A watched waiter is heartbeated
+    /// three times per timeout, so its Redis cost scales with 1/timeout: 5 (the room's minimum,
+    /// abandoned places skipped quickly) is the harsh case, 60 the room's default.
+    #[arg(long, default_value_t = 5)]
+    waiter_timeout: u32,
     /// `crowd`: the waiting room's Redis, for its CPU (`INFO cpu`) over the waiting phase.
     #[arg(long)]
     redis_url: Option<String>,
@@ -878,6 +883,9 @@ async fn run(args: Args) -> Result<Report, String> {
         if !(0.0..=1.0).contains(&args.abandon) {
             return Err("--abandon must be 0-1".into());
         }
+        if !(5..=3_600).contains(&args.waiter_timeout) {
+            return Err("--waiter-timeout must be 5-3600".into());
+        }
         if (args.applicants as usize) < args.concurrency {
             return Err("--applicants must be at least --concurrency for crowd".into());
         }
@@ -1008,6 +1016,7 @@ async fn run(args: Args) -> Result<Report, String> {
                 clients: shared.args.concurrency,
                 rate: shared.args.rate.unwrap_or(50.0),
                 abandon: shared.args.abandon,
+                waiter_timeout_secs: shared.args.waiter_timeout,
                 hot_seats: shared.args.hot_seats,
                 duration: Duration::from_secs_f64(shared.args.duration),
                 redis_url: shared.args.redis_url.as_deref(),

@@ -84,6 +84,8 @@ pub struct Crowd<'a> {
     pub clients: usize,
     pub rate: f64,
     pub abandon: f64,
+    /// The room's waiter timeout during the run (`--waiter-timeout`).
+    pub waiter_timeout_secs: u32,
     pub hot_seats: u32,
     pub duration: Duration,
     pub redis_url: Option<&'a str>,
@@ -121,14 +123,14 @@ impl Counters {
     }
 }
 
-fn room(paused: bool, enabled: bool, rate: f64) -> pb::WaitingRoomConfig {
+fn room(paused: bool, enabled: bool, rate: f64, waiter_timeout_secs: u32) -> pb::WaitingRoomConfig {
     pb::WaitingRoomConfig {
         enabled,
         admissions_per_minute: (rate * 60.0).round().clamp(1.0, 6_000_000.0) as u32,
         max_active_sessions: 10_000_000,
         session_duration_seconds: 300,
-        // Abandoned places are skipped after this (the minimum the room accepts).
-        waiter_timeout_seconds: 5,
+        // Abandoned places are skipped after this (`--waiter-timeout`).
+        waiter_timeout_seconds: waiter_timeout_secs,
         paused,
         gate_calendar: false,
     }
@@ -263,7 +265,12 @@ pub async fn run(
         hot_capacity: c.hot_seats,
         ..CrowdReport::default()
     };
-    configure(admin, c.token, room(true, true, c.rate)).await?;
+    configure(
+        admin,
+        c.token,
+        room(true, true, c.rate, c.waiter_timeout_secs),
+    )
+    .await?;
     let baseline = admitted_total(admin, c.token).await?;
     report.slotd_rss_kib_before = sum_over(c.server_pids, rss_kib);
 
@@ -422,7 +429,12 @@ pub async fn run(
     };
     let slotd_before = sum_over(c.server_pids, process_cpu);
     let t0 = Instant::now();
-    configure(admin, c.token, room(false, true, c.rate)).await?;
+    configure(
+        admin,
+        c.token,
+        room(false, true, c.rate, c.waiter_timeout_secs),
+    )
+    .await?;
     let _ = unpaused_tx.send(Some(t0));
     let mut waiter_seconds = 0.0;
     let mut last = Instant::now();
@@ -455,7 +467,12 @@ pub async fn run(
     let slotd_after = sum_over(c.server_pids, process_cpu);
     let admitted_after_run = admitted_total(admin, c.token).await?;
     // Leave the room as other scenarios expect it: off.
-    configure(admin, c.token, room(false, false, c.rate)).await?;
+    configure(
+        admin,
+        c.token,
+        room(false, false, c.rate, c.waiter_timeout_secs),
+    )
+    .await?;
 
     report.waiter_seconds = waiter_seconds;
     report.waiting_messages = counters.waiting_messages.load(Ordering::Relaxed);
