@@ -222,41 +222,34 @@ impl Room {
         Ok(self.seen(view))
     }
 
-    /// The join flush task: one `join_batch` call per batch until nothing is queued. Joins the
-    /// store answered `Unavailable` (a timeout: applied or not) are sent once more in one call:
-    /// a join is idempotent by its client key, so one that was applied answers its place again.
+    /// The join flush task (`flush`). A join the store answered `Unavailable` (a timeout:
+    /// applied or not) is idempotent by its client key, so one that was applied answers its
+    /// place again when sent once more.
     async fn flush_joins(self) {
-        let _flushing = Flushing(&self.joins);
-        while let Some((calls, replies)) = self.joins.next() {
-            let mut outcomes = self.store.join_batch(&calls, self.now()).await;
-            let again = unavailable(&outcomes);
-            if !again.is_empty() {
-                tracing::warn!(
-                    joins = again.len(),
-                    "join batch unavailable: sent once more"
-                );
-                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
-                let second = self.store.join_batch(&retry, self.now()).await;
-                replace(&mut outcomes, &again, second);
-            }
-            deliver(replies, outcomes);
-        }
+        self.flush(&self.joins).await;
     }
 
-    /// The status flush task: one `status_batch` call per batch until nothing is queued; reads
-    /// answered `Unavailable` are sent once more (a read and a heartbeat can be repeated).
+    /// The status flush task (`flush`; a read and a heartbeat can be repeated).
     async fn flush_statuses(self) {
-        let _flushing = Flushing(&self.statuses);
-        while let Some((calls, replies)) = self.statuses.next() {
-            let mut outcomes = self.store.status_batch(&calls, self.now()).await;
+        self.flush(&self.statuses).await;
+    }
+
+    /// A flush task's loop: one store call per batch until nothing is queued; the calls of a
+    /// batch answered `Unavailable` are sent once more in one call, then every caller gets its
+    /// outcome.
+    async fn flush<C: Batched>(&self, batch: &Batch<C>) {
+        let _flushing = Flushing(batch);
+        while let Some((calls, replies)) = batch.next() {
+            let mut outcomes = C::send(&*self.store, &calls, self.now()).await;
             let again = unavailable(&outcomes);
             if !again.is_empty() {
                 tracing::warn!(
-                    reads = again.len(),
-                    "status batch unavailable: sent once more"
+                    calls = again.len(),
+                    "{} batch unavailable: sent once more",
+                    C::WHAT
                 );
-                let retry: Vec<_> = again.iter().map(|&i| calls[i].clone()).collect();
-                let second = self.store.status_batch(&retry, self.now()).await;
+                let retry: Vec<C> = again.iter().map(|&i| calls[i].clone()).collect();
+                let second = C::send(&*self.store, &retry, self.now()).await;
                 replace(&mut outcomes, &again, second);
             }
             deliver(replies, outcomes);
@@ -625,6 +618,30 @@ fn replace(outcomes: &mut Outcomes, again: &[usize], second: Outcomes) {
         if let Some(slot) = outcomes.get_mut(i) {
             *slot = outcome;
         }
+    }
+}
+
+/// A kind of batched call: what one store call does with a batch of them.
+#[async_trait::async_trait]
+trait Batched: Clone + Send + Sync + 'static {
+    /// Its name in logs.
+    const WHAT: &'static str;
+    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes;
+}
+
+#[async_trait::async_trait]
+impl Batched for (ClientKey, TicketId) {
+    const WHAT: &'static str = "join";
+    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
+        store.join_batch(calls, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Batched for TicketId {
+    const WHAT: &'static str = "status";
+    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
+        store.status_batch(calls, now).await
     }
 }
 

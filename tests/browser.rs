@@ -281,40 +281,6 @@ fn demo(i: u32, given: &str) -> pb::Applicant {
     }
 }
 
-/// The QR code in the confirmation letter, decoded: the SVG path read back into modules.
-fn scan_qr(svg: &str) -> String {
-    let size: usize = svg
-        .split("viewBox=\"0 0 ")
-        .nth(1)
-        .and_then(|v| v.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("viewBox");
-    let d = svg
-        .split(" d=\"")
-        .nth(1)
-        .and_then(|d| d.split('"').next())
-        .expect("path");
-    let mut dark = vec![false; size * size];
-    for square in d.split('M').filter(|s| !s.is_empty()) {
-        let xy = square.strip_suffix("h1v1h-1z").expect("unit square");
-        let (x, y) = xy.split_once(',').expect("x,y");
-        let (x, y): (usize, usize) = (x.parse().expect("x"), y.parse().expect("y"));
-        dark[y * size + x] = true;
-    }
-    let scale = 6;
-    let mut image =
-        rqrr::PreparedImage::prepare_from_greyscale(size * scale, size * scale, |x, y| {
-            if dark[(y / scale) * size + x / scale] {
-                0
-            } else {
-                255
-            }
-        });
-    let grids = image.detect_grids();
-    assert_eq!(grids.len(), 1, "one QR code");
-    grids[0].decode().expect("QR decodes").1
-}
-
 fn room(enabled: bool, paused: bool) -> pb::ConfigureWaitingRoomRequest {
     pb::ConfigureWaitingRoomRequest {
         config: Some(pb::WaitingRoomConfig {
@@ -433,7 +399,7 @@ async fn the_guides_journey_waits_survives_a_reload_is_admitted_books_and_prints
             .to_owned();
         let svg = &letter[letter.find("<svg").expect("svg")..];
         assert_eq!(
-            scan_qr(svg),
+            support::qr::scan(svg),
             number,
             "the QR code scans to the confirmation number"
         );

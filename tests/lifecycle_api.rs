@@ -274,6 +274,11 @@ async fn the_confirmation_page_is_html_in_both_languages_for_the_appointments_ap
     ] {
         assert!(page.html.contains(needle), "{needle} missing");
     }
+    assert_eq!(
+        support::qr::scan(&page.html),
+        appt.confirmation_number,
+        "the page's QR code scans to the confirmation number"
+    );
     let err = booking
         .render_confirmation(pb::RenderConfirmationRequest {
             confirmation_number: appt.confirmation_number.clone(),

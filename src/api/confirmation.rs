@@ -180,53 +180,6 @@ mod tests {
         }
     }
 
-    /// The dark modules of the SVG in `html`, read back from its path, drawn as a bitmap
-    /// (`scale` pixels a module) and decoded with rqrr.
-    fn scan(html: &str) -> String {
-        let start = html.find("<svg").expect("an svg");
-        let svg = &html[start..html[start..].find("</svg>").expect("closed") + start];
-        let size: usize = svg
-            .split("viewBox=\"0 0 ")
-            .nth(1)
-            .and_then(|v| v.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .expect("viewBox");
-        let d = svg
-            .split(" d=\"")
-            .nth(1)
-            .expect("path")
-            .split('"')
-            .next()
-            .unwrap();
-        let mut dark = vec![false; size * size];
-        for square in d.split('M').filter(|s| !s.is_empty()) {
-            let square = square.strip_suffix("h1v1h-1z").expect("a unit square");
-            let (x, y) = square.split_once(',').expect("x,y");
-            let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
-            dark[y * size + x] = true;
-        }
-        let scale = 6;
-        let mut image =
-            rqrr::PreparedImage::prepare_from_greyscale(size * scale, size * scale, |x, y| {
-                if dark[(y / scale) * size + x / scale] {
-                    0
-                } else {
-                    255
-                }
-            });
-        let grids = image.detect_grids();
-        assert_eq!(grids.len(), 1, "one QR code");
-        grids[0].decode().expect("decodes").1
-    }
-
-    #[test]
-    fn the_qr_code_scans_to_the_confirmation_number() {
-        let catalog = Catalog::builtin().unwrap();
-        let a = appointment();
-        let html = render(&a, &catalog).unwrap();
-        assert_eq!(scan(&html), a.confirmation.as_str());
-    }
-
     #[test]
     fn the_letter_shows_applicant_count_category_both_addresses_postal_code_and_contact() {
         let catalog = Catalog::builtin().unwrap();

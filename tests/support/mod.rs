@@ -474,6 +474,7 @@ pub mod domain;
 pub mod flow;
 pub mod history;
 pub mod process;
+pub mod qr;
 pub mod redis;
 pub mod sentinel;
 pub mod tls;
