@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -184,13 +185,25 @@ impl Slotd {
 
     /// SIGKILL: no drain, no shutdown hook.
     pub fn kill(&mut self) {
+        self.kill_group();
         self.child.kill().expect("kill -9 slotd");
         self.child.wait().expect("reap slotd");
+    }
+
+    /// SIGKILL to the child's whole process group (it leads one, see `spawn`): under `faketime`
+    /// the child is the wrapper, and slotd its own child, which killing the wrapper alone
+    /// would leave running, orphaned, after the test.
+    fn kill_group(&self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 impl Drop for Slotd {
     fn drop(&mut self) {
+        self.kill_group();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -261,7 +274,9 @@ fn spawn(
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(log.reopen().expect("log"))
-        .stderr(log.reopen().expect("log"));
+        .stderr(log.reopen().expect("log"))
+        // Its own process group, so `Slotd::kill_group` reaches slotd under `faketime` too.
+        .process_group(0);
     (command.spawn().expect("spawn slotd"), log)
 }
 
