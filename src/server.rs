@@ -366,7 +366,13 @@ pub async fn serve(
     // The front door first: a gRPC-Web call is translated before the RPC layer counts, limits
     // and times it, exactly as a native call (tonic's grpc-timeout deadline wraps both).
     let server = builder
-        .layer(WebLayer::new(options.web.clone()))
+        // Off (the default), no layer at all: native calls pay nothing for the front door.
+        .layer(tower::util::option_layer(
+            options
+                .web
+                .grpc_web
+                .then(|| WebLayer::new(options.web.clone())),
+        ))
         .layer(RpcLayer::new(methods, limits))
         .add_service(health)
         .add_service(reflection_v1)

@@ -322,16 +322,15 @@ where
             }
         }
         let origin = origin_of(&request, options);
-        let path = request.uri().path().to_owned();
-        let preflight_method = request
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .cloned();
+        let exposed_path = exposed(request.uri().path());
         if method == Method::OPTIONS {
             let response = match origin {
-                Origin::Allowed(origin) if exposed(&path) => {
-                    preflight(origin, preflight_method.as_ref())
-                }
+                Origin::Allowed(origin) if exposed_path => preflight(
+                    origin,
+                    request
+                        .headers()
+                        .get(header::ACCESS_CONTROL_REQUEST_METHOD),
+                ),
                 Origin::Allowed(_) => plain(
                     StatusCode::FORBIDDEN,
                     "only CalendarService, WaitingRoomService and BookingService are served over gRPC-Web\n",
@@ -355,9 +354,9 @@ where
             Origin::Allowed(o) => Some(o),
             _ => None,
         };
-        if !exposed(&path) {
+        if !exposed_path {
             let status = tonic::Status::from(ApiError::NotServedOverGrpcWeb {
-                service: service_of(&path).to_owned(),
+                service: service_of(request.uri().path()).to_owned(),
             });
             let mut response =
                 grpc_web_status(status, request.headers().get(header::CONTENT_TYPE).cloned());
