@@ -272,7 +272,7 @@ pub struct WaitingRoomSettings {
 
 impl Default for WaitingRoomSettings {
     fn default() -> Self {
-        let d = crate::room::WatchOptions::default();
+        let d = crate::app::room::WatchOptions::default();
         Self {
             watch_heartbeat_secs: d.heartbeat.as_secs(),
             watch_position_step_percent: d.position_step_percent,
@@ -317,7 +317,7 @@ pub struct CalendarSettings {
 
 impl Default for CalendarSettings {
     fn default() -> Self {
-        let d = crate::availability::CalendarOptions::default();
+        let d = crate::app::availability::CalendarOptions::default();
         Self {
             cache_max_age_ms: u64::try_from(d.cache_max_age.as_millis()).unwrap_or(1000),
             feed_interval_ms: u64::try_from(d.feed_interval.as_millis()).unwrap_or(250),
@@ -777,17 +777,17 @@ impl Settings {
     }
 
     /// Calendar cache and slot feed settings for `Slotd::with_calendar`.
-    pub fn calendar(&self) -> crate::availability::CalendarOptions {
-        crate::availability::CalendarOptions {
+    pub fn calendar(&self) -> crate::app::availability::CalendarOptions {
+        crate::app::availability::CalendarOptions {
             cache_max_age: Duration::from_millis(self.calendar.cache_max_age_ms),
             feed_interval: Duration::from_millis(self.calendar.feed_interval_ms),
         }
     }
 
     /// Watch stream settings for `Room::with_watch_options`.
-    pub fn watch(&self) -> crate::room::WatchOptions {
+    pub fn watch(&self) -> crate::app::room::WatchOptions {
         let w = &self.waiting_room;
-        crate::room::WatchOptions {
+        crate::app::room::WatchOptions {
             heartbeat: Duration::from_secs(w.watch_heartbeat_secs),
             position_step_percent: w.watch_position_step_percent,
             max_watchers_per_ticket: usize::try_from(w.max_watchers_per_ticket).unwrap_or(1),
@@ -866,7 +866,7 @@ impl Settings {
         )?;
         let s = &self.server;
         if let Some(token) = &s.admin_token {
-            crate::auth::OperatorAuth::new(Some(token))
+            crate::api::auth::OperatorAuth::new(Some(token))
                 .map_err(|e| ConfigError::new("server.admin_token", e))?;
         }
         // The key itself may come from SLOTD_ADMISSION_KEY (a flag twin `config check` does not
@@ -1014,7 +1014,7 @@ impl Settings {
         )?;
         for name in &t.operator_names {
             check(
-                crate::auth::OperatorNames::valid_name(name),
+                crate::api::auth::OperatorNames::valid_name(name),
                 "tls.operator_names",
                 "each must be a DNS name without wildcards",
             )?;
@@ -1088,7 +1088,7 @@ impl Settings {
     /// process, so their key must too.
     pub fn serving_admission_keys(
         &self,
-    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
+    ) -> Result<Option<crate::domain::admission::AdmissionKeys>, ConfigError> {
         let keys = self.admission_keys()?;
         check(
             keys.is_some() || self.redis.url.is_none(),
@@ -1105,8 +1105,8 @@ impl Settings {
     /// still verify; None when no key is configured.
     pub fn admission_keys(
         &self,
-    ) -> Result<Option<crate::auth::admission::AdmissionKeys>, ConfigError> {
-        use crate::auth::admission::{AdmissionKeys, MAX_PREVIOUS_KEYS};
+    ) -> Result<Option<crate::domain::admission::AdmissionKeys>, ConfigError> {
+        use crate::domain::admission::{AdmissionKeys, MAX_PREVIOUS_KEYS};
         let s = &self.server;
         let Some(key) = &s.admission_key else {
             check(

@@ -6,15 +6,12 @@
 
 pub mod api;
 pub mod app;
-pub mod auth;
-pub mod availability;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod health;
 pub mod limits;
 pub mod metrics;
-pub mod room;
 pub mod server;
 pub mod store;
 pub mod streams;

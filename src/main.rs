@@ -4,19 +4,19 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use slotd::api::auth::OperatorAuth;
+use slotd::app::room::Room;
 use slotd::app::Slotd;
-use slotd::auth::admission::AdmissionKeys;
-use slotd::auth::OperatorAuth;
 use slotd::config::{Cli, Command, ConfigCommand, Settings};
+use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::SystemClock;
-use slotd::room::Room;
 use slotd::server::{serve, MetricsOptions, ServeOptions, TlsOptions};
+use slotd::store::memory::room::MemoryWaitingRoom;
 use slotd::store::memory::MemoryStore;
-use slotd::store::memory_room::MemoryWaitingRoom;
 use slotd::store::redis::room::RedisWaitingRoom;
 use slotd::store::redis::RedisStore;
-use slotd::store::room::WaitingRoom;
+use slotd::store::room::WaitingRoomStore;
 use slotd::store::Inventory;
 
 /// mimalloc instead of the system allocator: every RPC allocates (protobuf strings, Redis
@@ -185,7 +185,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             AdmissionKeys::random()
         }
     };
-    let room_store: Arc<dyn WaitingRoom> = match settings.redis_options() {
+    let room_store: Arc<dyn WaitingRoomStore> = match settings.redis_options() {
         Some(options) => {
             Arc::new(RedisWaitingRoom::connect(&options).map_err(|e| format!("--redis-url: {e}"))?)
         }

@@ -29,9 +29,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::app::room::Room;
 use crate::app::Slotd;
 use crate::domain::rules::DateRange;
-use crate::room::Room;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -302,7 +302,7 @@ struct RoomSnapshot {
 #[derive(Debug, Default)]
 struct Snapshot {
     room: Mutex<Option<RoomSnapshot>>,
-    feed: Mutex<Option<crate::availability::FeedStats>>,
+    feed: Mutex<Option<crate::app::availability::FeedStats>>,
 }
 
 impl Snapshot {
@@ -312,7 +312,7 @@ impl Snapshot {
         }
     }
 
-    fn set_feed(&self, feed: crate::availability::FeedStats) {
+    fn set_feed(&self, feed: crate::app::availability::FeedStats) {
         if let Ok(mut slot) = self.feed.lock() {
             *slot = Some(feed);
         }

@@ -38,6 +38,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::api::admin::AdminApi;
+use crate::api::auth::OperatorAuth;
 use crate::api::booking::BookingApi;
 use crate::api::calendar::CalendarApi;
 use crate::api::middleware::{Methods, RpcLayer};
@@ -47,11 +48,10 @@ use crate::api::pb::booking_service_server::BookingServiceServer;
 use crate::api::pb::calendar_service_server::CalendarServiceServer;
 use crate::api::pb::waiting_room_service_server::WaitingRoomServiceServer;
 use crate::api::room::WaitingRoomApi;
+use crate::app::room::Room;
 use crate::app::Slotd;
-use crate::auth::OperatorAuth;
 use crate::config::LimitSettings;
 use crate::limits::Limits;
-use crate::room::Room;
 use crate::streams::{StreamOptions, Streams};
 use crate::web::WebLayer;
 
@@ -242,7 +242,7 @@ pub async fn serve(
         .tls
         .as_ref()
         .filter(|t| t.client_ca_pem.is_some())
-        .map(|t| crate::auth::OperatorNames::new(&t.operator_names));
+        .map(|t| crate::api::auth::OperatorNames::new(&t.operator_names));
     let limits = Arc::new(Limits::new(&options.limits));
     let operator_limits = limits.clone();
     let admin = InterceptedService::new(

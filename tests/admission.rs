@@ -20,7 +20,7 @@ use slotd::domain::room::{
     ClientKey, RoomConfig, RoomStats, Synced, TicketId, TicketState, TicketView,
 };
 use slotd::server::ServeOptions;
-use slotd::store::room::{WaitingRoom, CLAIM_LEASE_SECS};
+use slotd::store::room::{WaitingRoomStore, CLAIM_LEASE_SECS};
 use slotd::store::{Inventory, StoreError, ADMISSION_STEP_LIMIT};
 use support::*;
 
@@ -31,12 +31,12 @@ const FAILING_SETTLE: u8 = 2;
 /// A room store whose "this admission completed" write is slow or fails: the window between a
 /// booking's commit and its settle, held open for the test.
 struct Settling {
-    inner: Arc<dyn WaitingRoom>,
+    inner: Arc<dyn WaitingRoomStore>,
     mode: AtomicU8,
 }
 
 #[async_trait]
-impl WaitingRoom for Settling {
+impl WaitingRoomStore for Settling {
     async fn configure(
         &self,
         config: &RoomConfig,
@@ -114,7 +114,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(store: Arc<dyn Inventory>, room: Arc<dyn WaitingRoom>) -> Self {
+    async fn start(store: Arc<dyn Inventory>, room: Arc<dyn WaitingRoomStore>) -> Self {
         let clock = ManualClock::new(epoch());
         let room = Arc::new(Settling {
             inner: room,
@@ -122,7 +122,7 @@ impl Setup {
         });
         let server = TestServer::launch(
             store,
-            room.clone() as Arc<dyn WaitingRoom>,
+            room.clone() as Arc<dyn WaitingRoomStore>,
             clock.clone(),
             ServeOptions::default(),
         )
@@ -431,7 +431,7 @@ macro_rules! on_every_backend {
         mod memory {
             use super::*;
             use slotd::store::memory::MemoryStore;
-            use slotd::store::memory_room::MemoryWaitingRoom;
+            use slotd::store::memory::room::MemoryWaitingRoom;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {

@@ -12,7 +12,7 @@ use tonic::{Code, Streaming};
 
 use slotd::api::pb;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
-use slotd::availability::CalendarOptions;
+use slotd::app::availability::CalendarOptions;
 use support::backend::Backend;
 use support::*;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 
 use slotd::api::pb;
-use slotd::availability::CalendarOptions;
+use slotd::app::availability::CalendarOptions;
 use slotd::domain::lifecycle::{EventId, EventStart};
 use slotd::domain::rules::DateRange;
 use slotd::domain::types::{parse_date, CategoryId, PostId};

@@ -21,10 +21,10 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
+use slotd::api::auth::OperatorAuth;
 use slotd::api::convert;
 use slotd::api::pb;
-use slotd::auth::admission::AdmissionKeys;
-use slotd::auth::OperatorAuth;
+use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::lifecycle::{EventId, HoldId};
 use slotd::domain::room::{ClientKey, TicketId};
 use slotd::domain::types::{ConfirmationNumber, PassportNumber, ReceiptNumber, RequestId};

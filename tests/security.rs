@@ -654,7 +654,7 @@ async fn admitted(server: &TestServer, key: &str) -> (String, String, String) {
         if !status.admission_token.is_empty() {
             return (id, joined.ticket_secret, status.admission_token);
         }
-        tokio::time::sleep(slotd::room::TICK_INTERVAL).await;
+        tokio::time::sleep(slotd::app::room::TICK_INTERVAL).await;
     }
     panic!("{key} was never admitted");
 }
@@ -681,7 +681,7 @@ async fn admission_tokens_of_a_ticket_that_left_or_never_existed_open_nothing() 
         .await
         .expect("leave");
     // A correctly signed token for a ticket the room never issued (as from a leaked key).
-    let ghost = slotd::auth::admission::AdmissionKeys::new(ADMISSION_KEY)
+    let ghost = slotd::domain::admission::AdmissionKeys::new(ADMISSION_KEY)
         .expect("key")
         .mint(
             &slotd::domain::room::TicketId::generate(),

@@ -13,10 +13,10 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 
 use slotd::api::pb;
+use slotd::app::room::WatchOptions;
 use slotd::domain::clock::ManualClock;
-use slotd::room::WatchOptions;
 use slotd::server::ServeOptions;
-use slotd::store::room::WaitingRoom;
+use slotd::store::room::WaitingRoomStore;
 use slotd::store::Inventory;
 use support::counting::CountingRoom;
 use support::*;
@@ -35,8 +35,8 @@ struct Replicas {
 impl Replicas {
     /// Replica a and b each get their own store handles (for Redis: their own connections).
     async fn start(
-        a: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
-        b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+        a: (Arc<dyn Inventory>, Arc<dyn WaitingRoomStore>),
+        b: (Arc<dyn Inventory>, Arc<dyn WaitingRoomStore>),
     ) -> Self {
         let clock = ManualClock::new(epoch());
         let a = TestServer::launch_watch(a.0, a.1, clock.clone(), Self::watch()).await;
@@ -360,14 +360,15 @@ async fn admission_tokens_gate_booking_and_bad_ones_change_nothing(r: &Replicas)
         assert_refused(&s, Code::Unauthenticated, "ADMISSION_INVALID");
     }
     // A token signed with another key.
-    let foreign = slotd::auth::admission::AdmissionKeys::new("some-other-key-some-other-key-0123")
-        .unwrap()
-        .mint(
-            &slotd::domain::room::TicketId::parse(&held.id).unwrap(),
-            &slotd::domain::room::ClientKey::parse(&client_key("booker")).unwrap(),
-            epoch() + ChronoDuration::hours(1),
-            epoch(),
-        );
+    let foreign =
+        slotd::domain::admission::AdmissionKeys::new("some-other-key-some-other-key-0123")
+            .unwrap()
+            .mint(
+                &slotd::domain::room::TicketId::parse(&held.id).unwrap(),
+                &slotd::domain::room::ClientKey::parse(&client_key("booker")).unwrap(),
+                epoch() + ChronoDuration::hours(1),
+                epoch(),
+            );
     let s = booking
         .book_appointment(with_token(request.clone(), &foreign))
         .await
@@ -808,7 +809,7 @@ backend_matrix!(
 async fn redis_down_fails_closed_and_keeps_every_place() {
     let mut redis = support::redis::RedisServer::start();
     let store: Arc<dyn Inventory> = redis.store();
-    let room: Arc<dyn WaitingRoom> = redis.room();
+    let room: Arc<dyn WaitingRoomStore> = redis.room();
     let r = Replicas::start((store.clone(), room.clone()), (redis.store(), redis.room())).await;
     let date = day(7);
     open_times(&r.a, &date, "08:00", "08:00", 5).await;
@@ -845,7 +846,7 @@ async fn redis_down_fails_closed_and_keeps_every_place() {
             .unwrap_err();
     assert_refused(&s, Code::Unavailable, "STORE_UNAVAILABLE");
     // A valid-looking token cannot book while the room cannot confirm its session.
-    let token = slotd::auth::admission::AdmissionKeys::new(ADMISSION_KEY)
+    let token = slotd::domain::admission::AdmissionKeys::new(ADMISSION_KEY)
         .unwrap()
         .mint(
             &slotd::domain::room::TicketId::parse(&second.id).unwrap(),
@@ -902,7 +903,7 @@ async fn three_replicas_on_one_redis_admit_in_one_fifo_order() {
     let mut servers = Vec::new();
     for _ in 0..3 {
         let store: Arc<dyn Inventory> = redis.store();
-        let room: Arc<dyn WaitingRoom> = redis.room();
+        let room: Arc<dyn WaitingRoomStore> = redis.room();
         servers.push(TestServer::launch(store, room, clock.clone(), ServeOptions::default()).await);
     }
     let paused = pb::WaitingRoomConfig {
@@ -1045,14 +1046,16 @@ async fn join_many(server: &TestServer, prefix: &str, n: usize) -> Vec<(Held, u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
     const N: usize = 2_000;
-    let counting = CountingRoom::new(Arc::new(slotd::store::memory_room::MemoryWaitingRoom::new()));
-    let room: Arc<dyn WaitingRoom> = counting.clone();
+    let counting = CountingRoom::new(Arc::new(
+        slotd::store::memory::room::MemoryWaitingRoom::new(),
+    ));
+    let room: Arc<dyn WaitingRoomStore> = counting.clone();
     let clock = ManualClock::new(epoch());
     let server = TestServer::launch_watch(
         Arc::new(slotd::store::memory::MemoryStore::new()),
         room,
         clock,
-        slotd::room::WatchOptions {
+        slotd::app::room::WatchOptions {
             heartbeat: Duration::from_secs(300),
             position_step_percent: 50,
             max_watchers_per_ticket: 4,
@@ -1189,11 +1192,11 @@ fn check_admission_messages(inbox: &HashMap<u64, Vec<pb::TicketStatus>>) {
 /// ahead leave, expire and are admitted (through another replica), every watcher's last
 /// message equals what GetStatus (one exact count in the store) says.
 async fn watched_positions_are_exact(
-    a: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
-    b: (Arc<dyn Inventory>, Arc<dyn WaitingRoom>),
+    a: (Arc<dyn Inventory>, Arc<dyn WaitingRoomStore>),
+    b: (Arc<dyn Inventory>, Arc<dyn WaitingRoomStore>),
 ) {
     let clock = ManualClock::new(epoch());
-    let every_change = slotd::room::WatchOptions {
+    let every_change = slotd::app::room::WatchOptions {
         heartbeat: Duration::from_secs(300),
         position_step_percent: 0,
         max_watchers_per_ticket: 2,
@@ -1316,7 +1319,7 @@ async fn watched_positions_are_exact(
     rb.stop().await;
 }
 
-type Handles = (Arc<dyn Inventory>, Arc<dyn WaitingRoom>);
+type Handles = (Arc<dyn Inventory>, Arc<dyn WaitingRoomStore>);
 
 /// Hands a case the store and room handles of two replicas (`backend_matrix!`).
 async fn on_handles(backend: support::backend::Backend, case: impl AsyncFnOnce(Handles, Handles)) {
@@ -1336,7 +1339,7 @@ mod positions {
 /// step drops at most `EXPIRE_PER_STEP` silent waiters, and a silent waiter the bound has not
 /// reached yet is dropped, never admitted, when its turn comes.
 async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
-    room: Arc<dyn WaitingRoom>,
+    room: Arc<dyn WaitingRoomStore>,
 ) {
     use slotd::domain::room::{ClientKey, RoomConfig, TicketId, TicketState, EXPIRE_PER_STEP};
     const SILENT: usize = 2_500;
@@ -1395,7 +1398,10 @@ async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
 }
 
 /// Hands a case one backend's waiting room (`backend_matrix!`).
-async fn on_room(backend: support::backend::Backend, case: impl AsyncFnOnce(Arc<dyn WaitingRoom>)) {
+async fn on_room(
+    backend: support::backend::Backend,
+    case: impl AsyncFnOnce(Arc<dyn WaitingRoomStore>),
+) {
     case(backend.room()).await;
 }
 
@@ -1413,7 +1419,7 @@ async fn a_replica_that_cannot_read_the_room_settings_fails_closed() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let mut redis = support::redis::RedisServer::start();
-    let room: Arc<dyn WaitingRoom> = redis.room();
+    let room: Arc<dyn WaitingRoomStore> = redis.room();
     redis.stop();
     let store: Arc<dyn Inventory> = Arc::new(slotd::store::memory::MemoryStore::new());
     let server = TestServer::launch(

@@ -13,14 +13,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Semaphore;
 
-use slotd::auth::admission::AdmissionKeys;
+use slotd::app::room::Room;
+use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::clock::{Clock, ManualClock};
 use slotd::domain::room::{
     ClientKey, RoomConfig, RoomStats, Synced, TicketId, TicketState, TicketView,
 };
 use slotd::domain::Error;
-use slotd::room::Room;
-use slotd::store::room::{Outcomes, WaitingRoom};
+use slotd::store::room::{Outcomes, WaitingRoomStore};
 use slotd::store::StoreError;
 
 const ADMISSION_KEY: &str = "batch-test-admission-key-0123456789abcdef";
@@ -44,7 +44,7 @@ fn key(name: &str) -> ClientKey {
 /// A room store whose batch calls wait at a gate while it is closed, and which records the
 /// size of every batch it was given.
 struct Gated {
-    inner: Arc<dyn WaitingRoom>,
+    inner: Arc<dyn WaitingRoomStore>,
     closed: AtomicBool,
     gate: Semaphore,
     join_batches: Mutex<Vec<usize>>,
@@ -53,7 +53,7 @@ struct Gated {
 }
 
 impl Gated {
-    fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
+    fn new(inner: Arc<dyn WaitingRoomStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             closed: AtomicBool::new(false),
@@ -74,7 +74,7 @@ impl Gated {
 }
 
 #[async_trait]
-impl WaitingRoom for Gated {
+impl WaitingRoomStore for Gated {
     async fn configure(
         &self,
         config: &RoomConfig,

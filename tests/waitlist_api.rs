@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use slotd::api::pb;
-use slotd::auth::admission::AdmissionKeys;
+use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::waitlist::EntryId;
 use slotd::store::Inventory;
 use support::*;

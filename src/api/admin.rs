@@ -7,11 +7,11 @@ use super::convert;
 use super::error::status;
 use super::pb;
 use super::pb::admin_service_server::AdminService;
+use crate::app::room::Room;
 use crate::app::Slotd;
 use crate::domain::lifecycle::EventStart;
 use crate::domain::room::TicketId;
 use crate::domain::Error;
-use crate::room::Room;
 
 /// WatchEvents polls the event log this often while it has nothing new (plain reads: a blocking
 /// XREAD would tie up the shared multiplexed Redis connection).

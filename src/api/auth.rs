@@ -7,8 +7,6 @@
 //! names, matched as a TLS name check would), so not every certificate the CA ever issued is
 //! full admin. Failed operator authentication is rate limited per client (`src/limits.rs`).
 
-pub mod admission;
-
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;

@@ -16,12 +16,12 @@ use super::error::status;
 use super::pb;
 use super::pb::booking_service_server::BookingService;
 use super::room::HEARTBEAT;
+use crate::app::room::{Gate, Room};
 use crate::app::AppError;
 use crate::app::Slotd;
 use crate::domain::lifecycle::{HoldConfirmation, HoldId};
 use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
-use crate::room::{Gate, Room};
 use crate::store::ADMISSION_STEP_LIMIT;
 use crate::streams::Streams;
 

@@ -10,11 +10,11 @@ use super::convert;
 use super::error::status;
 use super::pb;
 use super::pb::calendar_service_server::CalendarService;
+use crate::app::availability::{DayChange, WatchEvent};
+use crate::app::room::{Gate, Room};
 use crate::app::Slotd;
-use crate::availability::{DayChange, WatchEvent};
 use crate::domain::rules::DateRange;
 use crate::domain::types::{format_date, CategoryId, PostId};
-use crate::room::{Gate, Room};
 use crate::streams::Streams;
 
 pub struct CalendarApi {

@@ -2,6 +2,7 @@
 //! (`convert`), call the use case (`crate::app`) and map errors once (`error`).
 
 pub mod admin;
+pub mod auth;
 pub mod booking;
 pub mod calendar;
 pub mod codec;

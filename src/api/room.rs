@@ -9,10 +9,10 @@ use tonic::{Request, Response, Status};
 use super::error::status;
 use super::pb;
 use super::pb::waiting_room_service_server::WaitingRoomService;
+use crate::app::room::{Room, Seen};
 use crate::domain::room::{ClientKey, TicketId, TicketState};
 use crate::domain::types::format_instant;
 use crate::domain::{Error, Violations};
-use crate::room::{Room, Seen};
 
 /// A slot watcher (`BookingService.WatchAvailability`) hears at least this often; waiting-room
 /// watchers follow `room::WatchOptions::heartbeat`.

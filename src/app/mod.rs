@@ -2,11 +2,14 @@
 //! that need the clock, call the store's atomic operation. Handlers in `api` only convert wire
 //! messages to and from these calls.
 
+pub mod availability;
+pub mod room;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use crate::availability::{Availability, CalendarOptions, SlotSeats, Watch};
+use crate::app::availability::{Availability, CalendarOptions, SlotSeats, Watch};
 use crate::domain::catalog::{Catalog, Post};
 use crate::domain::clock::Clock;
 use crate::domain::lifecycle::{

@@ -11,7 +11,7 @@
 //!
 //! Watch streams cost the store nothing of their own. Each replica keeps its open streams in
 //! one in-memory registry (`Watchers`): per ticket a few numbers and the streams' outboxes, no
-//! task and no timer per stream. Once per tick the replica makes one `WaitingRoom::sync` call for
+//! task and no timer per stream. Once per tick the replica makes one `WaitingRoomStore::sync` call for
 //! all of them (chunked when large): the heartbeats that fall due (each waiter every third of the
 //! waiter timeout) and the room's events since the last tick (tickets leaving the line, in one
 //! global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
@@ -21,7 +21,7 @@
 //!
 //! Joins and status reads are batched per replica (`Batch`): a call queues itself and, when no
 //! store call of its kind is in flight, starts one flush task; the task takes everything queued
-//! (at most `BATCH_MAX`) into one store call (`WaitingRoom::join_batch` / `status_batch`) and
+//! (at most `BATCH_MAX`) into one store call (`WaitingRoomStore::join_batch` / `status_batch`) and
 //! hands each caller its own outcome, then takes what queued meanwhile, until nothing is left.
 //! A lone call waits for nothing (its batch is itself); a burst costs one store call per batch
 //! instead of one per caller. The order of joins is still decided by the store (the batch's
@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use crate::auth::admission::AdmissionKeys;
+use crate::domain::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
 use crate::domain::room::{
     estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, TicketId, TicketState,
     TicketView,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
+use crate::store::room::{Outcomes, WaitingRoomStore, BATCH_MAX};
 use crate::store::StoreError;
 
 /// How often each replica runs an admission step and refreshes its copy of the settings.
@@ -113,7 +113,7 @@ impl WatchOptions {
 #[derive(Clone)]
 pub struct Room {
     keys: AdmissionKeys,
-    store: Arc<dyn WaitingRoom>,
+    store: Arc<dyn WaitingRoomStore>,
     clock: Arc<dyn Clock>,
     /// The settings last read and when (real time); None until the first read.
     config: Arc<RwLock<Option<(RoomConfig, Instant)>>>,
@@ -124,7 +124,11 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(keys: AdmissionKeys, store: Arc<dyn WaitingRoom>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        keys: AdmissionKeys,
+        store: Arc<dyn WaitingRoomStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             keys,
             store,
@@ -626,13 +630,13 @@ fn replace(outcomes: &mut Outcomes, again: &[usize], second: Outcomes) {
 trait Batched: Clone + Send + Sync + 'static {
     /// Its name in logs.
     const WHAT: &'static str;
-    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes;
+    async fn send(store: &dyn WaitingRoomStore, calls: &[Self], now: DateTime<Utc>) -> Outcomes;
 }
 
 #[async_trait::async_trait]
 impl Batched for (ClientKey, TicketId) {
     const WHAT: &'static str = "join";
-    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
+    async fn send(store: &dyn WaitingRoomStore, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
         store.join_batch(calls, now).await
     }
 }
@@ -640,7 +644,7 @@ impl Batched for (ClientKey, TicketId) {
 #[async_trait::async_trait]
 impl Batched for TicketId {
     const WHAT: &'static str = "status";
-    async fn send(store: &dyn WaitingRoom, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
+    async fn send(store: &dyn WaitingRoomStore, calls: &[Self], now: DateTime<Utc>) -> Outcomes {
         store.status_batch(calls, now).await
     }
 }

@@ -48,6 +48,7 @@ macro_rules! random_hex_id {
     };
 }
 
+pub mod admission;
 pub mod catalog;
 pub mod clock;
 pub mod error;

@@ -357,7 +357,7 @@ pub struct RoomEvent {
     pub session_expires_at: Option<DateTime<Utc>>,
 }
 
-/// What one replica's watch sync learns (see `WaitingRoom::sync`).
+/// What one replica's watch sync learns (see `WaitingRoomStore::sync`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Synced {
     /// The last event's sequence number (0 before any).

@@ -7,7 +7,6 @@
 //! `domain`. Backends: `memory` (embedded, per process) and `redis` (production).
 
 pub mod memory;
-pub mod memory_room;
 pub mod redis;
 pub mod room;
 

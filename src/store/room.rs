@@ -24,7 +24,7 @@ pub const BATCH_MAX: usize = 256;
 pub type Outcomes = Vec<Result<TicketView, StoreError>>;
 
 #[async_trait]
-pub trait WaitingRoom: Send + Sync + 'static {
+pub trait WaitingRoomStore: Send + Sync + 'static {
     /// Replaces the configuration. Enabling fills the token bucket.
     async fn configure(
         &self,

@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
+use slotd::store::memory::room::MemoryWaitingRoom;
 use slotd::store::memory::MemoryStore;
-use slotd::store::memory_room::MemoryWaitingRoom;
-use slotd::store::room::WaitingRoom;
+use slotd::store::room::WaitingRoomStore;
 use slotd::store::Inventory;
 
 use super::redis::Tenant;
@@ -57,7 +57,7 @@ impl Backend {
     }
 
     /// A handle on the waiting room: on Redis a new connection per call.
-    pub fn room(&self) -> Arc<dyn WaitingRoom> {
+    pub fn room(&self) -> Arc<dyn WaitingRoomStore> {
         match self {
             Backend::Memory { room, .. } => room.clone(),
             Backend::Redis(t) | Backend::Cluster(t) => t.room(),

@@ -1,6 +1,6 @@
 //! Store seams that count what goes through them: an `Inventory` that counts the slot reads and
 //! can hold them at a gate (the calendar cache tests: how many store reads did the calls
-//! cost?), and a `WaitingRoom` that counts every call by method and the admission ticker's
+//! cost?), and a `WaitingRoomStore` that counts every call by method and the admission ticker's
 //! ticks (`TestServer::settle` waits for whole ticks with it).
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use slotd::domain::types::{
     SlotState, SlotTime,
 };
 use slotd::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin};
-use slotd::store::room::WaitingRoom;
+use slotd::store::room::WaitingRoomStore;
 use slotd::store::{EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError};
 
 pub struct CountingStore {
@@ -227,7 +227,7 @@ impl Inventory for CountingStore {
 
 /// The waiting room seen through its store seam: every call counted by method.
 pub struct CountingRoom {
-    inner: Arc<dyn WaitingRoom>,
+    inner: Arc<dyn WaitingRoomStore>,
     calls: std::sync::Mutex<HashMap<&'static str, u64>>,
     /// `config` calls begun, never reset: the admission ticker makes one at the start of every
     /// tick (and the server one before its ticker starts), nothing else reads the settings.
@@ -235,7 +235,7 @@ pub struct CountingRoom {
 }
 
 impl CountingRoom {
-    pub fn new(inner: Arc<dyn WaitingRoom>) -> Arc<Self> {
+    pub fn new(inner: Arc<dyn WaitingRoomStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             calls: std::sync::Mutex::new(HashMap::new()),
@@ -263,7 +263,7 @@ impl CountingRoom {
 }
 
 #[async_trait]
-impl WaitingRoom for CountingRoom {
+impl WaitingRoomStore for CountingRoom {
     async fn configure(
         &self,
         config: &slotd::domain::room::RoomConfig,

@@ -13,22 +13,22 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+use slotd::api::auth::OperatorAuth;
 use slotd::api::pb;
 use slotd::api::pb::admin_service_client::AdminServiceClient;
 use slotd::api::pb::booking_service_client::BookingServiceClient;
 use slotd::api::pb::calendar_service_client::CalendarServiceClient;
 use slotd::api::pb::waiting_room_service_client::WaitingRoomServiceClient;
+use slotd::app::availability::CalendarOptions;
+use slotd::app::room::{Room, WatchOptions};
 use slotd::app::Slotd;
-use slotd::auth::admission::AdmissionKeys;
-use slotd::auth::OperatorAuth;
-use slotd::availability::CalendarOptions;
+use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::{Clock, ManualClock};
-use slotd::room::{Room, WatchOptions};
 use slotd::server::{serve, ServeOptions};
+use slotd::store::memory::room::MemoryWaitingRoom;
 use slotd::store::memory::MemoryStore;
-use slotd::store::memory_room::MemoryWaitingRoom;
-use slotd::store::room::WaitingRoom;
+use slotd::store::room::WaitingRoomStore;
 use slotd::store::Inventory;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -61,7 +61,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub store: Arc<dyn Inventory>,
-    pub room: Arc<dyn WaitingRoom>,
+    pub room: Arc<dyn WaitingRoomStore>,
     /// The server's use cases (its calendar cache and slot feed: `app.availability()`).
     pub app: Slotd,
     /// The room store as the server's room sees it: counts its calls and ticker ticks.
@@ -81,13 +81,13 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Inventory>, options: ServeOptions) -> Self {
-        let room: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+        let room: Arc<dyn WaitingRoomStore> = Arc::new(MemoryWaitingRoom::new());
         Self::launch(store, room, ManualClock::new(epoch()), options).await
     }
 
     /// A server on `store` with other calendar cache and slot feed settings.
     pub async fn start_calendar(store: Arc<dyn Inventory>, calendar: CalendarOptions) -> Self {
-        let room: Arc<dyn WaitingRoom> = Arc::new(MemoryWaitingRoom::new());
+        let room: Arc<dyn WaitingRoomStore> = Arc::new(MemoryWaitingRoom::new());
         Self::launch_calendar(
             store,
             room,
@@ -101,7 +101,7 @@ impl TestServer {
     /// A server on the given stores and clock (replicas share stores and a clock).
     pub async fn launch(
         store: Arc<dyn Inventory>,
-        room_store: Arc<dyn WaitingRoom>,
+        room_store: Arc<dyn WaitingRoomStore>,
         clock: ManualClock,
         options: ServeOptions,
     ) -> Self {
@@ -117,7 +117,7 @@ impl TestServer {
 
     pub async fn launch_calendar(
         store: Arc<dyn Inventory>,
-        room_store: Arc<dyn WaitingRoom>,
+        room_store: Arc<dyn WaitingRoomStore>,
         clock: ManualClock,
         options: ServeOptions,
         calendar: CalendarOptions,
@@ -136,7 +136,7 @@ impl TestServer {
     /// A server whose waiting-room Watch streams follow `watch`.
     pub async fn launch_watch(
         store: Arc<dyn Inventory>,
-        room_store: Arc<dyn WaitingRoom>,
+        room_store: Arc<dyn WaitingRoomStore>,
         clock: ManualClock,
         watch: WatchOptions,
     ) -> Self {
@@ -153,7 +153,7 @@ impl TestServer {
 
     async fn launch_full(
         store: Arc<dyn Inventory>,
-        room_store: Arc<dyn WaitingRoom>,
+        room_store: Arc<dyn WaitingRoomStore>,
         clock: ManualClock,
         options: ServeOptions,
         calendar: CalendarOptions,

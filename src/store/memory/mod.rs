@@ -3,6 +3,8 @@
 //! cancelling atomic here. State is per process and lost on exit: for development, tests and
 //! demos; production runs on Redis.
 
+pub mod room;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 

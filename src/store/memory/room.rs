@@ -6,13 +6,13 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use super::room::{Outcomes, WaitingRoom, ENDED_TICKET_TTL_SECS};
-use super::StoreError;
 use crate::domain::room::{
     admit_count, is_stale, resumed_at, Bucket, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced,
     TicketId, TicketState, TicketView, EVENT_LOG_KEEP, EXPIRE_PER_STEP, RATE_WINDOW_SECS,
 };
 use crate::domain::Error;
+use crate::store::room::{Outcomes, WaitingRoomStore, ENDED_TICKET_TTL_SECS};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
 struct Ticket {
@@ -255,7 +255,7 @@ impl Room {
 }
 
 #[async_trait]
-impl WaitingRoom for MemoryWaitingRoom {
+impl WaitingRoomStore for MemoryWaitingRoom {
     async fn configure(
         &self,
         config: &RoomConfig,
@@ -437,7 +437,7 @@ impl WaitingRoom for MemoryWaitingRoom {
         }
         room.claims.insert(
             ticket.clone(),
-            now + chrono::Duration::seconds(super::room::CLAIM_LEASE_SECS),
+            now + chrono::Duration::seconds(crate::store::room::CLAIM_LEASE_SECS),
         );
         Ok(())
     }

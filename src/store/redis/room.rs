@@ -17,7 +17,7 @@ use crate::domain::room::{
     EVENT_LOG_KEEP, EXPIRE_PER_STEP,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
+use crate::store::room::{Outcomes, WaitingRoomStore, BATCH_MAX};
 use crate::store::StoreError;
 
 struct RoomScripts {
@@ -310,7 +310,7 @@ fn flag(b: bool) -> u8 {
 }
 
 #[async_trait]
-impl WaitingRoom for RedisWaitingRoom {
+impl WaitingRoomStore for RedisWaitingRoom {
     async fn configure(
         &self,
         config: &RoomConfig,
