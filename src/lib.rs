@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod streams;
+pub mod tasks;
 pub mod telemetry;
 pub mod web;

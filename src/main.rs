@@ -196,9 +196,6 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let app = Slotd::new(Arc::new(catalog), store, clock)
         .with_lifecycle(settings.lifecycle())
         .with_calendar(settings.calendar());
-    // Expired holds return their seats even on dates nobody touches.
-    let _sweeper =
-        app.spawn_hold_sweeper(Duration::from_millis(settings.booking.sweep_interval_ms));
 
     if args.demo {
         let (slots, receipts) = slotd::demo::seed(&app).await?;
@@ -244,6 +241,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             refresh: Duration::from_secs(settings.metrics.refresh_secs),
         }),
         web: settings.web(),
+        // Expired holds return their seats even on dates nobody touches.
+        sweep_interval: Some(Duration::from_millis(settings.booking.sweep_interval_ms)),
         ..ServeOptions::default()
     };
     serve(listener, app, room, auth, options, shutdown_signal()).await?;

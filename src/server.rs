@@ -53,6 +53,7 @@ use crate::app::Slotd;
 use crate::config::LimitSettings;
 use crate::limits::Limits;
 use crate::streams::{StreamOptions, Streams};
+use crate::tasks::Tasks;
 use crate::web::WebLayer;
 
 /// The largest request slotd decodes: a full group booking is about 1 KiB.
@@ -72,6 +73,9 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// How often the store is pinged to keep health current.
     pub health_interval: Duration,
+    /// How often the sweeper runs (`crate::tasks`; `booking.sweep_interval_ms`). None: no
+    /// sweeper, the library default (tests, benches), where a test sweeps when it chooses.
+    pub sweep_interval: Option<Duration>,
     /// Upper bound of every call (tonic answers DEADLINE_EXCEEDED / CANCELLED past it).
     pub request_timeout: Duration,
     /// HTTP/2 streams per connection.
@@ -105,6 +109,7 @@ impl Default for ServeOptions {
         Self {
             drain_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(1),
+            sweep_interval: None,
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
             http2_window_kib: 0,
@@ -164,45 +169,13 @@ pub enum ServeError {
     },
 }
 
-async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for name in HEALTH_SERVICES {
         reporter.set_service_status(*name, status).await;
     }
     crate::metrics::metrics()
         .serving
         .set(i64::from(status == ServingStatus::Serving));
-}
-
-/// Pings the store and mirrors the answer in health, until the task is aborted. A replica that
-/// does not know the waiting room's settings (it refuses gated calls) is NOT_SERVING too.
-async fn watch_store(app: Slotd, room: Room, reporter: HealthReporter, interval: Duration) {
-    let mut serving = None;
-    loop {
-        let ok = matches!(
-            tokio::time::timeout(interval.max(Duration::from_millis(200)), app.store().ping())
-                .await,
-            Ok(Ok(()))
-        );
-        crate::metrics::metrics().store_up.set(i64::from(ok));
-        let ok = ok && room.settings_known();
-        if serving != Some(ok) {
-            if ok {
-                tracing::info!("store answers: serving");
-            } else {
-                tracing::warn!(
-                    "store does not answer or the room settings are unknown: health NOT_SERVING"
-                );
-            }
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            set_all(&reporter, status).await;
-            serving = Some(ok);
-        }
-        tokio::time::sleep(interval).await;
-    }
 }
 
 pub async fn serve(
@@ -219,16 +192,6 @@ pub async fn serve(
     if let Err(e) = room.refresh_settings().await {
         tracing::warn!(error = %e, "waiting room settings unreadable: gated calls refused until they are");
     }
-    let watcher = tokio::spawn(watch_store(
-        app.clone(),
-        room.clone(),
-        reporter.clone(),
-        options.health_interval,
-    ));
-    let ticker = tokio::spawn(room.clone().run_ticker());
-    // The slot feed: this replica's one reader of the event log (calendar cache, watchers).
-    let feed = app.spawn_feed();
-
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -299,7 +262,7 @@ pub async fn serve(
         },
     );
 
-    let metrics_task = match &options.metrics {
+    let metrics_listener = match &options.metrics {
         Some(m) => {
             let listener =
                 crate::metrics::bind(m.listen)
@@ -309,20 +272,12 @@ pub async fn serve(
                         source,
                     })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(m.listen), "metrics listening");
-            let refresher = tokio::spawn(crate::metrics::refresh_gauges(
-                app.clone(),
-                room.clone(),
-                m.seats_days,
-                m.refresh,
-            ));
-            let server = tokio::spawn(crate::metrics::serve_metrics(
-                listener,
-                std::future::pending(),
-            ));
-            Some((refresher, server))
+            Some(listener)
         }
         None => None,
     };
+    // Every background task (health watcher, room ticker, slot feed, sweeper, metrics).
+    let mut tasks = Tasks::start(&app, &room, &reporter, &options, metrics_listener);
 
     let window =
         (options.http2_window_kib > 0).then(|| options.http2_window_kib.saturating_mul(1024));
@@ -410,9 +365,7 @@ pub async fn serve(
         result = &mut server => result.map_err(ServeError::from),
         () = shutdown => {
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            watcher.abort();
-            ticker.abort();
-            feed.abort();
+            tasks.stop_serving();
             set_all(&reporter, ServingStatus::NotServing).await;
             stop.notify_one();
             match tokio::time::timeout(options.drain_timeout, &mut server).await {
@@ -424,13 +377,7 @@ pub async fn serve(
             }
         }
     };
-    watcher.abort();
-    ticker.abort();
-    feed.abort();
-    if let Some((refresher, server)) = metrics_task {
-        refresher.abort();
-        server.abort();
-    }
+    drop(tasks);
     outcome
 }
 

@@ -738,12 +738,22 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
 
 #[tokio::test]
 async fn the_sweeper_returns_expired_seats_without_any_request() {
-    use slotd::app::Slotd;
-    use slotd::domain::catalog::Catalog;
     use slotd::domain::rules::DateRange;
     use slotd::domain::types::{parse_date, CategoryId, PostId};
+    use slotd::server::ServeOptions;
 
-    let server = TestServer::memory().await;
+    // The server's own sweeper (started with every other background task in `slotd::tasks`),
+    // over a store that counts its rounds.
+    let counted =
+        support::counting::CountingStore::new(Arc::new(slotd::store::memory::MemoryStore::new()));
+    let server = TestServer::start_with(
+        counted.clone(),
+        ServeOptions {
+            sweep_interval: Some(Duration::from_millis(20)),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
     let date = day(7);
     open_day(&server, &date, 4).await;
     register_receipts(&server, 1..=3).await;
@@ -753,13 +763,6 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
         .hold_slot(hold_req("h-1", slot(&date, "08:00"), &[1, 2, 3]))
         .await
         .unwrap();
-    let counted = support::counting::CountingStore::new(server.store.clone());
-    let app = Slotd::new(
-        Arc::new(Catalog::builtin().unwrap()),
-        counted.clone(),
-        Arc::new(server.clock.clone()),
-    );
-    let sweeper = app.spawn_hold_sweeper(Duration::from_millis(20));
     let held = || async {
         let d = parse_date(&date).unwrap();
         server
@@ -773,9 +776,10 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
             .unwrap()[0]
             .held
     };
-    // Two whole sweeps (counted, not timed) while the hold is live: it stays.
+    // Two whole sweeps (counted, not timed) after the hold was taken, while it is live: it stays.
+    let before = counted.sweeps();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while counted.sweeps() < 2 {
+    while counted.sweeps() < before + 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "the sweeper never ran"
@@ -793,7 +797,6 @@ async fn the_sweeper_returns_expired_seats_without_any_request() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sweeper.abort();
     assert!(swept, "the sweeper returned the seats");
     assert_audit_clean(&server, &date).await;
 }

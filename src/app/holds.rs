@@ -1,0 +1,83 @@
+//! Hold use cases: take seats for a while, confirm them into an appointment, release them, and
+//! the sweeper's reclaim of expired holds.
+
+use super::{written_at, AppError, Slotd, CONFIRMATION_DRAWS};
+use crate::domain::lifecycle::{Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest};
+use crate::domain::rules::ensure_not_started;
+use crate::domain::types::{Appointment, ConfirmationNumber};
+use crate::store::StoreError;
+
+impl Slotd {
+    /// Takes the seats for the group for the configured hold time.
+    pub async fn hold(&self, request: &HoldRequest) -> Result<Hold, AppError> {
+        let post = self
+            .catalog
+            .post_with_category(&request.slot.post, &request.slot.category)?;
+        let now = self.now();
+        ensure_not_started(post, &request.slot, now)?;
+        let expires_at = now + self.lifecycle.hold_ttl;
+        for _ in 0..CONFIRMATION_DRAWS {
+            let id = HoldId::generate();
+            match self.store.hold(request, &id, expires_at, now).await {
+                Err(StoreError::ConfirmationTaken) => continue,
+                outcome => {
+                    return self.touched(outcome, |h| {
+                        written_at(h.created_at, now).then(|| h.slot.day())
+                    })
+                }
+            }
+        }
+        Err(AppError::IdCollision { what: "hold id" })
+    }
+
+    pub async fn confirm_hold(
+        &self,
+        confirmation: &HoldConfirmation,
+    ) -> Result<Appointment, AppError> {
+        let now = self.now();
+        for _ in 0..CONFIRMATION_DRAWS {
+            let number = ConfirmationNumber::generate();
+            match self.store.confirm_hold(confirmation, &number, now).await {
+                Err(StoreError::ConfirmationTaken) => continue,
+                outcome => {
+                    // An accepted waitlist move also frees seats on the day it left.
+                    if let Ok(moved) = &outcome {
+                        if let Some(m) = moved.history.last().filter(|m| written_at(m.at, now)) {
+                            self.availability.mark_dirty(m.from.day());
+                        }
+                    }
+                    // A replayed confirmation (created earlier) wrote nothing now.
+                    return self.touched(outcome, |a| {
+                        (written_at(a.created_at, now)
+                            || a.history.last().is_some_and(|m| written_at(m.at, now)))
+                        .then(|| a.slot.day())
+                    });
+                }
+            }
+        }
+        Err(AppError::IdCollision {
+            what: "confirmation number",
+        })
+    }
+
+    /// A hold as stored (any status), if it exists.
+    pub async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, AppError> {
+        Ok(self.store.find_hold(id).await?)
+    }
+
+    pub async fn release_hold(&self, release: &HoldRelease) -> Result<Hold, AppError> {
+        let outcome = self.store.release_hold(release, self.now()).await;
+        // Holds carry no release time: a replayed release marks its one day again.
+        self.touched(outcome, |h| Some(h.slot.day()))
+    }
+
+    /// The sweeper's step: returns the seats of every hold expired by now (how many).
+    pub async fn reclaim_expired_holds(&self) -> Result<u32, AppError> {
+        let reclaimed = self.store.reclaim_expired_holds(self.now()).await?;
+        // Only the days whose holds came back changed.
+        for day in reclaimed.days {
+            self.availability.mark_dirty(day);
+        }
+        Ok(reclaimed.holds)
+    }
+}
