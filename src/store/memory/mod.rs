@@ -2,8 +2,33 @@
 //! writes inside a single critical section (no await inside it), which is what makes booking and
 //! cancelling atomic here. State is per process and lost on exit: for development, tests and
 //! demos; production runs on Redis.
+//!
+//! Laid out like the Redis backend and its scripts, so a rule is found at the same name in both
+//! (`Inventory::book` is `State::book` in `inventory.rs` here, `book.lua` there):
+//! - `mod.rs`: `MemoryStore`, the shared state and its records, the event log, and the
+//!   `Inventory` implementation, one line per operation into `State`;
+//! - `inventory.rs`: open / set capacity / close slots, book, cancel, reschedule, manifest,
+//!   receipts (`open_slots.lua`, `set_capacity.lua`, `close_slots.lua`, `book.lua`,
+//!   `cancel.lua`, `reschedule.lua`, `manifest.lua`, `register_receipt.lua`);
+//! - `holds.rs`: hold, confirm, release, reclaim, and the claim and request_id rules every
+//!   booking shares (`hold.lua`, `confirm_hold.lua`, `release_hold.lua`, `reclaim.lua`,
+//!   `holds_lib.lua`);
+//! - `waitlist.rs`: join, leave, read, share, retire, and the offer step (`wl_*.lua` and the
+//!   waitlist helpers; `redis/waitlist.rs`);
+//! - `retention.rs`: forgetting records past their retention, retiring past appointments
+//!   (`appt_expire.lua`, `appt_retire.lua`; `redis/retention.rs`);
+//! - `admission.rs`: what each waiting-room admission did (`admission_step.lua`;
+//!   `redis/admission.rs`);
+//! - `audit.rs`: the audit snapshot (`audit.lua`);
+//! - `room.rs`: the waiting room (`WaitingRoomStore`; `room_*.lua`, `redis/room.rs`).
 
+mod admission;
+mod audit;
+mod holds;
+mod inventory;
+mod retention;
 pub mod room;
+mod waitlist;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -11,27 +36,20 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{
-    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
-};
-use crate::domain::error::reason;
+use super::{EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError};
 use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
-    HoldStatus, Move, Reschedule,
+    Reschedule,
 };
 use crate::domain::room::TicketId;
 use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use crate::domain::types::{
-    format_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
-    PassportNumber, PostId, Receipt, ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
+    Appointment, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, Receipt,
+    ReceiptNumber, RequestId, SlotRef, SlotState, SlotTime,
 };
-use crate::domain::waitlist::{
-    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS,
-    OFFER_SCAN_LIMIT,
-};
-use crate::domain::Error;
+use crate::domain::waitlist::{EntryId, WaitlistEntry, WaitlistJoin, DEFAULT_OFFER_TTL_SECS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotRec {
@@ -156,7 +174,7 @@ impl MemoryStore {
         Self {
             state: Mutex::new(State {
                 offer_ttl: Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
-                retention: Duration::days(super::DEFAULT_RETENTION_DAYS),
+                retention: Duration::days(crate::store::DEFAULT_RETENTION_DAYS),
                 ..State::default()
             }),
         }
@@ -195,98 +213,6 @@ impl MemoryStore {
 }
 
 impl State {
-    /// The outcome of a request_id seen before: Ok(Some) replays it, Err refuses a reused id.
-    fn replay(
-        &self,
-        op: Op,
-        request_id: &RequestId,
-        fingerprint: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Appointment>, StoreError> {
-        let Some(seen) = self.remembered.get(&(op, request_id.clone())) else {
-            return Ok(None);
-        };
-        if seen.expires_at <= now {
-            return Ok(None);
-        }
-        if seen.fingerprint != fingerprint {
-            return Err(Error::RequestIdReused {
-                request_id: request_id.to_string(),
-            }
-            .into());
-        }
-        self.appointments
-            .get(&seen.confirmation)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| StoreError::corrupt("remembered request names a missing appointment"))
-    }
-
-    /// Refuses a second booking under one admission (checked with the other rules).
-    fn check_admission(
-        &self,
-        admission: Option<&TicketId>,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        match admission.and_then(|t| self.admissions.get(t)) {
-            Some(rec) if rec.expires_at > now && rec.booked.is_some() => Err(Error::AdmissionUsed),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records the booking an admission made (a write: after every check).
-    fn record_admission(
-        &mut self,
-        admission: Option<&TicketId>,
-        confirmation: &ConfirmationNumber,
-        now: DateTime<Utc>,
-    ) {
-        if let Some(ticket) = admission {
-            let rec = self.admission_rec(ticket, now);
-            rec.booked = Some(confirmation.clone());
-        }
-    }
-
-    fn admission_rec(&mut self, ticket: &TicketId, now: DateTime<Utc>) -> &mut AdmissionRec {
-        let fresh = AdmissionRec {
-            booked: None,
-            steps: 0,
-            expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-        };
-        let rec = self
-            .admissions
-            .entry(ticket.clone())
-            .or_insert(fresh.clone());
-        if rec.expires_at <= now {
-            *rec = fresh;
-        }
-        rec
-    }
-
-    fn remember(
-        &mut self,
-        op: Op,
-        request_id: &RequestId,
-        fingerprint: String,
-        confirmation: ConfirmationNumber,
-        now: DateTime<Utc>,
-    ) {
-        self.writes_since_prune += 1;
-        if self.writes_since_prune >= 4096 {
-            self.writes_since_prune = 0;
-            self.remembered.retain(|_, r| r.expires_at > now);
-            self.admissions.retain(|_, r| r.expires_at > now);
-        }
-        self.remembered.insert(
-            (op, request_id.clone()),
-            Remembered {
-                fingerprint,
-                confirmation,
-                expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            },
-        );
-    }
-
     fn push_event(&mut self, kind: &str, fields: &[(&str, String)]) {
         let seq = self.events.last().map(|e| e.id.seq + 1).unwrap_or(1);
         if self.events.len() >= MAX_EVENTS {
@@ -308,803 +234,8 @@ impl State {
             .and_then(|d| d.get_mut(&slot.time))
     }
 
-    /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
-    /// exactly once (a hold leaves `live_holds` when reclaimed, confirmed or released).
-    /// Forgets cancelled appointments past their retention, at most `EXPIRE_BATCH` per call
-    /// (as Redis expires the records by itself): the record and its cancelled-index member.
-    fn expire_records(&mut self, now: DateTime<Utc>) {
-        for _ in 0..EXPIRE_BATCH {
-            let Some(first) = self.expiring.first().cloned() else {
-                return;
-            };
-            if first.0 > now {
-                return;
-            }
-            self.expiring.remove(&first);
-            if let Some(a) = self.appointments.remove(&first.1) {
-                let day = a.slot.day();
-                if let Some(set) = self.cancelled.get_mut(&day) {
-                    set.remove(&ManifestCursor {
-                        time: a.slot.time,
-                        confirmation: a.confirmation.clone(),
-                    });
-                    if set.is_empty() {
-                        self.cancelled.remove(&day);
-                    }
-                }
-            }
-        }
-    }
-
-    /// As `appt_expire.lua` then `appt_retire.lua` (see `Inventory::retire_past_appointments`):
-    /// forgets at most a batch of retired records past their retention, then retires at most a
-    /// batch of BOOKED appointments of days that have passed. Returns how many were retired.
-    fn retire_past(&mut self, now: DateTime<Utc>) -> u32 {
-        let batch = super::APPOINTMENT_RETIRE_BATCH as usize;
-        for _ in 0..batch {
-            let Some(first) = self.retired_expiry.first().cloned() else {
-                break;
-            };
-            if first.0 > now {
-                break;
-            }
-            self.retired_expiry.remove(&first);
-            if self.retired.remove(&first.1) {
-                self.appointments.remove(&first.1);
-            }
-        }
-        let mut budget = batch;
-        let mut retired = 0;
-        while budget > 0 {
-            let Some((due, day)) = self.past_days.first().cloned() else {
-                break;
-            };
-            if due > now {
-                break;
-            }
-            let members: Vec<ManifestCursor> = self
-                .manifests
-                .get(&day)
-                .map(|m| m.iter().take(budget).cloned().collect())
-                .unwrap_or_default();
-            if members.is_empty() {
-                // Every appointment of the day is retired (or gone): the day leaves the index.
-                self.manifests.remove(&day);
-                self.past_days.remove(&(due, day));
-                continue;
-            }
-            budget -= members.len();
-            for member in members {
-                if let Some(m) = self.manifests.get_mut(&day) {
-                    m.remove(&member);
-                    if m.is_empty() {
-                        self.manifests.remove(&day);
-                    }
-                }
-                let confirmation = member.confirmation;
-                let Some(a) = self.appointments.get(&confirmation).cloned() else {
-                    continue;
-                };
-                if a.status != AppointmentStatus::Booked
-                    || a.slot.day() != day
-                    || self.retired.contains(&confirmation)
-                {
-                    continue;
-                }
-                if let Some(rec) = self.slot_mut(&a.slot) {
-                    rec.booked = rec.booked.saturating_sub(a.seats());
-                }
-                // Compare-and-set: a passport is freed only while it still names this
-                // appointment. Receipts stay spent: the fee paid for this interview is used.
-                for x in &a.applicants {
-                    if self.active.get(&x.passport) == Some(&confirmation) {
-                        self.active.remove(&x.passport);
-                    }
-                }
-                let until = due + self.retention;
-                if until <= now {
-                    self.appointments.remove(&confirmation);
-                } else {
-                    self.retired.insert(confirmation.clone());
-                    self.retired_expiry.insert((until, confirmation.clone()));
-                }
-                self.push_event(
-                    "passed",
-                    &[
-                        ("confirmation", confirmation.to_string()),
-                        ("slot", a.slot.to_string()),
-                        ("seats", a.seats().to_string()),
-                        ("at", event_time(now)),
-                    ],
-                );
-                retired += 1;
-            }
-        }
-        retired
-    }
-
-    fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
-        let mut reclaimed = Reclaimed::default();
-        while let Some((expires, id)) = self.live_holds.first().cloned() {
-            if expires > now {
-                break;
-            }
-            self.live_holds.remove(&(expires, id.clone()));
-            let Some(hold) = self.holds.get_mut(&id) else {
-                continue;
-            };
-            hold.status = HoldStatus::Expired;
-            let hold = hold.clone();
-            self.free_hold(&hold);
-            self.push_event(
-                "hold_expired",
-                &[
-                    ("hold_ref", id.reference()),
-                    ("slot", hold.slot.to_string()),
-                    ("seats", hold.seats().to_string()),
-                    ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
-                ],
-            );
-            self.offer_ended(&hold, true, hold.expires_at);
-            self.offer_seats(&hold.slot, hold.seats(), None, now);
-            reclaimed.holds += 1;
-            let day = hold.slot.day();
-            if !reclaimed.days.contains(&day) {
-                reclaimed.days.push(day);
-            }
-        }
-        reclaimed
-    }
-
-    /// Takes an entry out of line for good.
-    fn end_entry(
-        &mut self,
-        id: &EntryId,
-        status: EntryStatus,
-        reason: Option<&str>,
-        at: DateTime<Utc>,
-    ) {
-        let Some(rec) = self.entries.get_mut(id) else {
-            return;
-        };
-        rec.entry.status = status;
-        rec.entry.updated_at = at;
-        if let Some(r) = reason {
-            rec.entry.reason = Some(r.to_owned());
-        }
-        let (line, seq) = (
-            (rec.entry.post.clone(), rec.entry.category.clone()),
-            rec.seq,
-        );
-        let passports: Vec<PassportNumber> = rec
-            .entry
-            .applicants
-            .iter()
-            .map(|a| a.passport.clone())
-            .collect();
-        if let Some(l) = self.lines.get_mut(&line) {
-            l.remove(&seq);
-        }
-        for p in passports {
-            if self.waiting_passports.get(&p) == Some(id) {
-                self.waiting_passports.remove(&p);
-            }
-        }
-    }
-
-    /// Ends a moving entry for good (`reason`) that can never move its appointment: the seats
-    /// of its live offer come back at once (the offer claims no passport or receipt) and go to
-    /// the next entries (as `cancel_moving_entry` in holds_lib.lua).
-    fn cancel_moving_entry(
-        &mut self,
-        id: &EntryId,
-        reason: &'static str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let Some(rec) = self.entries.get(id) else {
-            return Ok(());
-        };
-        if !rec.entry.status.in_line() {
-            return Ok(());
-        }
-        let offer = match (&rec.offer, rec.entry.status) {
-            (Some(h), EntryStatus::Offered) => self
-                .holds
-                .get(h)
-                .filter(|h| h.status_at(now) == HoldStatus::Held)
-                .cloned(),
-            _ => None,
-        };
-        if let Some(hold) = &offer {
-            self.release(hold, now)?;
-        }
-        self.end_entry(id, EntryStatus::Cancelled, Some(reason), now);
-        self.push_event(
-            "waitlist_cancelled",
-            &[("entry", id.to_string()), ("reason", reason.to_owned())],
-        );
-        if let Some(hold) = offer {
-            self.offer_seats(&hold.slot, hold.seats(), None, now);
-        }
-        Ok(())
-    }
-
-    /// A decline puts the entry of an offer back in line, an expiry ends it. Returns the entry
-    /// when `hold` was its pending offer.
-    fn offer_ended(&mut self, hold: &Hold, expired: bool, at: DateTime<Utc>) -> Option<EntryId> {
-        let id = hold.entry.clone()?;
-        let rec = self.entries.get_mut(&id)?;
-        if rec.offer.as_ref() != Some(&hold.id) || rec.entry.status != EntryStatus::Offered {
-            return Some(id);
-        }
-        if expired {
-            self.end_entry(&id, EntryStatus::Expired, None, at);
-            self.push_event(
-                "offer_expired",
-                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
-            );
-        } else {
-            rec.entry.status = EntryStatus::Waiting;
-            rec.entry.updated_at = at;
-            rec.offer = None;
-            self.push_event(
-                "offer_declined",
-                &[("entry", id.to_string()), ("hold_ref", hold.id.reference())],
-            );
-        }
-        Some(id)
-    }
-
-    /// Why an entry's group may not take seats now, or None (the rules of a booking).
-    fn entry_refusal(&self, applicants: &[Applicant], now: DateTime<Utc>) -> Option<&'static str> {
-        for a in applicants {
-            let Some(r) = self.receipts.get(&a.receipt) else {
-                return Some(reason::RECEIPT_NOT_REGISTERED);
-            };
-            if r.receipt.passport != a.passport {
-                return Some(reason::RECEIPT_PASSPORT_MISMATCH);
-            }
-            if r.receipt.expires_at() <= now {
-                return Some(reason::RECEIPT_EXPIRED);
-            }
-            if r.backing.is_some() || r.held_by.is_some() {
-                return Some(reason::RECEIPT_IN_USE);
-            }
-            if self.active.contains_key(&a.passport)
-                || self.held_passports.contains_key(&a.passport)
-            {
-                return Some(reason::APPLICANT_ALREADY_BOOKED);
-            }
-        }
-        None
-    }
-
-    /// Offers the free seats of `slot` to the entries in line for it, in join order, after
-    /// `released` seats came back: each offer is a hold for the entry's group expiring
-    /// `offer_ttl` from now. The share setting limits how many released seats the line takes;
-    /// entries that no longer qualify are cancelled; `skip` (just declined) is passed over.
-    /// The same step as `offer_seats` in holds_lib.lua. Returns the seats offered.
-    fn offer_seats(
-        &mut self,
-        slot: &SlotRef,
-        released: u32,
-        skip: Option<&EntryId>,
-        now: DateTime<Utc>,
-    ) -> u32 {
-        let line_key = (slot.post.clone(), slot.category.clone());
-        let candidates: Vec<EntryId> = match self.lines.get(&line_key) {
-            Some(line) if released > 0 => line
-                .values()
-                .filter(|id| {
-                    self.entries.get(*id).is_some_and(|r| {
-                        r.entry.range.from <= slot.date && slot.date <= r.entry.range.to
-                    })
-                })
-                .take(OFFER_SCAN_LIMIT)
-                .cloned()
-                .collect(),
-            _ => return 0,
-        };
-        if candidates.is_empty() {
-            return 0;
-        }
-        let Some(rec) = self
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
-            .copied()
-        else {
-            return 0;
-        };
-        if rec.closed {
-            return 0;
-        }
-        let mut budget = rec.capacity.saturating_sub(rec.booked + rec.held);
-        if let Some((share, acc)) = self.shares.get_mut(&line_key) {
-            if *share < 100 {
-                let total = *acc + released * *share;
-                let granted = total / 100;
-                *acc = total - granted * 100;
-                budget = budget.min(granted);
-            }
-        }
-        let mut offered = 0;
-        for id in candidates {
-            if budget == 0 {
-                break;
-            }
-            let Some(rec) = self.entries.get(&id) else {
-                continue;
-            };
-            let entry = &rec.entry;
-            let seats = u32::try_from(entry.applicants.len()).unwrap_or(u32::MAX);
-            if entry.status != EntryStatus::Waiting
-                || skip == Some(&id)
-                || seats > budget
-                || !(entry.times.is_empty() || entry.times.contains(&slot.time))
-            {
-                continue;
-            }
-            let applicants = entry.applicants.clone();
-            let moving = entry.moving.clone();
-            let refusal = match &moving {
-                Some(appointment) => match self.moving_refusal(appointment, rec.limit, slot) {
-                    Some(None) => continue,
-                    Some(Some(reason)) => Some(reason),
-                    None => None,
-                },
-                None => self.entry_refusal(&applicants, now),
-            };
-            if let Some(reason) = refusal {
-                self.end_entry(&id, EntryStatus::Cancelled, Some(reason), now);
-                self.push_event(
-                    "waitlist_cancelled",
-                    &[("entry", id.to_string()), ("reason", reason.to_owned())],
-                );
-                continue;
-            }
-            let hold = Hold {
-                id: HoldId::generate(),
-                slot: slot.clone(),
-                applicants,
-                status: HoldStatus::Held,
-                created_at: now,
-                expires_at: now + self.offer_ttl,
-                confirmation: None,
-                entry: Some(id.clone()),
-            };
-            self.place_hold(&hold, moving.is_none());
-            if let Some(rec) = self.entries.get_mut(&id) {
-                rec.entry.status = EntryStatus::Offered;
-                rec.entry.updated_at = now;
-                rec.offer = Some(hold.id.clone());
-            }
-            self.push_event(
-                "offered",
-                &[
-                    ("entry", id.to_string()),
-                    ("hold_ref", hold.id.reference()),
-                    ("slot", slot.to_string()),
-                    ("seats", seats.to_string()),
-                    ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
-                    ("at", event_time(now)),
-                ],
-            );
-            budget -= seats;
-            offered += seats;
-        }
-        offered
-    }
-
-    /// The writes of a reschedule whose checks passed: both slots, the receipts' move counts,
-    /// the manifests, the appointment and its history, the `moved` event.
-    fn move_appointment(
-        &mut self,
-        appointment: &Appointment,
-        to: &SlotRef,
-        now: DateTime<Utc>,
-    ) -> Result<Appointment, StoreError> {
-        let from = appointment.slot.clone();
-        let seats = appointment.seats();
-        let confirmation = &appointment.confirmation;
-        if let Some(r) = self.slot_mut(&from) {
-            r.booked = r.booked.saturating_sub(seats);
-        }
-        if let Some(r) = self.slot_mut(to) {
-            r.booked += seats;
-        }
-        for a in &appointment.applicants {
-            if let Some(r) = self.receipts.get_mut(&a.receipt) {
-                r.reschedules += 1;
-            }
-        }
-        let old_cursor = ManifestCursor {
-            time: from.time,
-            confirmation: confirmation.clone(),
-        };
-        if let Some(m) = self.manifests.get_mut(&from.day()) {
-            m.remove(&old_cursor);
-        }
-        self.manifests
-            .entry(to.day())
-            .or_default()
-            .insert(ManifestCursor {
-                time: to.time,
-                confirmation: confirmation.clone(),
-            });
-        let moved = match self.appointments.get_mut(confirmation) {
-            Some(a) => {
-                a.slot = to.clone();
-                a.updated_at = now;
-                a.history.push(Move {
-                    from: from.clone(),
-                    to: to.clone(),
-                    at: now,
-                });
-                a.clone()
-            }
-            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
-        };
-        self.push_event(
-            "moved",
-            &[
-                ("confirmation", confirmation.to_string()),
-                ("from", from.to_string()),
-                ("to", to.to_string()),
-                ("seats", seats.to_string()),
-                ("at", event_time(now)),
-            ],
-        );
-        Ok(moved)
-    }
-
-    /// Why a moving entry's appointment may not move to `slot` now: None = it may, Some(None) =
-    /// not this slot (not earlier), Some(Some(reason)) = never again (the entry is cancelled).
-    fn moving_refusal(
-        &self,
-        appointment: &ConfirmationNumber,
-        limit: u32,
-        slot: &SlotRef,
-    ) -> Option<Option<&'static str>> {
-        let Some(a) = self.appointments.get(appointment).filter(|a| {
-            a.status == AppointmentStatus::Booked && !self.retired.contains(appointment)
-        }) else {
-            // Cancelled, or retired (past): it can never move again.
-            return Some(Some(reason::APPOINTMENT_CANCELLED));
-        };
-        if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
-            return Some(None);
-        }
-        let used_up = a.applicants.iter().any(|x| {
-            self.receipts
-                .get(&x.receipt)
-                .is_none_or(|r| r.reschedules >= limit)
-        });
-        if used_up {
-            return Some(Some(reason::RESCHEDULE_LIMIT));
-        }
-        None
-    }
-
-    /// Accepting an offer made to a moving entry: its appointment moves onto the offered seats
-    /// (a reschedule, same number), the seats left behind go to that date's line.
-    fn accept_move(
-        &mut self,
-        hold: &Hold,
-        appointment: &ConfirmationNumber,
-        limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<Appointment, StoreError> {
-        let current = self
-            .appointments
-            .get(appointment)
-            .cloned()
-            .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
-        // A refusal is final for the entry: the offer's seats come back at once, the entry ends.
-        let refused = if current.status == AppointmentStatus::Cancelled
-            || self.retired.contains(appointment)
-        {
-            Some(Error::AppointmentCancelled {
-                confirmation_number: appointment.to_string(),
-            })
-        } else {
-            current
-                .applicants
-                .iter()
-                .find(|a| {
-                    let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
-                    used.is_none_or(|u| u >= limit)
-                })
-                .map(|a| Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                })
-        };
-        if let Some(error) = refused {
-            if let Some(entry) = &hold.entry {
-                self.cancel_moving_entry(entry, error.reason(), now)?;
-            }
-            return Err(error.into());
-        }
-        self.reclaim(now);
-        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        self.free_hold(hold);
-        if let Some(h) = self.holds.get_mut(&hold.id) {
-            h.status = HoldStatus::Confirmed;
-            h.confirmation = Some(appointment.clone());
-        }
-        if let Some(entry) = &hold.entry {
-            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
-            if let Some(rec) = self.entries.get_mut(entry) {
-                rec.entry.confirmation = Some(appointment.clone());
-            }
-        }
-        let moved = self.move_appointment(&current, &hold.slot, now)?;
-        self.offer_seats(&current.slot, current.seats(), None, now);
-        Ok(moved)
-    }
-
-    /// The writes of a new hold: its seats, and (`claims`) its receipts and passports, are taken
-    /// until expiry. An offer to a moving entry claims nothing: its appointment does.
-    fn place_hold(&mut self, hold: &Hold, claims: bool) {
-        let seats = hold.seats();
-        if let Some(rec) = self.slot_mut(&hold.slot) {
-            rec.held += seats;
-        }
-        for a in hold.applicants.iter().filter(|_| claims) {
-            if let Some(r) = self.receipts.get_mut(&a.receipt) {
-                r.held_by = Some(hold.id.clone());
-            }
-            self.held_passports
-                .insert(a.passport.clone(), hold.id.clone());
-        }
-        self.live_holds.insert((hold.expires_at, hold.id.clone()));
-        self.holds.insert(hold.id.clone(), hold.clone());
-    }
-
-    /// The entry as shown: with its place in line and its offer.
-    fn entry_view(&self, id: &EntryId) -> Option<WaitlistEntry> {
-        let rec = self.entries.get(id)?;
-        let mut entry = rec.entry.clone();
-        if entry.status.in_line() {
-            let line = self
-                .lines
-                .get(&(entry.post.clone(), entry.category.clone()));
-            entry.position =
-                line.map(|l| u32::try_from(l.range(..rec.seq).count() + 1).unwrap_or(u32::MAX));
-        }
-        entry.offer = rec.offer.as_ref().and_then(|h| self.holds.get(h)).cloned();
-        Some(entry)
-    }
-
-    /// The writes of releasing a live hold: its seats and claims come back, it is RELEASED, one
-    /// `hold_released` event (ReleaseHold, and leaving the waitlist with a pending offer).
-    fn release(&mut self, hold: &Hold, now: DateTime<Utc>) -> Result<Hold, StoreError> {
-        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        self.free_hold(hold);
-        let released = match self.holds.get_mut(&hold.id) {
-            Some(h) => {
-                h.status = HoldStatus::Released;
-                h.clone()
-            }
-            None => return Err(StoreError::corrupt("hold vanished inside the lock")),
-        };
-        self.push_event(
-            "hold_released",
-            &[
-                ("hold_ref", hold.id.reference()),
-                ("slot", hold.slot.to_string()),
-                ("seats", hold.seats().to_string()),
-                ("at", event_time(now)),
-            ],
-        );
-        Ok(released)
-    }
-
-    /// A hold's seats, passports and receipts back to free (its status is set by the caller).
-    fn free_hold(&mut self, hold: &Hold) {
-        let seats = hold.seats();
-        if let Some(rec) = self.slot_mut(&hold.slot) {
-            rec.held = rec.held.saturating_sub(seats);
-        }
-        for a in &hold.applicants {
-            if let Some(r) = self.receipts.get_mut(&a.receipt) {
-                if r.held_by.as_ref() == Some(&hold.id) {
-                    r.held_by = None;
-                }
-            }
-            if self.held_passports.get(&a.passport) == Some(&hold.id) {
-                self.held_passports.remove(&a.passport);
-            }
-        }
-    }
-
-    /// The writes of a booking whose checks passed: seats, receipts, passports, appointment,
-    /// manifest, event. `hold` names the hold it confirms, if any.
-    fn write_booking(
-        &mut self,
-        slot: &SlotRef,
-        applicants: &[crate::domain::types::Applicant],
-        confirmation: &ConfirmationNumber,
-        hold: Option<&HoldId>,
-        now: DateTime<Utc>,
-    ) -> Appointment {
-        let seats = u32::try_from(applicants.len()).unwrap_or(u32::MAX);
-        if let Some(rec) = self.slot_mut(slot) {
-            rec.booked += seats;
-        }
-        for a in applicants {
-            if let Some(r) = self.receipts.get_mut(&a.receipt) {
-                r.backing = Some(confirmation.clone());
-            }
-            self.active.insert(a.passport.clone(), confirmation.clone());
-        }
-        let appointment = Appointment {
-            confirmation: confirmation.clone(),
-            slot: slot.clone(),
-            applicants: applicants.to_vec(),
-            status: AppointmentStatus::Booked,
-            created_at: now,
-            updated_at: now,
-            history: Vec::new(),
-        };
-        self.appointments
-            .insert(confirmation.clone(), appointment.clone());
-        self.manifests
-            .entry(slot.day())
-            .or_default()
-            .insert(ManifestCursor {
-                time: slot.time,
-                confirmation: confirmation.clone(),
-            });
-        let mut fields = vec![
-            ("confirmation", confirmation.to_string()),
-            ("slot", slot.to_string()),
-            ("seats", seats.to_string()),
-            ("at", event_time(now)),
-        ];
-        if let Some(h) = hold {
-            fields.push(("hold_ref", h.reference()));
-        }
-        self.push_event("booked", &fields);
-        appointment
-    }
-
-    /// Every stateful rule of a booking, checked before anything is written.
-    /// `confirmation` is the new appointment's number (None for a hold).
-    fn check_booking(
-        &self,
-        booking: &Booking,
-        confirmation: Option<&ConfirmationNumber>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let slot = &booking.slot;
-        let rec = self
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
-            .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() })?;
-        if rec.closed {
-            return Err(Error::SlotClosed { slot: slot.clone() }.into());
-        }
-        let remaining = rec.capacity.saturating_sub(rec.booked + rec.held);
-        if remaining < booking.seats() {
-            return Err(Error::SlotFull {
-                slot: slot.clone(),
-                requested: booking.seats(),
-                remaining,
-            }
-            .into());
-        }
-        self.check_applicants(&booking.applicants, now)?;
-        if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
-            return Err(StoreError::ConfirmationTaken);
-        }
-        Ok(())
-    }
-
-    /// A moving entry's rules at join: its appointment is booked, held by exactly this group,
-    /// later than the range, and every receipt has a reschedule left.
-    fn check_moving(
-        &self,
-        join: &WaitlistJoin,
-        appointment: &ConfirmationNumber,
-        limit: u32,
-    ) -> Result<(), StoreError> {
-        let a = self
-            .appointments
-            .get(appointment)
-            .ok_or(Error::AppointmentNotFound)?;
-        // The group first (as wl_join.lua): a number without its group learns nothing.
-        if a.applicants != join.applicants {
-            return Err(Error::AppointmentNotFound.into());
-        }
-        if a.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: appointment.to_string(),
-            }
-            .into());
-        }
-        if a.slot.date <= join.range.to {
-            return Err(moving_range_error(a.slot.date).into());
-        }
-        for x in &a.applicants {
-            let used = self.receipts.get(&x.receipt).map(|r| r.reschedules);
-            if used.is_none_or(|u| u >= limit) {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: x.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The receipt and passport rules of a group (booking, hold or waitlist join).
-    fn check_applicants(
-        &self,
-        applicants: &[Applicant],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        for a in applicants {
-            let rec = self
-                .receipts
-                .get(&a.receipt)
-                .ok_or_else(|| Error::ReceiptNotRegistered {
-                    receipt_number: a.receipt.to_string(),
-                })?;
-            if rec.receipt.passport != a.passport {
-                return Err(Error::ReceiptPassportMismatch {
-                    receipt_number: a.receipt.to_string(),
-                }
-                .into());
-            }
-            if rec.receipt.expires_at() <= now {
-                return Err(Error::ReceiptExpired {
-                    receipt_number: a.receipt.to_string(),
-                    expired_at: crate::domain::types::format_instant(rec.receipt.expires_at()),
-                }
-                .into());
-            }
-            if rec.backing.is_some() || rec.held_by.is_some() {
-                return Err(Error::ReceiptInUse {
-                    receipt_number: a.receipt.to_string(),
-                }
-                .into());
-            }
-            if self.active.contains_key(&a.passport)
-                || self.held_passports.contains_key(&a.passport)
-            {
-                return Err(Error::ApplicantAlreadyBooked {
-                    passport_number: a.passport.to_string(),
-                }
-                .into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What a request_id remembered with its fingerprint (until an instant) answers: Ok(Some(first))
-/// replays the first outcome, Err refuses the id reused for other content, Ok(None) is new.
-fn recall<T: Clone>(
-    seen: &HashMap<RequestId, (String, T, DateTime<Utc>)>,
-    request_id: &RequestId,
-    fingerprint: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<T>, StoreError> {
-    match seen.get(request_id) {
-        Some((fp, first, until)) if *until > now => {
-            if fp != fingerprint {
-                return Err(Error::RequestIdReused {
-                    request_id: request_id.to_string(),
-                }
-                .into());
-            }
-            Ok(Some(first.clone()))
-        }
-        _ => Ok(None),
+    fn slot_rec(&self, slot: &SlotRef) -> Option<&SlotRec> {
+        self.days.get(&slot.day()).and_then(|d| d.get(&slot.time))
     }
 }
 
@@ -1130,66 +261,7 @@ impl Inventory for MemoryStore {
         plan: &OpenPlan,
         now: DateTime<Utc>,
     ) -> Result<OpenReport, StoreError> {
-        let mut state = self.lock();
-        let mut report = OpenReport::default();
-        let mut freed: Vec<(SlotRef, u32)> = Vec::new();
-        for day in plan.days() {
-            // As the Redis store's `days-due`: every opened day is retired once it has passed.
-            let due = super::appointment_retire_at(day.date);
-            state.past_days.insert((due, day.clone()));
-            let slots = state.days.entry(day.clone()).or_default();
-            for time in plan.times() {
-                match slots.get_mut(&time) {
-                    None => {
-                        freed.push((day.at(time), plan.seats));
-                        slots.insert(
-                            time,
-                            SlotRec {
-                                capacity: plan.seats,
-                                booked: 0,
-                                held: 0,
-                                closed: false,
-                            },
-                        );
-                        report.opened += 1;
-                    }
-                    Some(rec) => {
-                        let before = if rec.closed {
-                            0
-                        } else {
-                            rec.capacity.saturating_sub(rec.booked + rec.held)
-                        };
-                        rec.closed = false;
-                        rec.capacity = plan.seats.max(rec.booked + rec.held);
-                        report.updated += 1;
-                        let after = rec.capacity - (rec.booked + rec.held);
-                        if after > before {
-                            freed.push((day.at(time), after - before));
-                        }
-                        if plan.seats < rec.booked + rec.held {
-                            report.kept_at_booked.push(to_state(day.at(time), rec));
-                        }
-                    }
-                }
-            }
-        }
-        // The same operator events as the Redis scripts (the slot feed reads them).
-        state.push_event(
-            "opened",
-            &[
-                ("post", plan.post.to_string()),
-                ("category", plan.category.to_string()),
-                ("from", format_date(plan.range.from)),
-                ("to", format_date(plan.range.to)),
-                ("seats", plan.seats.to_string()),
-                ("opened", report.opened.to_string()),
-                ("updated", report.updated.to_string()),
-            ],
-        );
-        for (slot, seats) in freed {
-            state.offer_seats(&slot, seats, None, now);
-        }
-        Ok(report)
+        self.lock().open_slots(plan, now)
     }
 
     async fn set_capacity(
@@ -1198,84 +270,11 @@ impl Inventory for MemoryStore {
         capacity: u32,
         now: DateTime<Utc>,
     ) -> Result<SlotState, StoreError> {
-        let mut state = self.lock();
-        let rec = state
-            .days
-            .get_mut(&slot.day())
-            .and_then(|d| d.get_mut(&slot.time))
-            .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() })?;
-        // Seats under live holds count as taken.
-        if capacity < rec.booked + rec.held {
-            return Err(Error::CapacityBelowBooked {
-                slot: slot.clone(),
-                capacity,
-                booked: rec.booked + rec.held,
-            }
-            .into());
-        }
-        let raised = capacity.saturating_sub(rec.capacity);
-        rec.capacity = capacity;
-        state.push_event(
-            "capacity_set",
-            &[
-                ("slot", slot.to_string()),
-                ("capacity", capacity.to_string()),
-            ],
-        );
-        state.offer_seats(slot, raised, None, now);
-        let rec = state
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
-            .ok_or_else(|| StoreError::corrupt("slot vanished inside the lock"))?;
-        Ok(to_state(slot.clone(), rec))
+        self.lock().set_capacity(slot, capacity, now)
     }
 
     async fn close_slots(&self, day: &DayRef, time: Option<SlotTime>) -> Result<u32, StoreError> {
-        let mut state = self.lock();
-        let Some(slots) = state.days.get_mut(day) else {
-            // A day with no slots has nothing to close; one named slot must exist.
-            return match time {
-                Some(t) => Err(Error::SlotNotFound { slot: day.at(t) }.into()),
-                None => Ok(0),
-            };
-        };
-        let mut closed = 0;
-        match time {
-            Some(t) => {
-                let rec = slots
-                    .get_mut(&t)
-                    .ok_or_else(|| Error::SlotNotFound { slot: day.at(t) })?;
-                if !rec.closed {
-                    rec.closed = true;
-                    closed += 1;
-                }
-            }
-            None => {
-                for rec in slots.values_mut().filter(|r| !r.closed) {
-                    rec.closed = true;
-                    closed += 1;
-                }
-            }
-        }
-        if closed > 0 {
-            state.push_event(
-                "closed",
-                &[
-                    ("day", day.to_string()),
-                    // HHMM like the Redis script's event, "day" for the whole day.
-                    (
-                        "time",
-                        time.map_or_else(
-                            || "day".to_owned(),
-                            |t| format!("{:02}{:02}", t.minutes() / 60, t.minutes() % 60),
-                        ),
-                    ),
-                    ("closed", closed.to_string()),
-                ],
-            );
-        }
-        Ok(closed)
+        self.lock().close_slots(day, time)
     }
 
     async fn slots(
@@ -1284,21 +283,7 @@ impl Inventory for MemoryStore {
         category: &CategoryId,
         range: DateRange,
     ) -> Result<Vec<SlotState>, StoreError> {
-        let state = self.lock();
-        let from = DayRef {
-            post: post.clone(),
-            category: category.clone(),
-            date: range.from,
-        };
-        let to = DayRef {
-            date: range.to,
-            ..from.clone()
-        };
-        Ok(state
-            .days
-            .range(from..=to)
-            .flat_map(|(day, slots)| slots.iter().map(|(t, r)| to_state(day.at(*t), r)))
-            .collect())
+        self.lock().slots(post, category, range)
     }
 
     async fn book(
@@ -1307,28 +292,7 @@ impl Inventory for MemoryStore {
         confirmation: &ConfirmationNumber,
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
-        let mut state = self.lock();
-        let fingerprint = booking.fingerprint();
-        if let Some(first) = state.replay(Op::Book, &booking.request_id, &fingerprint, now)? {
-            return Ok(first);
-        }
-        state.check_admission(booking.admission.as_ref(), now)?;
-        state.reclaim(now);
-        state.expire_records(now);
-        state.check_booking(booking, Some(confirmation), now)?;
-
-        // Writes: nothing below can fail.
-        let appointment =
-            state.write_booking(&booking.slot, &booking.applicants, confirmation, None, now);
-        state.record_admission(booking.admission.as_ref(), confirmation, now);
-        state.remember(
-            Op::Book,
-            &booking.request_id,
-            fingerprint,
-            confirmation.clone(),
-            now,
-        );
-        Ok(appointment)
+        self.lock().book(booking, confirmation, now)
     }
 
     async fn appointment(
@@ -1336,13 +300,7 @@ impl Inventory for MemoryStore {
         confirmation: &ConfirmationNumber,
         passport: &PassportNumber,
     ) -> Result<Appointment, StoreError> {
-        let state = self.lock();
-        state
-            .appointments
-            .get(confirmation)
-            .filter(|a| a.includes(passport))
-            .cloned()
-            .ok_or_else(|| Error::AppointmentNotFound.into())
+        self.lock().appointment(confirmation, passport)
     }
 
     async fn cancel(
@@ -1350,175 +308,15 @@ impl Inventory for MemoryStore {
         cancellation: &Cancellation,
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
-        let mut state = self.lock();
-        state.expire_records(now);
-        let fingerprint = cancellation.fingerprint();
-        if let Some(first) =
-            state.replay(Op::Cancel, &cancellation.request_id, &fingerprint, now)?
-        {
-            return Ok(first);
-        }
-        let appointment = state
-            .appointments
-            .get(&cancellation.confirmation)
-            .filter(|a| a.includes(&cancellation.passport))
-            .ok_or(Error::AppointmentNotFound)?;
-        if appointment.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: cancellation.confirmation.to_string(),
-            }
-            .into());
-        }
-        // A retired (past) appointment has given its passports back: it is history now.
-        if state.retired.contains(&cancellation.confirmation) {
-            return Err(Error::SlotStarted {
-                slot: appointment.slot.clone(),
-            }
-            .into());
-        }
-        let slot = appointment.slot.clone();
-        let seats = appointment.seats();
-        let applicants = appointment.applicants.clone();
-
-        if let Some(rec) = state
-            .days
-            .get_mut(&slot.day())
-            .and_then(|d| d.get_mut(&slot.time))
-        {
-            rec.booked = rec.booked.saturating_sub(seats);
-        }
-        // Compare-and-set: only claims that still name this appointment are freed.
-        let confirmation = &cancellation.confirmation;
-        for a in &applicants {
-            if let Some(r) = state.receipts.get_mut(&a.receipt) {
-                if r.backing.as_ref() == Some(confirmation) {
-                    r.backing = None;
-                }
-            }
-            if state.active.get(&a.passport) == Some(confirmation) {
-                state.active.remove(&a.passport);
-            }
-        }
-        let updated = match state.appointments.get_mut(&cancellation.confirmation) {
-            Some(a) => {
-                a.status = AppointmentStatus::Cancelled;
-                a.updated_at = now;
-                a.clone()
-            }
-            None => return Err(StoreError::corrupt("appointment vanished inside the lock")),
-        };
-        // As cancel.lua: the member leaves the manifest for the day's cancelled index, and the
-        // record is forgotten once the retention has passed.
-        let member = ManifestCursor {
-            time: slot.time,
-            confirmation: confirmation.clone(),
-        };
-        let day = slot.day();
-        if let Some(set) = state.manifests.get_mut(&day) {
-            set.remove(&member);
-            if set.is_empty() {
-                state.manifests.remove(&day);
-            }
-        }
-        state.cancelled.entry(day).or_default().insert(member);
-        let until = now + state.retention;
-        state.expiring.insert((until, confirmation.clone()));
-        state.remember(
-            Op::Cancel,
-            &cancellation.request_id,
-            fingerprint,
-            cancellation.confirmation.clone(),
-            now,
-        );
-        state.push_event(
-            "cancelled",
-            &[
-                ("confirmation", cancellation.confirmation.to_string()),
-                ("slot", updated.slot.to_string()),
-                ("seats", seats.to_string()),
-                ("at", event_time(now)),
-            ],
-        );
-        // The entry that waited to move this appointment can never move it: it ends now.
-        let movers: Vec<EntryId> = applicants
-            .iter()
-            .filter_map(|a| state.waiting_passports.get(&a.passport).cloned())
-            .filter(|e| {
-                state.entries.get(e).and_then(|r| r.entry.moving.as_ref()) == Some(confirmation)
-            })
-            .collect();
-        for entry in movers {
-            state.cancel_moving_entry(&entry, reason::APPOINTMENT_CANCELLED, now)?;
-        }
-        state.offer_seats(&slot, seats, None, now);
-        Ok(updated)
+        self.lock().cancel(cancellation, now)
     }
 
     async fn manifest(&self, query: &ManifestQuery) -> Result<ManifestPage, StoreError> {
-        let state = self.lock();
-        let mut page = ManifestPage::default();
-        let limit = query.limit as usize;
-        if limit == 0 {
-            return Ok(page);
-        }
-        let after = |set: &'_ BTreeSet<ManifestCursor>| -> Vec<ManifestCursor> {
-            let iter: Box<dyn Iterator<Item = &ManifestCursor>> = match &query.after {
-                Some(after) => Box::new(
-                    set.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                ),
-                None => Box::new(set.iter()),
-            };
-            iter.take(limit + 1).cloned().collect()
-        };
-        let empty = BTreeSet::new();
-        let live = state.manifests.get(&query.day).unwrap_or(&empty);
-        // As manifest.lua: the live manifest holds BOOKED appointments only; with cancelled
-        // ones, at most limit + 1 members of each set are read and merged in order.
-        let mut members = after(live);
-        if query.include_cancelled {
-            members.extend(after(state.cancelled.get(&query.day).unwrap_or(&empty)));
-            members.sort();
-            members.truncate(limit + 1);
-        }
-        for cursor in &members {
-            let Some(a) = state.appointments.get(&cursor.confirmation) else {
-                return Err(StoreError::corrupt("manifest names a missing appointment"));
-            };
-            if page.appointments.len() == limit {
-                // One more exists: the page ends at the previous entry.
-                page.next = page.appointments.last().map(|last| ManifestCursor {
-                    time: last.slot.time,
-                    confirmation: last.confirmation.clone(),
-                });
-                break;
-            }
-            page.appointments.push(a.clone());
-        }
-        Ok(page)
+        self.lock().manifest(query)
     }
 
     async fn register_receipt(&self, receipt: &Receipt) -> Result<(Receipt, bool), StoreError> {
-        let mut state = self.lock();
-        if let Some(existing) = state.receipts.get(&receipt.number) {
-            return if &existing.receipt == receipt {
-                Ok((existing.receipt.clone(), false))
-            } else {
-                Err(Error::ReceiptConflict {
-                    receipt_number: receipt.number.to_string(),
-                }
-                .into())
-            };
-        }
-        state.receipts.insert(
-            receipt.number.clone(),
-            ReceiptRec {
-                receipt: receipt.clone(),
-                backing: None,
-                held_by: None,
-                reschedules: 0,
-            },
-        );
-        Ok((receipt.clone(), true))
+        self.lock().register_receipt(receipt)
     }
 
     async fn audit(
@@ -1527,31 +325,7 @@ impl Inventory for MemoryStore {
         category: &CategoryId,
         range: DateRange,
     ) -> Result<AuditReport, StoreError> {
-        let slots = self.slots(post, category, range).await?;
-        let state = self.lock();
-        let mut seats_by_slot: HashMap<&SlotRef, u32> = HashMap::new();
-        for a in state.appointments.values() {
-            // A retired (past) appointment left its slot's booked count with its day's index.
-            if a.status == AppointmentStatus::Booked && !state.retired.contains(&a.confirmation) {
-                *seats_by_slot.entry(&a.slot).or_default() += a.seats();
-            }
-        }
-        let mut held_by_slot: HashMap<&SlotRef, u32> = HashMap::new();
-        for (_, id) in &state.live_holds {
-            if let Some(h) = state.holds.get(id) {
-                *held_by_slot.entry(&h.slot).or_default() += h.seats();
-            }
-        }
-        let mut report = AuditReport::default();
-        for s in &slots {
-            let counted = seats_by_slot.get(&s.slot).copied().unwrap_or(0);
-            let counted_held = held_by_slot.get(&s.slot).copied().unwrap_or(0);
-            report.slots_checked += 1;
-            report
-                .violations
-                .extend(crate::domain::rules::audit_slot(s, counted, counted_held));
-        }
-        Ok(report)
+        self.lock().audit(post, category, range)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1565,58 +339,7 @@ impl Inventory for MemoryStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Hold, StoreError> {
-        let mut state = self.lock();
-        let fingerprint = request.fingerprint();
-        if let Some(first) = recall(
-            &state.remembered_holds,
-            &request.request_id,
-            &fingerprint,
-            now,
-        )? {
-            return state
-                .holds
-                .get(&first)
-                .cloned()
-                .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
-        }
-        state.reclaim(now);
-        // The same rules as a booking; a hold id collision is drawn again like a number.
-        state.check_booking(request, None, now)?;
-        if state.holds.contains_key(id) {
-            return Err(StoreError::ConfirmationTaken);
-        }
-
-        let hold = Hold {
-            id: id.clone(),
-            slot: request.slot.clone(),
-            applicants: request.applicants.clone(),
-            status: HoldStatus::Held,
-            created_at: now,
-            expires_at,
-            confirmation: None,
-            entry: None,
-        };
-        let seats = hold.seats();
-        state.place_hold(&hold, true);
-        state.remembered_holds.insert(
-            request.request_id.clone(),
-            (
-                fingerprint,
-                id.clone(),
-                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            ),
-        );
-        state.push_event(
-            "held",
-            &[
-                ("hold_ref", id.reference()),
-                ("slot", hold.slot.to_string()),
-                ("seats", seats.to_string()),
-                ("expires_ms", expires_at.timestamp_millis().to_string()),
-                ("at", event_time(now)),
-            ],
-        );
-        Ok(hold)
+        self.lock().hold(request, id, expires_at, now)
     }
 
     async fn confirm_hold(
@@ -1625,87 +348,7 @@ impl Inventory for MemoryStore {
         number: &ConfirmationNumber,
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
-        let mut state = self.lock();
-        let hold = state
-            .holds
-            .get(&confirmation.hold)
-            .cloned()
-            .ok_or(Error::HoldNotFound)?;
-        match hold.status_at(now) {
-            HoldStatus::Held => {}
-            HoldStatus::Confirmed => {
-                // Confirming again answers the first outcome.
-                let first = hold
-                    .confirmation
-                    .as_ref()
-                    .and_then(|c| state.appointments.get(c))
-                    .cloned();
-                return first
-                    .ok_or_else(|| StoreError::corrupt("confirmed hold names no appointment"));
-            }
-            HoldStatus::Expired => {
-                state.reclaim(now);
-                return Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: crate::domain::types::format_instant(hold.expires_at),
-                }
-                .into());
-            }
-            s @ HoldStatus::Released => {
-                return Err(Error::HoldNotActive {
-                    hold_id: hold.id.to_string(),
-                    status: s.as_str().to_owned(),
-                }
-                .into())
-            }
-        }
-        state.check_admission(confirmation.admission.as_ref(), now)?;
-        let moving = hold
-            .entry
-            .as_ref()
-            .and_then(|e| state.entries.get(e))
-            .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
-        if let Some((appointment, limit)) = moving {
-            let moved = state.accept_move(&hold, &appointment, limit, now)?;
-            state.record_admission(confirmation.admission.as_ref(), &moved.confirmation, now);
-            return Ok(moved);
-        }
-        // Compare-and-set: the claims become the appointment's only while they still name this
-        // hold (as confirm_hold.lua); a hold that lost one has expired and books nothing.
-        let claims_held = hold.applicants.iter().all(|a| {
-            state
-                .receipts
-                .get(&a.receipt)
-                .is_some_and(|r| r.held_by.as_ref() == Some(&hold.id))
-                && state.held_passports.get(&a.passport) == Some(&hold.id)
-        });
-        if !claims_held {
-            return Err(Error::HoldExpired {
-                hold_id: hold.id.to_string(),
-                expired_at: crate::domain::types::format_instant(hold.expires_at),
-            }
-            .into());
-        }
-        if state.appointments.contains_key(number) {
-            return Err(StoreError::ConfirmationTaken);
-        }
-        state.reclaim(now);
-        state.record_admission(confirmation.admission.as_ref(), number, now);
-
-        // The hold's seats, passports and receipts become the appointment's.
-        state.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        state.free_hold(&hold);
-        if let Some(h) = state.holds.get_mut(&hold.id) {
-            h.status = HoldStatus::Confirmed;
-            h.confirmation = Some(number.clone());
-        }
-        if let Some(entry) = &hold.entry {
-            state.end_entry(entry, EntryStatus::Fulfilled, None, now);
-            if let Some(rec) = state.entries.get_mut(entry) {
-                rec.entry.confirmation = Some(number.clone());
-            }
-        }
-        Ok(state.write_booking(&hold.slot, &hold.applicants, number, Some(&hold.id), now))
+        self.lock().confirm_hold(confirmation, number, now)
     }
 
     async fn release_hold(
@@ -1713,40 +356,11 @@ impl Inventory for MemoryStore {
         release: &HoldRelease,
         now: DateTime<Utc>,
     ) -> Result<Hold, StoreError> {
-        let mut state = self.lock();
-        let hold = state
-            .holds
-            .get(&release.hold)
-            .cloned()
-            .ok_or(Error::HoldNotFound)?;
-        match hold.status_at(now) {
-            HoldStatus::Held => {}
-            HoldStatus::Released => return Ok(hold),
-            HoldStatus::Expired => {
-                state.reclaim(now);
-                return Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: crate::domain::types::format_instant(hold.expires_at),
-                }
-                .into());
-            }
-            s @ HoldStatus::Confirmed => {
-                return Err(Error::HoldNotActive {
-                    hold_id: hold.id.to_string(),
-                    status: s.as_str().to_owned(),
-                }
-                .into())
-            }
-        }
-        state.reclaim(now);
-        let released = state.release(&hold, now)?;
-        let declined = state.offer_ended(&hold, false, now);
-        state.offer_seats(&hold.slot, hold.seats(), declined.as_ref(), now);
-        Ok(released)
+        self.lock().release_hold(release, now)
     }
 
     async fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
-        Ok(self.lock().holds.get(id).cloned())
+        self.lock().find_hold(id)
     }
 
     async fn reclaim_expired_holds(&self, now: DateTime<Utc>) -> Result<Reclaimed, StoreError> {
@@ -1754,44 +368,11 @@ impl Inventory for MemoryStore {
     }
 
     async fn retire_passed_waitlist(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
-        // As wl_retire.lua: at most WAITLIST_RETIRE_BATCH due entries per call; a WAITING one
-        // ends EXPIRED (DATES_PASSED), an OFFERED one is looked at again after the offer TTL,
-        // a finished one just leaves the index.
-        let mut state = self.lock();
-        let due: Vec<((DateTime<Utc>, u64), EntryId)> = state
-            .retire_due
-            .range(..=(now, u64::MAX))
-            .take(super::WAITLIST_RETIRE_BATCH as usize)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let mut retired = 0;
-        for (key, id) in due {
-            state.retire_due.remove(&key);
-            match state.entries.get(&id).map(|r| r.entry.status) {
-                Some(EntryStatus::Offered) => {
-                    let later = now + state.offer_ttl;
-                    state.retire_due.insert((later, key.1), id);
-                }
-                Some(EntryStatus::Waiting) => {
-                    state.end_entry(&id, EntryStatus::Expired, Some("DATES_PASSED"), now);
-                    state.push_event(
-                        "waitlist_cancelled",
-                        &[
-                            ("entry", id.to_string()),
-                            ("reason", "DATES_PASSED".to_owned()),
-                        ],
-                    );
-                    retired += 1;
-                }
-                _ => {}
-            }
-        }
-        Ok(retired)
+        self.lock().retire_passed_waitlist(now)
     }
 
     async fn retire_past_appointments(&self, now: DateTime<Utc>) -> Result<u32, StoreError> {
-        let mut state = self.lock();
-        Ok(state.retire_past(now))
+        Ok(self.lock().retire_past_appointments(now))
     }
 
     async fn reschedule(
@@ -1800,107 +381,11 @@ impl Inventory for MemoryStore {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<Appointment, StoreError> {
-        let mut state = self.lock();
-        let fingerprint = reschedule.fingerprint();
-        if let Some(first) =
-            state.replay(Op::Reschedule, &reschedule.request_id, &fingerprint, now)?
-        {
-            return Ok(first);
-        }
-        state.reclaim(now);
-        // Checks, in the Redis script's order.
-        let appointment = state
-            .appointments
-            .get(&reschedule.confirmation)
-            .filter(|a| a.includes(&reschedule.passport))
-            .cloned()
-            .ok_or(Error::AppointmentNotFound)?;
-        if appointment.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: reschedule.confirmation.to_string(),
-            }
-            .into());
-        }
-        if state.retired.contains(&reschedule.confirmation) {
-            return Err(Error::SlotStarted {
-                slot: appointment.slot.clone(),
-            }
-            .into());
-        }
-        let to = &reschedule.new_slot;
-        let from = appointment.slot.clone();
-        if *to == from {
-            return Err(Error::RescheduleSameSlot {
-                confirmation_number: reschedule.confirmation.to_string(),
-                slot: from,
-            }
-            .into());
-        }
-        let seats = appointment.seats();
-        let rec = state
-            .days
-            .get(&to.day())
-            .and_then(|d| d.get(&to.time))
-            .ok_or_else(|| Error::SlotNotFound { slot: to.clone() })?;
-        if rec.closed {
-            return Err(Error::SlotClosed { slot: to.clone() }.into());
-        }
-        let remaining = rec.capacity.saturating_sub(rec.booked + rec.held);
-        if remaining < seats {
-            return Err(Error::SlotFull {
-                slot: to.clone(),
-                requested: seats,
-                remaining,
-            }
-            .into());
-        }
-        for a in &appointment.applicants {
-            let used = state
-                .receipts
-                .get(&a.receipt)
-                .map(|r| r.reschedules)
-                .ok_or_else(|| StoreError::corrupt("appointment names a missing receipt"))?;
-            if used >= limit {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
-        }
-
-        // Writes: both slots change in this one critical section.
-        let moved = state.move_appointment(&appointment, to, now)?;
-        state.remember(
-            Op::Reschedule,
-            &reschedule.request_id,
-            fingerprint,
-            reschedule.confirmation.clone(),
-            now,
-        );
-        state.offer_seats(&from, seats, None, now);
-        Ok(moved)
+        self.lock().reschedule(reschedule, limit, now)
     }
 
     async fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
-        let state = self.lock();
-        let after = match start {
-            EventStart::Latest => {
-                return Ok(EventPage {
-                    events: Vec::new(),
-                    next: state.events.last().map(|e| e.id).unwrap_or_default(),
-                })
-            }
-            EventStart::After(id) => id,
-        };
-        let from = state.events.partition_point(|e| e.id <= after);
-        let events: Vec<Event> = state.events[from..]
-            .iter()
-            .take(limit as usize)
-            .cloned()
-            .collect();
-        let next = events.last().map(|e| e.id).unwrap_or(after);
-        Ok(EventPage { events, next })
+        self.lock().events(start, limit)
     }
 
     async fn join_waitlist(
@@ -1910,101 +395,11 @@ impl Inventory for MemoryStore {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
-        let mut state = self.lock();
-        let fingerprint = join.fingerprint();
-        if let Some(first) = recall(&state.remembered_joins, &join.request_id, &fingerprint, now)? {
-            return state
-                .entry_view(&first)
-                .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
-        }
-        state.reclaim(now);
-        // Checks, in the Redis script's order: ownership first (receipts, or the appointment's
-        // number and passport), so ALREADY_WAITING answers only a caller who proved it.
-        match &join.moving {
-            Some(appointment) => state.check_moving(join, appointment, limit)?,
-            None => state.check_applicants(&join.applicants, now)?,
-        }
-        for a in &join.applicants {
-            if state.waiting_passports.contains_key(&a.passport) {
-                return Err(Error::AlreadyWaiting {
-                    passport_number: a.passport.to_string(),
-                }
-                .into());
-            }
-        }
-        if state.entries.contains_key(id) {
-            return Err(StoreError::ConfirmationTaken);
-        }
-
-        // Writes.
-        state.join_seq += 1;
-        let seq = state.join_seq;
-        let entry = WaitlistEntry {
-            id: id.clone(),
-            post: join.post.clone(),
-            category: join.category.clone(),
-            range: join.range,
-            times: join.times.clone(),
-            applicants: join.applicants.clone(),
-            status: EntryStatus::Waiting,
-            position: None,
-            offer: None,
-            confirmation: None,
-            moving: join.moving.clone(),
-            reason: None,
-            created_at: now,
-            updated_at: now,
-        };
-        state.entries.insert(
-            id.clone(),
-            EntryRec {
-                entry,
-                seq,
-                offer: None,
-                limit,
-            },
-        );
-        state
-            .lines
-            .entry((join.post.clone(), join.category.clone()))
-            .or_default()
-            .insert(seq, id.clone());
-        state
-            .retire_due
-            .insert((super::waitlist_retire_at(join.range.to), seq), id.clone());
-        for a in &join.applicants {
-            state
-                .waiting_passports
-                .insert(a.passport.clone(), id.clone());
-        }
-        state.remembered_joins.insert(
-            join.request_id.clone(),
-            (
-                fingerprint,
-                id.clone(),
-                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            ),
-        );
-        state.push_event(
-            "waitlist_joined",
-            &[
-                ("entry", id.to_string()),
-                ("post", join.post.to_string()),
-                ("category", join.category.to_string()),
-                ("from", crate::domain::types::format_date(join.range.from)),
-                ("to", crate::domain::types::format_date(join.range.to)),
-                ("seats", join.seats().to_string()),
-            ],
-        );
-        state
-            .entry_view(id)
-            .ok_or_else(|| StoreError::corrupt("entry vanished inside the lock"))
+        self.lock().join_waitlist(join, id, limit, now)
     }
 
     async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, StoreError> {
-        self.lock()
-            .entry_view(id)
-            .ok_or_else(|| Error::WaitlistEntryNotFound.into())
+        self.lock().waitlist_entry(id)
     }
 
     async fn leave_waitlist(
@@ -2012,30 +407,7 @@ impl Inventory for MemoryStore {
         id: &EntryId,
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
-        let mut state = self.lock();
-        let rec = state
-            .entries
-            .get(id)
-            .cloned()
-            .ok_or(Error::WaitlistEntryNotFound)?;
-        if rec.entry.status.in_line() {
-            state.end_entry(id, EntryStatus::Left, None, now);
-            let offer = rec
-                .offer
-                .as_ref()
-                .filter(|_| rec.entry.status == EntryStatus::Offered)
-                .and_then(|h| state.holds.get(h))
-                .filter(|h| h.status_at(now) == HoldStatus::Held)
-                .cloned();
-            if let Some(hold) = offer {
-                state.release(&hold, now)?;
-                state.offer_seats(&hold.slot, hold.seats(), Some(id), now);
-            }
-            state.push_event("waitlist_left", &[("entry", id.to_string())]);
-        }
-        state
-            .entry_view(id)
-            .ok_or_else(|| StoreError::corrupt("entry vanished inside the lock"))
+        self.lock().leave_waitlist(id, now)
     }
 
     async fn admission_step(
@@ -2044,16 +416,7 @@ impl Inventory for MemoryStore {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<u32, StoreError> {
-        let mut state = self.lock();
-        let rec = state.admission_rec(ticket, now);
-        if rec.booked.is_some() {
-            return Err(Error::AdmissionUsed.into());
-        }
-        if rec.steps >= limit {
-            return Err(Error::AdmissionStepsExhausted { limit }.into());
-        }
-        rec.steps += 1;
-        Ok(rec.steps)
+        self.lock().admission_step(ticket, limit, now)
     }
 
     async fn set_waitlist_share(
@@ -2062,13 +425,7 @@ impl Inventory for MemoryStore {
         category: &CategoryId,
         percent: u32,
     ) -> Result<u32, StoreError> {
-        let mut state = self.lock();
-        let share = state
-            .shares
-            .entry((post.clone(), category.clone()))
-            .or_insert((100, 0));
-        share.0 = percent;
-        Ok(percent)
+        self.lock().set_waitlist_share(post, category, percent)
     }
 }
 

@@ -1,0 +1,415 @@
+//! Holds and the claims every booking shares (`hold.lua`, `confirm_hold.lua`,
+//! `release_hold.lua`, `reclaim.lua`, `holds_lib.lua`): a passport or receipt is claimed by one
+//! live appointment or hold at a time, and a request_id answers its first outcome.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{event_time, Op, Remembered, State};
+use crate::domain::lifecycle::{
+    Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, HoldStatus,
+};
+use crate::domain::types::{Applicant, Appointment, ConfirmationNumber, RequestId};
+use crate::domain::waitlist::EntryStatus;
+use crate::domain::Error;
+use crate::store::{Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS};
+
+impl State {
+    pub(super) fn hold(
+        &mut self,
+        request: &HoldRequest,
+        id: &HoldId,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        let fingerprint = request.fingerprint();
+        if let Some(first) = recall(
+            &self.remembered_holds,
+            &request.request_id,
+            &fingerprint,
+            now,
+        )? {
+            return self
+                .holds
+                .get(&first)
+                .cloned()
+                .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
+        }
+        self.reclaim(now);
+        // The same rules as a booking; a hold id collision is drawn again like a number.
+        self.check_booking(request, None, now)?;
+        if self.holds.contains_key(id) {
+            return Err(StoreError::ConfirmationTaken);
+        }
+
+        let hold = Hold {
+            id: id.clone(),
+            slot: request.slot.clone(),
+            applicants: request.applicants.clone(),
+            status: HoldStatus::Held,
+            created_at: now,
+            expires_at,
+            confirmation: None,
+            entry: None,
+        };
+        let seats = hold.seats();
+        self.place_hold(&hold, true);
+        self.remembered_holds.insert(
+            request.request_id.clone(),
+            (
+                fingerprint,
+                id.clone(),
+                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
+            ),
+        );
+        self.push_event(
+            "held",
+            &[
+                ("hold_ref", id.reference()),
+                ("slot", hold.slot.to_string()),
+                ("seats", seats.to_string()),
+                ("expires_ms", expires_at.timestamp_millis().to_string()),
+                ("at", event_time(now)),
+            ],
+        );
+        Ok(hold)
+    }
+
+    pub(super) fn confirm_hold(
+        &mut self,
+        confirmation: &HoldConfirmation,
+        number: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Appointment, StoreError> {
+        let hold = self
+            .holds
+            .get(&confirmation.hold)
+            .cloned()
+            .ok_or(Error::HoldNotFound)?;
+        match hold.status_at(now) {
+            HoldStatus::Held => {}
+            HoldStatus::Confirmed => {
+                // Confirming again answers the first outcome.
+                let first = hold
+                    .confirmation
+                    .as_ref()
+                    .and_then(|c| self.appointments.get(c))
+                    .cloned();
+                return first
+                    .ok_or_else(|| StoreError::corrupt("confirmed hold names no appointment"));
+            }
+            HoldStatus::Expired => {
+                self.reclaim(now);
+                return Err(Error::HoldExpired {
+                    hold_id: hold.id.to_string(),
+                    expired_at: crate::domain::types::format_instant(hold.expires_at),
+                }
+                .into());
+            }
+            s @ HoldStatus::Released => {
+                return Err(Error::HoldNotActive {
+                    hold_id: hold.id.to_string(),
+                    status: s.as_str().to_owned(),
+                }
+                .into())
+            }
+        }
+        self.check_admission(confirmation.admission.as_ref(), now)?;
+        let moving = hold
+            .entry
+            .as_ref()
+            .and_then(|e| self.entries.get(e))
+            .and_then(|r| r.entry.moving.clone().map(|m| (m, r.limit)));
+        if let Some((appointment, limit)) = moving {
+            let moved = self.accept_move(&hold, &appointment, limit, now)?;
+            self.record_admission(confirmation.admission.as_ref(), &moved.confirmation, now);
+            return Ok(moved);
+        }
+        // Compare-and-set: the claims become the appointment's only while they still name this
+        // hold (as confirm_hold.lua); a hold that lost one has expired and books nothing.
+        let claims_held = hold.applicants.iter().all(|a| {
+            self.receipts
+                .get(&a.receipt)
+                .is_some_and(|r| r.held_by.as_ref() == Some(&hold.id))
+                && self.held_passports.get(&a.passport) == Some(&hold.id)
+        });
+        if !claims_held {
+            return Err(Error::HoldExpired {
+                hold_id: hold.id.to_string(),
+                expired_at: crate::domain::types::format_instant(hold.expires_at),
+            }
+            .into());
+        }
+        if self.appointments.contains_key(number) {
+            return Err(StoreError::ConfirmationTaken);
+        }
+        self.reclaim(now);
+        self.record_admission(confirmation.admission.as_ref(), number, now);
+
+        // The hold's seats, passports and receipts become the appointment's.
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(&hold);
+        if let Some(h) = self.holds.get_mut(&hold.id) {
+            h.status = HoldStatus::Confirmed;
+            h.confirmation = Some(number.clone());
+        }
+        if let Some(entry) = &hold.entry {
+            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
+            if let Some(rec) = self.entries.get_mut(entry) {
+                rec.entry.confirmation = Some(number.clone());
+            }
+        }
+        Ok(self.write_booking(&hold.slot, &hold.applicants, number, Some(&hold.id), now))
+    }
+
+    pub(super) fn release_hold(
+        &mut self,
+        release: &HoldRelease,
+        now: DateTime<Utc>,
+    ) -> Result<Hold, StoreError> {
+        let hold = self
+            .holds
+            .get(&release.hold)
+            .cloned()
+            .ok_or(Error::HoldNotFound)?;
+        match hold.status_at(now) {
+            HoldStatus::Held => {}
+            HoldStatus::Released => return Ok(hold),
+            HoldStatus::Expired => {
+                self.reclaim(now);
+                return Err(Error::HoldExpired {
+                    hold_id: hold.id.to_string(),
+                    expired_at: crate::domain::types::format_instant(hold.expires_at),
+                }
+                .into());
+            }
+            s @ HoldStatus::Confirmed => {
+                return Err(Error::HoldNotActive {
+                    hold_id: hold.id.to_string(),
+                    status: s.as_str().to_owned(),
+                }
+                .into())
+            }
+        }
+        self.reclaim(now);
+        let released = self.release(&hold, now)?;
+        let declined = self.offer_ended(&hold, false, now);
+        self.offer_seats(&hold.slot, hold.seats(), declined.as_ref(), now);
+        Ok(released)
+    }
+
+    pub(super) fn find_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.holds.get(id).cloned())
+    }
+
+    pub(super) fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
+        let mut reclaimed = Reclaimed::default();
+        while let Some((expires, id)) = self.live_holds.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.live_holds.remove(&(expires, id.clone()));
+            let Some(hold) = self.holds.get_mut(&id) else {
+                continue;
+            };
+            hold.status = HoldStatus::Expired;
+            let hold = hold.clone();
+            self.free_hold(&hold);
+            self.push_event(
+                "hold_expired",
+                &[
+                    ("hold_ref", id.reference()),
+                    ("slot", hold.slot.to_string()),
+                    ("seats", hold.seats().to_string()),
+                    ("expires_ms", hold.expires_at.timestamp_millis().to_string()),
+                ],
+            );
+            self.offer_ended(&hold, true, hold.expires_at);
+            self.offer_seats(&hold.slot, hold.seats(), None, now);
+            reclaimed.holds += 1;
+            let day = hold.slot.day();
+            if !reclaimed.days.contains(&day) {
+                reclaimed.days.push(day);
+            }
+        }
+        reclaimed
+    }
+
+    /// The writes of a new hold: its seats, and (`claims`) its receipts and passports, are taken
+    /// until expiry. An offer to a moving entry claims nothing: its appointment does.
+    pub(super) fn place_hold(&mut self, hold: &Hold, claims: bool) {
+        let seats = hold.seats();
+        if let Some(rec) = self.slot_mut(&hold.slot) {
+            rec.held += seats;
+        }
+        for a in hold.applicants.iter().filter(|_| claims) {
+            if let Some(r) = self.receipts.get_mut(&a.receipt) {
+                r.held_by = Some(hold.id.clone());
+            }
+            self.held_passports
+                .insert(a.passport.clone(), hold.id.clone());
+        }
+        self.live_holds.insert((hold.expires_at, hold.id.clone()));
+        self.holds.insert(hold.id.clone(), hold.clone());
+    }
+
+    /// The writes of releasing a live hold: its seats and claims come back, it is RELEASED, one
+    /// `hold_released` event (ReleaseHold, and leaving the waitlist with a pending offer).
+    pub(super) fn release(&mut self, hold: &Hold, now: DateTime<Utc>) -> Result<Hold, StoreError> {
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(hold);
+        let released = match self.holds.get_mut(&hold.id) {
+            Some(h) => {
+                h.status = HoldStatus::Released;
+                h.clone()
+            }
+            None => return Err(StoreError::corrupt("hold vanished inside the lock")),
+        };
+        self.push_event(
+            "hold_released",
+            &[
+                ("hold_ref", hold.id.reference()),
+                ("slot", hold.slot.to_string()),
+                ("seats", hold.seats().to_string()),
+                ("at", event_time(now)),
+            ],
+        );
+        Ok(released)
+    }
+
+    /// A hold's seats, passports and receipts back to free (its status is set by the caller).
+    pub(super) fn free_hold(&mut self, hold: &Hold) {
+        let seats = hold.seats();
+        if let Some(rec) = self.slot_mut(&hold.slot) {
+            rec.held = rec.held.saturating_sub(seats);
+        }
+        for a in &hold.applicants {
+            if let Some(r) = self.receipts.get_mut(&a.receipt) {
+                if r.held_by.as_ref() == Some(&hold.id) {
+                    r.held_by = None;
+                }
+            }
+            if self.held_passports.get(&a.passport) == Some(&hold.id) {
+                self.held_passports.remove(&a.passport);
+            }
+        }
+    }
+
+    /// The receipt and passport rules of a group (booking, hold or waitlist join).
+    pub(super) fn check_applicants(
+        &self,
+        applicants: &[Applicant],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for a in applicants {
+            let rec = self
+                .receipts
+                .get(&a.receipt)
+                .ok_or_else(|| Error::ReceiptNotRegistered {
+                    receipt_number: a.receipt.to_string(),
+                })?;
+            if rec.receipt.passport != a.passport {
+                return Err(Error::ReceiptPassportMismatch {
+                    receipt_number: a.receipt.to_string(),
+                }
+                .into());
+            }
+            if rec.receipt.expires_at() <= now {
+                return Err(Error::ReceiptExpired {
+                    receipt_number: a.receipt.to_string(),
+                    expired_at: crate::domain::types::format_instant(rec.receipt.expires_at()),
+                }
+                .into());
+            }
+            if rec.backing.is_some() || rec.held_by.is_some() {
+                return Err(Error::ReceiptInUse {
+                    receipt_number: a.receipt.to_string(),
+                }
+                .into());
+            }
+            if self.active.contains_key(&a.passport)
+                || self.held_passports.contains_key(&a.passport)
+            {
+                return Err(Error::ApplicantAlreadyBooked {
+                    passport_number: a.passport.to_string(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of a request_id seen before: Ok(Some) replays it, Err refuses a reused id.
+    pub(super) fn replay(
+        &self,
+        op: Op,
+        request_id: &RequestId,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let Some(seen) = self.remembered.get(&(op, request_id.clone())) else {
+            return Ok(None);
+        };
+        if seen.expires_at <= now {
+            return Ok(None);
+        }
+        if seen.fingerprint != fingerprint {
+            return Err(Error::RequestIdReused {
+                request_id: request_id.to_string(),
+            }
+            .into());
+        }
+        self.appointments
+            .get(&seen.confirmation)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupt("remembered request names a missing appointment"))
+    }
+
+    pub(super) fn remember(
+        &mut self,
+        op: Op,
+        request_id: &RequestId,
+        fingerprint: String,
+        confirmation: ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) {
+        self.writes_since_prune += 1;
+        if self.writes_since_prune >= 4096 {
+            self.writes_since_prune = 0;
+            self.remembered.retain(|_, r| r.expires_at > now);
+            self.admissions.retain(|_, r| r.expires_at > now);
+        }
+        self.remembered.insert(
+            (op, request_id.clone()),
+            Remembered {
+                fingerprint,
+                confirmation,
+                expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
+            },
+        );
+    }
+}
+
+/// What a request_id remembered with its fingerprint (until an instant) answers: Ok(Some(first))
+/// replays the first outcome, Err refuses the id reused for other content, Ok(None) is new.
+pub(super) fn recall<T: Clone>(
+    seen: &HashMap<RequestId, (String, T, DateTime<Utc>)>,
+    request_id: &RequestId,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<T>, StoreError> {
+    match seen.get(request_id) {
+        Some((fp, first, until)) if *until > now => {
+            if fp != fingerprint {
+                return Err(Error::RequestIdReused {
+                    request_id: request_id.to_string(),
+                }
+                .into());
+            }
+            Ok(Some(first.clone()))
+        }
+        _ => Ok(None),
+    }
+}
