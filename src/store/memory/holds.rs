@@ -3,6 +3,7 @@
 //! live appointment or hold at a time, and a request_id answers its first outcome.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -10,7 +11,7 @@ use super::{event_time, Op, Remembered, State};
 use crate::domain::lifecycle::{
     Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, HoldStatus,
 };
-use crate::domain::types::{Applicant, Appointment, ConfirmationNumber, RequestId};
+use crate::domain::types::{format_instant, Applicant, Appointment, ConfirmationNumber, RequestId};
 use crate::domain::waitlist::EntryStatus;
 use crate::domain::Error;
 use crate::store::{Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS};
@@ -26,6 +27,7 @@ impl State {
         let fingerprint = request.fingerprint();
         if let Some(first) = recall(
             &self.remembered_holds,
+            &request.request_id,
             &request.request_id,
             &fingerprint,
             now,
@@ -57,11 +59,7 @@ impl State {
         self.place_hold(&hold, true);
         self.remembered_holds.insert(
             request.request_id.clone(),
-            (
-                fingerprint,
-                id.clone(),
-                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            ),
+            Remembered::new(fingerprint, id.clone(), now),
         );
         self.push_event(
             "held",
@@ -101,11 +99,7 @@ impl State {
             }
             HoldStatus::Expired => {
                 self.reclaim(now);
-                return Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: crate::domain::types::format_instant(hold.expires_at),
-                }
-                .into());
+                return Err(hold_expired(&hold).into());
             }
             s @ HoldStatus::Released => {
                 return Err(Error::HoldNotActive {
@@ -135,11 +129,7 @@ impl State {
                 && self.held_passports.get(&a.passport) == Some(&hold.id)
         });
         if !claims_held {
-            return Err(Error::HoldExpired {
-                hold_id: hold.id.to_string(),
-                expired_at: crate::domain::types::format_instant(hold.expires_at),
-            }
-            .into());
+            return Err(hold_expired(&hold).into());
         }
         if self.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);
@@ -148,18 +138,7 @@ impl State {
         self.record_admission(confirmation.admission.as_ref(), number, now);
 
         // The hold's seats, passports and receipts become the appointment's.
-        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        self.free_hold(&hold);
-        if let Some(h) = self.holds.get_mut(&hold.id) {
-            h.status = HoldStatus::Confirmed;
-            h.confirmation = Some(number.clone());
-        }
-        if let Some(entry) = &hold.entry {
-            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
-            if let Some(rec) = self.entries.get_mut(entry) {
-                rec.entry.confirmation = Some(number.clone());
-            }
-        }
+        self.confirm_writes(&hold, number, now);
         Ok(self.write_booking(&hold.slot, &hold.applicants, number, Some(&hold.id), now))
     }
 
@@ -178,11 +157,7 @@ impl State {
             HoldStatus::Released => return Ok(hold),
             HoldStatus::Expired => {
                 self.reclaim(now);
-                return Err(Error::HoldExpired {
-                    hold_id: hold.id.to_string(),
-                    expired_at: crate::domain::types::format_instant(hold.expires_at),
-                }
-                .into());
+                return Err(hold_expired(&hold).into());
             }
             s @ HoldStatus::Confirmed => {
                 return Err(Error::HoldNotActive {
@@ -254,6 +229,30 @@ impl State {
         self.holds.insert(hold.id.clone(), hold.clone());
     }
 
+    /// The writes of confirming a live hold as the appointment `number` (a booking, or a
+    /// moving entry's accepted offer): it leaves the live holds, its seats and claims are freed
+    /// (the caller books them again for the appointment), it is CONFIRMED, and the waitlist
+    /// entry it was offered to is FULFILLED.
+    pub(super) fn confirm_writes(
+        &mut self,
+        hold: &Hold,
+        number: &ConfirmationNumber,
+        now: DateTime<Utc>,
+    ) {
+        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
+        self.free_hold(hold);
+        if let Some(h) = self.holds.get_mut(&hold.id) {
+            h.status = HoldStatus::Confirmed;
+            h.confirmation = Some(number.clone());
+        }
+        if let Some(entry) = &hold.entry {
+            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
+            if let Some(rec) = self.entries.get_mut(entry) {
+                rec.entry.confirmation = Some(number.clone());
+            }
+        }
+    }
+
     /// The writes of releasing a live hold: its seats and claims come back, it is RELEASED, one
     /// `hold_released` event (ReleaseHold, and leaving the waitlist with a pending offer).
     pub(super) fn release(&mut self, hold: &Hold, now: DateTime<Utc>) -> Result<Hold, StoreError> {
@@ -296,12 +295,14 @@ impl State {
         }
     }
 
-    /// The receipt and passport rules of a group (booking, hold or waitlist join).
+    /// The receipt and passport rules of a group: a booking, hold or waitlist join refuses the
+    /// first applicant that breaks one, and the offer step (`State::entry_refusal`) cancels an
+    /// entry for it (as `check_applicants` in holds_lib.lua).
     pub(super) fn check_applicants(
         &self,
         applicants: &[Applicant],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         for a in applicants {
             let rec = self
                 .receipts
@@ -312,29 +313,25 @@ impl State {
             if rec.receipt.passport != a.passport {
                 return Err(Error::ReceiptPassportMismatch {
                     receipt_number: a.receipt.to_string(),
-                }
-                .into());
+                });
             }
             if rec.receipt.expires_at() <= now {
                 return Err(Error::ReceiptExpired {
                     receipt_number: a.receipt.to_string(),
-                    expired_at: crate::domain::types::format_instant(rec.receipt.expires_at()),
-                }
-                .into());
+                    expired_at: format_instant(rec.receipt.expires_at()),
+                });
             }
             if rec.backing.is_some() || rec.held_by.is_some() {
                 return Err(Error::ReceiptInUse {
                     receipt_number: a.receipt.to_string(),
-                }
-                .into());
+                });
             }
             if self.active.contains_key(&a.passport)
                 || self.held_passports.contains_key(&a.passport)
             {
                 return Err(Error::ApplicantAlreadyBooked {
                     passport_number: a.passport.to_string(),
-                }
-                .into());
+                });
             }
         }
         Ok(())
@@ -348,20 +345,12 @@ impl State {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Appointment>, StoreError> {
-        let Some(seen) = self.remembered.get(&(op, request_id.clone())) else {
+        let key = (op, request_id.clone());
+        let Some(first) = recall(&self.remembered, &key, request_id, fingerprint, now)? else {
             return Ok(None);
         };
-        if seen.expires_at <= now {
-            return Ok(None);
-        }
-        if seen.fingerprint != fingerprint {
-            return Err(Error::RequestIdReused {
-                request_id: request_id.to_string(),
-            }
-            .into());
-        }
         self.appointments
-            .get(&seen.confirmation)
+            .get(&first)
             .cloned()
             .map(Some)
             .ok_or_else(|| StoreError::corrupt("remembered request names a missing appointment"))
@@ -383,32 +372,48 @@ impl State {
         }
         self.remembered.insert(
             (op, request_id.clone()),
-            Remembered {
-                fingerprint,
-                confirmation,
-                expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            },
+            Remembered::new(fingerprint, confirmation, now),
         );
     }
 }
 
-/// What a request_id remembered with its fingerprint (until an instant) answers: Ok(Some(first))
-/// replays the first outcome, Err refuses the id reused for other content, Ok(None) is new.
-pub(super) fn recall<T: Clone>(
-    seen: &HashMap<RequestId, (String, T, DateTime<Utc>)>,
+/// The refusal of a hold that has expired (or lost its claims to a faster replica's reclaim).
+fn hold_expired(hold: &Hold) -> Error {
+    Error::HoldExpired {
+        hold_id: hold.id.to_string(),
+        expired_at: format_instant(hold.expires_at),
+    }
+}
+
+impl<T> Remembered<T> {
+    /// Remembered from `now` for as long as a request_id is (`IDEMPOTENCY_TTL_SECS`).
+    pub(super) fn new(fingerprint: String, first: T, now: DateTime<Utc>) -> Self {
+        Self {
+            fingerprint,
+            first,
+            expires_at: now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
+        }
+    }
+}
+
+/// What a request_id remembered under `key` answers (as `remembered()` in holds_lib.lua):
+/// Ok(Some(first)) replays the first outcome, Err refuses the id reused for other content,
+/// Ok(None) is new (never seen, or forgotten).
+pub(super) fn recall<K: Eq + Hash, T: Clone>(
+    seen: &HashMap<K, Remembered<T>>,
+    key: &K,
     request_id: &RequestId,
     fingerprint: &str,
     now: DateTime<Utc>,
-) -> Result<Option<T>, StoreError> {
-    match seen.get(request_id) {
-        Some((fp, first, until)) if *until > now => {
-            if fp != fingerprint {
+) -> Result<Option<T>, Error> {
+    match seen.get(key) {
+        Some(r) if r.expires_at > now => {
+            if r.fingerprint != fingerprint {
                 return Err(Error::RequestIdReused {
                     request_id: request_id.to_string(),
-                }
-                .into());
+                });
             }
-            Ok(Some(first.clone()))
+            Ok(Some(r.first.clone()))
         }
         _ => Ok(None),
     }

@@ -6,19 +6,19 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::{event_time, to_state, Op, ReceiptRec, SlotRec, State};
+use super::{event_time, to_state, unindex, Op, ReceiptRec, SlotRec, State};
 use crate::domain::error::reason;
-use crate::domain::lifecycle::{Event, EventStart, HoldId, Move, Reschedule};
+use crate::domain::lifecycle::{HoldId, Move, Reschedule};
 use crate::domain::rules::{
     Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
 use crate::domain::types::{
-    format_date, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    format_date, Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
     PassportNumber, PostId, Receipt, SlotRef, SlotState, SlotTime,
 };
 use crate::domain::waitlist::EntryId;
 use crate::domain::Error;
-use crate::store::{EventPage, ManifestPage, OpenReport, StoreError};
+use crate::store::{ManifestPage, OpenReport, StoreError};
 
 impl State {
     pub(super) fn open_slots(
@@ -94,9 +94,7 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<SlotState, StoreError> {
         let rec = self
-            .days
-            .get_mut(&slot.day())
-            .and_then(|d| d.get_mut(&slot.time))
+            .slot_mut(slot)
             .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() })?;
         // Seats under live holds count as taken.
         if capacity < rec.booked + rec.held {
@@ -118,9 +116,7 @@ impl State {
         );
         self.offer_seats(slot, raised, None, now);
         let rec = self
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
+            .slot_rec(slot)
             .ok_or_else(|| StoreError::corrupt("slot vanished inside the lock"))?;
         Ok(to_state(slot.clone(), rec))
     }
@@ -248,33 +244,12 @@ impl State {
         if let Some(first) = self.replay(Op::Cancel, &cancellation.request_id, &fingerprint, now)? {
             return Ok(first);
         }
-        let appointment = self
-            .appointments
-            .get(&cancellation.confirmation)
-            .filter(|a| a.includes(&cancellation.passport))
-            .ok_or(Error::AppointmentNotFound)?;
-        if appointment.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: cancellation.confirmation.to_string(),
-            }
-            .into());
-        }
-        // A retired (past) appointment has given its passports back: it is history now.
-        if self.retired.contains(&cancellation.confirmation) {
-            return Err(Error::SlotStarted {
-                slot: appointment.slot.clone(),
-            }
-            .into());
-        }
+        let appointment = self.changeable(&cancellation.confirmation, &cancellation.passport)?;
         let slot = appointment.slot.clone();
         let seats = appointment.seats();
         let applicants = appointment.applicants.clone();
 
-        if let Some(rec) = self
-            .days
-            .get_mut(&slot.day())
-            .and_then(|d| d.get_mut(&slot.time))
-        {
+        if let Some(rec) = self.slot_mut(&slot) {
             rec.booked = rec.booked.saturating_sub(seats);
         }
         // Compare-and-set: only claims that still name this appointment are freed.
@@ -304,12 +279,7 @@ impl State {
             confirmation: confirmation.clone(),
         };
         let day = slot.day();
-        if let Some(set) = self.manifests.get_mut(&day) {
-            set.remove(&member);
-            if set.is_empty() {
-                self.manifests.remove(&day);
-            }
-        }
+        unindex(&mut self.manifests, &day, &member);
         self.cancelled.entry(day).or_default().insert(member);
         let until = now + self.retention;
         self.expiring.insert((until, confirmation.clone()));
@@ -359,23 +329,8 @@ impl State {
         self.reclaim(now);
         // Checks, in the Redis script's order.
         let appointment = self
-            .appointments
-            .get(&reschedule.confirmation)
-            .filter(|a| a.includes(&reschedule.passport))
-            .cloned()
-            .ok_or(Error::AppointmentNotFound)?;
-        if appointment.status == AppointmentStatus::Cancelled {
-            return Err(Error::AppointmentCancelled {
-                confirmation_number: reschedule.confirmation.to_string(),
-            }
-            .into());
-        }
-        if self.retired.contains(&reschedule.confirmation) {
-            return Err(Error::SlotStarted {
-                slot: appointment.slot.clone(),
-            }
-            .into());
-        }
+            .changeable(&reschedule.confirmation, &reschedule.passport)?
+            .clone();
         let to = &reschedule.new_slot;
         let from = appointment.slot.clone();
         if *to == from {
@@ -386,37 +341,8 @@ impl State {
             .into());
         }
         let seats = appointment.seats();
-        let rec = self
-            .days
-            .get(&to.day())
-            .and_then(|d| d.get(&to.time))
-            .ok_or_else(|| Error::SlotNotFound { slot: to.clone() })?;
-        if rec.closed {
-            return Err(Error::SlotClosed { slot: to.clone() }.into());
-        }
-        let remaining = rec.capacity.saturating_sub(rec.booked + rec.held);
-        if remaining < seats {
-            return Err(Error::SlotFull {
-                slot: to.clone(),
-                requested: seats,
-                remaining,
-            }
-            .into());
-        }
-        for a in &appointment.applicants {
-            let used = self
-                .receipts
-                .get(&a.receipt)
-                .map(|r| r.reschedules)
-                .ok_or_else(|| StoreError::corrupt("appointment names a missing receipt"))?;
-            if used >= limit {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
-        }
+        self.check_seats(to, seats)?;
+        self.check_reschedules_left(&appointment.applicants, limit)?;
 
         // Writes: both slots change in this one critical section.
         let moved = self.move_appointment(&appointment, to, now)?;
@@ -499,26 +425,6 @@ impl State {
         Ok((receipt.clone(), true))
     }
 
-    pub(super) fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
-        let after = match start {
-            EventStart::Latest => {
-                return Ok(EventPage {
-                    events: Vec::new(),
-                    next: self.events.last().map(|e| e.id).unwrap_or_default(),
-                })
-            }
-            EventStart::After(id) => id,
-        };
-        let from = self.events.partition_point(|e| e.id <= after);
-        let events: Vec<Event> = self.events[from..]
-            .iter()
-            .take(limit as usize)
-            .cloned()
-            .collect();
-        let next = events.last().map(|e| e.id).unwrap_or(after);
-        Ok(EventPage { events, next })
-    }
-
     /// Every stateful rule of a booking, checked before anything is written.
     /// `confirmation` is the new appointment's number (None for a hold).
     pub(super) fn check_booking(
@@ -527,24 +433,7 @@ impl State {
         confirmation: Option<&ConfirmationNumber>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let slot = &booking.slot;
-        let rec = self
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
-            .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() })?;
-        if rec.closed {
-            return Err(Error::SlotClosed { slot: slot.clone() }.into());
-        }
-        let remaining = rec.capacity.saturating_sub(rec.booked + rec.held);
-        if remaining < booking.seats() {
-            return Err(Error::SlotFull {
-                slot: slot.clone(),
-                requested: booking.seats(),
-                remaining,
-            }
-            .into());
-        }
+        self.check_seats(&booking.slot, booking.seats())?;
         self.check_applicants(&booking.applicants, now)?;
         if confirmation.is_some_and(|c| self.appointments.contains_key(c)) {
             return Err(StoreError::ConfirmationTaken);
@@ -552,12 +441,78 @@ impl State {
         Ok(())
     }
 
+    /// The slot exists, is open and has `seats` free (seats under live holds count as taken).
+    fn check_seats(&self, slot: &SlotRef, seats: u32) -> Result<(), Error> {
+        let rec = self
+            .slot_rec(slot)
+            .ok_or_else(|| Error::SlotNotFound { slot: slot.clone() })?;
+        if rec.closed {
+            return Err(Error::SlotClosed { slot: slot.clone() });
+        }
+        let remaining = rec.capacity.saturating_sub(rec.booked + rec.held);
+        if remaining < seats {
+            return Err(Error::SlotFull {
+                slot: slot.clone(),
+                requested: seats,
+                remaining,
+            });
+        }
+        Ok(())
+    }
+
+    /// The appointment a cancellation or reschedule changes: `passport` is one of its
+    /// applicants', it is not cancelled, and not retired (a past appointment has given its
+    /// passports back: it is history now, and answers `SlotStarted`).
+    fn changeable(
+        &self,
+        confirmation: &ConfirmationNumber,
+        passport: &PassportNumber,
+    ) -> Result<&Appointment, Error> {
+        let appointment = self
+            .appointments
+            .get(confirmation)
+            .filter(|a| a.includes(passport))
+            .ok_or(Error::AppointmentNotFound)?;
+        if appointment.status == AppointmentStatus::Cancelled {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: confirmation.to_string(),
+            });
+        }
+        if self.retired.contains(confirmation) {
+            return Err(Error::SlotStarted {
+                slot: appointment.slot.clone(),
+            });
+        }
+        Ok(appointment)
+    }
+
+    /// Every receipt of the group has a reschedule left under `limit` (a reschedule, and a
+    /// moving waitlist entry at its join, offer and acceptance). Receipts are never forgotten,
+    /// so a missing one cannot happen; it would count as used up.
+    pub(super) fn check_reschedules_left(
+        &self,
+        applicants: &[Applicant],
+        limit: u32,
+    ) -> Result<(), Error> {
+        match applicants.iter().find(|a| {
+            self.receipts
+                .get(&a.receipt)
+                .is_none_or(|r| r.reschedules >= limit)
+        }) {
+            Some(a) => Err(Error::RescheduleLimit {
+                receipt_number: a.receipt.to_string(),
+                limit,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The writes of a booking whose checks passed: seats, receipts, passports, appointment,
     /// manifest, event. `hold` names the hold it confirms, if any.
     pub(super) fn write_booking(
         &mut self,
         slot: &SlotRef,
-        applicants: &[crate::domain::types::Applicant],
+        applicants: &[Applicant],
         confirmation: &ConfirmationNumber,
         hold: Option<&HoldId>,
         now: DateTime<Utc>,

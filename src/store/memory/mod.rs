@@ -66,10 +66,12 @@ enum Op {
     Reschedule,
 }
 
+/// What a request_id answers while it is remembered: the first outcome `first` of the request
+/// whose content had `fingerprint`.
 #[derive(Debug, Clone)]
-struct Remembered {
+struct Remembered<T> {
     fingerprint: String,
-    confirmation: ConfirmationNumber,
+    first: T,
     expires_at: DateTime<Utc>,
 }
 
@@ -98,15 +100,15 @@ struct State {
     receipts: HashMap<ReceiptNumber, ReceiptRec>,
     /// Passport → its one active appointment.
     active: HashMap<PassportNumber, ConfirmationNumber>,
-    remembered: HashMap<(Op, RequestId), Remembered>,
+    remembered: HashMap<(Op, RequestId), Remembered<ConfirmationNumber>>,
     writes_since_prune: u32,
     holds: HashMap<HoldId, Hold>,
     /// Live holds by expiry: the exact reclaim order.
     live_holds: BTreeSet<(DateTime<Utc>, HoldId)>,
     /// Passport → its one live hold.
     held_passports: HashMap<PassportNumber, HoldId>,
-    /// request_id of a hold → (fingerprint, hold, remembered until).
-    remembered_holds: HashMap<RequestId, (String, HoldId, DateTime<Utc>)>,
+    /// request_id of a hold → the hold it took.
+    remembered_holds: HashMap<RequestId, Remembered<HoldId>>,
     /// The in-process event log (same entries as the Redis Stream), ids `0-<n>`.
     events: Vec<Event>,
     /// Waitlist entries, in line or finished.
@@ -115,8 +117,8 @@ struct State {
     lines: BTreeMap<(PostId, CategoryId), BTreeMap<u64, EntryId>>,
     /// Passport → the entry it waits in.
     waiting_passports: HashMap<PassportNumber, EntryId>,
-    /// request_id of a join → (fingerprint, entry, remembered until).
-    remembered_joins: HashMap<RequestId, (String, EntryId, DateTime<Utc>)>,
+    /// request_id of a join → the entry it made.
+    remembered_joins: HashMap<RequestId, Remembered<EntryId>>,
     /// (post, category) → (percent offered to the waitlist, remainder of the share count).
     shares: HashMap<(PostId, CategoryId), (u32, u32)>,
     join_seq: u64,
@@ -228,6 +230,27 @@ impl State {
         });
     }
 
+    /// At most `limit` events after `start`, oldest first (the slot feed's read).
+    fn events(&self, start: EventStart, limit: u32) -> Result<EventPage, StoreError> {
+        let after = match start {
+            EventStart::Latest => {
+                return Ok(EventPage {
+                    events: Vec::new(),
+                    next: self.events.last().map(|e| e.id).unwrap_or_default(),
+                })
+            }
+            EventStart::After(id) => id,
+        };
+        let from = self.events.partition_point(|e| e.id <= after);
+        let events: Vec<Event> = self.events[from..]
+            .iter()
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let next = events.last().map(|e| e.id).unwrap_or(after);
+        Ok(EventPage { events, next })
+    }
+
     fn slot_mut(&mut self, slot: &SlotRef) -> Option<&mut SlotRec> {
         self.days
             .get_mut(&slot.day())
@@ -236,6 +259,21 @@ impl State {
 
     fn slot_rec(&self, slot: &SlotRef) -> Option<&SlotRec> {
         self.days.get(&slot.day()).and_then(|d| d.get(&slot.time))
+    }
+}
+
+/// Takes `member` out of a day's index (live manifest or cancelled index), and the day out of
+/// the index once it has no member left (so the maps stay as small as what is stored).
+fn unindex(
+    index: &mut BTreeMap<DayRef, BTreeSet<ManifestCursor>>,
+    day: &DayRef,
+    member: &ManifestCursor,
+) {
+    if let Some(set) = index.get_mut(day) {
+        set.remove(member);
+        if set.is_empty() {
+            index.remove(day);
+        }
     }
 }
 
@@ -434,7 +472,8 @@ mod tests {
     use super::*;
     use crate::domain::rules::{DateRange, OpenPlan};
     use crate::domain::types::{
-        CategoryId, Currency, Ds160Number, Money, PersonName, PostId, Receipt, RequestId, SlotTime,
+        Applicant, CategoryId, Currency, Ds160Number, Money, PersonName, PostId, Receipt,
+        RequestId, SlotTime,
     };
 
     fn epoch() -> DateTime<Utc> {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{event_time, State, EXPIRE_BATCH};
+use super::{event_time, unindex, State, EXPIRE_BATCH};
 use crate::domain::rules::ManifestCursor;
 use crate::domain::types::AppointmentStatus;
 
@@ -23,16 +23,11 @@ impl State {
             }
             self.expiring.remove(&first);
             if let Some(a) = self.appointments.remove(&first.1) {
-                let day = a.slot.day();
-                if let Some(set) = self.cancelled.get_mut(&day) {
-                    set.remove(&ManifestCursor {
-                        time: a.slot.time,
-                        confirmation: a.confirmation.clone(),
-                    });
-                    if set.is_empty() {
-                        self.cancelled.remove(&day);
-                    }
-                }
+                let member = ManifestCursor {
+                    time: a.slot.time,
+                    confirmation: a.confirmation.clone(),
+                };
+                unindex(&mut self.cancelled, &a.slot.day(), &member);
             }
         }
     }
@@ -76,12 +71,7 @@ impl State {
             }
             budget -= members.len();
             for member in members {
-                if let Some(m) = self.manifests.get_mut(&day) {
-                    m.remove(&member);
-                    if m.is_empty() {
-                        self.manifests.remove(&day);
-                    }
-                }
+                unindex(&mut self.manifests, &day, &member);
                 let confirmation = member.confirmation;
                 let Some(a) = self.appointments.get(&confirmation).cloned() else {
                     continue;

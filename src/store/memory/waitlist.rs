@@ -2,9 +2,10 @@
 //! helpers; `redis/waitlist.rs`): released seats are offered to the entries in line in join
 //! order (`domain::waitlist`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
-use super::{event_time, EntryRec, State};
+use super::holds::recall;
+use super::{event_time, EntryRec, Remembered, State};
 use crate::domain::error::reason;
 use crate::domain::lifecycle::{Hold, HoldId, HoldStatus};
 use crate::domain::types::{
@@ -15,7 +16,7 @@ use crate::domain::waitlist::{
     moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, OFFER_SCAN_LIMIT,
 };
 use crate::domain::Error;
-use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
+use crate::store::StoreError;
 
 impl State {
     pub(super) fn join_waitlist(
@@ -26,9 +27,14 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
         let fingerprint = join.fingerprint();
-        if let Some(first) =
-            super::holds::recall(&self.remembered_joins, &join.request_id, &fingerprint, now)?
-        {
+        let request_id = &join.request_id;
+        if let Some(first) = recall(
+            &self.remembered_joins,
+            request_id,
+            request_id,
+            &fingerprint,
+            now,
+        )? {
             return self
                 .entry_view(&first)
                 .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
@@ -94,11 +100,7 @@ impl State {
         }
         self.remembered_joins.insert(
             join.request_id.clone(),
-            (
-                fingerprint,
-                id.clone(),
-                now + Duration::seconds(IDEMPOTENCY_TTL_SECS),
-            ),
+            Remembered::new(fingerprint, id.clone(), now),
         );
         self.push_event(
             "waitlist_joined",
@@ -182,14 +184,7 @@ impl State {
                     self.retire_due.insert((later, key.1), id);
                 }
                 Some(EntryStatus::Waiting) => {
-                    self.end_entry(&id, EntryStatus::Expired, Some("DATES_PASSED"), now);
-                    self.push_event(
-                        "waitlist_cancelled",
-                        &[
-                            ("entry", id.to_string()),
-                            ("reason", "DATES_PASSED".to_owned()),
-                        ],
-                    );
+                    self.drop_entry(&id, EntryStatus::Expired, "DATES_PASSED", now);
                     retired += 1;
                 }
                 _ => {}
@@ -223,17 +218,7 @@ impl State {
         if a.slot.date <= join.range.to {
             return Err(moving_range_error(a.slot.date).into());
         }
-        for x in &a.applicants {
-            let used = self.receipts.get(&x.receipt).map(|r| r.reschedules);
-            if used.is_none_or(|u| u >= limit) {
-                return Err(Error::RescheduleLimit {
-                    receipt_number: x.receipt.to_string(),
-                    limit,
-                }
-                .into());
-            }
-        }
-        Ok(())
+        Ok(self.check_reschedules_left(&a.applicants, limit)?)
     }
 
     /// The entry as shown: with its place in line and its offer.
@@ -287,6 +272,16 @@ impl State {
         }
     }
 
+    /// Ends an entry that slotd takes out of line (`status` CANCELLED or EXPIRED, with its
+    /// `reason`), with the `waitlist_cancelled` event every such end writes.
+    fn drop_entry(&mut self, id: &EntryId, status: EntryStatus, reason: &str, now: DateTime<Utc>) {
+        self.end_entry(id, status, Some(reason), now);
+        self.push_event(
+            "waitlist_cancelled",
+            &[("entry", id.to_string()), ("reason", reason.to_owned())],
+        );
+    }
+
     /// Ends a moving entry for good (`reason`) that can never move its appointment: the seats
     /// of its live offer come back at once (the offer claims no passport or receipt) and go to
     /// the next entries (as `cancel_moving_entry` in holds_lib.lua).
@@ -313,11 +308,7 @@ impl State {
         if let Some(hold) = &offer {
             self.release(hold, now)?;
         }
-        self.end_entry(id, EntryStatus::Cancelled, Some(reason), now);
-        self.push_event(
-            "waitlist_cancelled",
-            &[("entry", id.to_string()), ("reason", reason.to_owned())],
-        );
+        self.drop_entry(id, EntryStatus::Cancelled, reason, now);
         if let Some(hold) = offer {
             self.offer_seats(&hold.slot, hold.seats(), None, now);
         }
@@ -355,32 +346,16 @@ impl State {
         Some(id)
     }
 
-    /// Why an entry's group may not take seats now, or None (the rules of a booking).
+    /// Why an entry's group may not take seats now, or None: the rules of a booking
+    /// (`check_applicants`), as the reason the entry is cancelled with.
     pub(super) fn entry_refusal(
         &self,
         applicants: &[Applicant],
         now: DateTime<Utc>,
     ) -> Option<&'static str> {
-        for a in applicants {
-            let Some(r) = self.receipts.get(&a.receipt) else {
-                return Some(reason::RECEIPT_NOT_REGISTERED);
-            };
-            if r.receipt.passport != a.passport {
-                return Some(reason::RECEIPT_PASSPORT_MISMATCH);
-            }
-            if r.receipt.expires_at() <= now {
-                return Some(reason::RECEIPT_EXPIRED);
-            }
-            if r.backing.is_some() || r.held_by.is_some() {
-                return Some(reason::RECEIPT_IN_USE);
-            }
-            if self.active.contains_key(&a.passport)
-                || self.held_passports.contains_key(&a.passport)
-            {
-                return Some(reason::APPLICANT_ALREADY_BOOKED);
-            }
-        }
-        None
+        self.check_applicants(applicants, now)
+            .err()
+            .map(|e| e.reason())
     }
 
     /// Offers the free seats of `slot` to the entries in line for it, in join order, after
@@ -412,12 +387,7 @@ impl State {
         if candidates.is_empty() {
             return 0;
         }
-        let Some(rec) = self
-            .days
-            .get(&slot.day())
-            .and_then(|d| d.get(&slot.time))
-            .copied()
-        else {
+        let Some(rec) = self.slot_rec(slot).copied() else {
             return 0;
         };
         if rec.closed {
@@ -460,11 +430,7 @@ impl State {
                 None => self.entry_refusal(&applicants, now),
             };
             if let Some(reason) = refusal {
-                self.end_entry(&id, EntryStatus::Cancelled, Some(reason), now);
-                self.push_event(
-                    "waitlist_cancelled",
-                    &[("entry", id.to_string()), ("reason", reason.to_owned())],
-                );
+                self.drop_entry(&id, EntryStatus::Cancelled, reason, now);
                 continue;
             }
             let hold = Hold {
@@ -508,24 +474,31 @@ impl State {
         limit: u32,
         slot: &SlotRef,
     ) -> Option<Option<&'static str>> {
-        let Some(a) = self.appointments.get(appointment).filter(|a| {
-            a.status == AppointmentStatus::Booked && !self.retired.contains(appointment)
-        }) else {
-            // Cancelled, or retired (past): it can never move again.
+        let Some(a) = self.appointments.get(appointment) else {
             return Some(Some(reason::APPOINTMENT_CANCELLED));
         };
+        if let Err(e) = self.check_movable(a) {
+            return Some(Some(e.reason()));
+        }
         if (slot.date, slot.time) >= (a.slot.date, a.slot.time) {
             return Some(None);
         }
-        let used_up = a.applicants.iter().any(|x| {
-            self.receipts
-                .get(&x.receipt)
-                .is_none_or(|r| r.reschedules >= limit)
-        });
-        if used_up {
-            return Some(Some(reason::RESCHEDULE_LIMIT));
+        self.check_reschedules_left(&a.applicants, limit)
+            .err()
+            .map(|e| Some(e.reason()))
+    }
+
+    /// A moving entry's appointment can still move: it is neither cancelled nor retired (past),
+    /// else the entry can never be served (`APPOINTMENT_CANCELLED`).
+    fn check_movable(&self, appointment: &Appointment) -> Result<(), Error> {
+        if appointment.status == AppointmentStatus::Cancelled
+            || self.retired.contains(&appointment.confirmation)
+        {
+            return Err(Error::AppointmentCancelled {
+                confirmation_number: appointment.confirmation.to_string(),
+            });
         }
-        None
+        Ok(())
     }
 
     /// Accepting an offer made to a moving entry: its appointment moves onto the offered seats
@@ -543,44 +516,17 @@ impl State {
             .cloned()
             .ok_or_else(|| StoreError::corrupt("moving entry names a missing appointment"))?;
         // A refusal is final for the entry: the offer's seats come back at once, the entry ends.
-        let refused = if current.status == AppointmentStatus::Cancelled
-            || self.retired.contains(appointment)
-        {
-            Some(Error::AppointmentCancelled {
-                confirmation_number: appointment.to_string(),
-            })
-        } else {
-            current
-                .applicants
-                .iter()
-                .find(|a| {
-                    let used = self.receipts.get(&a.receipt).map(|r| r.reschedules);
-                    used.is_none_or(|u| u >= limit)
-                })
-                .map(|a| Error::RescheduleLimit {
-                    receipt_number: a.receipt.to_string(),
-                    limit,
-                })
-        };
-        if let Some(error) = refused {
+        let refused = self
+            .check_movable(&current)
+            .and_then(|()| self.check_reschedules_left(&current.applicants, limit));
+        if let Err(error) = refused {
             if let Some(entry) = &hold.entry {
                 self.cancel_moving_entry(entry, error.reason(), now)?;
             }
             return Err(error.into());
         }
         self.reclaim(now);
-        self.live_holds.remove(&(hold.expires_at, hold.id.clone()));
-        self.free_hold(hold);
-        if let Some(h) = self.holds.get_mut(&hold.id) {
-            h.status = HoldStatus::Confirmed;
-            h.confirmation = Some(appointment.clone());
-        }
-        if let Some(entry) = &hold.entry {
-            self.end_entry(entry, EntryStatus::Fulfilled, None, now);
-            if let Some(rec) = self.entries.get_mut(entry) {
-                rec.entry.confirmation = Some(appointment.clone());
-            }
-        }
+        self.confirm_writes(hold, appointment, now);
         let moved = self.move_appointment(&current, &hold.slot, now)?;
         self.offer_seats(&current.slot, current.seats(), None, now);
         Ok(moved)
