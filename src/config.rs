@@ -257,7 +257,7 @@ pub struct WebSettings {
     pub enabled: bool,
 }
 
-/// How Watch streams of the waiting room hear from it (`src/room.rs`, `WatchOptions`).
+/// How Watch streams of the waiting room hear from it (`src/app/room.rs`, `WatchOptions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WaitingRoomSettings {
@@ -303,7 +303,7 @@ impl Default for StreamSettings {
     }
 }
 
-/// The calendar cache and the slot feed (`src/availability.rs`).
+/// The calendar cache and the slot feed (`src/app/availability.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CalendarSettings {

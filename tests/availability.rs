@@ -1,4 +1,4 @@
-//! The calendar cache, the per-replica slot feed and WatchAvailability (src/availability.rs), on
+//! The calendar cache, the per-replica slot feed and WatchAvailability (src/app/availability.rs), on
 //! both backends: the cache's staleness bound holds for writes of another replica, the feed
 //! shows them long before it, watchers see cancellations and other replicas' bookings, and a
 //! thousand watchers cost one store read per dirty day per feed tick.
