@@ -1,11 +1,10 @@
 //! Booking use cases: book, read, cancel and reschedule an appointment (the store's `book.lua`,
 //! `cancel.lua`, `reschedule.lua`; `store::memory::inventory`).
 
-use super::{written_at, AppError, Slotd, CONFIRMATION_DRAWS};
+use super::{fresh_id, written_at, AppError, Slotd};
 use crate::domain::lifecycle::Reschedule;
 use crate::domain::rules::{ensure_not_started, Booking, Cancellation};
 use crate::domain::types::{Appointment, ConfirmationNumber, PassportNumber};
-use crate::store::StoreError;
 
 impl Slotd {
     pub async fn book(&self, booking: &Booking) -> Result<Appointment, AppError> {
@@ -14,19 +13,12 @@ impl Slotd {
             .post_with_category(&booking.slot.post, &booking.slot.category)?;
         let now = self.now();
         ensure_not_started(post, &booking.slot, now)?;
-        for _ in 0..CONFIRMATION_DRAWS {
-            let confirmation = ConfirmationNumber::generate();
-            match self.store.book(booking, &confirmation, now).await {
-                Err(StoreError::ConfirmationTaken) => continue,
-                outcome => {
-                    return self.touched(outcome, |a| {
-                        written_at(a.created_at, now).then(|| a.slot.day())
-                    })
-                }
-            }
-        }
-        Err(AppError::IdCollision {
-            what: "confirmation number",
+        let outcome = fresh_id(ConfirmationNumber::generate, |number| async move {
+            self.store.book(booking, &number, now).await
+        })
+        .await?;
+        self.touched(outcome, |a| {
+            written_at(a.created_at, now).then(|| a.slot.day())
         })
     }
 

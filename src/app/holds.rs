@@ -1,11 +1,10 @@
 //! Hold use cases: take seats for a while, confirm them into an appointment, release them, and
 //! the sweeper's reclaim of expired holds.
 
-use super::{written_at, AppError, Slotd, CONFIRMATION_DRAWS};
+use super::{fresh_id, written_at, AppError, Slotd};
 use crate::domain::lifecycle::{Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest};
 use crate::domain::rules::ensure_not_started;
 use crate::domain::types::{Appointment, ConfirmationNumber};
-use crate::store::StoreError;
 
 impl Slotd {
     /// Takes the seats for the group for the configured hold time.
@@ -16,18 +15,13 @@ impl Slotd {
         let now = self.now();
         ensure_not_started(post, &request.slot, now)?;
         let expires_at = now + self.lifecycle.hold_ttl;
-        for _ in 0..CONFIRMATION_DRAWS {
-            let id = HoldId::generate();
-            match self.store.hold(request, &id, expires_at, now).await {
-                Err(StoreError::ConfirmationTaken) => continue,
-                outcome => {
-                    return self.touched(outcome, |h| {
-                        written_at(h.created_at, now).then(|| h.slot.day())
-                    })
-                }
-            }
-        }
-        Err(AppError::IdCollision { what: "hold id" })
+        let outcome = fresh_id(HoldId::generate, |id| async move {
+            self.store.hold(request, &id, expires_at, now).await
+        })
+        .await?;
+        self.touched(outcome, |h| {
+            written_at(h.created_at, now).then(|| h.slot.day())
+        })
     }
 
     pub async fn confirm_hold(
@@ -35,28 +29,21 @@ impl Slotd {
         confirmation: &HoldConfirmation,
     ) -> Result<Appointment, AppError> {
         let now = self.now();
-        for _ in 0..CONFIRMATION_DRAWS {
-            let number = ConfirmationNumber::generate();
-            match self.store.confirm_hold(confirmation, &number, now).await {
-                Err(StoreError::ConfirmationTaken) => continue,
-                outcome => {
-                    // An accepted waitlist move also frees seats on the day it left.
-                    if let Ok(moved) = &outcome {
-                        if let Some(m) = moved.history.last().filter(|m| written_at(m.at, now)) {
-                            self.availability.mark_dirty(m.from.day());
-                        }
-                    }
-                    // A replayed confirmation (created earlier) wrote nothing now.
-                    return self.touched(outcome, |a| {
-                        (written_at(a.created_at, now)
-                            || a.history.last().is_some_and(|m| written_at(m.at, now)))
-                        .then(|| a.slot.day())
-                    });
-                }
+        let outcome = fresh_id(ConfirmationNumber::generate, |number| async move {
+            self.store.confirm_hold(confirmation, &number, now).await
+        })
+        .await?;
+        // An accepted waitlist move also frees seats on the day it left.
+        if let Ok(moved) = &outcome {
+            if let Some(m) = moved.history.last().filter(|m| written_at(m.at, now)) {
+                self.availability.mark_dirty(m.from.day());
             }
         }
-        Err(AppError::IdCollision {
-            what: "confirmation number",
+        // A replayed confirmation (created earlier) wrote nothing now.
+        self.touched(outcome, |a| {
+            (written_at(a.created_at, now)
+                || a.history.last().is_some_and(|m| written_at(m.at, now)))
+            .then(|| a.slot.day())
         })
     }
 

@@ -74,8 +74,45 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// Draws of a fresh confirmation number before giving up (a collision needs ~2^34 appointments).
+/// Draws of a fresh id before giving up (a confirmation number collision needs ~2^34
+/// appointments; hold and entry ids are 128 bits).
 const CONFIRMATION_DRAWS: usize = 4;
+
+/// A fresh id the store can use: `call` with a new id from `generate` until the store answers
+/// something other than `ConfirmationTaken` (the id exists already: nothing changed, draw
+/// another), at most `CONFIRMATION_DRAWS` times, then `IdCollision`. Returns the store's answer.
+async fn fresh_id<I: FreshId, T, Fut>(
+    generate: fn() -> I,
+    mut call: impl FnMut(I) -> Fut,
+) -> Result<Result<T, StoreError>, AppError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    for _ in 0..CONFIRMATION_DRAWS {
+        match call(generate()).await {
+            Err(StoreError::ConfirmationTaken) => continue,
+            outcome => return Ok(outcome),
+        }
+    }
+    Err(AppError::IdCollision { what: I::WHAT })
+}
+
+/// An id drawn at random for a new record, and its name in `AppError::IdCollision`.
+trait FreshId {
+    const WHAT: &'static str;
+}
+
+impl FreshId for crate::domain::types::ConfirmationNumber {
+    const WHAT: &'static str = "confirmation number";
+}
+
+impl FreshId for crate::domain::lifecycle::HoldId {
+    const WHAT: &'static str = "hold id";
+}
+
+impl FreshId for crate::domain::waitlist::EntryId {
+    const WHAT: &'static str = "entry id";
+}
 
 /// Settings of the booking lifecycle (`--hold-ttl-secs`, `--reschedule-limit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

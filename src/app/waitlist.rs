@@ -3,14 +3,13 @@
 
 use chrono::Duration;
 
-use super::{AppError, Slotd, CONFIRMATION_DRAWS};
+use super::{fresh_id, AppError, Slotd};
 use crate::domain::types::{format_date, AppointmentStatus, CategoryId, PostId};
 use crate::domain::waitlist::{
     moving_range_error, EntryId, JoinGroup, JoinRequest, WaitlistEntry, WaitlistJoin,
     BOOKING_WINDOW_DAYS,
 };
 use crate::domain::Error;
-use crate::store::StoreError;
 
 impl Slotd {
     /// Puts the group in line for released seats in the range (from today at the post up to
@@ -77,18 +76,12 @@ impl Slotd {
             )
             .into());
         }
-        for _ in 0..CONFIRMATION_DRAWS {
-            let id = EntryId::generate();
-            match self
-                .store
-                .join_waitlist(join, &id, self.lifecycle.reschedule_limit, now)
-                .await
-            {
-                Err(StoreError::ConfirmationTaken) => continue,
-                outcome => return Ok(outcome?),
-            }
-        }
-        Err(AppError::IdCollision { what: "entry id" })
+        let limit = self.lifecycle.reschedule_limit;
+        let outcome = fresh_id(EntryId::generate, |id| async move {
+            self.store.join_waitlist(join, &id, limit, now).await
+        })
+        .await?;
+        Ok(outcome?)
     }
 
     pub async fn waitlist_entry(&self, id: &EntryId) -> Result<WaitlistEntry, AppError> {
