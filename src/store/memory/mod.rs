@@ -154,9 +154,6 @@ struct EntryRec {
     limit: u32,
 }
 
-/// Expired cancelled records forgotten per store call at most (bounded work per call).
-const EXPIRE_BATCH: usize = 64;
-
 /// Events kept in process (the Redis Stream keeps about a million).
 const MAX_EVENTS: usize = 100_000;
 

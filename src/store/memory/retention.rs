@@ -4,9 +4,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{event_time, unindex, State, EXPIRE_BATCH};
+use super::{event_time, unindex, State};
 use crate::domain::rules::ManifestCursor;
 use crate::domain::types::AppointmentStatus;
+
+/// Expired cancelled records forgotten per store call at most (bounded work per call).
+const EXPIRE_BATCH: usize = 64;
 
 impl State {
     /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
