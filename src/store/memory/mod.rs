@@ -567,7 +567,10 @@ mod tests {
             let (records, live, cancelled, days) = store.footprint();
             assert_eq!((live, days), (0, 1), "iteration {n}");
             // At most an hour of cancellations (360 at 10 s) plus one call's batch are kept.
-            assert!(records <= 360 + EXPIRE_BATCH, "{records} records at {n}");
+            assert!(
+                records <= 360 + retention::EXPIRE_BATCH,
+                "{records} records at {n}"
+            );
             assert_eq!(records, cancelled);
         }
         let first = first.expect("one booked");

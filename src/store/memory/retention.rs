@@ -9,7 +9,7 @@ use crate::domain::rules::ManifestCursor;
 use crate::domain::types::AppointmentStatus;
 
 /// Expired cancelled records forgotten per store call at most (bounded work per call).
-const EXPIRE_BATCH: usize = 64;
+pub(super) const EXPIRE_BATCH: usize = 64;
 
 impl State {
     /// Returns the seats, passports and receipts of every hold expired at `now`, oldest first,
