@@ -47,6 +47,13 @@ pub enum RedisCommand {
     /// keeps this build's version and every version whose in-use mark a replica refreshed
     /// within the last minute; prints each library kept or deleted.
     PruneFunctions(RedisArgs),
+    /// Print this build's functions library (what slotd loads with FUNCTION LOAD), e.g.
+    /// `slotd redis library | redis-cli -x FUNCTION LOAD REPLACE`; its first line names it.
+    Library {
+        /// The Redis Cluster variant (cluster_guard.lua before the operations it guards).
+        #[arg(long)]
+        cluster: bool,
+    },
 }
 
 /// Flags of `slotd redis ...`: where Redis is, read like `slotd serve` reads it (the file,

@@ -114,6 +114,13 @@ async fn cli_main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Redis(RedisCommand::Library { cluster }) => {
+            use std::io::Write;
+            let source = slotd::store::redis::functions::Library::get(cluster).source();
+            // A closed pipe (`| head`) is the reader's choice, not a failure.
+            let _ = std::io::stdout().write_all(source.as_bytes());
+            ExitCode::SUCCESS
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             match slotd::config::layered(Some(&file), std::env::vars())
                 .and_then(|s| s.validate().map(|()| s))
