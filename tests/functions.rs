@@ -232,3 +232,28 @@ async fn on_a_cluster_the_library_is_on_every_primary_and_prune_clears_every_pri
     }
     book(&channel, &date, 2).await;
 }
+
+/// Without a Redis URL the command says which key it needs, and changes nothing.
+#[test]
+fn prune_functions_without_a_redis_url_names_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .args(["redis", "prune-functions"])
+        .env_remove("SLOTD_CONFIG")
+        .env_remove("SLOTD_REDIS_URL")
+        .env_remove("SLOTD__REDIS__URL")
+        .output()
+        .expect("run slotd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis.url"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_slotd"))
+        .args(["redis", "prune-functions", "--redis-url", "http://nope:1"])
+        .output()
+        .expect("run slotd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("redis.url") && stderr.contains("must start with"),
+        "{stderr}"
+    );
+}

@@ -1,8 +1,9 @@
 //! The production backend: slot inventory, appointments and receipts in Redis, with the same
 //! semantics as `memory` (one conformance suite runs against both).
 //!
-//! Every mutation is one Lua script (`lua/*.lua`, each with its KEYS/ARGV/return contract in a
-//! header) that checks everything first and writes last, so it is atomic even though Redis does
+//! Every mutation is one Lua function of slotd's Redis Functions library (`functions`, from
+//! `lua/*.lua`, each with its KEYS/ARGV/return contract in a header, called with FCALL) that
+//! checks everything first and writes last, so it is atomic even though Redis does
 //! not roll a failing script back. All keys share one hash tag (`keys`, `docs/redis-keys.md`),
 //! so a booking checks the global applicant rules and takes its seats in one call. Refusals come
 //! back as status arrays (`{"SLOT_FULL", remaining}`), decoded here into `domain::Error`; Redis
