@@ -68,7 +68,7 @@ r = {n: json.load(open(f"{out}/{n}.json")) for n in ["ping", "book-spread", "boo
 def usec(path):
     total, calls = 0, 0
     for line in open(path):
-        m = re.match(r"cmdstat_(evalsha|eval):calls=(\d+),usec=(\d+),", line)
+        m = re.match(r"cmdstat_(fcall|evalsha|eval):calls=(\d+),usec=(\d+),", line)
         if m: calls += int(m.group(2)); total += int(m.group(3))
     return total, calls
 ping = (r["ping"]["throughput_per_sec"] + r["ping2"]["throughput_per_sec"]) / 2

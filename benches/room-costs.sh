@@ -9,8 +9,8 @@
 #            µs per waiter-second), each as the difference to watch-1; messages per
 #            waiter-second; m_watch (slotd RSS per open stream, peak minus before).
 #   join   : `slotd-load --scenario join` (room on)            -> r_join  (Redis µs per join)
-# Commands run inside scripts also appear in commandstats under their own names: only EVALSHA
-# and the commands slotd sends itself (HGETALL of the settings, ZRANGEBYSCORE of the sweep)
+# Commands run inside scripts also appear in commandstats under their own names: only FCALL (EVALSHA
+# before #16) and the commands slotd sends itself (HGETALL of the settings, ZRANGEBYSCORE of the sweep)
 # are added up.
 # Reads Redis' INFO commandstats and slotd's CPU time (/proc/PID/stat) around each run.
 # Loopback only.   benches/room-costs.sh [streams W] [seconds D]
@@ -66,23 +66,23 @@ def cpu_s(name):
 def usec(s, *cmds): return sum(s.get(c, (0, 0))[1] for c in cmds)
 j, sj = report("join"), stats("join")
 print(f"join: {j['requests']} joins in {j['seconds']:.1f} s ({j['throughput_per_sec']:.0f}/s)")
-print(f"  r_join  = {usec(sj, 'evalsha') / max(j['ok'], 1):.2f} us Redis per join (EVALSHA, the replica's steps included)")
+print(f"  r_join  = {usec(sj, 'fcall', 'evalsha') / max(j['ok'], 1):.2f} us Redis per join (FCALL, the replica's steps included)")
 one, s1 = report("watch-1"), stats("watch-1")
 t1 = one["seconds"]
-ev1, hg1 = s1.get("evalsha", (0, 0)), s1.get("hgetall", (0, 0))
+ev1, hg1 = tuple(a + b for a, b in zip(s1.get("fcall", (0, 0)), s1.get("evalsha", (0, 0)))), s1.get("hgetall", (0, 0))
 zr1 = s1.get("zrangebyscore", (0, 0))
-print(f"watch-1: {t1:.1f} s; EVALSHA {ev1[0]} calls {ev1[1]} us, HGETALL {hg1[0]} calls {hg1[1]} us, "
+print(f"watch-1: {t1:.1f} s; FCALL {ev1[0]} calls {ev1[1]} us, HGETALL {hg1[0]} calls {hg1[1]} us, "
       f"ZRANGEBYSCORE {zr1[0]} calls {zr1[1]} us")
 print(f"  r_step  = {(ev1[1] + hg1[1]) / (10 * t1):.2f} us Redis per admission step incl. the settings read (10 a second)")
 print(f"  r_sweep = {zr1[1] / max(zr1[0], 1):.2f} us Redis per hold sweep with nothing due ({zr1[0] / t1:.1f} a second)")
 many, sw = report("watch-W"), stats("watch-W")
 tw = many["seconds"]
 base = (ev1[1] + hg1[1]) / t1
-redis_w = (usec(sw, "evalsha", "hgetall") / tw - base) * tw
+redis_w = (usec(sw, "fcall", "evalsha", "hgetall") / tw - base) * tw
 polls = many["watch_streams_open"] * tw
 cpu_w = (cpu_s("watch-W") / tw - cpu_s("watch-1") / t1) * tw
 print(f"watch-W: {many['watch_streams_open']} streams open, {tw:.1f} s, {many['watch_messages']} messages")
-print(f"  r_watch  = {redis_w / max(polls, 1):.3f} us Redis per waiter-second (EVALSHA + HGETALL over watch-1)")
+print(f"  r_watch  = {redis_w / max(polls, 1):.3f} us Redis per waiter-second (FCALL + HGETALL over watch-1)")
 print(f"  c_watch  = {cpu_w * 1e6 / max(polls, 1):.2f} us slotd CPU per waiter-second")
 print(f"  msgs     = {many['watch_messages'] / max(polls, 1):.3f} messages per waiter-second (the first one included)")
 b, p = many.get("server_rss_kib_before"), many.get("server_rss_kib_peak")

@@ -3,7 +3,7 @@
 # replica on it, then `slotd-load --scenario join` (room enabled and paused: the line grows as in a
 # burst, no admission competes) with N fresh client keys from C concurrent callers. Redis
 # `INFO commandstats` is reset just before the burst and read just after: the scripts' total usec
-# (EVALSHA; the replica's ticks during the burst included, ~1-2 ms a second) divided by the joins
+# (FCALL; the replica's ticks during the burst included, ~1-2 ms a second) divided by the joins
 # answered is the unit, "Redis µs per join", whatever the number of script calls; calls per join
 # shows the batching. Loopback only.
 #   benches/room-join-burst.sh [joins N] [concurrency C] [connections]
@@ -45,8 +45,9 @@ echo "+ slotd-load --scenario join --requests $N --concurrency $C --connections 
 "$BIN/slotd-load" --target "127.0.0.1:$PA" --scenario join --requests "$N" --concurrency "$C" \
   --connections "$CONN" --duration 300 || echo "slotd-load: exit $?"
 cpu1=$(cpu)
-redis-cli -p "$RP" info commandstats | tr -d "\r" | grep -E "^cmdstat_(evalsha|zadd|hset|hmget|hget|hincrby|zcard|zcount|hgetall|zrangebyscore)[:]"
-read -r calls usec < <(stat evalsha)
+redis-cli -p "$RP" info commandstats | tr -d "\r" | grep -E "^cmdstat_(fcall|evalsha|zadd|hset|hmget|hget|hincrby|zcard|zcount|hgetall|zrangebyscore)[:]"
+# slotd calls its functions library with FCALL (EVALSHA before #16).
+read -r calls usec < <(stat fcall) || read -r calls usec < <(stat evalsha)
 joined=$(redis-cli -p "$RP" hget 'slotd:{slotd-room}:room:state' last_number)
 python3 - "$calls" "$usec" "$joined" "$cpu0" "$cpu1" <<'PY'
 import sys

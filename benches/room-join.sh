@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Redis CPU per join: room_lib.lua + room_join.lua on a throwaway redis-server, driven by
+# Redis CPU per join: room_lib.lua + room_join.lua (as one EVALSHA script, after the generated
+# constants of `slotd redis library`) on a throwaway redis-server, driven by
 # redis-benchmark (fresh client keys and ticket ids per call), read from INFO commandstats and
 # INFO cpu. B joins per script call (a replica's batch; default 1).
 #   benches/room-join.sh [joins N] [batch B]
@@ -18,7 +19,11 @@ for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep
 P='slotd:{b-room}:room:'
 KEYS="${P}config ${P}state ${P}waiting ${P}seen ${P}active ${P}admits ${P}tickets ${P}clients ${P}ended ${P}log"
 LIB=${LIB:-src/store/redis/lua/room_lib.lua}; JOIN=${JOIN:-src/store/redis/lua/room_join.lua}
-SHA=$(cat "$LIB" <(echo) "$JOIN" | redis-cli -p "$PORT" -x script load)
+# The constants slotd's functions library defines from Rust (RATE_WINDOW_MS, ROOM_DEFAULT_*...),
+# then the two files as one EVAL script: a standalone measure of the Lua, older files included.
+SLOTD=${SLOTD:-target/release/slotd}
+[ -x "$SLOTD" ] || SLOTD=target/debug/slotd
+SHA=$(cat <("$SLOTD" redis library | grep -E '^local [A-Z_]+ = ') "$LIB" <(echo) "$JOIN" | redis-cli -p "$PORT" -x script load)
 redis-cli -p "$PORT" hset "${P}config" enabled 1 rate 600 cap 1000 session 600 timeout 60 paused 0 gate 0 >/dev/null
 cpu() { redis-cli -p "$PORT" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 ARGS=()

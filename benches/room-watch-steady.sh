@@ -36,7 +36,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$SLOTD_PID/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SLOTD_PID/status"; }
 usec() { redis-cli -p "$RP" info commandstats | python3 -c 'import re, sys
 print(sum(int(m.group(2)) for m in (re.match(r"cmdstat_([^:]+):calls=\d+,usec=(\d+),", l) for l in sys.stdin)
-          if m and m.group(1) in ("evalsha", "hgetall")))'; }
+          if m and m.group(1) in ("fcall", "evalsha", "hgetall")))'; }
 measure() { local name=$1 streams=$2
   local rss0; rss0=$(rss)
   "$BIN/slotd-load" --target "127.0.0.1:$SP" --scenario watch --concurrency "$streams" \

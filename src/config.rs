@@ -35,6 +35,62 @@ pub enum Command {
     /// Ask a running slotd's grpc.health.v1 service; exit 0 only when it answers SERVING (the
     /// container health check).
     Health(HealthArgs),
+    /// Operate on the Redis that `redis.url` names.
+    #[command(subcommand)]
+    Redis(RedisCommand),
+}
+
+/// `slotd redis ...`.
+#[derive(Debug, Subcommand)]
+pub enum RedisCommand {
+    /// Delete the slotd Redis Functions libraries no running replica uses, on every primary:
+    /// keeps this build's version and every version whose in-use mark a replica refreshed
+    /// within the last minute; prints each library kept or deleted.
+    PruneFunctions(RedisArgs),
+    /// Print this build's functions library (what slotd loads with FUNCTION LOAD), e.g.
+    /// `slotd redis library | redis-cli -x FUNCTION LOAD REPLACE`; its first line names it.
+    Library {
+        /// The Redis Cluster variant (cluster_guard.lua before the operations it guards).
+        #[arg(long)]
+        cluster: bool,
+    },
+}
+
+/// Flags of `slotd redis ...`: where Redis is, read like `slotd serve` reads it (the file,
+/// `SLOTD__REDIS__*` variables, then these flags).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RedisArgs {
+    /// TOML configuration file (its [redis] table).
+    #[arg(long, env = "SLOTD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Redis URL (every scheme `slotd serve --redis-url` takes).
+    #[arg(long, env = "SLOTD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Print what would be deleted without deleting it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl RedisArgs {
+    /// The Redis options of the layered configuration with these flags on top; an error names
+    /// the key when no URL is given or it does not parse.
+    pub fn redis_options(&self) -> Result<crate::store::redis::RedisOptions, ConfigError> {
+        let mut settings = layered(self.config.as_deref(), std::env::vars())?;
+        if let Some(url) = &self.redis_url {
+            settings.redis.url = Some(url.clone());
+        }
+        let options = settings.redis_options().ok_or_else(|| {
+            ConfigError::new(
+                "redis.url",
+                "needed (--redis-url, SLOTD_REDIS_URL or [redis] url)",
+            )
+        })?;
+        crate::store::redis::conn::check(&options.conn)
+            .map_err(|e| ConfigError::new(e.key, e.detail))?;
+        Ok(options)
+    }
 }
 
 /// Flags of `slotd health`.

@@ -7,7 +7,7 @@ use clap::Parser;
 use slotd::api::auth::OperatorAuth;
 use slotd::app::room::Room;
 use slotd::app::Slotd;
-use slotd::config::{Cli, Command, ConfigCommand, Settings};
+use slotd::config::{Cli, Command, ConfigCommand, RedisCommand, Settings};
 use slotd::domain::admission::AdmissionKeys;
 use slotd::domain::catalog::Catalog;
 use slotd::domain::clock::SystemClock;
@@ -107,6 +107,20 @@ async fn cli_main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Redis(RedisCommand::PruneFunctions(args)) => match prune_functions(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("slotd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Redis(RedisCommand::Library { cluster }) => {
+            use std::io::Write;
+            let source = slotd::store::redis::functions::Library::get(cluster).source();
+            // A closed pipe (`| head`) is the reader's choice, not a failure.
+            let _ = std::io::stdout().write_all(source.as_bytes());
+            ExitCode::SUCCESS
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             match slotd::config::layered(Some(&file), std::env::vars())
                 .and_then(|s| s.validate().map(|()| s))
@@ -123,6 +137,27 @@ async fn cli_main() -> ExitCode {
             }
         }
     }
+}
+
+/// `slotd redis prune-functions`: one line per slotd library on the Redis, kept or deleted.
+async fn prune_functions(args: &slotd::config::RedisArgs) -> Result<(), String> {
+    let options = args.redis_options().map_err(|e| e.to_string())?;
+    let conn = slotd::store::redis::conn::Conn::open(&options.conn).map_err(|e| e.to_string())?;
+    let pruned = slotd::store::redis::functions::prune(&conn, args.dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (name, why) in &pruned.kept {
+        println!("kept {name} ({why})");
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for name in &pruned.deleted {
+        println!("{verb} {name}");
+    }
+    Ok(())
 }
 
 fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {

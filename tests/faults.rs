@@ -90,7 +90,7 @@ async fn redis_killed_mid_storm_and_restarted_from_its_aof_loses_no_acknowledged
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_flush_mid_storm_reaches_no_client() {
+async fn function_flush_mid_storm_reaches_no_client() {
     let redis = RedisServer::start();
     let server = TestServer::start(redis.store()).await;
     let plan = plan(&day(7), 1);
@@ -98,7 +98,7 @@ async fn script_flush_mid_storm_reaches_no_client() {
     let channel = client_channel(&server.addr.to_string()).await;
     let history = History::new();
 
-    // Flush the script cache every few milliseconds for the whole storm.
+    // Flush the functions library every few milliseconds for the whole storm.
     let stop = Arc::new(AtomicBool::new(false));
     let url = redis.url();
     let flusher = {
@@ -110,10 +110,10 @@ async fn script_flush_mid_storm_reaches_no_client() {
                 .expect("connect");
             let mut flushes = 0u32;
             while !stop.load(Ordering::SeqCst) {
-                let _: () = ::redis::cmd("SCRIPT")
+                let _: () = ::redis::cmd("FUNCTION")
                     .arg("FLUSH")
                     .query(&mut conn)
-                    .expect("script flush");
+                    .expect("function flush");
                 flushes += 1;
                 std::thread::sleep(Duration::from_millis(3));
             }
@@ -124,9 +124,9 @@ async fn script_flush_mid_storm_reaches_no_client() {
     stop.store(true, Ordering::SeqCst);
     let flushes = flusher.await.expect("flusher");
 
-    eprintln!("script flush x{flushes}: {}", history.summary());
+    eprintln!("function flush x{flushes}: {}", history.summary());
     assert!(flushes >= 10, "only {flushes} flushes");
-    // slotd reloads a flushed script itself (once per call: a second flush inside that
+    // slotd reloads a flushed library itself (once per call: a second flush inside that
     // reload's round trip answers UNAVAILABLE, which the client's retry absorbs). Nothing but
     // UNAVAILABLE reaches a client, and every request ends definitely.
     let codes = history.retry_codes();
@@ -138,7 +138,7 @@ async fn script_flush_mid_storm_reaches_no_client() {
     for e in history.entries() {
         assert!(
             !matches!(e.outcome, Outcome::Indeterminate(_)),
-            "{e:?} after SCRIPT FLUSH"
+            "{e:?} after FUNCTION FLUSH"
         );
     }
     history::check(&channel, &plan, &history).await;

@@ -21,6 +21,7 @@ mod calendar_cache;
 mod cluster_migration;
 mod conformance;
 mod faults;
+mod functions;
 mod fuzz;
 mod hostile;
 mod lifecycle_api;

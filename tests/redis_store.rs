@@ -80,7 +80,7 @@ async fn assert_audit_clean(store: &Arc<dyn Inventory>) {
 }
 
 #[tokio::test]
-async fn a_flushed_script_cache_is_reloaded_on_the_next_booking() {
+async fn a_flushed_functions_library_is_reloaded_on_the_next_booking() {
     let redis = RedisServer::start();
     let store: Arc<dyn Inventory> = redis.store();
     store.open_slots(&plan(4), epoch()).await.unwrap();
@@ -95,7 +95,7 @@ async fn a_flushed_script_cache_is_reloaded_on_the_next_booking() {
         .await
         .unwrap();
 
-    let _: () = redis::cmd("SCRIPT")
+    let _: () = redis::cmd("FUNCTION")
         .arg("FLUSH")
         .query(&mut redis.client())
         .unwrap();
@@ -106,7 +106,7 @@ async fn a_flushed_script_cache_is_reloaded_on_the_next_booking() {
             epoch(),
         )
         .await
-        .expect("EVALSHA reloads the script after NOSCRIPT");
+        .expect("FCALL loads the library again after \"Function not found\"");
     assert_eq!(booked(&store, "08:00").await, 2);
 }
 
@@ -749,4 +749,62 @@ async fn days_and_waitlist_entries_from_before_the_due_indexes_are_backfilled_an
         .query(&mut con)
         .unwrap();
     assert_eq!(before, after);
+}
+
+/// A Lua error names the real file and line (`book.lua:<n>`), not a line of the assembled
+/// functions library: a day hash replaced by a string makes book.lua's `redis.call` raise
+/// WRONGTYPE, and the error's place is the line of that call.
+#[tokio::test]
+async fn a_lua_error_names_the_operation_file_and_its_line() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(4), epoch()).await.unwrap();
+    register(&store, 1).await;
+    let mut con = redis.client();
+    let days: Vec<String> = redis::cmd("KEYS")
+        .arg("slotd:{slotd}:day:*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(days.len(), 1, "{days:?}");
+    let _: () = redis::cmd("DEL").arg(&days[0]).query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&days[0])
+        .arg("not a hash")
+        .query(&mut con)
+        .unwrap();
+    let e = store
+        .book(
+            &booking("b1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .expect_err("a string where the day hash should be");
+    let StoreError::Corrupt { detail } = &e else {
+        panic!("WRONGTYPE is corrupt data: {e:?}");
+    };
+    assert!(!detail.contains("user_function"), "{detail}");
+    let place = detail
+        .split("on @")
+        .nth(1)
+        .and_then(|rest| rest.split(['.', ' ']).next().map(|stem| (stem, rest)))
+        .unwrap_or_else(|| panic!("no place in {detail}"));
+    let (stem, rest) = place;
+    assert_eq!(stem, "book", "{detail}");
+    let line: usize = rest
+        .trim_start_matches("book.lua:")
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line in {detail}"));
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/store/redis/lua/book.lua"
+    ))
+    .unwrap();
+    let text = source.lines().nth(line - 1).unwrap_or_default();
+    assert!(
+        text.contains("redis.call") && text.contains("KEYS[1]"),
+        "book.lua:{line} is `{text}` ({detail})"
+    );
 }

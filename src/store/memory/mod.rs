@@ -13,8 +13,8 @@
 //! - `holds.rs`: hold, confirm, release, reclaim, and the claim and request_id rules every
 //!   booking shares (`hold.lua`, `confirm_hold.lua`, `release_hold.lua`, `reclaim.lua`,
 //!   `holds_lib.lua`);
-//! - `waitlist.rs`: join, leave, read, share, retire, and the offer step (`wl_*.lua` and the
-//!   waitlist helpers; `redis/waitlist.rs`);
+//! - `waitlist.rs`: join, leave, read, share, retire, and the offer step (`wl_*.lua`,
+//!   `waitlist_lib.lua`; `redis/waitlist.rs`);
 //! - `retention.rs`: forgetting records past their retention, retiring past appointments
 //!   (`appt_expire.lua`, `appt_retire.lua`; `redis/retention.rs`);
 //! - `admission.rs`: what each waiting-room admission did (`admission_step.lua`;

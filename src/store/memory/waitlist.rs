@@ -284,7 +284,7 @@ impl State {
 
     /// Ends a moving entry for good (`reason`) that can never move its appointment: the seats
     /// of its live offer come back at once (the offer claims no passport or receipt) and go to
-    /// the next entries (as `cancel_moving_entry` in holds_lib.lua).
+    /// the next entries (as `cancel_moving_entry` in waitlist_lib.lua).
     pub(super) fn cancel_moving_entry(
         &mut self,
         id: &EntryId,
@@ -362,7 +362,7 @@ impl State {
     /// `released` seats came back: each offer is a hold for the entry's group expiring
     /// `offer_ttl` from now. The share setting limits how many released seats the line takes;
     /// entries that no longer qualify are cancelled; `skip` (just declined) is passed over.
-    /// The same step as `offer_seats` in holds_lib.lua. Returns the seats offered.
+    /// The same step as `offer_seats` in waitlist_lib.lua. Returns the seats offered.
     pub(super) fn offer_seats(
         &mut self,
         slot: &SlotRef,

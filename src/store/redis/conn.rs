@@ -23,8 +23,10 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
     Client, ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisError, RedisFuture, Script, ScriptInvocation, TlsCertificates, TlsMode, Value,
+    RedisError, RedisFuture, TlsCertificates, TlsMode, ToRedisArgs, Value,
 };
+
+use super::functions::{self, Library, Op};
 
 use crate::store::StoreError;
 
@@ -87,9 +89,9 @@ impl Default for ConnOptions {
 }
 
 /// The URL scheme that selects Redis Cluster: `redis-cluster://host:port,host:port,...` lists
-/// seed nodes. Every script touches keys of one hash tag, so the cluster client routes each call
-/// to the one shard owning it, follows MOVED/ASK after a failover or resharding, and loads
-/// scripts on every primary (`SCRIPT LOAD` goes to all of them).
+/// seed nodes. Every function call touches keys of one hash tag, so the cluster client routes
+/// each FCALL to the one shard owning it and follows MOVED/ASK after a failover or resharding;
+/// `FUNCTION LOAD` goes to every primary.
 pub const CLUSTER_SCHEME: &str = "redis-cluster://";
 /// Redis Cluster whose nodes speak TLS (`tls-cluster yes`).
 pub const TLS_CLUSTER_SCHEME: &str = "rediss-cluster://";
@@ -660,6 +662,10 @@ pub struct Conn {
     wait: Option<(u32, Duration)>,
     target: Target,
     deadline: Duration,
+    /// The functions library this connection calls (the cluster-guarded one on a cluster).
+    library: &'static Library,
+    /// When this process last loaded the library and marked it in use (`keep_library`).
+    kept: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -685,6 +691,7 @@ impl Conn {
             .set_number_of_retries(options.reconnect_retries)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
+        let library = Library::get(matches!(endpoint, Endpoint::Cluster { .. }));
         let target = match endpoint {
             Endpoint::Cluster { nodes, .. } => {
                 Target::Cluster(std::sync::Arc::new(open_cluster(nodes, certs, options)?))
@@ -709,6 +716,8 @@ impl Conn {
             wait: wait_policy(options),
             target,
             deadline: deadline + Duration::from_millis(250),
+            library,
+            kept: std::sync::Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -815,12 +824,13 @@ impl Conn {
         result
     }
 
-    /// Runs a script with EVALSHA, loading it on NOSCRIPT (after a restart, failover or SCRIPT
-    /// FLUSH). Pipelined `invoke_script` would not reload, so scripts never go in pipelines.
+    /// Runs a library function with FCALL. A primary that answers that the function does not
+    /// exist (flushed, replaced, or never given this version) gets the library loaded and the
+    /// call once more: nothing ran the first time. With `wait_replicas`, waits for the replicas.
     pub async fn script(
         &self,
         what: &str,
-        invocation: &ScriptInvocation<'_>,
+        invocation: &Invocation<'_>,
     ) -> Result<Value, StoreError> {
         let value = self.read_script(what, invocation).await?;
         if let Some((replicas, timeout)) = self.wait {
@@ -837,16 +847,156 @@ impl Conn {
         Ok(value)
     }
 
-    /// A script that writes nothing (`#!lua flags=no-writes`): never waits for replicas, so
-    /// reads keep working while a shard has lost its replica.
+    /// A function that writes nothing (flag `no-writes`): never waits for replicas, so reads
+    /// keep working while a shard has lost its replica.
     pub async fn read_script(
         &self,
         what: &str,
-        invocation: &ScriptInvocation<'_>,
+        invocation: &Invocation<'_>,
     ) -> Result<Value, StoreError> {
+        let cmd = invocation.cmd();
+        match self.fcall(what, &cmd).await {
+            Err(StoreError::Unavailable { detail }) if detail.contains("Function not found") => {
+                tracing::warn!(
+                    what,
+                    library = self.library.name(),
+                    "function missing on the primary: loading the library"
+                );
+                self.load_library(what).await?;
+                self.fcall(what, &cmd).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fcall(&self, what: &str, cmd: &Cmd) -> Result<Value, StoreError> {
         let mut link = self.link().await?;
-        self.bounded(what, invocation.invoke_async::<Value>(&mut link))
+        self.bounded(what, cmd.query_async::<Value>(&mut link))
             .await
+            .map_err(|e| self.locate(e))
+    }
+
+    /// An error whose text names library lines, naming the `.lua` file and line instead.
+    fn locate(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Unavailable { detail } => StoreError::Unavailable {
+                detail: self.library.locate(&detail),
+            },
+            StoreError::Corrupt { detail } => StoreError::Corrupt {
+                detail: self.library.locate(&detail),
+            },
+            other => other,
+        }
+    }
+
+    /// The handle of one library function of this connection's version.
+    pub fn function(&self, op: Op) -> Function {
+        Function {
+            name: self.library.function(op),
+        }
+    }
+
+    /// The library this connection calls.
+    pub fn library(&self) -> &'static Library {
+        self.library
+    }
+
+    /// `FUNCTION LOAD REPLACE` on every primary (the cluster client sends it to all of them):
+    /// the same name always carries the same text, so replacing is loading. (The in-use mark
+    /// is the health loop's: `keep_library`.)
+    pub async fn load_library(&self, what: &str) -> Result<(), StoreError> {
+        let load = ::redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(self.library.source())
+            .to_owned();
+        self.cmd(what, &load).await.map_err(|e| self.locate(e))?;
+        tracing::info!(
+            library = self.library.name(),
+            "redis functions library loaded"
+        );
+        Ok(())
+    }
+
+    async fn mark_in_use(&self, what: &str) -> Result<(), StoreError> {
+        let ttl = u64::try_from(functions::IN_USE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let mark = ::redis::cmd("SET")
+            .arg(functions::in_use_key(self.library.name()))
+            .arg(env!("CARGO_PKG_VERSION"))
+            .arg("PX")
+            .arg(ttl)
+            .to_owned();
+        self.cmd(what, &mark).await.map(|_| ())
+    }
+
+    /// At start and from the health loop: loads the library once per process and refreshes its
+    /// in-use mark every `IN_USE_REFRESH` (prune keeps marked versions). Best effort: a failure
+    /// is logged and retried at the next call; FCALL loads a missing library by itself anyway.
+    pub async fn keep_library(&self) {
+        let last = *self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let what = "functions library";
+        let result = match last {
+            None => match self.load_library(what).await {
+                Ok(()) => self.mark_in_use(what).await,
+                Err(e) => Err(e),
+            },
+            Some(at) if at.elapsed() >= functions::IN_USE_REFRESH => self.mark_in_use(what).await,
+            Some(_) => return,
+        };
+        match result {
+            Ok(()) => {
+                *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis functions library not loaded or marked yet")
+            }
+        }
+    }
+
+    /// `cmd` on every primary, each answer apart (node, answer or error text): one entry for a
+    /// single server or Sentinel's primary.
+    pub async fn every_primary(
+        &self,
+        what: &str,
+        cmd: &Cmd,
+    ) -> Result<Vec<(String, Result<Value, String>)>, StoreError> {
+        match &self.target {
+            Target::Cluster(handle) => {
+                use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                let mut connection = handle.connection();
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let answer = self
+                    .bounded(what, connection.route_command(cmd.clone(), routing))
+                    .await?;
+                let Value::Map(nodes) = answer else {
+                    return Err(StoreError::corrupt(format!("{what}: not a map of nodes")));
+                };
+                Ok(nodes
+                    .into_iter()
+                    .map(|(node, value)| {
+                        let node = match node {
+                            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                            other => format!("{other:?}"),
+                        };
+                        let value = match value {
+                            Value::ServerError(e) => Err(format!("{e:?}")),
+                            v => Ok(v),
+                        };
+                        (node, value)
+                    })
+                    .collect())
+            }
+            _ => {
+                let mut link = self.link().await?;
+                let answer = self
+                    .bounded(what, cmd.query_async::<Value>(&mut link))
+                    .await;
+                Ok(vec![(
+                    "primary".to_owned(),
+                    answer.map_err(|e| e.to_string()),
+                )])
+            }
+        }
     }
 
     /// `WAIT replicas timeout`: in a cluster it goes to every primary and the answer is the
@@ -894,7 +1044,8 @@ impl Conn {
             .await
     }
 
-    /// Plain commands in one round trip (never scripts, see `script`).
+    /// Plain commands in one round trip (never FCALL: a pipelined call would not load a missing
+    /// library, see `read_script`).
     pub async fn pipeline(&self, what: &str, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut link = self.link().await?;
         self.bounded(what, pipe.query_async::<Vec<Value>>(&mut link))
@@ -902,9 +1053,61 @@ impl Conn {
     }
 }
 
-/// A script handle; `Script::new` computes the SHA1 once.
-pub fn script(source: &str) -> Script {
-    Script::new(source)
+/// One function of the library, by its registered (versioned) name.
+#[derive(Debug, Clone)]
+pub struct Function {
+    name: String,
+}
+
+impl Function {
+    /// A call with its first key.
+    pub fn key<T: ToRedisArgs>(&self, key: T) -> Invocation<'_> {
+        let mut invocation = self.prepare_invoke();
+        invocation.key(key);
+        invocation
+    }
+
+    /// A call with nothing yet.
+    pub fn prepare_invoke(&self) -> Invocation<'_> {
+        Invocation {
+            function: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One FCALL being built: keys then arguments, like the operation file's header lists them.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    function: &'a Function,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation<'_> {
+    pub fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// `FCALL <name> <numkeys> <keys...> <args...>`.
+    fn cmd(&self) -> Cmd {
+        let mut cmd = ::redis::cmd("FCALL");
+        cmd.arg(&self.function.name).arg(self.keys.len());
+        for key in &self.keys {
+            cmd.arg(key.as_slice());
+        }
+        for arg in &self.args {
+            cmd.arg(arg.as_slice());
+        }
+        cmd
+    }
 }
 
 fn unavailable(e: RedisError) -> StoreError {

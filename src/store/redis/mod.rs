@@ -1,8 +1,9 @@
 //! The production backend: slot inventory, appointments and receipts in Redis, with the same
 //! semantics as `memory` (one conformance suite runs against both).
 //!
-//! Every mutation is one Lua script (`lua/*.lua`, each with its KEYS/ARGV/return contract in a
-//! header) that checks everything first and writes last, so it is atomic even though Redis does
+//! Every mutation is one Lua function of slotd's Redis Functions library (`functions`, from
+//! `lua/*.lua`, each with its KEYS/ARGV/return contract in a header, called with FCALL) that
+//! checks everything first and writes last, so it is atomic even though Redis does
 //! not roll a failing script back. All keys share one hash tag (`keys`, `docs/redis-keys.md`),
 //! so a booking checks the global applicant rules and takes its seats in one call. Refusals come
 //! back as status arrays (`{"SLOT_FULL", remaining}`), decoded here into `domain::Error`; Redis
@@ -14,6 +15,7 @@
 mod admission;
 mod codec;
 pub mod conn;
+pub mod functions;
 pub mod keys;
 mod refusal;
 mod retention;
@@ -64,24 +66,6 @@ const HOLD_RECORD_GRACE_SECS: i64 = 24 * 60 * 60;
 /// How many due holds one sweep reads.
 const SWEEP_BATCH: usize = 1000;
 
-/// Scripts that decide on a date's seats or on passport/receipt claims start with the shared
-/// hold helpers; on a Redis Cluster, with `cluster_guard.lua` before them (those scripts touch
-/// keys they build themselves: see the guard's header).
-macro_rules! with_holds_lib {
-    ($cluster:expr, $file:literal) => {
-        &format!(
-            "{}{}\n{}",
-            if $cluster {
-                concat!(include_str!("lua/cluster_guard.lua"), "\n")
-            } else {
-                ""
-            },
-            include_str!("lua/holds_lib.lua"),
-            include_str!($file)
-        )
-    };
-}
-
 /// Everything the Redis store needs to know.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -100,54 +84,55 @@ impl Default for RedisOptions {
 }
 
 struct Scripts {
-    open_slots: ::redis::Script,
-    set_capacity: ::redis::Script,
-    close_slots: ::redis::Script,
-    book: ::redis::Script,
-    cancel: ::redis::Script,
-    register_receipt: ::redis::Script,
-    audit: ::redis::Script,
-    manifest: ::redis::Script,
-    hold: ::redis::Script,
-    confirm_hold: ::redis::Script,
-    release_hold: ::redis::Script,
-    reclaim: ::redis::Script,
-    reschedule: ::redis::Script,
-    wl_join: ::redis::Script,
-    wl_leave: ::redis::Script,
-    admission_step: ::redis::Script,
-    wl_retire: ::redis::Script,
-    appt_retire: ::redis::Script,
-    appt_expire: ::redis::Script,
-    day_retire: ::redis::Script,
-    backfill_scan: ::redis::Script,
+    open_slots: conn::Function,
+    set_capacity: conn::Function,
+    close_slots: conn::Function,
+    book: conn::Function,
+    cancel: conn::Function,
+    register_receipt: conn::Function,
+    audit: conn::Function,
+    manifest: conn::Function,
+    hold: conn::Function,
+    confirm_hold: conn::Function,
+    release_hold: conn::Function,
+    reclaim: conn::Function,
+    reschedule: conn::Function,
+    wl_join: conn::Function,
+    wl_leave: conn::Function,
+    admission_step: conn::Function,
+    wl_retire: conn::Function,
+    appt_retire: conn::Function,
+    appt_expire: conn::Function,
+    day_retire: conn::Function,
+    backfill_scan: conn::Function,
 }
 
 impl Scripts {
-    /// `cluster`: the guarded variants (slotd talks to a Redis Cluster).
-    fn load(cluster: bool) -> Self {
+    /// The library functions of `conn`'s version (the cluster-guarded library on a cluster).
+    fn new(conn: &Conn) -> Self {
+        use self::functions::Op;
         Self {
-            open_slots: conn::script(with_holds_lib!(cluster, "lua/open_slots.lua")),
-            set_capacity: conn::script(with_holds_lib!(cluster, "lua/set_capacity.lua")),
-            close_slots: conn::script(include_str!("lua/close_slots.lua")),
-            book: conn::script(with_holds_lib!(cluster, "lua/book.lua")),
-            cancel: conn::script(with_holds_lib!(cluster, "lua/cancel.lua")),
-            register_receipt: conn::script(include_str!("lua/register_receipt.lua")),
-            audit: conn::script(include_str!("lua/audit.lua")),
-            manifest: conn::script(include_str!("lua/manifest.lua")),
-            hold: conn::script(with_holds_lib!(cluster, "lua/hold.lua")),
-            confirm_hold: conn::script(with_holds_lib!(cluster, "lua/confirm_hold.lua")),
-            release_hold: conn::script(with_holds_lib!(cluster, "lua/release_hold.lua")),
-            reclaim: conn::script(with_holds_lib!(cluster, "lua/reclaim.lua")),
-            reschedule: conn::script(with_holds_lib!(cluster, "lua/reschedule.lua")),
-            wl_join: conn::script(with_holds_lib!(cluster, "lua/wl_join.lua")),
-            wl_leave: conn::script(with_holds_lib!(cluster, "lua/wl_leave.lua")),
-            admission_step: conn::script(include_str!("lua/admission_step.lua")),
-            wl_retire: conn::script(with_holds_lib!(cluster, "lua/wl_retire.lua")),
-            appt_retire: conn::script(include_str!("lua/appt_retire.lua")),
-            appt_expire: conn::script(include_str!("lua/appt_expire.lua")),
-            day_retire: conn::script(include_str!("lua/day_retire.lua")),
-            backfill_scan: conn::script(include_str!("lua/backfill_scan.lua")),
+            open_slots: conn.function(Op::OpenSlots),
+            set_capacity: conn.function(Op::SetCapacity),
+            close_slots: conn.function(Op::CloseSlots),
+            book: conn.function(Op::Book),
+            cancel: conn.function(Op::Cancel),
+            register_receipt: conn.function(Op::RegisterReceipt),
+            audit: conn.function(Op::Audit),
+            manifest: conn.function(Op::Manifest),
+            hold: conn.function(Op::Hold),
+            confirm_hold: conn.function(Op::ConfirmHold),
+            release_hold: conn.function(Op::ReleaseHold),
+            reclaim: conn.function(Op::Reclaim),
+            reschedule: conn.function(Op::Reschedule),
+            wl_join: conn.function(Op::WlJoin),
+            wl_leave: conn.function(Op::WlLeave),
+            admission_step: conn.function(Op::AdmissionStep),
+            wl_retire: conn.function(Op::WlRetire),
+            appt_retire: conn.function(Op::ApptRetire),
+            appt_expire: conn.function(Op::ApptExpire),
+            day_retire: conn.function(Op::DayRetire),
+            backfill_scan: conn.function(Op::BackfillScan),
         }
     }
 }
@@ -179,13 +164,11 @@ impl RedisStore {
             key: "redis.tag",
             detail,
         })?;
+        let conn = Conn::open(&options.conn)?;
         Ok(Self {
-            conn: Conn::open(&options.conn)?,
+            scripts: Scripts::new(&conn),
+            conn,
             keys,
-            scripts: Scripts::load(
-                options.conn.url.starts_with(conn::CLUSTER_SCHEME)
-                    || options.conn.url.starts_with(conn::TLS_CLUSTER_SCHEME),
-            ),
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
             retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
@@ -213,7 +196,7 @@ impl RedisStore {
 
     /// The five offer-context arguments of every script that may release seats (see
     /// `offer_context` in holds_lib.lua): key prefix, now, offer TTL, hold record TTL, nonce.
-    fn offer_context(&self, invocation: &mut ::redis::ScriptInvocation<'_>, now: DateTime<Utc>) {
+    fn offer_context(&self, invocation: &mut conn::Invocation<'_>, now: DateTime<Utc>) {
         use rand::Rng;
         let nonce: [u8; 16] = rand::rng().random();
         invocation
@@ -896,6 +879,8 @@ impl Inventory for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let what = "ping";
         let reply = self.conn.cmd(what, &::redis::cmd("PING")).await?;
+        // The health loop pings every second: load the library once, keep it marked in use.
+        self.conn.keep_library().await;
         match text(what, &reply)?.as_str() {
             "PONG" => Ok(()),
             other => Err(StoreError::Unavailable {

@@ -10,6 +10,7 @@ use ::redis::Value;
 
 use super::codec::{instant_from_millis, int, millis, status_reply, text, unexpected};
 use super::conn::{self, Conn};
+use super::functions::Op;
 use super::keys;
 use super::RedisOptions;
 use crate::domain::room::{
@@ -21,17 +22,13 @@ use crate::store::room::{Outcomes, WaitingRoomStore, BATCH_MAX};
 use crate::store::StoreError;
 
 struct RoomScripts {
-    join: ::redis::Script,
-    status: ::redis::Script,
-    end: ::redis::Script,
-    advance: ::redis::Script,
-    sync: ::redis::Script,
-    configure: ::redis::Script,
-    stats: ::redis::Script,
-}
-
-fn with_lib(body: &str) -> ::redis::Script {
-    conn::script(&format!("{}\n{}", include_str!("lua/room_lib.lua"), body))
+    join: conn::Function,
+    status: conn::Function,
+    end: conn::Function,
+    advance: conn::Function,
+    sync: conn::Function,
+    configure: conn::Function,
+    stats: conn::Function,
 }
 
 pub struct RedisWaitingRoom {
@@ -69,24 +66,26 @@ impl RedisWaitingRoom {
             key("ended"),
             key("log"),
         ];
+        let conn = Conn::open(&options.conn)?;
         Ok(Self {
-            conn: Conn::open(&options.conn)?,
+            // The room functions of the library (functions.rs puts room_lib.lua before each).
+            scripts: RoomScripts {
+                join: conn.function(Op::RoomJoin),
+                status: conn.function(Op::RoomStatus),
+                end: conn.function(Op::RoomEnd),
+                advance: conn.function(Op::RoomAdvance),
+                sync: conn.function(Op::RoomSync),
+                configure: conn.function(Op::RoomConfigure),
+                stats: conn.function(Op::RoomStats),
+            },
+            conn,
             config_key: keys[0].clone(),
             claim_prefix: format!("{prefix}claim:"),
             keys,
-            scripts: RoomScripts {
-                join: with_lib(include_str!("lua/room_join.lua")),
-                status: with_lib(include_str!("lua/room_status.lua")),
-                end: with_lib(include_str!("lua/room_end.lua")),
-                advance: with_lib(include_str!("lua/room_advance.lua")),
-                sync: with_lib(include_str!("lua/room_sync.lua")),
-                configure: with_lib(include_str!("lua/room_configure.lua")),
-                stats: with_lib(include_str!("lua/room_stats.lua")),
-            },
         })
     }
 
-    fn invoke<'a>(&self, script: &'a ::redis::Script) -> ::redis::ScriptInvocation<'a> {
+    fn invoke<'a>(&self, script: &'a conn::Function) -> conn::Invocation<'a> {
         let mut invocation = script.prepare_invoke();
         for k in &self.keys {
             invocation.key(k);
@@ -98,7 +97,7 @@ impl RedisWaitingRoom {
     async fn view(
         &self,
         what: &str,
-        invocation: &::redis::ScriptInvocation<'_>,
+        invocation: &conn::Invocation<'_>,
     ) -> Result<TicketView, StoreError> {
         let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
         match status.as_str() {
@@ -116,7 +115,7 @@ impl RedisWaitingRoom {
     async fn batch(
         &self,
         what: &str,
-        invocation: &::redis::ScriptInvocation<'_>,
+        invocation: &conn::Invocation<'_>,
         known: &[Known<'_>],
     ) -> Result<Outcomes, StoreError> {
         let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;

@@ -104,6 +104,6 @@ else
   redis.call('ZADD', KEYS[6], forget_at, conf)
   redis.call('PEXPIRE', KEYS[1], forget_at - now + backstop)
 end
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'passed', 'confirmation', conf, 'slot', ARGV[6], 'seats', seats, 'at', now_text)
 return {'RETIRED'}

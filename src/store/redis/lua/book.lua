@@ -1,4 +1,4 @@
--- book: books a group on one slot, all or nothing. Prepended with holds_lib.lua.
+-- book: books a group on one slot, all or nothing. Uses holds_lib.lua helpers.
 --
 -- KEYS[1]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[2]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
@@ -61,18 +61,15 @@ elseif #KEYS ~= 8 + 2 * n or #ARGV ~= 14 + n then
 end
 
 -- Checks.
-local seen = redis.call('GET', KEYS[5])
+local seen = remembered(KEYS[5], now)
+if seen == false then
+  return {'CORRUPT', 'idempotency record'}
+end
 if seen then
-  local seen_fp, seen_conf, seen_expiry = string.match(seen, '^([^|]+)|([^|]+)|(%d+)$')
-  if not seen_fp then
-    return {'CORRUPT', 'idempotency record'}
+  if seen[1] ~= fingerprint then
+    return {'REQUEST_ID_REUSED'}
   end
-  if tonumber(seen_expiry) > now then
-    if seen_fp ~= fingerprint then
-      return {'REQUEST_ID_REUSED'}
-    end
-    return {'REPLAY', seen_conf}
-  end
+  return {'REPLAY', seen[2]}
 end
 if admission and redis.call('HEXISTS', admission, 'booked') == 1 then
   return {'ADMISSION_USED'}
@@ -133,7 +130,7 @@ if admission then
   redis.call('HSET', admission, 'booked', conf)
   redis.call('EXPIRE', admission, tonumber(ARGV[15 + n]))
 end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'booked', 'confirmation', conf,
   'slot', ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11] .. ' ' .. ARGV[12],
   'seats', n, 'at', now_text)

@@ -39,7 +39,7 @@
 -- a passport or receipt claim is freed only if it still names this appointment;
 -- booked never goes below 0; the member moves from the manifest to the day's cancelled index
 -- (the manifest stays O(live appointments)); the record expires after the retention; the seats go to the date's waitlist first (offer_seats, in the
--- same script); checks first, writes last. Prepended with holds_lib.lua.
+-- same script); checks first, writes last. Uses holds_lib.lua helpers.
 local now = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
 local conf = ARGV[3]
@@ -53,18 +53,15 @@ if not now or not ttl or not o or not retention or retention < 1 or #ARGV ~= 17 
 end
 
 -- Checks.
-local seen = redis.call('GET', KEYS[2])
+local seen = remembered(KEYS[2], now)
+if seen == false then
+  return {'CORRUPT', 'idempotency record'}
+end
 if seen then
-  local seen_fp, seen_conf, seen_expiry = string.match(seen, '^([^|]+)|([^|]+)|(%d+)$')
-  if not seen_fp then
-    return {'CORRUPT', 'idempotency record'}
+  if seen[1] ~= fingerprint then
+    return {'REQUEST_ID_REUSED'}
   end
-  if tonumber(seen_expiry) > now then
-    if seen_fp ~= fingerprint then
-      return {'REQUEST_ID_REUSED'}
-    end
-    return {'REPLAY', seen_conf}
-  end
+  return {'REPLAY', seen[2]}
 end
 
 local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
@@ -126,7 +123,7 @@ redis.call('ZADD', KEYS[7 + 2 * seats], 0, member)
 redis.call('PEXPIRE', KEYS[7 + 2 * seats], retention)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'cancelled', 'confirmation', conf, 'slot', current, 'seats', seats, 'at', now_text)
 -- The entry that waited to move this appointment can never move it: it ends now, and the
 -- seats of its pending offer come back at once. Its passports name it (wlp:<PASSPORT>).

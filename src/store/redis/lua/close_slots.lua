@@ -49,7 +49,7 @@ if #to_close > 0 then
   if what == '' then
     what = 'day'
   end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*',
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
     'type', 'closed', 'day', ARGV[2], 'time', what, 'closed', #to_close)
 end
 return {'OK', #to_close}

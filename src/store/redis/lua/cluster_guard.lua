@@ -1,4 +1,4 @@
--- cluster_guard: prepended by slotd (before holds_lib.lua) to every script that touches keys it
+-- cluster_guard: put by slotd at the start of every function that touches keys it
 -- builds itself (the offer step, the moving-entry lookups, wl_retire), when slotd talks to a
 -- Redis Cluster. Not a script of its own.
 --

@@ -1,5 +1,5 @@
 -- confirm_hold: turns a live hold into an appointment: its held seats become booked seats, its
--- passport and receipt claims name the appointment. Prepended with holds_lib.lua.
+-- passport and receipt claims name the appointment. Uses holds_lib.lua helpers.
 --
 -- slotd reads the hold record first (its slot and applicants never change) to name every key;
 -- the script re-checks that read (applicants verbatim) and answers STALE if it does not match.
@@ -165,7 +165,7 @@ if moves then
   redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', moves)
   end_entry(prefix, rec[10], 'FULFILLED', nil, now)
   redis.call('HSET', entry_key, 'confirmation', moves)
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
     'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
     'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
@@ -212,7 +212,7 @@ if entry_key then
   end_entry(prefix, rec[10], 'FULFILLED', nil, now)
   redis.call('HSET', entry_key, 'confirmation', conf)
 end
-redis.call('XADD', KEYS[8], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
   'seats', n, 'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
 record_admission(conf)

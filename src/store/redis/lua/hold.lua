@@ -1,5 +1,5 @@
 -- hold: takes the seats of one slot for a group until an expiry, with the same checks as book
--- (a passport or receipt under a live hold counts as taken). Prepended with holds_lib.lua.
+-- (a passport or receipt under a live hold counts as taken). Uses holds_lib.lua helpers.
 --
 -- KEYS[1]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[2]        holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
@@ -110,7 +110,7 @@ redis.call('HSET', KEYS[4],
 redis.call('EXPIRE', KEYS[4], record_ttl)
 redis.call('SET', KEYS[5],
   ARGV[2] .. '|' .. hold_id .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'held', 'hold_ref', hold_ref(hold_id),
   'slot', ARGV[8] .. '/' .. ARGV[9] .. '/' .. ARGV[10] .. ' ' .. ARGV[11],
   'seats', n, 'expires_ms', ARGV[13], 'at', ARGV[7])

@@ -64,7 +64,7 @@ for d = 2, #KEYS do
   end
 end
 
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'opened', 'post', ARGV[2], 'category', ARGV[3], 'from', ARGV[4], 'to', ARGV[5],
   'seats', seats, 'opened', opened, 'updated', updated)
 

@@ -1,6 +1,6 @@
 -- reclaim: returns the seats of every hold of one date expired at `now` (the sweeper's call;
 -- hold, book, confirm_hold, release_hold and reschedule do the same for their dates inline).
--- Prepended with holds_lib.lua.
+-- Uses holds_lib.lua helpers.
 --
 -- KEYS[1]  day hash          slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[2]  holds zset        slotd:{T}:holds:<POST>:<CAT>:<DATE>

@@ -23,7 +23,7 @@ end
 
 redis.call('HSET', KEYS[1], 'passport', ARGV[1], 'paid_at', ARGV[2], 'expires_ms', ARGV[3],
   'amount_minor', ARGV[4], 'currency', ARGV[5])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'receipt_registered', 'receipt', ARGV[6],
   'paid_at', ARGV[2])
 return {'OK', 1}

@@ -1,5 +1,5 @@
 -- release_hold: gives a live hold's seats back and frees its passport and receipt claims.
--- Prepended with holds_lib.lua. slotd reads the hold record first to name the keys; the script
+-- Uses holds_lib.lua helpers. slotd reads the hold record first to name the keys; the script
 -- re-checks that read and answers STALE if it does not match.
 --
 -- KEYS[1]        hold record         slotd:{T}:hold:<HOLD_ID>

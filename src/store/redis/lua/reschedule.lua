@@ -1,7 +1,7 @@
 -- reschedule: moves a whole appointment to another slot in ONE script, keeping its
 -- confirmation number. Every booking key shares one hash tag, so both dates are reachable here:
 -- there is no saga and no moment at which the group holds both slots or neither.
--- Prepended with holds_lib.lua.
+-- Uses holds_lib.lua helpers.
 --
 -- slotd reads the appointment first (to name the old date's keys and the receipts); the script
 -- re-checks that read (applicants verbatim and the current slot) and answers STALE if either
@@ -152,7 +152,7 @@ redis.call('HSET', KEYS[1], 'post', ARGV[16], 'category', ARGV[17], 'date', ARGV
   'time', ARGV[19], 'updated_at', ARGV[5], 'history', (appt[8] or '') .. ARGV[20] .. '\n')
 redis.call('SET', KEYS[2],
   ARGV[2] .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'moved', 'confirmation', conf, 'from', current, 'to', ARGV[9], 'seats', n,
   'at', ARGV[5])
 -- The seats left behind go to the old date's waitlist first.

@@ -1,4 +1,5 @@
--- room_lib: shared prelude of every waiting-room script (slotd prepends it when loading).
+-- room_lib: shared prelude of every waiting-room function (functions.rs puts it at the start of
+-- each room_* function's body, so it binds that call's KEYS).
 --
 -- KEYS, the same ten for every room script, all under the room's own hash tag {<tag>-room}:
 --   KEYS[1] config   hash  enabled, rate (per minute), cap, session (s), timeout (s), paused, gate
@@ -23,18 +24,16 @@ end
 local K_CONFIG, K_STATE, K_WAITING, K_SEEN, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_ADMITS, K_TICKETS, K_CLIENTS, K_ENDED = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local K_LOG = KEYS[10]
-local RATE_WINDOW_MS = 60000
-local OUTAGE_GAP_MS = 3000
-local ENDED_TTL_MS = 3600000
+-- RATE_WINDOW_MS, OUTAGE_GAP_MS, ENDED_TTL_MS and ROOM_DEFAULT_*: generated from Rust constants.
 
 local function config()
   local r = redis.call('HMGET', K_CONFIG, 'enabled', 'rate', 'cap', 'session', 'timeout', 'paused', 'gate')
   return {
     enabled = tonumber(r[1]) == 1,
-    rate = tonumber(r[2]) or 600,
-    cap = tonumber(r[3]) or 1000,
-    session = tonumber(r[4]) or 600,
-    timeout = tonumber(r[5]) or 60,
+    rate = tonumber(r[2]) or ROOM_DEFAULT_RATE,
+    cap = tonumber(r[3]) or ROOM_DEFAULT_CAP,
+    session = tonumber(r[4]) or ROOM_DEFAULT_SESSION_SECS,
+    timeout = tonumber(r[5]) or ROOM_DEFAULT_TIMEOUT_SECS,
     paused = tonumber(r[6]) == 1,
     gate = tonumber(r[7]) == 1,
   }

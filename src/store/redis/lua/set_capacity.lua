@@ -35,7 +35,7 @@ if capacity < booked + held then
 end
 
 redis.call('HSET', KEYS[1], hhmm .. ':c', capacity)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'capacity_set', 'slot', ARGV[3], 'capacity', capacity)
 local raised = capacity - (tonumber(cur[1]) or 0)
 if raised > 0 then

@@ -146,7 +146,7 @@ for i = 1, n do
 end
 redis.call('SET', KEYS[1],
   ARGV[2] .. '|' .. id .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'waitlist_joined', 'entry', id, 'post', ARGV[4], 'category', ARGV[5],
   'from', ARGV[6], 'to', ARGV[7], 'seats', n)
 return {'OK'}

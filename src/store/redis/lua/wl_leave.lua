@@ -1,6 +1,6 @@
 -- wl_leave: takes an entry out of its waitlist. A pending offer is declined on the way out:
 -- its hold's seats return and pass to the next entry in the same script. Leaving a finished
--- entry changes nothing. Prepended with holds_lib.lua.
+-- entry changes nothing. Uses holds_lib.lua helpers.
 --
 -- KEYS[1]        entry hash          slotd:{T}:wle:<ENTRY_ID>
 -- KEYS[2]        events stream       slotd:{T}:events
@@ -59,5 +59,5 @@ if e[1] == 'OFFERED' and e[2] then
     end
   end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000000, '*', 'type', 'waitlist_left', 'entry', id)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'waitlist_left', 'entry', id)
 return {'OK'}

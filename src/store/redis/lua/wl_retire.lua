@@ -1,6 +1,6 @@
 -- wl_retire: retires one waitlist entry whose date range has passed (the sweeper, a bounded
 -- batch per run): a WAITING entry ends EXPIRED with reason DATES_PASSED and frees its line
--- members and passport keys, so those passports can join again. Prepended with holds_lib.lua.
+-- members and passport keys, so those passports can join again. Uses holds_lib.lua helpers.
 --
 -- KEYS[1]        entry hash          slotd:{T}:wle:<ENTRY_ID>
 -- KEYS[2]        retirement index    slotd:{T}:wl-due   (entry id, score = retire-at ms)
@@ -41,6 +41,6 @@ if status ~= 'WAITING' then
   return {'SKIPPED'}
 end
 end_entry(prefix, id, 'EXPIRED', 'DATES_PASSED', now)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000000, '*',
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'waitlist_cancelled', 'entry', id, 'reason', 'DATES_PASSED')
 return {'RETIRED'}
