@@ -59,6 +59,8 @@ backend_matrix!(
     capacity_never_goes_below_booked_plus_held,
     three_waiters_and_a_cancellation_get_offers_in_join_order,
     an_expired_offer_passes_to_the_next_entry,
+    seats_of_holds_reclaimed_together_go_to_the_group_ahead_in_line,
+    an_expired_hold_on_a_date_with_a_waitlist_counts_as_held_until_the_sweep,
     a_declined_offer_passes_on_and_the_decliner_keeps_its_place,
     a_capacity_raise_and_newly_opened_slots_go_to_waiters_first,
     offers_respect_times_ranges_groups_and_the_share,

@@ -796,3 +796,84 @@ pub async fn a_passed_waitlist_entry_is_retired_and_its_passport_can_join_again(
         "{refused:?}"
     );
 }
+
+/// A hold of `ids` on `s`, made at the epoch, expiring ten minutes later.
+async fn hold_for_ten_minutes(store: &Store, request_id: &str, s: SlotRef, ids: &[u32]) {
+    store
+        .hold(
+            &booking(request_id, s, ids),
+            &slotd::domain::lifecycle::HoldId::generate(),
+            epoch() + Duration::minutes(10),
+            epoch(),
+        )
+        .await
+        .unwrap();
+}
+
+/// The seats of holds one sweep reclaims together are freed first and then offered, so the
+/// group ahead in line that needs them all gets them instead of a smaller entry behind it.
+pub async fn seats_of_holds_reclaimed_together_go_to_the_group_ahead_in_line(store: Store) {
+    store
+        .open_slots(&plan(1, 1, "08:00", "08:00", 2), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=5).await;
+    hold_for_ten_minutes(&store, "h1", slot(1, "08:00"), &[1]).await;
+    hold_for_ten_minutes(&store, "h2", slot(1, "08:00"), &[2]).await;
+    let pair = join(&store, "pair", 1, 1, &[3, 4]).await;
+    let single = join(&store, "single", 1, 1, &[5]).await;
+
+    let later = epoch() + Duration::minutes(10) + Duration::seconds(1);
+    assert_eq!(store.reclaim_expired_holds(later).await.unwrap().holds, 2);
+    let offer = offer_of(&store, &pair).await;
+    assert_eq!(offer.seats(), 2);
+    assert_eq!(status_of(&store, &single).await, EntryStatus::Waiting);
+    let s = slot_state(&store, &slot(1, "08:00")).await;
+    assert_eq!((s.booked, s.held, s.remaining()), (0, 2, 0));
+    audit_clean(&store).await;
+}
+
+/// On a date someone waits for, an expired hold that the sweeper has not reclaimed yet still
+/// counts as held: its seats go to the line first (the sweep, within about a second), so a
+/// booking of its slot meanwhile is refused on every backend alike, and books after the sweep
+/// when the line does not want that time.
+pub async fn an_expired_hold_on_a_date_with_a_waitlist_counts_as_held_until_the_sweep(
+    store: Store,
+) {
+    store
+        .open_slots(&plan(1, 1, "08:00", "08:15", 1), epoch())
+        .await
+        .unwrap();
+    register(&store, 1..=4).await;
+    hold_for_ten_minutes(&store, "h", slot(1, "08:00"), &[1]).await;
+    book(&store, &booking("b", slot(1, "08:15"), &[2]))
+        .await
+        .unwrap();
+    let other_time = store
+        .join_waitlist(
+            &join_request("w", 1, 1, &["08:15"], &[3]),
+            &EntryId::generate(),
+            2,
+            epoch(),
+        )
+        .await
+        .unwrap();
+
+    let later = epoch() + Duration::minutes(11);
+    let late = booking("late", slot(1, "08:00"), &[4]);
+    assert!(matches!(
+        refusal(
+            store
+                .book(&late, &ConfirmationNumber::generate(), later)
+                .await
+        ),
+        Error::SlotFull { .. }
+    ));
+    assert_eq!(store.reclaim_expired_holds(later).await.unwrap().holds, 1);
+    assert_eq!(status_of(&store, &other_time).await, EntryStatus::Waiting);
+    store
+        .book(&late, &ConfirmationNumber::generate(), later)
+        .await
+        .unwrap();
+    audit_clean(&store).await;
+}

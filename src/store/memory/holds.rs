@@ -2,7 +2,7 @@
 //! `release_hold.lua`, `reclaim.lua`, `holds_lib.lua`): a passport or receipt is claimed by one
 //! live appointment or hold at a time, and a request_id answers its first outcome.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use chrono::{DateTime, Duration, Utc};
@@ -11,7 +11,9 @@ use super::{event_time, Op, Remembered, State};
 use crate::domain::lifecycle::{
     Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, HoldStatus,
 };
-use crate::domain::types::{format_instant, Applicant, Appointment, ConfirmationNumber, RequestId};
+use crate::domain::types::{
+    format_instant, Applicant, Appointment, ConfirmationNumber, RequestId, SlotRef,
+};
 use crate::domain::waitlist::EntryStatus;
 use crate::domain::Error;
 use crate::store::{Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS};
@@ -38,7 +40,7 @@ impl State {
                 .cloned()
                 .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         // The same rules as a booking; a hold id collision is drawn again like a number.
         self.check_booking(request, None, now)?;
         if self.holds.contains_key(id) {
@@ -98,7 +100,7 @@ impl State {
                     .ok_or_else(|| StoreError::corrupt("confirmed hold names no appointment"));
             }
             HoldStatus::Expired => {
-                self.reclaim(now);
+                self.reclaim_inline(now);
                 return Err(hold_expired(&hold).into());
             }
             s @ HoldStatus::Released => {
@@ -134,7 +136,7 @@ impl State {
         if self.appointments.contains_key(number) {
             return Err(StoreError::ConfirmationTaken);
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         self.record_admission(confirmation.admission.as_ref(), number, now);
 
         // The hold's seats, passports and receipts become the appointment's.
@@ -156,7 +158,7 @@ impl State {
             HoldStatus::Held => {}
             HoldStatus::Released => return Ok(hold),
             HoldStatus::Expired => {
-                self.reclaim(now);
+                self.reclaim_inline(now);
                 return Err(hold_expired(&hold).into());
             }
             s @ HoldStatus::Confirmed => {
@@ -167,7 +169,7 @@ impl State {
                 .into())
             }
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         let released = self.release(&hold, now)?;
         let declined = self.offer_ended(&hold, false, now);
         self.offer_seats(&hold.slot, hold.seats(), declined.as_ref(), now);
@@ -178,12 +180,39 @@ impl State {
         Ok(self.holds.get(id).cloned())
     }
 
+    /// The sweeper's reclaim (`reclaim.lua`): every hold expired at `now`, on every date.
     pub(super) fn reclaim(&mut self, now: DateTime<Utc>) -> Reclaimed {
+        self.reclaim_expired(now, true)
+    }
+
+    /// The reclaim an operation does before its checks (`expired_holds` without `all` in
+    /// holds_lib.lua): the holds of a date someone waits for are left to the sweeper, whose
+    /// reclaim offers their seats to the line first; until then they count as held (errs
+    /// towards refusing, never overbooks).
+    pub(super) fn reclaim_inline(&mut self, now: DateTime<Utc>) {
+        self.reclaim_expired(now, false);
+    }
+
+    /// Frees the expired holds first, all of them, then offers the seats that came back per
+    /// slot in slot order, as `reclaim.lua` does per date: a group needing the seats of two
+    /// holds reclaimed together gets them, in line order, instead of one hold's seats going to
+    /// a smaller entry behind it.
+    fn reclaim_expired(&mut self, now: DateTime<Utc>, all: bool) -> Reclaimed {
+        let expired: Vec<(DateTime<Utc>, HoldId)> = self
+            .live_holds
+            .iter()
+            .take_while(|(expires, _)| *expires <= now)
+            .filter(|(_, id)| {
+                all || self
+                    .holds
+                    .get(id)
+                    .is_none_or(|h| !self.someone_waits_for(&h.slot.day()))
+            })
+            .cloned()
+            .collect();
         let mut reclaimed = Reclaimed::default();
-        while let Some((expires, id)) = self.live_holds.first().cloned() {
-            if expires > now {
-                break;
-            }
+        let mut released: BTreeMap<SlotRef, u32> = BTreeMap::new();
+        for (expires, id) in expired {
             self.live_holds.remove(&(expires, id.clone()));
             let Some(hold) = self.holds.get_mut(&id) else {
                 continue;
@@ -201,12 +230,15 @@ impl State {
                 ],
             );
             self.offer_ended(&hold, true, hold.expires_at);
-            self.offer_seats(&hold.slot, hold.seats(), None, now);
+            *released.entry(hold.slot.clone()).or_default() += hold.seats();
             reclaimed.holds += 1;
             let day = hold.slot.day();
             if !reclaimed.days.contains(&day) {
                 reclaimed.days.push(day);
             }
+        }
+        for (slot, seats) in released {
+            self.offer_seats(&slot, seats, None, now);
         }
         reclaimed
     }

@@ -204,7 +204,7 @@ impl State {
             return Ok(first);
         }
         self.check_admission(booking.admission.as_ref(), now)?;
-        self.reclaim(now);
+        self.reclaim_inline(now);
         self.expire_records(now);
         self.check_booking(booking, Some(confirmation), now)?;
 
@@ -326,7 +326,7 @@ impl State {
         {
             return Ok(first);
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         // Checks, in the Redis script's order.
         let appointment = self
             .changeable(&reschedule.confirmation, &reschedule.passport)?

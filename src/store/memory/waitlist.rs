@@ -9,8 +9,8 @@ use super::{event_time, EntryRec, Remembered, State};
 use crate::domain::error::reason;
 use crate::domain::lifecycle::{Hold, HoldId, HoldStatus};
 use crate::domain::types::{
-    Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, PassportNumber,
-    PostId, SlotRef,
+    Applicant, Appointment, AppointmentStatus, CategoryId, ConfirmationNumber, DayRef,
+    PassportNumber, PostId, SlotRef,
 };
 use crate::domain::waitlist::{
     moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, OFFER_SCAN_LIMIT,
@@ -39,7 +39,7 @@ impl State {
                 .entry_view(&first)
                 .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         // Checks, in the Redis script's order: ownership first (receipts, or the appointment's
         // number and passport), so ALREADY_WAITING answers only a caller who proved it.
         match &join.moving {
@@ -234,6 +234,20 @@ impl State {
         }
         entry.offer = rec.offer.as_ref().and_then(|h| self.holds.get(h)).cloned();
         Some(entry)
+    }
+
+    /// Whether an entry in line accepts `day` (the date's `wl:` key exists, waitlist_lib.lua):
+    /// then expired holds of the day wait for the sweeper, which offers their seats first.
+    pub(super) fn someone_waits_for(&self, day: &DayRef) -> bool {
+        self.lines
+            .get(&(day.post.clone(), day.category.clone()))
+            .is_some_and(|line| {
+                line.values().any(|id| {
+                    self.entries.get(id).is_some_and(|r| {
+                        r.entry.range.from <= day.date && day.date <= r.entry.range.to
+                    })
+                })
+            })
     }
 
     /// Takes an entry out of line for good.
@@ -525,7 +539,7 @@ impl State {
             }
             return Err(error.into());
         }
-        self.reclaim(now);
+        self.reclaim_inline(now);
         self.confirm_writes(hold, appointment, now);
         let moved = self.move_appointment(&current, &hold.slot, now)?;
         self.offer_seats(&current.slot, current.seats(), None, now);

@@ -17,7 +17,8 @@
 --
 -- Invariant: a hold's seats return exactly once (only the caller that removes its member
 -- returns them); nothing is written when a member does not parse. Seats that come back go to
--- the date's waitlist first (holds_lib.lua, offer_seats); an expired offer ends its entry.
+-- the date's waitlist first (waitlist_lib.lua, offer_seats), slot by slot in time order, after
+-- all of the date's expired holds are freed; an expired offer ends its entry.
 local now = tonumber(ARGV[1])
 local o = offer_context(7, now)
 if not now or not o then
@@ -28,8 +29,15 @@ if not list then
   return {'CORRUPT', 'holds member'}
 end
 local n = reclaim_holds(list, KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
-for hhmm, seats in pairs(by_hhmm) do
-  offer_seats(o, ARGV[4], ARGV[5], ARGV[6], hhmm, seats, nil)
+-- Offers after every hold is freed, slot by slot in time order (as the embedded store does):
+-- a group needing the seats of two holds reclaimed together gets them in line order.
+local times = {}
+for hhmm in pairs(by_hhmm) do
+  times[#times + 1] = hhmm
+end
+table.sort(times)
+for _, hhmm in ipairs(times) do
+  offer_seats(o, ARGV[4], ARGV[5], ARGV[6], hhmm, by_hhmm[hhmm], nil)
 end
 -- Due entries whose day holds no such member any more (confirmed or released concurrently
 -- with a sweep read) are removed by their own scripts; nothing else to do here.
