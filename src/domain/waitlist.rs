@@ -23,6 +23,9 @@ pub const BOOKING_WINDOW_DAYS: i64 = 365;
 /// How many waiting entries one release looks at, per slot (bounded work inside the atomic
 /// step; entries further back are reached as those ahead are served or leave).
 pub const OFFER_SCAN_LIMIT: usize = 500;
+/// The reason an entry in line ends EXPIRED with once every date it accepts has passed (not a
+/// refusal: it is stored on the entry and shown by GetWaitlistEntry).
+pub const DATES_PASSED: &str = "DATES_PASSED";
 
 random_hex_id!(
     /// A waitlist entry's id: 128 bits from the CSPRNG (reading it needs the entry secret too).

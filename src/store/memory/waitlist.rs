@@ -13,7 +13,8 @@ use crate::domain::types::{
     PassportNumber, PostId, SlotRef,
 };
 use crate::domain::waitlist::{
-    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, OFFER_SCAN_LIMIT,
+    moving_range_error, EntryId, EntryStatus, WaitlistEntry, WaitlistJoin, DATES_PASSED,
+    OFFER_SCAN_LIMIT,
 };
 use crate::domain::Error;
 use crate::store::StoreError;
@@ -184,7 +185,7 @@ impl State {
                     self.retire_due.insert((later, key.1), id);
                 }
                 Some(EntryStatus::Waiting) => {
-                    self.drop_entry(&id, EntryStatus::Expired, "DATES_PASSED", now);
+                    self.drop_entry(&id, EntryStatus::Expired, DATES_PASSED, now);
                     retired += 1;
                 }
                 _ => {}

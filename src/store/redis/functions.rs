@@ -63,6 +63,10 @@ fn constants() -> Vec<(&'static str, String)> {
             "WAITLIST_ENDED_KEEP_SECS",
             WAITLIST_ENDED_KEEP_SECS.to_string(),
         ),
+        (
+            "REASON_DATES_PASSED",
+            format!("'{}'", crate::domain::waitlist::DATES_PASSED),
+        ),
         ("RATE_WINDOW_MS", (RATE_WINDOW_SECS * 1000).to_string()),
         ("OUTAGE_GAP_MS", OUTAGE_GAP_MS.to_string()),
         (
@@ -717,6 +721,10 @@ mod tests {
                 }
             }
             assert!(!text.contains("30 * 24 * 60 * 60"), "{file}");
+            assert!(
+                !text.contains(&format!("'{}'", crate::domain::waitlist::DATES_PASSED)),
+                "{file} spells the DATES_PASSED reason"
+            );
         }
     }
 }

@@ -40,7 +40,7 @@ redis.call('ZREM', KEYS[2], id)
 if status ~= 'WAITING' then
   return {'SKIPPED'}
 end
-end_entry(prefix, id, 'EXPIRED', 'DATES_PASSED', now)
+end_entry(prefix, id, 'EXPIRED', REASON_DATES_PASSED, now)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-  'type', 'waitlist_cancelled', 'entry', id, 'reason', 'DATES_PASSED')
+  'type', 'waitlist_cancelled', 'entry', id, 'reason', REASON_DATES_PASSED)
 return {'RETIRED'}
