@@ -1089,11 +1089,12 @@ async fn run(args: Args) -> Result<Report, String> {
         });
     }
     report.server_rss_kib_before = shared.args.server_pid.first().copied().and_then(rss_kib);
-    let redis_url = shared
-        .args
-        .redis_url
-        .clone()
-        .filter(|_| matches!(scenario, Scenario::BookSpread | Scenario::BookHot | Scenario::Mixed));
+    let redis_url = shared.args.redis_url.clone().filter(|_| {
+        matches!(
+            scenario,
+            Scenario::BookSpread | Scenario::BookHot | Scenario::Mixed
+        )
+    });
     let redis_before = match &redis_url {
         Some(url) => Some(fcall_stats(url).await?),
         None => None,
