@@ -2,9 +2,12 @@
 //! connection seam itself (one multiplexed connection vs a deadpool pool), each swept over
 //! 1, 16 and 128 concurrent callers. Receipts are registered outside the timed section
 //! (`iter_custom`); an element is one confirmed booking (or one script call for `redis_conn`).
+//! `book_redis` also prints Redis µs per booking: `cmdstat_fcall` usec read around every timed
+//! batch (warm-up included), divided by the bookings those batches made.
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +31,31 @@ fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
+/// `cmdstat_fcall` usec summed over the timed batches of `book_redis`, and their bookings.
+static FCALL_USEC: AtomicU64 = AtomicU64::new(0);
+static FCALL_BOOKINGS: AtomicU64 = AtomicU64::new(0);
+
+/// `cmdstat_fcall`'s usec from `INFO commandstats` (0 before any FCALL).
+fn fcall_usec(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_fcall:"))
+        .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Registers `n` fresh receipts (untimed), then times `n` bookings made by `concurrency` callers.
-async fn book_batch(store: &Arc<dyn Inventory>, n: u64, concurrency: usize) -> Duration {
+/// With `redis` (the store's server), adds the batch's FCALL usec to `FCALL_USEC`.
+async fn book_batch(
+    store: &Arc<dyn Inventory>,
+    n: u64,
+    concurrency: usize,
+    redis: Option<&redis::Client>,
+) -> Duration {
     let ids: Vec<u32> = (0..n).map(|_| next_applicant()).collect();
     for chunk in ids.chunks(256) {
         join_all(chunk.iter().map(|&i| {
@@ -40,6 +66,8 @@ async fn book_batch(store: &Arc<dyn Inventory>, n: u64, concurrency: usize) -> D
     }
     let bookings: Vec<_> = ids.iter().map(|&i| booking(i)).collect();
     let per_worker = bookings.len().div_ceil(concurrency.max(1)).max(1);
+    let mut stats = redis.map(|c| c.get_connection().expect("redis stats connection"));
+    let usec_before = stats.as_mut().map(fcall_usec);
     let start = Instant::now();
     join_all(bookings.chunks(per_worker).map(|chunk| {
         let store = store.clone();
@@ -53,10 +81,21 @@ async fn book_batch(store: &Arc<dyn Inventory>, n: u64, concurrency: usize) -> D
         }
     }))
     .await;
-    start.elapsed()
+    let elapsed = start.elapsed();
+    if let (Some(conn), Some(before)) = (stats.as_mut(), usec_before) {
+        FCALL_USEC.fetch_add(fcall_usec(conn).saturating_sub(before), Ordering::Relaxed);
+        FCALL_BOOKINGS.fetch_add(n, Ordering::Relaxed);
+    }
+    elapsed
 }
 
-fn bench_book(c: &mut Criterion, name: &str, rt: &Runtime, store: Arc<dyn Inventory>) {
+fn bench_book(
+    c: &mut Criterion,
+    name: &str,
+    rt: &Runtime,
+    store: Arc<dyn Inventory>,
+    redis: Option<redis::Client>,
+) {
     let plan = convert::open_plan(&open_request()).expect("plan");
     rt.block_on(store.open_slots(&plan, Utc::now()))
         .expect("open slots");
@@ -74,17 +113,31 @@ fn bench_book(c: &mut Criterion, name: &str, rt: &Runtime, store: Arc<dyn Invent
             |b, &concurrency| {
                 b.to_async(rt).iter_custom(|iters| {
                     let store = store.clone();
-                    async move { book_batch(&store, iters * concurrency as u64, concurrency).await }
+                    let redis = redis.clone();
+                    async move {
+                        let n = iters * concurrency as u64;
+                        book_batch(&store, n, concurrency, redis.as_ref()).await
+                    }
                 })
             },
         );
+        let (usec, booked) = (
+            FCALL_USEC.swap(0, Ordering::Relaxed),
+            FCALL_BOOKINGS.swap(0, Ordering::Relaxed),
+        );
+        if redis.is_some() && booked > 0 {
+            println!(
+                "{name}/{concurrency}: Redis {:.2} µs per booking (cmdstat_fcall, {booked} bookings)",
+                usec as f64 / booked as f64
+            );
+        }
     }
     group.finish();
 }
 
 fn book_embedded(c: &mut Criterion) {
     let rt = runtime();
-    bench_book(c, "book_embedded", &rt, Arc::new(MemoryStore::new()));
+    bench_book(c, "book_embedded", &rt, Arc::new(MemoryStore::new()), None);
 }
 
 fn book_redis(c: &mut Criterion) {
@@ -101,7 +154,8 @@ fn book_redis(c: &mut Criterion) {
         })
         .expect("redis store")
     });
-    bench_book(c, "book_redis", &rt, Arc::new(store));
+    let stats = redis::Client::open(redis.url()).expect("redis url");
+    bench_book(c, "book_redis", &rt, Arc::new(store), Some(stats));
 }
 
 /// The connection seam (src/store/redis/conn.rs): the same one-key decrement script through

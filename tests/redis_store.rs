@@ -808,3 +808,56 @@ async fn a_lua_error_names_the_operation_file_and_its_line() {
         "book.lua:{line} is `{text}` ({detail})"
     );
 }
+
+/// #17: a booking on a slot none of whose seats are held makes no holds scan (no
+/// ZRANGEBYSCORE, and its only EXISTS is the new appointment number's), while an expired hold of
+/// another slot of the date still leaves its seat free for that slot's own booking.
+#[tokio::test]
+async fn a_booking_on_a_slot_without_held_seats_skips_the_holds_scan() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(1), epoch()).await.unwrap();
+    for i in 1..=3 {
+        register(&store, i).await;
+    }
+    store
+        .hold(
+            &booking("h1", "08:15", &[1]),
+            &slotd::domain::lifecycle::HoldId::generate(),
+            epoch() + Duration::minutes(1),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let later = epoch() + Duration::minutes(2);
+    let mut conn = redis.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    store
+        .book(
+            &booking("b1", "08:00", &[2]),
+            &ConfirmationNumber::generate(),
+            later,
+        )
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!stats.contains("cmdstat_zrangebyscore:"), "{stats}");
+    assert!(stats.contains("cmdstat_exists:calls=1,"), "{stats}");
+    // 08:15's one seat is under an expired hold: its own booking discounts and reclaims it.
+    store
+        .book(
+            &booking("b2", "08:15", &[3]),
+            &ConfirmationNumber::generate(),
+            later,
+        )
+        .await
+        .expect("the expired hold's seat is free");
+    assert_eq!(booked(&store, "08:15").await, 1);
+    assert_audit_clean(&store).await;
+}

@@ -92,7 +92,10 @@ struct Args {
     /// abandoned places skipped quickly) is the harsh case, 60 the room's default.
     #[arg(long, default_value_t = 5)]
     waiter_timeout: u32,
-    /// `crowd`: the waiting room's Redis, for its CPU (`INFO cpu`) over the waiting phase.
+    /// The store's Redis. `crowd`: for its CPU (`INFO cpu`) over the waiting phase.
+    /// `book-spread`, `book-hot`, `mixed`: `INFO commandstats` (`cmdstat_fcall`) is read before
+    /// and after the run and the report gives Redis µs per confirmed booking (every FCALL of
+    /// the run, so for `mixed` the calendar's reads too). A cluster node's URL reads that node.
     #[arg(long)]
     redis_url: Option<String>,
     /// Allow a target that is not a loopback address.
@@ -171,6 +174,8 @@ struct Report {
     outcomes: BTreeMap<String, u64>,
     unexpected: BTreeMap<String, u64>,
     bookings_confirmed: u64,
+    /// With `--redis-url` on a booking scenario: the store's FCALL cost over the run.
+    redis: Option<RedisCost>,
     hot: Option<HotReport>,
     audit_slots_checked: u32,
     audit_violations: Vec<String>,
@@ -190,6 +195,65 @@ struct Latency {
     p99: u64,
     max: u64,
     mean: f64,
+}
+
+/// `cmdstat_fcall` of the store's Redis over a run (`INFO commandstats` before and after).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct RedisCost {
+    /// FCALLs Redis ran during the run.
+    fcall_calls: u64,
+    /// Their Redis CPU, µs (commandstats `usec`: the functions' commands and Lua together).
+    fcall_usec: u64,
+    /// `fcall_usec` per confirmed booking (null without one).
+    usec_per_booking: Option<f64>,
+    /// `fcall_usec` per FCALL.
+    usec_per_fcall: Option<f64>,
+}
+
+/// `cmdstat_fcall` (calls, usec) from `INFO commandstats` of `url`; (0, 0) before any FCALL.
+async fn fcall_stats(url: &str) -> Result<(u64, u64), String> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .map_err(|e| format!("--redis-url: {e}"))?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .map_err(|e| format!("INFO commandstats: {e}"))?;
+        Ok(parse_fcall_stats(&info))
+    })
+    .await
+    .map_err(|e| format!("INFO commandstats: {e}"))?
+}
+
+/// (calls, usec) of the `cmdstat_fcall:calls=..,usec=..,...` line; (0, 0) without one.
+fn parse_fcall_stats(info: &str) -> (u64, u64) {
+    let Some(line) = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_fcall:"))
+    else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("calls="), field("usec="))
+}
+
+fn redis_cost(before: (u64, u64), after: (u64, u64), bookings: u64) -> RedisCost {
+    let calls = after.0.saturating_sub(before.0);
+    let usec = after.1.saturating_sub(before.1);
+    RedisCost {
+        fcall_calls: calls,
+        fcall_usec: usec,
+        usec_per_booking: (bookings > 0).then(|| usec as f64 / bookings as f64),
+        usec_per_fcall: (calls > 0).then(|| usec as f64 / calls as f64),
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -1025,6 +1089,16 @@ async fn run(args: Args) -> Result<Report, String> {
         });
     }
     report.server_rss_kib_before = shared.args.server_pid.first().copied().and_then(rss_kib);
+    let redis_url = shared.args.redis_url.clone().filter(|_| {
+        matches!(
+            scenario,
+            Scenario::BookSpread | Scenario::BookHot | Scenario::Mixed
+        )
+    });
+    let redis_before = match &redis_url {
+        Some(url) => Some(fcall_stats(url).await?),
+        None => None,
+    };
 
     let start = Instant::now();
     shared.start = start;
@@ -1063,6 +1137,11 @@ async fn run(args: Args) -> Result<Report, String> {
         drive(&shared, &mut report).await
     };
     report.seconds = start.elapsed().as_secs_f64();
+    // Before the audit, whose reads are FCALLs too.
+    if let (Some(before), Some(url), true) = (redis_before, &redis_url, outcome.is_ok()) {
+        let after = fcall_stats(url).await?;
+        report.redis = Some(redis_cost(before, after, report.bookings_confirmed));
+    }
     if matches!(scenario, Scenario::Join | Scenario::Watch) {
         // Leave the room as other scenarios expect it: off (booking needs no token).
         configure_room(&shared, room_config(false, false)).await?;
@@ -1188,6 +1267,20 @@ fn print_requests(r: &Report) {
     for (k, v) in &r.outcomes {
         println!("  {k}: {v}");
     }
+    if let Some(c) = &r.redis {
+        println!(
+            "redis: {} FCALLs, {} µs; {} µs per confirmed booking ({} bookings), {} µs per FCALL",
+            c.fcall_calls,
+            c.fcall_usec,
+            c.usec_per_booking
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.bookings_confirmed,
+            c.usec_per_fcall
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
 }
 
 fn print_checks(r: &Report) {
@@ -1258,5 +1351,22 @@ fn main() -> ExitCode {
             eprintln!("slotd-load: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fcall_stats_read_from_commandstats() {
+        let info = "# Commandstats\r\ncmdstat_get:calls=3,usec=4,usec_per_call=1.33,rejected_calls=0,failed_calls=0\r\ncmdstat_fcall:calls=200,usec=5000,usec_per_call=25.00,rejected_calls=0,failed_calls=1\r\n";
+        assert_eq!(parse_fcall_stats(info), (200, 5000));
+        assert_eq!(parse_fcall_stats("# Commandstats\r\n"), (0, 0));
+        let c = redis_cost((100, 1000), (300, 6000), 50);
+        assert_eq!((c.fcall_calls, c.fcall_usec), (200, 5000));
+        assert_eq!(c.usec_per_booking, Some(100.0));
+        assert_eq!(c.usec_per_fcall, Some(25.0));
+        assert_eq!(redis_cost((0, 0), (0, 0), 0).usec_per_booking, None);
     }
 }
