@@ -41,15 +41,21 @@ use tokio::sync::oneshot;
 use crate::auth::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
 use crate::domain::room::{
-    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, TicketId, TicketState,
-    TicketView,
+    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId,
+    TicketState, TicketView,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoom, BATCH_MAX};
+use crate::store::room::{Outcomes, SyncCall, TickCall, WaitingRoom, BATCH_MAX};
 use crate::store::StoreError;
 
-/// How often each replica runs an admission step and refreshes its copy of the settings.
+/// How often each replica ticks: refreshes its copy of the settings, syncs its Watch streams
+/// and offers the room an admission step.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The step lease (`TickCall::lease`): the room steps when this much time passed since the last
+/// step of any replica. A little under the tick interval, so a lone replica steps at every
+/// tick and N replicas cost the room about one step per tick interval instead of N.
+pub const STEP_LEASE: Duration = Duration::from_millis(90);
 
 /// A copy of the settings older than this (real time) is not trusted: gated calls are refused.
 pub const SETTINGS_FRESH: Duration = Duration::from_secs(3);
@@ -353,6 +359,26 @@ impl Room {
         token: Option<&str>,
         gate: Gate,
     ) -> Result<Option<TicketId>, StoreError> {
+        let Some(ticket) = self.token_ticket(token, gate)? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        match gate {
+            // Reads may share a session; a booking call holds it until `settle`.
+            Gate::Calendar => self.store.check_session(&ticket, now).await?,
+            Gate::Booking => self.store.claim_session(&ticket, now).await?,
+        }
+        Ok(Some(ticket))
+    }
+
+    /// The part of `gate` that needs no store call: the settings and the token's signature and
+    /// expiry. Ok(None) when the room does not gate the call, Ok(Some(ticket)) for a token
+    /// `gate` would go on to check in the store.
+    pub fn token_ticket(
+        &self,
+        token: Option<&str>,
+        gate: Gate,
+    ) -> Result<Option<TicketId>, StoreError> {
         let config = match (self.known_config(), gate) {
             (Some(config), _) => config,
             // Reads stay open on the last settings read if those did not gate them.
@@ -366,13 +392,7 @@ impl Room {
             return Ok(None);
         }
         let token = token.ok_or(Error::AdmissionRequired)?;
-        let now = self.now();
-        let (_, ticket) = self.keys.verify(token, now)?;
-        match gate {
-            // Reads may share a session; a booking call holds it until `settle`.
-            Gate::Calendar => self.store.check_session(&ticket, now).await?,
-            Gate::Booking => self.store.claim_session(&ticket, now).await?,
-        }
+        let (_, ticket) = self.keys.verify(token, self.now())?;
         Ok(Some(ticket))
     }
 
@@ -399,51 +419,75 @@ impl Room {
         }
     }
 
-    /// One tick: refresh the settings, run an admission step, then sync the Watch streams.
+    /// One tick: one store call (`WaitingRoom::tick`) reads the settings, runs the room's
+    /// admission step when the step lease is due (about one step per `STEP_LEASE` for the whole
+    /// room, however many replicas tick) and syncs this replica's Watch streams; then the
+    /// streams are told. Returns the step's admissions (0 when another replica stepped).
     pub async fn tick(&self) -> Result<u64, StoreError> {
-        let config = self.refresh_settings().await?;
-        let admitted = if config.enabled {
-            self.store.advance(self.now()).await?
-        } else {
-            0
-        };
-        self.sync_watchers(&config).await?;
-        Ok(admitted)
-    }
-
-    /// The registry's one store call (chunked) for every stream it holds, then the messages.
-    async fn sync_watchers(&self, config: &RoomConfig) -> Result<(), StoreError> {
         let now = self.now();
-        let beat_every = beat_period(config);
+        // The heartbeat period of the settings last read (a change applies from the next tick).
+        let beat_every = self.last_config().map_or_else(
+            || beat_period(&RoomConfig::default()),
+            |c| beat_period(&c),
+        );
         let (after, beats, stale) = {
             let mut w = self.lock_watchers();
             w.prune();
             if w.tickets.is_empty() {
-                // Nobody to tell: no call (the cursor is set by the next stream's view).
+                // Nobody to tell: no sync (the cursor is set by the next stream's view).
                 w.cursor = None;
                 w.recent.clear();
-                return Ok(());
+                (None, None, Vec::new())
+            } else {
+                let beats: Vec<TicketId> = w
+                    .tickets
+                    .iter()
+                    .filter(|(_, e)| e.beaten_at + beat_every <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let stale: Vec<TicketId> = w
+                    .tickets
+                    .iter()
+                    .filter(|(_, e)| e.stale)
+                    .take(REFRESH_PER_TICK)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (w.cursor, Some(beats), stale)
             }
-            let beats: Vec<TicketId> = w
-                .tickets
-                .iter()
-                .filter(|(_, e)| e.beaten_at + beat_every <= now)
-                .map(|(id, _)| id.clone())
-                .collect();
-            let stale: Vec<TicketId> = w
-                .tickets
-                .iter()
-                .filter(|(_, e)| e.stale)
-                .take(REFRESH_PER_TICK)
-                .map(|(id, _)| id.clone())
-                .collect();
-            (w.cursor, beats, stale)
         };
-        let synced = self.store.sync(after, &beats, SYNC_MAX_EVENTS, now).await?;
+        let ticked = self
+            .store
+            .tick(&TickCall {
+                lease: STEP_LEASE,
+                sync: beats.as_deref().map(|heartbeat| SyncCall {
+                    after,
+                    heartbeat,
+                    max_events: SYNC_MAX_EVENTS,
+                }),
+                now,
+            })
+            .await?;
+        self.cache(ticked.config);
+        if let (Some(synced), Some(beats)) = (ticked.synced, beats) {
+            self.tell_watchers(now, after, &beats, synced, stale).await?;
+        }
+        Ok(ticked.admitted.unwrap_or(0))
+    }
+
+    /// Applies a sync's answer to the registry and tells the streams; then re-reads a few
+    /// stale tickets exactly (bounded per tick).
+    async fn tell_watchers(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<u64>,
+        beats: &[TicketId],
+        synced: Synced,
+        stale: Vec<TicketId>,
+    ) -> Result<(), StoreError> {
         let mut out: Vec<(Arc<Outbox>, Seen, bool)> = Vec::new();
         {
             let mut w = self.lock_watchers();
-            for id in &beats {
+            for id in beats {
                 if let Some(e) = w.tickets.get_mut(id) {
                     e.beaten_at = now;
                 }

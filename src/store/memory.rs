@@ -1556,6 +1556,35 @@ impl Inventory for MemoryStore {
         Ok(())
     }
 
+    async fn refuse_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // The Redis store's memo rule, answered exactly: a slot full of bookings (so no live
+        // hold on it) refuses a hold whose request_id was not seen.
+        let state = self.lock();
+        let slot = &request.slot;
+        let full = state
+            .days
+            .get(&slot.day())
+            .and_then(|d| d.get(&slot.time))
+            .is_some_and(|rec| !rec.closed && rec.booked >= rec.capacity);
+        let seen = state
+            .remembered_holds
+            .get(&request.request_id)
+            .is_some_and(|(_, _, until)| *until > now);
+        if full && !seen {
+            return Err(Error::SlotFull {
+                slot: slot.clone(),
+                requested: request.seats(),
+                remaining: 0,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     async fn hold(
         &self,
         request: &HoldRequest,
