@@ -11,10 +11,12 @@
 //!
 //! Watch streams cost the store nothing of their own. Each replica keeps its open streams in
 //! one in-memory registry (`Watchers`): per ticket a few numbers and the streams' outboxes, no
-//! task and no timer per stream. Once per tick the replica makes one `WaitingRoom::sync` call for
-//! all of them (chunked when large): the heartbeats that fall due (each waiter every third of the
-//! waiter timeout) and the room's events since the last tick (tickets leaving the line, in one
-//! global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
+//! task and no timer per stream. Once per tick the replica makes one store call,
+//! `WaitingRoom::tick`: the settings, the room's admission step when the step lease is due
+//! (`STEP_LEASE`: about one step per interval for the whole room, whichever replica takes it),
+//! and the sync of all its streams (heartbeats chunked when large): the heartbeats that fall due
+//! (each waiter every third of the waiter timeout) and the room's events since the last tick
+//! (tickets leaving the line, in one global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
 //! was admitted (the token is minted here) and who ended. A stream is sent a message only when
 //! its own state changes, when its position or estimate moved by the configured step, or at the
 //! heartbeat interval.
@@ -182,7 +184,7 @@ impl Room {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some((config, Instant::now()));
     }
 
-    /// Reads the settings once (the ticker does it every tick).
+    /// Reads the settings once (at start; the ticker's `tick` reads them every tick).
     pub async fn refresh_settings(&self) -> Result<RoomConfig, StoreError> {
         let config = self.store.config().await?;
         self.cache(config);

@@ -238,7 +238,7 @@ pub struct CountingRoom {
     calls: std::sync::Mutex<HashMap<&'static str, u64>>,
     /// `tick` calls begun, never reset: the admission ticker makes one per tick, nothing else.
     ticks: AtomicU64,
-    /// When the latest tick that stepped (or found the room off: nothing to step) began.
+    /// When the latest tick that stepped (or had nothing to step: room off, store down) began.
     settled_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -265,8 +265,8 @@ impl CountingRoom {
         self.ticks.load(Ordering::SeqCst)
     }
 
-    /// Whether a tick that began after `since` has stepped the room (or found it off) and
-    /// returned. With the step lease one replica steps per interval, so `settle` asks this of
+    /// Whether a tick that began after `since` has stepped the room (or had nothing to step)
+    /// and returned. With the step lease one replica steps per interval, so `settle` asks this of
     /// every server sharing the room.
     pub fn stepped_since(&self, since: std::time::Instant) -> bool {
         self.settled_at.lock().unwrap().is_some_and(|at| at > since)
@@ -366,15 +366,20 @@ impl WaitingRoom for CountingRoom {
         let begun = std::time::Instant::now();
         self.ticks.fetch_add(1, Ordering::SeqCst);
         self.count("tick");
-        let ticked = self.inner.tick(call).await?;
-        if ticked.admitted.is_some() {
+        let ticked = self.inner.tick(call).await;
+        if ticked.as_ref().is_ok_and(|t| t.admitted.is_some()) {
             self.count("step");
         }
-        if ticked.admitted.is_some() || !ticked.config.enabled {
+        // Settled: it stepped, or there was nothing to step (room off, or the store down: the
+        // tick failed, as every tick will until it answers).
+        if ticked
+            .as_ref()
+            .map_or(true, |t| t.admitted.is_some() || !t.config.enabled)
+        {
             let mut at = self.settled_at.lock().unwrap();
             *at = Some(at.map_or(begun, |a| a.max(begun)));
         }
-        Ok(ticked)
+        ticked
     }
     async fn check_session(
         &self,

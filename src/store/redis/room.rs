@@ -619,31 +619,41 @@ impl WaitingRoom for RedisWaitingRoom {
 
     async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
         let what = "claim session";
-        // Claim first, then check the session: an ended session never comes back, so a claim
-        // taken on a session that ends meanwhile books nothing (the store refuses it below).
-        let claimed = self
-            .conn
-            .cmd(
-                what,
-                ::redis::cmd("SET")
-                    .arg(format!("{}{}", self.claim_prefix, ticket.as_str()))
-                    .arg(millis(now))
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(crate::store::room::CLAIM_LEASE_SECS * 1000),
-            )
-            .await?;
-        if claimed == Value::Nil {
-            // Held by a call in flight, or left by a call that ended the session.
-            self.check_session(ticket, now).await?;
-            return Err(Error::AdmissionInUse.into());
-        }
-        match self.check_session(ticket, now).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.release_session(ticket).await;
-                Err(e)
+        // Claim first, then check the session, in one round trip (a pipeline runs its commands
+        // in order): an ended session never comes back, so a claim taken on a session that ends
+        // meanwhile books nothing (the store refuses it below).
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{}{}", self.claim_prefix, ticket.as_str()))
+            .arg(millis(now))
+            .arg("NX")
+            .arg("PX")
+            .arg(crate::store::room::CLAIM_LEASE_SECS * 1000)
+            .cmd("ZSCORE")
+            .arg(&self.keys[4])
+            .arg(ticket.as_str());
+        let replies = self.conn.pipeline(what, &pipe).await?;
+        let [claimed, expires] = replies.as_slice() else {
+            return Err(StoreError::corrupt(format!("{what}: reply count")));
+        };
+        let live = match expires {
+            Value::Nil => false,
+            v => {
+                text(what, v)?
+                    .parse::<f64>()
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad expiry")))?
+                    > millis(now) as f64
             }
+        };
+        match (*claimed != Value::Nil, live) {
+            (true, true) => Ok(()),
+            (true, false) => {
+                let _ = self.release_session(ticket).await;
+                Err(Error::AdmissionRevoked.into())
+            }
+            // Held by a call in flight, or left by a call that ended the session.
+            (false, true) => Err(Error::AdmissionInUse.into()),
+            (false, false) => Err(Error::AdmissionRevoked.into()),
         }
     }
 

@@ -49,14 +49,17 @@ for i = 1, 7 do
   reply[i + 1] = raw[i] or ''
 end
 
+local s = redis.call('HMGET', K_STATE, 'log_seq', 'enabled_since_ms', 'step_at')
 local admitted = -1
 if c.enabled then
   local clock = redis.call('TIME')
   local at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  local last = tonumber(redis.call('HGET', K_STATE, 'step_at'))
+  local last = tonumber(s[3])
   if not last or at - last >= lease or at < last then
     redis.call('HSET', K_STATE, 'step_at', at)
     admitted = step(c, now, bound, keep)
+    -- The step logged its admissions and drops: the head moved.
+    s[1] = redis.call('HGET', K_STATE, 'log_seq')
   end
 end
 reply[9] = admitted
@@ -74,15 +77,15 @@ if not sync then
   reply[10], reply[11], reply[12] = 0, 0, ''
   return reply
 end
-local s = redis.call('HMGET', K_STATE, 'log_seq', 'enabled_since_ms')
 local head = tonumber(s[1]) or 0
 reply[10], reply[11], reply[12] = head, 0, tostring(rate(c, now, s[2]))
 if after and after < head and max > 0 then
-  local oldest = redis.call('ZRANGE', K_LOG, 0, 0, 'WITHSCORES')
-  if #oldest == 0 or tonumber(oldest[2]) > after + 1 then
+  -- The log holds every event after the cursor iff the first one kept after it is after + 1
+  -- (sequence numbers have no holes; the log is trimmed from its oldest end).
+  local events = redis.call('ZRANGEBYSCORE', K_LOG, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, max)
+  if #events == 0 or tonumber(events[2]) > after + 1 then
     reply[11] = 1
   else
-    local events = redis.call('ZRANGEBYSCORE', K_LOG, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, max)
     for i = 1, #events, 2 do
       reply[#reply + 1] = tonumber(events[i + 1])
       reply[#reply + 1] = events[i]
