@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -71,6 +72,10 @@ pub const REFRESH_PER_TICK: usize = 50;
 
 /// Recent events kept in memory, so a view read just before the registry moved on is caught up.
 const RECENT_EVENTS: usize = 8_192;
+
+/// Closed streams leave the registry at most this often (a scan of every entry), and only
+/// after one closed: until then a closed stream's ticket is heartbeated and told for nothing.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a gate protects: calendar reads are gated only when the operator says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +131,8 @@ pub struct Room {
     /// The settings last read and when (real time); None until the first read.
     config: Arc<RwLock<Option<(RoomConfig, Instant)>>>,
     watchers: Arc<Mutex<Watchers>>,
+    /// Watch streams closed since the registry last dropped closed ones (`PRUNE_EVERY`).
+    closes: Arc<AtomicUsize>,
     options: WatchOptions,
     joins: Arc<Batch<(ClientKey, TicketId)>>,
     statuses: Arc<Batch<TicketId>>,
@@ -139,6 +146,7 @@ impl Room {
             clock,
             config: Arc::new(RwLock::new(None)),
             watchers: Arc::new(Mutex::new(Watchers::default())),
+            closes: Arc::new(AtomicUsize::new(0)),
             options: WatchOptions::default(),
             joins: Arc::new(Batch::default()),
             statuses: Arc::new(Batch::default()),
@@ -277,6 +285,7 @@ impl Room {
         let outbox = Arc::new(Outbox::default());
         let feed = WatchFeed {
             outbox: outbox.clone(),
+            closes: self.closes.clone(),
         };
         if first.view.state != TicketState::Waiting {
             outbox.push(first, true);
@@ -405,15 +414,17 @@ impl Room {
         let Some(ticket) = ticket else {
             return;
         };
-        let ended = if completed {
+        let outcome = if completed {
+            // An ended session never comes back, so its claim guards nothing any more: it
+            // lapses with its lease instead of costing a round trip (a claim on it answers
+            // AdmissionRevoked either way).
             self.store
                 .end(&ticket, TicketState::Completed, self.now())
                 .await
                 .map(|_| ())
         } else {
-            Ok(())
+            self.store.release_session(&ticket).await
         };
-        let outcome = ended.and(self.store.release_session(&ticket).await);
         if let Err(e) = outcome {
             // The call's outcome stands; the claim lapses after its lease (the session at its
             // duration) instead.
@@ -434,26 +445,29 @@ impl Room {
         );
         let (after, beats, stale) = {
             let mut w = self.lock_watchers();
-            w.prune();
+            let due = w.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due && self.closes.swap(0, Ordering::Relaxed) > 0 {
+                w.prune();
+                w.pruned_at = Some(Instant::now());
+            }
             if w.tickets.is_empty() {
                 // Nobody to tell: no sync (the cursor is set by the next stream's view).
                 w.cursor = None;
                 w.recent.clear();
                 (None, None, Vec::new())
             } else {
-                let beats: Vec<TicketId> = w
-                    .tickets
-                    .iter()
-                    .filter(|(_, e)| e.beaten_at + beat_every <= now)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                let stale: Vec<TicketId> = w
-                    .tickets
-                    .iter()
-                    .filter(|(_, e)| e.stale)
-                    .take(REFRESH_PER_TICK)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                // One pass: the heartbeats due, and a few stale entries to re-read.
+                let beat_before = now - beat_every;
+                let mut beats = Vec::new();
+                let mut stale = Vec::new();
+                for (id, e) in &w.tickets {
+                    if e.beaten_at <= beat_before {
+                        beats.push(id.clone());
+                    }
+                    if e.stale && stale.len() < REFRESH_PER_TICK {
+                        stale.push(id.clone());
+                    }
+                }
                 (w.cursor, Some(beats), stale)
             }
         };
@@ -736,6 +750,8 @@ struct Watchers {
     /// `(seq, number)` of the last events applied, oldest first.
     recent: VecDeque<(u64, u64)>,
     rate_per_minute: f64,
+    /// When closed streams were last dropped (`PRUNE_EVERY`).
+    pruned_at: Option<Instant>,
 }
 
 /// A watched waiting ticket: what its streams were last told and what it is now.
@@ -1002,6 +1018,7 @@ impl Outbox {
 /// The receiving end of one Watch stream.
 pub struct WatchFeed {
     outbox: Arc<Outbox>,
+    closes: Arc<AtomicUsize>,
 }
 
 impl tokio_stream::Stream for WatchFeed {
@@ -1023,6 +1040,7 @@ impl tokio_stream::Stream for WatchFeed {
 impl Drop for WatchFeed {
     fn drop(&mut self) {
         self.outbox.lock().closed = true;
+        self.closes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
