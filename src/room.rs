@@ -44,8 +44,8 @@ use tokio::sync::oneshot;
 use crate::auth::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
 use crate::domain::room::{
-    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId,
-    TicketState, TicketView,
+    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId, TicketState,
+    TicketView,
 };
 use crate::domain::Error;
 use crate::store::room::{Outcomes, SyncCall, TickCall, WaitingRoom, BATCH_MAX};
@@ -414,14 +414,22 @@ impl Room {
         let Some(ticket) = ticket else {
             return;
         };
+        // An ended session never comes back, so its claim guards nothing any more: it lapses
+        // with its lease instead of costing a round trip (a claim on it answers
+        // AdmissionRevoked either way). Otherwise (not completed, or the end failed) the claim
+        // is given back.
         let outcome = if completed {
-            // An ended session never comes back, so its claim guards nothing any more: it
-            // lapses with its lease instead of costing a round trip (a claim on it answers
-            // AdmissionRevoked either way).
-            self.store
+            match self
+                .store
                 .end(&ticket, TicketState::Completed, self.now())
                 .await
-                .map(|_| ())
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let _ = self.store.release_session(&ticket).await;
+                    Err(e)
+                }
+            }
         } else {
             self.store.release_session(&ticket).await
         };
@@ -439,10 +447,9 @@ impl Room {
     pub async fn tick(&self) -> Result<u64, StoreError> {
         let now = self.now();
         // The heartbeat period of the settings last read (a change applies from the next tick).
-        let beat_every = self.last_config().map_or_else(
-            || beat_period(&RoomConfig::default()),
-            |c| beat_period(&c),
-        );
+        let beat_every = self
+            .last_config()
+            .map_or_else(|| beat_period(&RoomConfig::default()), |c| beat_period(&c));
         let (after, beats, stale) = {
             let mut w = self.lock_watchers();
             let due = w.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
@@ -485,7 +492,8 @@ impl Room {
             .await?;
         self.cache(ticked.config);
         if let (Some(synced), Some(beats)) = (ticked.synced, beats) {
-            self.tell_watchers(now, after, &beats, synced, stale).await?;
+            self.tell_watchers(now, after, &beats, synced, stale)
+                .await?;
         }
         Ok(ticked.admitted.unwrap_or(0))
     }

@@ -1408,7 +1408,10 @@ async fn a_tick_reads_the_settings_steps_under_the_lease_and_syncs(room: Arc<dyn
         })
         .await
         .unwrap();
-    assert_eq!((off.config, off.admitted), (room.config().await.unwrap(), None));
+    assert_eq!(
+        (off.config, off.admitted),
+        (room.config().await.unwrap(), None)
+    );
     // One a second, burst 1.
     let config = RoomConfig {
         enabled: true,

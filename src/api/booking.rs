@@ -77,9 +77,10 @@ impl BookingApi {
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
-                if let (Some(request), Ok(Some(_))) =
-                    (&sold_out, room.token_ticket(token.as_deref(), Gate::Booking))
-                {
+                if let (Some(request), Ok(Some(_))) = (
+                    &sold_out,
+                    room.token_ticket(token.as_deref(), Gate::Booking),
+                ) {
                     app.refuse_sold_out_hold(request).await?;
                 }
                 let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
@@ -140,9 +141,13 @@ impl BookingService for BookingApi {
         let booking = convert::booking(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Booking, None, None, |app, admitted| async move {
-                app.book(&booking.under_admission(admitted)).await
-            })
+            .admitted(
+                token,
+                Step::Booking,
+                None,
+                None,
+                |app, admitted| async move { app.book(&booking.under_admission(admitted)).await },
+            )
             .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
@@ -207,9 +212,13 @@ impl BookingService for BookingApi {
         let hold = convert::hold_request(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let hold = self
-            .admitted(token, Step::Other, None, Some(hold.clone()), |app, _| async move {
-                app.hold(&hold).await
-            })
+            .admitted(
+                token,
+                Step::Other,
+                None,
+                Some(hold.clone()),
+                |app, _| async move { app.hold(&hold).await },
+            )
             .await?;
         tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
@@ -226,13 +235,19 @@ impl BookingService for BookingApi {
         let hold = Some(confirmation.hold.clone());
         let confirmed = confirmation.clone();
         let appointment = self
-            .admitted(token, Step::Booking, hold, None, |app, admitted| async move {
-                let confirmation = HoldConfirmation {
-                    admission: admitted,
-                    ..confirmed
-                };
-                app.confirm_hold(&confirmation).await
-            })
+            .admitted(
+                token,
+                Step::Booking,
+                hold,
+                None,
+                |app, admitted| async move {
+                    let confirmation = HoldConfirmation {
+                        admission: admitted,
+                        ..confirmed
+                    };
+                    app.confirm_hold(&confirmation).await
+                },
+            )
             .await?;
         tracing::info!(
             hold_ref = %confirmation.hold.reference(),

@@ -562,7 +562,9 @@ impl WaitingRoom for RedisWaitingRoom {
         for id in first {
             invocation.arg(id.as_str());
         }
-        let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
+        // Like room_sync, no WAIT for the settings read and the heartbeats; a step is confirmed
+        // below like room_advance was.
+        let (status, items) = status_reply(what, self.conn.read_script(what, &invocation).await?)?;
         if status != "OK" {
             return Err(unexpected(what, &status, &items));
         }
@@ -582,6 +584,13 @@ impl WaitingRoom for RedisWaitingRoom {
                 events: decode_events(what, items.get(11..).unwrap_or_default())?,
             }),
         };
+        if admitted.is_some() {
+            if let Err(e) = self.conn.confirm_writes(what).await {
+                // The step ran on the primary (its events are read above, the settings are
+                // fresh); what the replicas lack is said, and the room goes on.
+                tracing::warn!(error = %e, "waiting room admission step not confirmed by the replicas");
+            }
+        }
         if !rest.is_empty() {
             // The heartbeats past the first chunk, in room_sync calls of their own.
             self.sync(None, rest, 0, call.now).await?;
