@@ -28,7 +28,12 @@ case "${AOF:-no}" in
   always) aof=(--appendonly yes --appendfsync always) ;;
   *) aof=(--appendonly no) ;;
 esac
-redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' "${aof[@]}" \
+# SLOWLOG=1 records every command of the waiting phase (slotd-load resets the log at the
+# unpause) and prints each script's share after the run (benches/slowlog-shares.py); the logging
+# itself costs Redis CPU, so measure without it.
+slow=()
+[ "${SLOWLOG:-0}" = 1 ] && slow=(--slowlog-log-slower-than 0 --slowlog-max-len 2000000)
+redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' "${aof[@]}" "${slow[@]}" \
   --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -54,6 +59,7 @@ echo "+ slotd-load --scenario crowd --concurrency $N --rate $RATE --hot-seats $H
   --concurrency "$N" --applicants "$N" --rate "$RATE" --hot-seats "$HOT" --days 1 \
   --duration "$D" --redis-url "redis://127.0.0.1:$RP/" --server-pid "$A" --server-pid "$B" "$@" \
   || { rc=$?; echo "slotd-load failed; slotd logs:"; tail -n 20 "$WORK/a.log" "$WORK/b.log"; exit $rc; }
+[ "${SLOWLOG:-0}" = 1 ] && python3 benches/slowlog-shares.py "$RP"
 # Join / status batches a replica sent once more after an UNAVAILABLE answer (src/room.rs).
 echo "batches sent again after UNAVAILABLE: a $(grep -c 'sent once more' "$WORK/a.log" || true), b $(grep -c 'sent once more' "$WORK/b.log" || true)"
 echo "load: $(cut -d" " -f1-3 /proc/loadavg)"

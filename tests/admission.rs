@@ -426,6 +426,49 @@ async fn one_admission_makes_a_bounded_number_of_holds(s: Setup) {
     s.server.stop().await;
 }
 
+/// A hold on a slot full of bookings is refused `SLOT_FULL` before the admission's step is
+/// counted (`Inventory::refuse_sold_out_hold`; on Redis the sold-out memo answers, marked by
+/// the first refusal): an admission that keeps trying a sold-out slot is told SLOT_FULL every
+/// time, never ADMISSION_STEPS_EXHAUSTED, and keeps its steps for a slot that has seats.
+async fn holds_refused_as_sold_out_cost_the_admission_no_step(s: Setup) {
+    let date = day(7);
+    let other = day(8);
+    open_times(&s.server, &date, "08:00", "08:00", 1).await;
+    open_times(&s.server, &other, "08:00", "08:00", 1).await;
+    register_receipts(&s.server, 1..=3).await;
+    let mut booking = s.server.booking().await;
+    // Applicant 1 takes the only seat (the room still off: no admission needed).
+    booking
+        .book_appointment(book_request(
+            "sold-book",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .expect("the only seat");
+    let admission = admitted(&s, "sold-1").await;
+    for n in 0..ADMISSION_STEP_LIMIT + 3 {
+        let refused = booking
+            .hold_slot(with_token(
+                hold_request(&format!("sold-hold-{n}"), &date, 2),
+                &admission.token,
+            ))
+            .await
+            .expect_err("sold out");
+        assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    }
+    // The first refusal ran the hold (and counted its step); every other one was free.
+    booking
+        .hold_slot(with_token(
+            hold_request("sold-hold-elsewhere", &other, 2),
+            &admission.token,
+        ))
+        .await
+        .expect("a slot with a seat: the admission has steps left");
+    assert_eq!(booked(&s, &date).await, 1);
+    s.server.stop().await;
+}
+
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -464,4 +507,5 @@ on_every_backend!(
     a_deadline_that_drops_the_call_after_the_commit_does_not_let_the_token_book_again,
     an_admission_whose_settle_never_arrived_still_books_once,
     one_admission_makes_a_bounded_number_of_holds,
+    holds_refused_as_sold_out_cost_the_admission_no_step,
 );

@@ -132,3 +132,87 @@ async fn seats_added_on_another_replica_are_bookable_once_the_memo_bound_has_pas
     remembering.stop().await;
     other.stop().await;
 }
+
+async fn hold(
+    server: &TestServer,
+    id: &str,
+    i: u32,
+    date: &str,
+) -> Result<pb::Hold, tonic::Status> {
+    server
+        .booking()
+        .await
+        .hold_slot(pb::HoldSlotRequest {
+            request_id: id.into(),
+            slot: Some(slot(date, "08:00")),
+            applicants: vec![applicant(i)],
+        })
+        .await
+        .map(|r| r.into_inner().hold.unwrap_or_default())
+}
+
+/// Holds use the booking's memo: once a hold found the slot full of bookings, further holds are
+/// refused SLOT_FULL without the script (seats added behind the memo's back, on another
+/// replica, are not seen while it trusts the answer), a replayed hold still gets its first
+/// hold, and seats given back through the remembering replica (a cancel) clear the memo at once.
+#[tokio::test]
+async fn holds_on_a_sold_out_slot_are_refused_from_the_memo_until_seats_come_back() {
+    let redis = RedisServer::start();
+    let remembering = TestServer::start(store(&redis, Duration::from_secs(3600))).await;
+    let other = TestServer::start(store(&redis, Duration::from_secs(3600))).await;
+    let date = day(3);
+    open_day(&remembering, &date, 1).await;
+    register_receipts(&remembering, 1..=4).await;
+
+    let first = hold(&remembering, "h-1", 1, &date).await.expect("the seat");
+    let booked = remembering
+        .booking()
+        .await
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: first.hold_id.clone(),
+            request_id: "h-1-confirm".into(),
+        })
+        .await
+        .expect("confirmed")
+        .into_inner()
+        .appointment
+        .map(|a| a.confirmation_number)
+        .unwrap_or_default();
+    // The script's refusal marks the memo (the slot is full of bookings, no live hold).
+    let refused = hold(&remembering, "h-2", 2, &date).await.expect_err("full");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    other
+        .admin()
+        .await
+        .set_slot_capacity(admin(pb::SetSlotCapacityRequest {
+            slot: Some(slot(&date, "08:00")),
+            capacity: 2,
+        }))
+        .await
+        .expect("capacity raised elsewhere");
+    // The memo answers: the script would have held the new seat.
+    let refused = hold(&remembering, "h-3", 3, &date)
+        .await
+        .expect_err("remembered sold out");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    // A replay is no new hold: it gets its first answer, memo or not.
+    let replayed = hold(&remembering, "h-1", 1, &date).await.expect("replayed");
+    assert_eq!(replayed.hold_id, first.hold_id);
+    // Seats given back through this replica clear the memo at once.
+    remembering
+        .booking()
+        .await
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number: booked,
+            passport_number: applicant(1).passport_number,
+            request_id: "h-1-cancel".into(),
+        })
+        .await
+        .expect("cancel");
+    hold(&remembering, "h-4", 4, &date)
+        .await
+        .expect("seats are back: the memo forgot");
+    assert_audit_clean(&remembering, &date).await;
+    remembering.stop().await;
+    other.stop().await;
+}

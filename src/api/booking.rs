@@ -19,7 +19,7 @@ use super::room::HEARTBEAT;
 use crate::app::room::{Gate, Room};
 use crate::app::AppError;
 use crate::app::Slotd;
-use crate::domain::lifecycle::{HoldConfirmation, HoldId};
+use crate::domain::lifecycle::{HoldConfirmation, HoldId, HoldRequest};
 use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
 use crate::store::ADMISSION_STEP_LIMIT;
@@ -48,11 +48,16 @@ impl BookingApi {
     /// booking). The booking step also records its admission atomically (`Booking::admission`):
     /// even an unsettled admission (slotd killed, room store down) books only once. Other steps
     /// are counted against `ADMISSION_STEP_LIMIT` before they run.
+    ///
+    /// A hold (`sold_out`) on a slot the store already knows is full of bookings is refused
+    /// right after the token's own checks, before the session is claimed or a step counted
+    /// (`Inventory::refuse_sold_out_hold`): the answer the hold would give, for no script.
     async fn admitted<T, F, Fut>(
         &self,
         token: Option<&str>,
         step: Step,
         fallback: Option<HoldId>,
+        sold_out: Option<HoldRequest>,
         call: F,
     ) -> Result<T, Status>
     where
@@ -72,6 +77,12 @@ impl BookingApi {
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
+                if let (Some(request), Ok(Some(_))) = (
+                    &sold_out,
+                    room.token_ticket(token.as_deref(), Gate::Booking),
+                ) {
+                    app.refuse_sold_out_hold(request).await?;
+                }
                 let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
                     Ok(admitted) => admitted,
                     // A waitlist offer was earned in its own line: accepting it needs no second
@@ -130,9 +141,13 @@ impl BookingService for BookingApi {
         let booking = convert::booking(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Booking, None, |app, admitted| async move {
-                app.book(&booking.under_admission(admitted)).await
-            })
+            .admitted(
+                token,
+                Step::Booking,
+                None,
+                None,
+                |app, admitted| async move { app.book(&booking.under_admission(admitted)).await },
+            )
             .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
@@ -173,7 +188,7 @@ impl BookingService for BookingApi {
         let cancellation = convert::cancellation(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Other, None, |app, _| async move {
+            .admitted(token, Step::Other, None, None, |app, _| async move {
                 app.cancel(&cancellation).await
             })
             .await?;
@@ -197,9 +212,13 @@ impl BookingService for BookingApi {
         let hold = convert::hold_request(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let hold = self
-            .admitted(token, Step::Other, None, |app, _| async move {
-                app.hold(&hold).await
-            })
+            .admitted(
+                token,
+                Step::Other,
+                None,
+                Some(hold.clone()),
+                |app, _| async move { app.hold(&hold).await },
+            )
             .await?;
         tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
         Ok(Response::new(pb::HoldSlotResponse {
@@ -216,13 +235,19 @@ impl BookingService for BookingApi {
         let hold = Some(confirmation.hold.clone());
         let confirmed = confirmation.clone();
         let appointment = self
-            .admitted(token, Step::Booking, hold, |app, admitted| async move {
-                let confirmation = HoldConfirmation {
-                    admission: admitted,
-                    ..confirmed
-                };
-                app.confirm_hold(&confirmation).await
-            })
+            .admitted(
+                token,
+                Step::Booking,
+                hold,
+                None,
+                |app, admitted| async move {
+                    let confirmation = HoldConfirmation {
+                        admission: admitted,
+                        ..confirmed
+                    };
+                    app.confirm_hold(&confirmation).await
+                },
+            )
             .await?;
         tracing::info!(
             hold_ref = %confirmation.hold.reference(),
@@ -257,7 +282,7 @@ impl BookingService for BookingApi {
         let reschedule = convert::reschedule(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Other, None, |app, _| async move {
+            .admitted(token, Step::Other, None, None, |app, _| async move {
                 app.reschedule(&reschedule).await
             })
             .await?;
@@ -300,7 +325,7 @@ impl BookingService for BookingApi {
         // (the admitted session stays open: no seat was taken yet).
         let token = convert::admission_token(request.metadata());
         let entry = self
-            .admitted(token, Step::Other, None, |app, _| async move {
+            .admitted(token, Step::Other, None, None, |app, _| async move {
                 app.join_waitlist(&join).await
             })
             .await?;

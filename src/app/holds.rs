@@ -24,6 +24,24 @@ impl Slotd {
         })
     }
 
+    /// A hold's `SlotFull` answer when the store knows it without running the hold
+    /// (`Inventory::refuse_sold_out_hold`), checked before an admission step is counted for
+    /// it. Only that refusal: a hold `hold` would refuse for another reason first (unknown post,
+    /// slot started) goes on to `hold`, which gives that reason.
+    pub async fn refuse_sold_out_hold(&self, request: &HoldRequest) -> Result<(), AppError> {
+        let now = self.now();
+        let Ok(post) = self
+            .catalog
+            .post_with_category(&request.slot.post, &request.slot.category)
+        else {
+            return Ok(());
+        };
+        if ensure_not_started(post, &request.slot, now).is_err() {
+            return Ok(());
+        }
+        Ok(self.store.refuse_sold_out_hold(request, now).await?)
+    }
+
     pub async fn confirm_hold(
         &self,
         confirmation: &HoldConfirmation,

@@ -11,10 +11,12 @@
 //!
 //! Watch streams cost the store nothing of their own. Each replica keeps its open streams in
 //! one in-memory registry (`Watchers`): per ticket a few numbers and the streams' outboxes, no
-//! task and no timer per stream. Once per tick the replica makes one `WaitingRoomStore::sync` call for
-//! all of them (chunked when large): the heartbeats that fall due (each waiter every third of the
-//! waiter timeout) and the room's events since the last tick (tickets leaving the line, in one
-//! global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
+//! task and no timer per stream. Once per tick the replica makes one store call,
+//! `WaitingRoomStore::tick`: the settings, the room's admission step when the step lease is due
+//! (`STEP_LEASE`: about one step per interval for the whole room, whichever replica takes it),
+//! and the sync of all its streams (heartbeats chunked when large): the heartbeats that fall due
+//! (each waiter every third of the waiter timeout) and the room's events since the last tick
+//! (tickets leaving the line, in one global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
 //! was admitted (the token is minted here) and who ended. A stream is sent a message only when
 //! its own state changes, when its position or estimate moved by the configured step, or at the
 //! heartbeat interval.
@@ -31,6 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -41,15 +44,21 @@ use tokio::sync::oneshot;
 use crate::domain::admission::AdmissionKeys;
 use crate::domain::clock::Clock;
 use crate::domain::room::{
-    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, TicketId, TicketState,
+    estimate_wait_secs, ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId, TicketState,
     TicketView,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoomStore, BATCH_MAX};
+use crate::store::room::{Outcomes, SyncCall, TickCall, WaitingRoomStore, BATCH_MAX};
 use crate::store::StoreError;
 
-/// How often each replica runs an admission step and refreshes its copy of the settings.
+/// How often each replica ticks: refreshes its copy of the settings, syncs its Watch streams
+/// and offers the room an admission step.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The step lease (`TickCall::lease`): the room steps when this much time passed since the last
+/// step of any replica. A little under the tick interval, so a lone replica steps at every
+/// tick and N replicas cost the room about one step per tick interval instead of N.
+pub const STEP_LEASE: Duration = Duration::from_millis(90);
 
 /// A copy of the settings older than this (real time) is not trusted: gated calls are refused.
 pub const SETTINGS_FRESH: Duration = Duration::from_secs(3);
@@ -63,6 +72,10 @@ pub const REFRESH_PER_TICK: usize = 50;
 
 /// Recent events kept in memory, so a view read just before the registry moved on is caught up.
 const RECENT_EVENTS: usize = 8_192;
+
+/// Closed streams leave the registry at most this often (a scan of every entry), and only
+/// after one closed: until then a closed stream's ticket is heartbeated and told for nothing.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a gate protects: calendar reads are gated only when the operator says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +131,8 @@ pub struct Room {
     /// The settings last read and when (real time); None until the first read.
     config: Arc<RwLock<Option<(RoomConfig, Instant)>>>,
     watchers: Arc<Mutex<Watchers>>,
+    /// Watch streams closed since the registry last dropped closed ones (`PRUNE_EVERY`).
+    closes: Arc<AtomicUsize>,
     options: WatchOptions,
     joins: Arc<Batch<(ClientKey, TicketId)>>,
     statuses: Arc<Batch<TicketId>>,
@@ -135,6 +150,7 @@ impl Room {
             clock,
             config: Arc::new(RwLock::new(None)),
             watchers: Arc::new(Mutex::new(Watchers::default())),
+            closes: Arc::new(AtomicUsize::new(0)),
             options: WatchOptions::default(),
             joins: Arc::new(Batch::default()),
             statuses: Arc::new(Batch::default()),
@@ -180,7 +196,7 @@ impl Room {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some((config, Instant::now()));
     }
 
-    /// Reads the settings once (the ticker does it every tick).
+    /// Reads the settings once (at start; the ticker's `tick` reads them every tick).
     pub async fn refresh_settings(&self) -> Result<RoomConfig, StoreError> {
         let config = self.store.config().await?;
         self.cache(config);
@@ -273,6 +289,7 @@ impl Room {
         let outbox = Arc::new(Outbox::default());
         let feed = WatchFeed {
             outbox: outbox.clone(),
+            closes: self.closes.clone(),
         };
         if first.view.state != TicketState::Waiting {
             outbox.push(first, true);
@@ -357,6 +374,26 @@ impl Room {
         token: Option<&str>,
         gate: Gate,
     ) -> Result<Option<TicketId>, StoreError> {
+        let Some(ticket) = self.token_ticket(token, gate)? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        match gate {
+            // Reads may share a session; a booking call holds it until `settle`.
+            Gate::Calendar => self.store.check_session(&ticket, now).await?,
+            Gate::Booking => self.store.claim_session(&ticket, now).await?,
+        }
+        Ok(Some(ticket))
+    }
+
+    /// The part of `gate` that needs no store call: the settings and the token's signature and
+    /// expiry. Ok(None) when the room does not gate the call, Ok(Some(ticket)) for a token
+    /// `gate` would go on to check in the store.
+    pub fn token_ticket(
+        &self,
+        token: Option<&str>,
+        gate: Gate,
+    ) -> Result<Option<TicketId>, StoreError> {
         let config = match (self.known_config(), gate) {
             (Some(config), _) => config,
             // Reads stay open on the last settings read if those did not gate them.
@@ -370,13 +407,7 @@ impl Room {
             return Ok(None);
         }
         let token = token.ok_or(Error::AdmissionRequired)?;
-        let now = self.now();
-        let (_, ticket) = self.keys.verify(token, now)?;
-        match gate {
-            // Reads may share a session; a booking call holds it until `settle`.
-            Gate::Calendar => self.store.check_session(&ticket, now).await?,
-            Gate::Booking => self.store.claim_session(&ticket, now).await?,
-        }
+        let (_, ticket) = self.keys.verify(token, self.now())?;
         Ok(Some(ticket))
     }
 
@@ -387,15 +418,25 @@ impl Room {
         let Some(ticket) = ticket else {
             return;
         };
-        let ended = if completed {
-            self.store
+        // An ended session never comes back, so its claim guards nothing any more: it lapses
+        // with its lease instead of costing a round trip (a claim on it answers
+        // AdmissionRevoked either way). Otherwise (not completed, or the end failed) the claim
+        // is given back.
+        let outcome = if completed {
+            match self
+                .store
                 .end(&ticket, TicketState::Completed, self.now())
                 .await
-                .map(|_| ())
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let _ = self.store.release_session(&ticket).await;
+                    Err(e)
+                }
+            }
         } else {
-            Ok(())
+            self.store.release_session(&ticket).await
         };
-        let outcome = ended.and(self.store.release_session(&ticket).await);
         if let Err(e) = outcome {
             // The call's outcome stands; the claim lapses after its lease (the session at its
             // duration) instead.
@@ -403,51 +444,78 @@ impl Room {
         }
     }
 
-    /// One tick: refresh the settings, run an admission step, then sync the Watch streams.
+    /// One tick: one store call (`WaitingRoomStore::tick`) reads the settings, runs the room's
+    /// admission step when the step lease is due (about one step per `STEP_LEASE` for the whole
+    /// room, however many replicas tick) and syncs this replica's Watch streams; then the
+    /// streams are told. Returns the step's admissions (0 when another replica stepped).
     pub async fn tick(&self) -> Result<u64, StoreError> {
-        let config = self.refresh_settings().await?;
-        let admitted = if config.enabled {
-            self.store.advance(self.now()).await?
-        } else {
-            0
-        };
-        self.sync_watchers(&config).await?;
-        Ok(admitted)
-    }
-
-    /// The registry's one store call (chunked) for every stream it holds, then the messages.
-    async fn sync_watchers(&self, config: &RoomConfig) -> Result<(), StoreError> {
         let now = self.now();
-        let beat_every = beat_period(config);
+        // The heartbeat period of the settings last read (a change applies from the next tick).
+        let beat_every = self
+            .last_config()
+            .map_or_else(|| beat_period(&RoomConfig::default()), |c| beat_period(&c));
         let (after, beats, stale) = {
             let mut w = self.lock_watchers();
-            w.prune();
+            let due = w.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due && self.closes.swap(0, Ordering::Relaxed) > 0 {
+                w.prune();
+                w.pruned_at = Some(Instant::now());
+            }
             if w.tickets.is_empty() {
-                // Nobody to tell: no call (the cursor is set by the next stream's view).
+                // Nobody to tell: no sync (the cursor is set by the next stream's view).
                 w.cursor = None;
                 w.recent.clear();
-                return Ok(());
+                (None, None, Vec::new())
+            } else {
+                // One pass: the heartbeats due, and a few stale entries to re-read.
+                let beat_before = now - beat_every;
+                let mut beats = Vec::new();
+                let mut stale = Vec::new();
+                for (id, e) in &w.tickets {
+                    if e.beaten_at <= beat_before {
+                        beats.push(id.clone());
+                    }
+                    if e.stale && stale.len() < REFRESH_PER_TICK {
+                        stale.push(id.clone());
+                    }
+                }
+                (w.cursor, Some(beats), stale)
             }
-            let beats: Vec<TicketId> = w
-                .tickets
-                .iter()
-                .filter(|(_, e)| e.beaten_at + beat_every <= now)
-                .map(|(id, _)| id.clone())
-                .collect();
-            let stale: Vec<TicketId> = w
-                .tickets
-                .iter()
-                .filter(|(_, e)| e.stale)
-                .take(REFRESH_PER_TICK)
-                .map(|(id, _)| id.clone())
-                .collect();
-            (w.cursor, beats, stale)
         };
-        let synced = self.store.sync(after, &beats, SYNC_MAX_EVENTS, now).await?;
+        let ticked = self
+            .store
+            .tick(&TickCall {
+                lease: STEP_LEASE,
+                sync: beats.as_deref().map(|heartbeat| SyncCall {
+                    after,
+                    heartbeat,
+                    max_events: SYNC_MAX_EVENTS,
+                }),
+                now,
+            })
+            .await?;
+        self.cache(ticked.config);
+        if let (Some(synced), Some(beats)) = (ticked.synced, beats) {
+            self.tell_watchers(now, after, &beats, synced, stale)
+                .await?;
+        }
+        Ok(ticked.admitted.unwrap_or(0))
+    }
+
+    /// Applies a sync's answer to the registry and tells the streams; then re-reads a few
+    /// stale tickets exactly (bounded per tick).
+    async fn tell_watchers(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<u64>,
+        beats: &[TicketId],
+        synced: Synced,
+        stale: Vec<TicketId>,
+    ) -> Result<(), StoreError> {
         let mut out: Vec<(Arc<Outbox>, Seen, bool)> = Vec::new();
         {
             let mut w = self.lock_watchers();
-            for id in &beats {
+            for id in beats {
                 if let Some(e) = w.tickets.get_mut(id) {
                     e.beaten_at = now;
                 }
@@ -694,6 +762,8 @@ struct Watchers {
     /// `(seq, number)` of the last events applied, oldest first.
     recent: VecDeque<(u64, u64)>,
     rate_per_minute: f64,
+    /// When closed streams were last dropped (`PRUNE_EVERY`).
+    pruned_at: Option<Instant>,
 }
 
 /// A watched waiting ticket: what its streams were last told and what it is now.
@@ -960,6 +1030,7 @@ impl Outbox {
 /// The receiving end of one Watch stream.
 pub struct WatchFeed {
     outbox: Arc<Outbox>,
+    closes: Arc<AtomicUsize>,
 }
 
 impl tokio_stream::Stream for WatchFeed {
@@ -981,6 +1052,7 @@ impl tokio_stream::Stream for WatchFeed {
 impl Drop for WatchFeed {
     fn drop(&mut self) {
         self.outbox.lock().closed = true;
+        self.closes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -204,6 +204,21 @@ pub trait Inventory: Send + Sync + 'static {
 
     // ---- booking lifecycle: holds, reschedules, events ----
 
+    /// The hold's `SlotFull` refusal when this store can give it without running the hold (and
+    /// so before an admission step is counted for it): the slot is full of bookings (no seat
+    /// left and none under a live hold) and the request_id was not seen (a seen one must replay
+    /// its first outcome). Ok(()) means "run the hold": this never refuses a hold the hold itself
+    /// would let through, except within the sold-out memo's bound on Redis (`sold_out.rs`:
+    /// seats returned through another replica are seen at most its TTL later). The embedded
+    /// store answers exactly; Redis from its memo (no script, one `EXISTS`).
+    async fn refuse_sold_out_hold(
+        &self,
+        _request: &HoldRequest,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Takes the seats for the group until `expires_at`, with the same checks as `book` (a
     /// passport or receipt under a live hold counts as taken). A request_id seen before returns
     /// that first hold (or `RequestIdReused`).

@@ -2,6 +2,8 @@
 //! admission is decided here (in Redis by one script), never by a replica, so every replica
 //! admits in the one global join order.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -22,6 +24,36 @@ pub const BATCH_MAX: usize = 256;
 
 /// One outcome per call of a batch, in the batch's order.
 pub type Outcomes = Vec<Result<TicketView, StoreError>>;
+
+/// What one replica's tick asks of the store (`WaitingRoomStore::tick`).
+#[derive(Debug, Clone, Copy)]
+pub struct TickCall<'a> {
+    /// The step lease: the room steps when at least this much time (the store's own clock,
+    /// not room time) passed since the last step of any replica; zero steps at every tick.
+    pub lease: Duration,
+    /// The registry's sync (`WaitingRoomStore::sync`), or None when it holds no stream.
+    pub sync: Option<SyncCall<'a>>,
+    pub now: DateTime<Utc>,
+}
+
+/// The sync part of a tick: as `WaitingRoomStore::sync`'s arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncCall<'a> {
+    pub after: Option<u64>,
+    pub heartbeat: &'a [TicketId],
+    pub max_events: usize,
+}
+
+/// What a tick answers.
+#[derive(Debug, Clone)]
+pub struct Ticked {
+    /// The settings (as `config` reads them).
+    pub config: RoomConfig,
+    /// The step's admissions, or None when no step ran (room off, or the lease not due).
+    pub admitted: Option<u64>,
+    /// The sync's answer when one was asked.
+    pub synced: Option<Synced>,
+}
 
 #[async_trait]
 pub trait WaitingRoomStore: Send + Sync + 'static {
@@ -95,6 +127,32 @@ pub trait WaitingRoomStore: Send + Sync + 'static {
 
     /// One admission step (see `domain::room`). Returns how many tickets it admitted.
     async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// A replica's one store call per tick: reads the settings, runs an admission step when the
+    /// room is on and the step lease is due (`TickCall::lease`: however many replicas tick,
+    /// the room steps about once per lease), then the sync of its Watch streams, in that
+    /// order and, in the stores of this crate, atomically. The default makes the three calls
+    /// (and steps at every tick: no lease).
+    async fn tick(&self, call: &TickCall<'_>) -> Result<Ticked, StoreError> {
+        let config = self.config().await?;
+        let admitted = if config.enabled {
+            Some(self.advance(call.now).await?)
+        } else {
+            None
+        };
+        let synced = match call.sync {
+            Some(s) => Some(
+                self.sync(s.after, s.heartbeat, s.max_events, call.now)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Ticked {
+            config,
+            admitted,
+            synced,
+        })
+    }
 
     /// Ok when the ticket holds a live admitted session at `now`, else `AdmissionRevoked`.
     async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError>;

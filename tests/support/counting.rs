@@ -138,6 +138,13 @@ impl Inventory for CountingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn refuse_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.refuse_sold_out_hold(request, now).await
+    }
     async fn hold(
         &self,
         request: &HoldRequest,
@@ -229,9 +236,10 @@ impl Inventory for CountingStore {
 pub struct CountingRoom {
     inner: Arc<dyn WaitingRoomStore>,
     calls: std::sync::Mutex<HashMap<&'static str, u64>>,
-    /// `config` calls begun, never reset: the admission ticker makes one at the start of every
-    /// tick (and the server one before its ticker starts), nothing else reads the settings.
+    /// `tick` calls begun, never reset: the admission ticker makes one per tick, nothing else.
     ticks: AtomicU64,
+    /// When the latest tick that stepped (or had nothing to step: room off, store down) began.
+    settled_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl CountingRoom {
@@ -240,6 +248,7 @@ impl CountingRoom {
             inner,
             calls: std::sync::Mutex::new(HashMap::new()),
             ticks: AtomicU64::new(0),
+            settled_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -254,6 +263,13 @@ impl CountingRoom {
     /// Ticks begun so far (see `ticks`).
     pub fn ticks_begun(&self) -> u64 {
         self.ticks.load(Ordering::SeqCst)
+    }
+
+    /// Whether a tick that began after `since` has stepped the room (or had nothing to step)
+    /// and returned. With the step lease one replica steps per interval, so `settle` asks this of
+    /// every server sharing the room.
+    pub fn stepped_since(&self, since: std::time::Instant) -> bool {
+        self.settled_at.lock().unwrap().is_some_and(|at| at > since)
     }
 
     /// The calls since the last take, by method.
@@ -273,7 +289,6 @@ impl WaitingRoomStore for CountingRoom {
         self.inner.configure(config, now).await
     }
     async fn config(&self) -> Result<slotd::domain::room::RoomConfig, slotd::store::StoreError> {
-        self.ticks.fetch_add(1, Ordering::SeqCst);
         self.count("config");
         self.inner.config().await
     }
@@ -342,6 +357,29 @@ impl WaitingRoomStore for CountingRoom {
     ) -> Result<u64, slotd::store::StoreError> {
         self.count("advance");
         self.inner.advance(now).await
+    }
+    /// Counted as one `tick`, and one `step` when the lease let it step.
+    async fn tick(
+        &self,
+        call: &slotd::store::room::TickCall<'_>,
+    ) -> Result<slotd::store::room::Ticked, slotd::store::StoreError> {
+        let begun = std::time::Instant::now();
+        self.ticks.fetch_add(1, Ordering::SeqCst);
+        self.count("tick");
+        let ticked = self.inner.tick(call).await;
+        if ticked.as_ref().is_ok_and(|t| t.admitted.is_some()) {
+            self.count("step");
+        }
+        // Settled: it stepped, or there was nothing to step (room off, or the store down: the
+        // tick failed, as every tick will until it answers).
+        if ticked
+            .as_ref()
+            .map_or(true, |t| t.admitted.is_some() || !t.config.enabled)
+        {
+            let mut at = self.settled_at.lock().unwrap();
+            *at = Some(at.map_or(begun, |a| a.max(begun)));
+        }
+        ticked
     }
     async fn check_session(
         &self,

@@ -241,13 +241,23 @@ impl Drop for TestServer {
     }
 }
 
-/// Waits until every server's waiting-room ticker has run a whole tick begun after this call:
-/// a tick starts with the one settings read (`CountingRoom::ticks_begun`), so once two more
-/// have begun, the first of them (which read the clock after this call) has finished. A
-/// condition, not a guess at how long a tick takes; bounded by a generous 30 s.
+/// Waits until the room has stepped in a tick begun after this call (on any of the servers:
+/// they share the room, and the step lease lets one replica step per interval; a room that is
+/// off counts as stepped), then until every server's waiting-room ticker has run a whole tick
+/// begun after that: a tick is one `tick` call (`CountingRoom::ticks_begun`), so once two more
+/// have begun, the first of them (which read the clock and the step's events after the step)
+/// has finished. A condition, not a guess at how long a tick takes; bounded by a generous 30 s.
 pub async fn settle(servers: &[&TestServer]) {
+    let since = std::time::Instant::now();
+    let deadline = since + Duration::from_secs(30);
+    while !servers.iter().any(|s| s.room_calls.stepped_since(since)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting room did not step within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let begun: Vec<u64> = servers.iter().map(|s| s.room_calls.ticks_begun()).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while servers
         .iter()
         .zip(&begun)

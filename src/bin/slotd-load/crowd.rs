@@ -65,6 +65,10 @@ pub struct CrowdReport {
     pub messages_per_waiter_second: f64,
     pub redis_cpu_us: Option<f64>,
     pub redis_cpu_us_per_waiter_second: Option<f64>,
+    /// `INFO commandstats` over the waiting phase (reset at the unpause): per command, calls and
+    /// usec. Commands a script runs are counted under their own names as well as in its
+    /// `FCALL`, so the usec of all rows do not add up to the CPU.
+    pub redis_commands: BTreeMap<String, (u64, u64)>,
     pub slotd_cpu_us: Option<f64>,
     pub slotd_cpu_us_per_waiter_second: Option<f64>,
     pub slotd_rss_kib_before: Option<u64>,
@@ -184,6 +188,57 @@ async fn redis_cpu(url: &str) -> Result<f64, String> {
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Runs one Redis command of plain arguments, answering its text (`INFO commandstats`, `CONFIG
+/// RESETSTAT`, `SLOWLOG RESET`).
+async fn redis_text(url: &str, args: &[&str]) -> Result<String, String> {
+    let url = url.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .map_err(|e| format!("--redis-url: {e}"))?;
+        let mut cmd = redis::cmd(&args[0]);
+        for a in &args[1..] {
+            cmd.arg(a);
+        }
+        let value: redis::Value = cmd
+            .query(&mut conn)
+            .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+        Ok(match value {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            redis::Value::SimpleString(s) => s,
+            _ => String::new(),
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// `INFO commandstats` as command -> (calls, usec).
+fn command_stats(info: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(name) = name.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(calls), Some(usec)) = (field("calls="), field("usec=")) {
+            out.insert(name.to_owned(), (calls, usec));
+        }
+    }
+    out
 }
 
 /// CPU seconds a process has used (utime + stime of all its threads; USER_HZ is 100 on Linux).
@@ -423,6 +478,11 @@ pub async fn run(
     report.slotd_rss_kib_peak = sum_over(c.server_pids, rss_kib);
 
     // Phase 2: the waiting phase, measured from here.
+    if let Some(url) = c.redis_url {
+        // The per-command breakdown (and a SLOWLOG, if the caller turned it on) of this phase.
+        redis_text(url, &["CONFIG", "RESETSTAT"]).await?;
+        redis_text(url, &["SLOWLOG", "RESET"]).await?;
+    }
     let redis_before = match c.redis_url {
         Some(url) => Some(redis_cpu(url).await?),
         None => None,
@@ -465,6 +525,9 @@ pub async fn run(
         None => None,
     };
     let slotd_after = sum_over(c.server_pids, process_cpu);
+    if let Some(url) = c.redis_url {
+        report.redis_commands = command_stats(&redis_text(url, &["INFO", "commandstats"]).await?);
+    }
     let admitted_after_run = admitted_total(admin, c.token).await?;
     // Leave the room as other scenarios expect it: off.
     configure(
@@ -570,6 +633,19 @@ pub fn print(r: &CrowdReport) {
         us(r.slotd_cpu_us),
         us(r.slotd_cpu_us_per_waiter_second)
     );
+    if !r.redis_commands.is_empty() {
+        let mut rows: Vec<_> = r.redis_commands.iter().collect();
+        rows.sort_by_key(|(_, (_, usec))| std::cmp::Reverse(*usec));
+        let listed: Vec<String> = rows
+            .iter()
+            .filter(|(_, (_, usec))| *usec > 0)
+            .map(|(name, (calls, usec))| format!("{name} {calls}/{usec}"))
+            .collect();
+        println!(
+            "  Redis commands (calls/usec; a script's commands also under their own names): {}",
+            listed.join(", ")
+        );
+    }
     if let (Some(a), Some(b), Some(per)) = (
         r.slotd_rss_kib_before,
         r.slotd_rss_kib_peak,

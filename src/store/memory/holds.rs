@@ -19,6 +19,32 @@ use crate::domain::Error;
 use crate::store::{Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS};
 
 impl State {
+    /// The Redis store's sold-out memo rule for holds, answered exactly: a slot full of
+    /// bookings (so no live hold on it) refuses a hold whose request_id was not seen.
+    pub(super) fn refuse_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let slot = &request.slot;
+        let full = self
+            .slot_rec(slot)
+            .is_some_and(|rec| !rec.closed && rec.booked >= rec.capacity);
+        let seen = self
+            .remembered_holds
+            .get(&request.request_id)
+            .is_some_and(|r| r.expires_at > now);
+        if full && !seen {
+            return Err(Error::SlotFull {
+                slot: slot.clone(),
+                requested: request.seats(),
+                remaining: 0,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     pub(super) fn hold(
         &mut self,
         request: &HoldRequest,

@@ -367,6 +367,14 @@ impl Inventory for MemoryStore {
         Ok(())
     }
 
+    async fn refuse_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.lock().refuse_sold_out_hold(request, now)
+    }
+
     async fn hold(
         &self,
         request: &HoldRequest,

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -11,7 +12,7 @@ use crate::domain::room::{
     TicketId, TicketState, TicketView, EVENT_LOG_KEEP, EXPIRE_PER_STEP, RATE_WINDOW_SECS,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoomStore, ENDED_TICKET_TTL_SECS};
+use crate::store::room::{Outcomes, TickCall, Ticked, WaitingRoomStore, ENDED_TICKET_TTL_SECS};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ struct Room {
     enabled_since: Option<DateTime<Utc>>,
     last_step_ms: Option<i64>,
     resumed_ms: Option<i64>,
+    /// Room time of the last sweep (forgetting old ended tickets), as room_lib.lua's `swept_ms`.
+    swept_ms: Option<i64>,
+    /// When the last tick stepped (this process's clock: the step lease, as Redis's TIME).
+    step_at: Option<Instant>,
     last_number: u64,
     admitted_total: u64,
     expired_total: u64,
@@ -236,14 +241,25 @@ impl Room {
         for id in stale {
             self.finish(&id, TicketState::Expired, now);
         }
-        let forget_before = now - Duration::seconds(ENDED_TICKET_TTL_SECS);
-        for _ in 0..EXPIRE_PER_STEP {
-            match self.ended.front() {
-                Some((at, _)) if *at <= forget_before => {}
-                _ => break,
+        // Once per second of room time, or at every step while a sweep finds a full bound.
+        let sweep = self
+            .swept_ms
+            .is_none_or(|swept| now_ms - swept >= 1000 || now_ms < swept);
+        if sweep {
+            let forget_before = now - Duration::seconds(ENDED_TICKET_TTL_SECS);
+            let mut forgot = 0;
+            while forgot < EXPIRE_PER_STEP {
+                match self.ended.front() {
+                    Some((at, _)) if *at <= forget_before => {}
+                    _ => break,
+                }
+                if let Some((_, id)) = self.ended.pop_front() {
+                    self.tickets.remove(&id);
+                }
+                forgot += 1;
             }
-            if let Some((_, id)) = self.ended.pop_front() {
-                self.tickets.remove(&id);
+            if forgot < EXPIRE_PER_STEP {
+                self.swept_ms = Some(now_ms);
             }
         }
         let window_start = now - Duration::seconds(RATE_WINDOW_SECS);
@@ -251,6 +267,99 @@ impl Room {
             self.admissions.pop_front();
         }
         resumed
+    }
+
+    /// One admission step (`WaitingRoomStore::advance`; room_lib.lua's `step`).
+    fn step(&mut self, now: DateTime<Utc>) -> u64 {
+        let resumed = self.expire_and_drop(now);
+        let now_ms = now.timestamp_millis();
+        let config = self.config;
+        let Some(mut bucket) = self.bucket else {
+            return 0;
+        };
+        bucket.refill(&config, now);
+        let n = admit_count(
+            &config,
+            bucket.tokens,
+            self.active.len() as u64,
+            self.waiting.len() as u64,
+        );
+        let mut admitted = 0;
+        // Silent waiters the bounded drop has not reached yet are expired, never admitted;
+        // they count against the same per-step bound.
+        let mut skips = EXPIRE_PER_STEP;
+        while admitted < n {
+            let Some((_, id)) = self.waiting.front().cloned() else {
+                break;
+            };
+            if self.is_stale_waiter(&id, resumed, now_ms) {
+                if skips == 0 {
+                    break;
+                }
+                skips -= 1;
+                self.finish(&id, TicketState::Expired, now);
+                continue;
+            }
+            self.waiting.pop_front();
+            self.admitted_total += 1;
+            admitted += 1;
+            let admission_number = self.admitted_total;
+            let expires = now + config.session_duration();
+            let Some(t) = self.tickets.get_mut(&id) else {
+                continue;
+            };
+            t.state = TicketState::Admitted;
+            t.admission_number = admission_number;
+            t.session_expires_at = Some(expires);
+            let t = t.clone();
+            self.log_exit(&t);
+            self.active.insert(id, expires);
+            self.admissions.push_back(now);
+        }
+        bucket.tokens -= admitted as f64;
+        self.bucket = Some(bucket);
+        admitted
+    }
+
+    /// `WaitingRoomStore::sync` (room_sync.lua).
+    fn sync(
+        &mut self,
+        after: Option<u64>,
+        heartbeat: &[TicketId],
+        max_events: usize,
+        now: DateTime<Utc>,
+    ) -> Synced {
+        for id in heartbeat {
+            if let Some(t) = self.tickets.get_mut(id) {
+                if t.state == TicketState::Waiting && t.last_seen < now {
+                    t.last_seen = now;
+                }
+            }
+        }
+        let head = self.seq;
+        let oldest = self.log.front().map_or(head + 1, |e| e.seq);
+        let (gap, events) = match after {
+            None => (false, Vec::new()),
+            Some(after) if after >= head => (false, Vec::new()),
+            Some(after) if after + 1 < oldest => (true, Vec::new()),
+            Some(after) => {
+                let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
+                let events = self
+                    .log
+                    .iter()
+                    .skip(skip)
+                    .take(max_events)
+                    .cloned()
+                    .collect();
+                (false, events)
+            }
+        };
+        Synced {
+            head,
+            gap,
+            events,
+            rate_per_minute: self.rate_per_minute(now),
+        }
     }
 }
 
@@ -325,55 +434,7 @@ impl WaitingRoomStore for MemoryWaitingRoom {
     }
 
     async fn advance(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut room = self.lock();
-        let resumed = room.expire_and_drop(now);
-        let now_ms = now.timestamp_millis();
-        let config = room.config;
-        let Some(mut bucket) = room.bucket else {
-            return Ok(0);
-        };
-        bucket.refill(&config, now);
-        let n = admit_count(
-            &config,
-            bucket.tokens,
-            room.active.len() as u64,
-            room.waiting.len() as u64,
-        );
-        let mut admitted = 0;
-        // Silent waiters the bounded drop has not reached yet are expired, never admitted;
-        // they count against the same per-step bound.
-        let mut skips = EXPIRE_PER_STEP;
-        while admitted < n {
-            let Some((_, id)) = room.waiting.front().cloned() else {
-                break;
-            };
-            if room.is_stale_waiter(&id, resumed, now_ms) {
-                if skips == 0 {
-                    break;
-                }
-                skips -= 1;
-                room.finish(&id, TicketState::Expired, now);
-                continue;
-            }
-            room.waiting.pop_front();
-            room.admitted_total += 1;
-            admitted += 1;
-            let admission_number = room.admitted_total;
-            let expires = now + config.session_duration();
-            let Some(t) = room.tickets.get_mut(&id) else {
-                continue;
-            };
-            t.state = TicketState::Admitted;
-            t.admission_number = admission_number;
-            t.session_expires_at = Some(expires);
-            let t = t.clone();
-            room.log_exit(&t);
-            room.active.insert(id, expires);
-            room.admissions.push_back(now);
-        }
-        bucket.tokens -= admitted as f64;
-        room.bucket = Some(bucket);
-        Ok(admitted)
+        Ok(self.lock().step(now))
     }
 
     async fn sync(
@@ -383,37 +444,31 @@ impl WaitingRoomStore for MemoryWaitingRoom {
         max_events: usize,
         now: DateTime<Utc>,
     ) -> Result<Synced, StoreError> {
+        Ok(self.lock().sync(after, heartbeat, max_events, now))
+    }
+
+    async fn tick(&self, call: &TickCall<'_>) -> Result<Ticked, StoreError> {
+        // One critical section, in room_tick.lua's order: settings, step if due, sync.
         let mut room = self.lock();
-        for id in heartbeat {
-            if let Some(t) = room.tickets.get_mut(id) {
-                if t.state == TicketState::Waiting && t.last_seen < now {
-                    t.last_seen = now;
-                }
+        let config = room.config;
+        let mut admitted = None;
+        if config.enabled {
+            let at = Instant::now();
+            let due = room
+                .step_at
+                .is_none_or(|last| at.saturating_duration_since(last) >= call.lease);
+            if due {
+                room.step_at = Some(at);
+                admitted = Some(room.step(call.now));
             }
         }
-        let head = room.seq;
-        let oldest = room.log.front().map_or(head + 1, |e| e.seq);
-        let (gap, events) = match after {
-            None => (false, Vec::new()),
-            Some(after) if after >= head => (false, Vec::new()),
-            Some(after) if after + 1 < oldest => (true, Vec::new()),
-            Some(after) => {
-                let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
-                let events = room
-                    .log
-                    .iter()
-                    .skip(skip)
-                    .take(max_events)
-                    .cloned()
-                    .collect();
-                (false, events)
-            }
-        };
-        Ok(Synced {
-            head,
-            gap,
-            events,
-            rate_per_minute: room.rate_per_minute(now),
+        let synced = call
+            .sync
+            .map(|s| room.sync(s.after, s.heartbeat, s.max_events, call.now));
+        Ok(Ticked {
+            config,
+            admitted,
+            synced,
         })
     }
 

@@ -847,8 +847,17 @@ impl Conn {
         Ok(value)
     }
 
-    /// A function that writes nothing (flag `no-writes`): never waits for replicas, so reads
-    /// keep working while a shard has lost its replica.
+    /// The `WAIT` that `script` makes after a write, on its own (a script that writes only
+    /// sometimes, like the room's tick, runs as `read_script` and confirms what it wrote).
+    pub async fn confirm_writes(&self, what: &str) -> Result<(), StoreError> {
+        match self.wait {
+            Some((replicas, timeout)) => self.wait_for_replicas(what, replicas, timeout).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A function that writes nothing (flag `no-writes`): never waits for replicas, so
+    /// reads keep working while a shard has lost its replica.
     pub async fn read_script(
         &self,
         what: &str,

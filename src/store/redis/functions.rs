@@ -256,6 +256,12 @@ const OPS: &[(Op, &str, &str, Prelude)] = &[
         Prelude::Room,
     ),
     (
+        Op::RoomTick,
+        "room_tick.lua",
+        include_str!("lua/room_tick.lua"),
+        Prelude::Room,
+    ),
+    (
         Op::RoomConfigure,
         "room_configure.lua",
         include_str!("lua/room_configure.lua"),
@@ -307,6 +313,7 @@ pub enum Op {
     RoomEnd,
     RoomAdvance,
     RoomSync,
+    RoomTick,
     RoomConfigure,
     RoomStats,
 }

@@ -214,6 +214,36 @@ impl RedisStore {
         self
     }
 
+    /// The sold-out memo's answer to a hold (the booking's, `book`, for holds): `SlotFull`
+    /// without running the script when the memo knows the slot is full of bookings and the
+    /// request_id was not seen (one `EXISTS`: a seen one replays its first outcome in the
+    /// script); else the memo key, for the script's answer to mark.
+    async fn sold_out_hold(&self, request: &HoldRequest) -> Result<String, StoreError> {
+        let slot = &request.slot;
+        let memo_key = format!("{}:{}", self.keys.day(&slot.day()), hhmm(slot.time));
+        if self
+            .sold_out
+            .is_sold_out(&memo_key, std::time::Instant::now())
+        {
+            let seen = self
+                .conn
+                .cmd(
+                    "hold",
+                    ::redis::cmd("EXISTS").arg(self.keys.idem_hold(&request.request_id)),
+                )
+                .await?;
+            if int("hold", &seen)? == 0 {
+                return Err(Error::SlotFull {
+                    slot: slot.clone(),
+                    requested: request.seats(),
+                    remaining: 0,
+                }
+                .into());
+            }
+        }
+        Ok(memo_key)
+    }
+
     async fn read_appointment(
         &self,
         confirmation: &ConfirmationNumber,
@@ -899,6 +929,7 @@ impl Inventory for RedisStore {
         let what = "hold";
         let slot = &request.slot;
         let day = slot.day();
+        let memo_key = self.sold_out_hold(request).await?;
         let mut invocation = self.scripts.hold.key(self.keys.day(&day));
         invocation
             .key(self.keys.holds(&day))
@@ -951,16 +982,34 @@ impl Inventory for RedisStore {
                     .map(|h| h.hold)
                     .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"))
             }
-            refused => Err(refusal(
-                what,
-                refused,
-                &items,
-                &Asked {
-                    request_id: Some(request.request_id.to_string()),
-                    ..booking_asked(request)
-                },
-            )),
+            refused => {
+                if refused == reason::SLOT_FULL {
+                    // As for bookings: only a slot full of bookings is memoised.
+                    let remaining = uint(what, at(what, &items, 0)?)?;
+                    let held = uint(what, at(what, &items, 1)?)?;
+                    if remaining == 0 && held == 0 {
+                        self.sold_out.mark(memo_key, std::time::Instant::now());
+                    }
+                }
+                Err(refusal(
+                    what,
+                    refused,
+                    &items,
+                    &Asked {
+                        request_id: Some(request.request_id.to_string()),
+                        ..booking_asked(request)
+                    },
+                ))
+            }
         }
+    }
+
+    async fn refuse_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.sold_out_hold(request).await.map(|_| ())
     }
 
     async fn confirm_hold(

@@ -18,7 +18,7 @@ use crate::domain::room::{
     EVENT_LOG_KEEP, EXPIRE_PER_STEP,
 };
 use crate::domain::Error;
-use crate::store::room::{Outcomes, WaitingRoomStore, BATCH_MAX};
+use crate::store::room::{Outcomes, TickCall, Ticked, WaitingRoomStore, BATCH_MAX};
 use crate::store::StoreError;
 
 struct RoomScripts {
@@ -27,6 +27,7 @@ struct RoomScripts {
     end: conn::Function,
     advance: conn::Function,
     sync: conn::Function,
+    tick: conn::Function,
     configure: conn::Function,
     stats: conn::Function,
 }
@@ -75,6 +76,7 @@ impl RedisWaitingRoom {
                 end: conn.function(Op::RoomEnd),
                 advance: conn.function(Op::RoomAdvance),
                 sync: conn.function(Op::RoomSync),
+                tick: conn.function(Op::RoomTick),
                 configure: conn.function(Op::RoomConfigure),
                 stats: conn.function(Op::RoomStats),
             },
@@ -301,6 +303,47 @@ fn decode_event(what: &str, seq: u64, member: &str) -> Result<RoomEvent, StoreEr
     })
 }
 
+/// The settings from their stored fields (`None`: the field is absent): an empty hash is the
+/// defaults, a partial one corrupt.
+fn decode_config(what: &str, fields: &[Option<String>; 7]) -> Result<RoomConfig, StoreError> {
+    if fields.iter().all(Option::is_none) {
+        return Ok(RoomConfig::default());
+    }
+    let names = [
+        "enabled", "rate", "cap", "session", "timeout", "paused", "gate",
+    ];
+    let mut num = [0u32; 7];
+    for (i, field) in fields.iter().enumerate() {
+        num[i] = field
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::corrupt(format!("{what}: field {}", names[i])))?;
+    }
+    Ok(RoomConfig {
+        enabled: num[0] == 1,
+        admissions_per_minute: num[1],
+        max_active_sessions: num[2],
+        session_duration_secs: num[3],
+        waiter_timeout_secs: num[4],
+        paused: num[5] == 1,
+        gate_calendar: num[6] == 1,
+    })
+}
+
+/// Events of a sync reply: `seq, member` pairs.
+fn decode_events(what: &str, items: &[Value]) -> Result<Vec<RoomEvent>, StoreError> {
+    let mut events = Vec::with_capacity(items.len() / 2);
+    for pair in items.chunks(2) {
+        let [seq, member] = pair else {
+            return Err(StoreError::corrupt(format!("{what}: odd event list")));
+        };
+        let seq = u64::try_from(int(what, seq)?)
+            .map_err(|_| StoreError::corrupt(format!("{what}: negative seq")))?;
+        events.push(decode_event(what, seq, &text(what, member)?)?);
+    }
+    Ok(events)
+}
+
 /// Ids per heartbeat chunk of one `room_sync` call (the script refuses more).
 pub const SYNC_CHUNK: usize = 1_000;
 
@@ -339,25 +382,20 @@ impl WaitingRoomStore for RedisWaitingRoom {
             .conn
             .cmd(what, ::redis::cmd("HGETALL").arg(&self.config_key))
             .await?;
-        let fields = super::codec::hash_fields(what, value)?;
-        if fields.is_empty() {
-            return Ok(RoomConfig::default());
-        }
-        let num = |name: &str| -> Result<u32, StoreError> {
-            fields
-                .get(name)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| StoreError::corrupt(format!("{what}: field {name}")))
-        };
-        Ok(RoomConfig {
-            enabled: num("enabled")? == 1,
-            admissions_per_minute: num("rate")?,
-            max_active_sessions: num("cap")?,
-            session_duration_secs: num("session")?,
-            waiter_timeout_secs: num("timeout")?,
-            paused: num("paused")? == 1,
-            gate_calendar: num("gate")? == 1,
-        })
+        let mut fields = super::codec::hash_fields(what, value)?;
+        let mut take = |name: &str| fields.remove(name);
+        decode_config(
+            what,
+            &[
+                take("enabled"),
+                take("rate"),
+                take("cap"),
+                take("session"),
+                take("timeout"),
+                take("paused"),
+                take("gate"),
+            ],
+        )
     }
 
     async fn join(
@@ -483,15 +521,7 @@ impl WaitingRoomStore for RedisWaitingRoom {
                 let head = count(what, &items, 0)?;
                 let gap = count(what, &items, 1)? == 1;
                 let rate_per_minute = float(what, &items, 2)?;
-                let mut events = Vec::with_capacity(items.len().saturating_sub(3) / 2);
-                for pair in items.get(3..).unwrap_or_default().chunks(2) {
-                    let [seq, member] = pair else {
-                        return Err(StoreError::corrupt(format!("{what}: odd event list")));
-                    };
-                    let seq = u64::try_from(int(what, seq)?)
-                        .map_err(|_| StoreError::corrupt(format!("{what}: negative seq")))?;
-                    events.push(decode_event(what, seq, &text(what, member)?)?);
-                }
+                let events = decode_events(what, items.get(3..).unwrap_or_default())?;
                 synced = Some(Synced {
                     head,
                     gap,
@@ -504,6 +534,71 @@ impl WaitingRoomStore for RedisWaitingRoom {
             }
         }
         synced.ok_or_else(|| StoreError::corrupt(format!("{what}: no reply")))
+    }
+
+    async fn tick(&self, call: &TickCall<'_>) -> Result<Ticked, StoreError> {
+        let what = "room tick";
+        let (first, rest) = match call.sync {
+            Some(s) => {
+                let n = s.heartbeat.len().min(SYNC_CHUNK);
+                (&s.heartbeat[..n], &s.heartbeat[n..])
+            }
+            None => (&[][..], &[][..]),
+        };
+        let mut invocation = self.invoke(&self.scripts.tick);
+        invocation
+            .arg(millis(call.now))
+            .arg(u64::try_from(call.lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(EXPIRE_PER_STEP)
+            .arg(EVENT_LOG_KEEP)
+            .arg(
+                call.sync
+                    .and_then(|s| s.after)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(call.sync.map_or(0, |s| s.max_events));
+        for id in first {
+            invocation.arg(id.as_str());
+        }
+        // Like room_sync, no WAIT for the settings read and the heartbeats; a step is confirmed
+        // below like room_advance was.
+        let (status, items) = status_reply(what, self.conn.read_script(what, &invocation).await?)?;
+        if status != "OK" {
+            return Err(unexpected(what, &status, &items));
+        }
+        let mut fields: [Option<String>; 7] = Default::default();
+        for (i, field) in fields.iter_mut().enumerate() {
+            let v = text(what, item(what, &items, i)?)?;
+            *field = (!v.is_empty()).then_some(v);
+        }
+        let config = decode_config(what, &fields)?;
+        let admitted = u64::try_from(int(what, item(what, &items, 7)?)?).ok();
+        let synced = match call.sync {
+            None => None,
+            Some(_) => Some(Synced {
+                head: count(what, &items, 8)?,
+                gap: count(what, &items, 9)? == 1,
+                rate_per_minute: float(what, &items, 10)?,
+                events: decode_events(what, items.get(11..).unwrap_or_default())?,
+            }),
+        };
+        if admitted.is_some() {
+            if let Err(e) = self.conn.confirm_writes(what).await {
+                // The step ran on the primary (its events are read above, the settings are
+                // fresh); what the replicas lack is said, and the room goes on.
+                tracing::warn!(error = %e, "waiting room admission step not confirmed by the replicas");
+            }
+        }
+        if !rest.is_empty() {
+            // The heartbeats past the first chunk, in room_sync calls of their own.
+            self.sync(None, rest, 0, call.now).await?;
+        }
+        Ok(Ticked {
+            config,
+            admitted,
+            synced,
+        })
     }
 
     async fn check_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -532,31 +627,41 @@ impl WaitingRoomStore for RedisWaitingRoom {
 
     async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError> {
         let what = "claim session";
-        // Claim first, then check the session: an ended session never comes back, so a claim
-        // taken on a session that ends meanwhile books nothing (the store refuses it below).
-        let claimed = self
-            .conn
-            .cmd(
-                what,
-                ::redis::cmd("SET")
-                    .arg(format!("{}{}", self.claim_prefix, ticket.as_str()))
-                    .arg(millis(now))
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(crate::store::room::CLAIM_LEASE_SECS * 1000),
-            )
-            .await?;
-        if claimed == Value::Nil {
-            // Held by a call in flight, or left by a call that ended the session.
-            self.check_session(ticket, now).await?;
-            return Err(Error::AdmissionInUse.into());
-        }
-        match self.check_session(ticket, now).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.release_session(ticket).await;
-                Err(e)
+        // Claim first, then check the session, in one round trip (a pipeline runs its commands
+        // in order): an ended session never comes back, so a claim taken on a session that ends
+        // meanwhile books nothing (the store refuses it below).
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{}{}", self.claim_prefix, ticket.as_str()))
+            .arg(millis(now))
+            .arg("NX")
+            .arg("PX")
+            .arg(crate::store::room::CLAIM_LEASE_SECS * 1000)
+            .cmd("ZSCORE")
+            .arg(&self.keys[4])
+            .arg(ticket.as_str());
+        let replies = self.conn.pipeline(what, &pipe).await?;
+        let [claimed, expires] = replies.as_slice() else {
+            return Err(StoreError::corrupt(format!("{what}: reply count")));
+        };
+        let live = match expires {
+            Value::Nil => false,
+            v => {
+                text(what, v)?
+                    .parse::<f64>()
+                    .map_err(|_| StoreError::corrupt(format!("{what}: bad expiry")))?
+                    > millis(now) as f64
             }
+        };
+        match (*claimed != Value::Nil, live) {
+            (true, true) => Ok(()),
+            (true, false) => {
+                let _ = self.release_session(ticket).await;
+                Err(Error::AdmissionRevoked.into())
+            }
+            // Held by a call in flight, or left by a call that ended the session.
+            (false, true) => Err(Error::AdmissionInUse.into()),
+            (false, false) => Err(Error::AdmissionRevoked.into()),
         }
     }
 

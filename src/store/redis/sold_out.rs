@@ -1,8 +1,10 @@
-//! The sold-out memo: once a booking script has answered `SLOT_FULL` with no seat left, further
-//! bookings of that slot are refused here for at most `ttl` without running the script (only an
-//! `EXISTS` of the request's idempotency record goes to Redis, see below). On a hot slot that sold
-//! out, nearly every request is such a refusal, and each one would otherwise cost a script call
-//! in the single Redis thread that also serves the bookings that can still succeed.
+//! The sold-out memo: once a booking or hold script has answered `SLOT_FULL` with no seat left
+//! and none under a live hold, further bookings and holds of that slot are refused here for at
+//! most `ttl` without running the script (only an `EXISTS` of the request's idempotency record
+//! goes to Redis, see below; a hold under a waiting-room admission is refused before its
+//! admission step is counted, `Inventory::refuse_sold_out_hold`). On a hot slot that sold out,
+//! nearly every request is such a refusal, and each one would otherwise cost a script call in
+//! the single Redis thread that also serves the bookings that can still succeed.
 //!
 //! Correct by bound: a slot remembered as sold out may get seats back (a cancel, a capacity raise,
 //! a released or expired hold, a reschedule away), possibly on another replica. Seats returned

@@ -24,7 +24,7 @@
 -- ARGV[15+i]     passport number of applicant i
 --
 -- Returns {"OK"} | {"REPLAY", hold_id} | {"REQUEST_ID_REUSED"}
---       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining}
+--       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining, seats under live holds}
 --       | {"RECEIPT_NOT_REGISTERED", i} | {"RECEIPT_PASSPORT_MISMATCH", i}
 --       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
 --       | {"APPLICANT_ALREADY_BOOKED", i} | {"CONFIRMATION_TAKEN"} (hold id drawn twice)
@@ -79,7 +79,7 @@ if remaining < 0 then
   remaining = 0
 end
 if remaining < n then
-  return {'SLOT_FULL', remaining}
+  return {'SLOT_FULL', remaining, held - (expired_by_hhmm[hhmm] or 0)}
 end
 
 local refused = check_applicants(n, now, 15)

@@ -4,7 +4,9 @@
 -- KEYS, the same ten for every room script, all under the room's own hash tag {<tag>-room}:
 --   KEYS[1] config   hash  enabled, rate (per minute), cap, session (s), timeout (s), paused, gate
 --   KEYS[2] state    hash  last_number, admitted_total, expired_total, tokens, refilled_ms,
---                          enabled_since_ms, last_step_ms, resumed_ms
+--                          enabled_since_ms, last_step_ms, resumed_ms, log_seq, swept_ms
+--                          (room time of the last sweep), step_at (Redis TIME ms of the last
+--                          step: the step lease, room_tick.lua)
 --   KEYS[3] waiting  zset  ticket id -> ticket number (live waiters, join order)
 --   KEYS[4] seen     zset  ticket id -> last heartbeat ms (waiters only)
 --   KEYS[5] active   zset  ticket id -> session expiry ms (admitted sessions)
@@ -123,4 +125,136 @@ local function view(t, c, now, ahead)
   local s = redis.call('HMGET', K_STATE, 'enabled_since_ms', 'log_seq')
   return {'OK', t.id, t.ck, t.number, t.state, ahead, t.adm, t.exp, tostring(rate(c, now, s[1])),
     tonumber(s[2]) or 0}
+end
+
+-- One admission step at `now` under settings c (room_advance.lua, room_tick.lua; their headers
+-- say what it does and why). Returns how many it admitted. Its fixed work is a few calls: the
+-- state in one HMGET, the writes of all its admissions in one call per key, and the sweeps
+-- (forgetting old ended tickets, trimming the admission and event logs) once per second of
+-- room time, or at every step while a sweep finds a full bound of work.
+local function step(c, now, bound, keep)
+  local st = redis.call('HMGET', K_STATE, 'last_step_ms', 'resumed_ms', 'tokens', 'refilled_ms',
+    'swept_ms')
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, bound)) do
+    local t = load(id)
+    if t then
+      finish(t, 'EXPIRED', now)
+    else
+      redis.call('ZREM', K_ACTIVE, id)
+    end
+  end
+
+  local last, resumed = tonumber(st[1]), tonumber(st[2])
+  if not (last and resumed and now - last <= OUTAGE_GAP_MS) then
+    resumed = now
+  end
+  local cutoff = now - c.timeout * 1000
+  local counting = resumed <= cutoff
+  local function drop(id)
+    local t = load(id)
+    if t then
+      finish(t, 'EXPIRED', now)
+    else
+      redis.call('ZREM', K_SEEN, id)
+      redis.call('ZREM', K_WAITING, id)
+    end
+  end
+  if counting then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', cutoff, 'LIMIT', 0, bound)) do
+      drop(id)
+    end
+  end
+
+  local swept = tonumber(st[5])
+  if not swept or now - swept >= 1000 or now < swept then
+    local old = redis.call('ZRANGEBYSCORE', K_ENDED, '-inf', now - ENDED_TTL_MS, 'LIMIT', 0, bound)
+    if #old > 0 then
+      redis.call('HDEL', K_TICKETS, unpack(old))
+      redis.call('ZREM', K_ENDED, unpack(old))
+    end
+    redis.call('ZREMRANGEBYSCORE', K_ADMITS, '-inf', now - RATE_WINDOW_MS)
+    redis.call('ZREMRANGEBYRANK', K_LOG, 0, -(keep + 1))
+    -- A full bound: more may be due, so the next step sweeps again.
+    if #old < bound then
+      swept = now
+    end
+  end
+
+  local state = {'last_step_ms', math.max(now, last or now), 'resumed_ms', resumed}
+  if swept then
+    state[#state + 1] = 'swept_ms'
+    state[#state + 1] = swept
+  end
+  if not c.enabled then
+    redis.call('HSET', K_STATE, unpack(state))
+    return 0
+  end
+  local tokens = tonumber(st[3]) or burst(c)
+  local refilled = tonumber(st[4]) or now
+  if now > refilled then
+    tokens = math.min(burst(c), tokens + (now - refilled) * c.rate / 60000)
+    refilled = now
+  end
+  local k = 0
+  if not c.paused and tokens >= 1 then
+    k = math.min(math.floor(tokens), math.max(0, c.cap - redis.call('ZCARD', K_ACTIVE)))
+  end
+  local admitted, skips = 0, bound
+  while admitted < k and skips > 0 do
+    local batch = redis.call('ZRANGE', K_WAITING, 0, k - admitted - 1)
+    if #batch == 0 then
+      break
+    end
+    local seen = redis.call('ZMSCORE', K_SEEN, unpack(batch))
+    local packed = redis.call('HMGET', K_TICKETS, unpack(batch))
+    local admit = {}
+    for i, id in ipairs(batch) do
+      local t = parse_ticket(id, packed[i])
+      local s = tonumber(seen[i])
+      if not t or (counting and s and s <= cutoff) then
+        if skips == 0 then
+          break
+        end
+        skips = skips - 1
+        drop(id)
+      else
+        admit[#admit + 1] = t
+      end
+    end
+    local n = #admit
+    if n > 0 then
+      -- Admission numbers and event sequence numbers in ticket-number order, after any drop
+      -- of this batch (finish logged those already).
+      local adm = redis.call('HINCRBY', K_STATE, 'admitted_total', n) - n
+      local seq = redis.call('HINCRBY', K_STATE, 'log_seq', n) - n
+      local ids, saved, logged, active, admits = {}, {}, {}, {}, {}
+      for i, t in ipairs(admit) do
+        t.adm = adm + i
+        t.state = 'ADMITTED'
+        t.exp = now + c.session * 1000
+        ids[i] = t.id
+        saved[#saved + 1] = t.id
+        saved[#saved + 1] = string.format('%d|%s|%d|%d|%s', t.number, t.state, t.adm, t.exp, t.ck)
+        logged[#logged + 1] = seq + i
+        logged[#logged + 1] = string.format('%s|%d|%s|%d|%d', t.id, t.number, t.state, t.adm, t.exp)
+        active[#active + 1] = t.exp
+        active[#active + 1] = t.id
+        admits[#admits + 1] = now
+        admits[#admits + 1] = t.adm
+      end
+      redis.call('ZREM', K_WAITING, unpack(ids))
+      redis.call('ZREM', K_SEEN, unpack(ids))
+      redis.call('HSET', K_TICKETS, unpack(saved))
+      redis.call('ZADD', K_LOG, unpack(logged))
+      redis.call('ZADD', K_ACTIVE, unpack(active))
+      redis.call('ZADD', K_ADMITS, unpack(admits))
+      admitted = admitted + n
+    end
+  end
+  state[#state + 1] = 'tokens'
+  state[#state + 1] = tostring(tokens - admitted)
+  state[#state + 1] = 'refilled_ms'
+  state[#state + 1] = refilled
+  redis.call('HSET', K_STATE, unpack(state))
+  return admitted
 end

@@ -15,8 +15,8 @@
 --
 -- Invariant: booked + held <= capacity after the call (held as counted: a hold that expired but
 -- is not yet reclaimed still counts, which errs on the safe side). Seats added go to the date's
--- waitlist first (the reply's held counts those offers). Checks first, writes last. Prepended
--- with holds_lib.lua.
+-- waitlist first (the reply's held counts those offers). Checks first, writes last. Uses the
+-- library's holds_lib.lua and waitlist_lib.lua helpers.
 local hhmm = ARGV[1]
 local capacity = tonumber(ARGV[2])
 local now = tonumber(ARGV[12])

@@ -1,6 +1,7 @@
 -- wl_join: puts a group in a post and category's waitlist for a date range (and optionally
--- some times), after checking its receipts and passports like a booking would. Prepended with
--- holds_lib.lua (waitlist key layout there and in docs/redis-keys.md).
+-- some times), after checking its receipts and passports like a booking would. Uses the
+-- library's holds_lib.lua and waitlist_lib.lua helpers (waitlist key layout there and in
+-- docs/redis-keys.md).
 --
 -- KEYS[1]        idempotency record  slotd:{T}:idem:wl:<REQUEST_ID>
 -- KEYS[2]        entry hash          slotd:{T}:wle:<ENTRY_ID>          (the new id)
