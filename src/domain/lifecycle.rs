@@ -89,6 +89,26 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// The hold `request` makes as `id`, held from `now` until `expires_at` (both backends
+    /// answer a new hold with exactly this).
+    pub fn placed(
+        id: &HoldId,
+        request: &HoldRequest,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Hold {
+            id: id.clone(),
+            slot: request.slot.clone(),
+            applicants: request.applicants.clone(),
+            status: HoldStatus::Held,
+            created_at: now,
+            expires_at,
+            confirmation: None,
+            entry: None,
+        }
+    }
+
     pub fn seats(&self) -> u32 {
         u32::try_from(self.applicants.len()).unwrap_or(u32::MAX)
     }

@@ -73,16 +73,7 @@ impl State {
             return Err(StoreError::ConfirmationTaken);
         }
 
-        let hold = Hold {
-            id: id.clone(),
-            slot: request.slot.clone(),
-            applicants: request.applicants.clone(),
-            status: HoldStatus::Held,
-            created_at: now,
-            expires_at,
-            confirmation: None,
-            entry: None,
-        };
+        let hold = Hold::placed(id, request, expires_at, now);
         let seats = hold.seats();
         self.place_hold(&hold, true);
         self.remembered_holds.insert(

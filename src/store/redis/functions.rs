@@ -68,6 +68,7 @@ fn constants() -> Vec<(&'static str, String)> {
             format!("'{}'", crate::domain::waitlist::DATES_PASSED),
         ),
         ("RATE_WINDOW_MS", (RATE_WINDOW_SECS * 1000).to_string()),
+        ("BATCH_MAX", crate::store::room::BATCH_MAX.to_string()),
         ("OUTAGE_GAP_MS", OUTAGE_GAP_MS.to_string()),
         (
             "ENDED_TTL_MS",

@@ -964,16 +964,7 @@ impl Inventory for RedisStore {
         }
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
-            "OK" => Ok(Hold {
-                id: id.clone(),
-                slot: slot.clone(),
-                applicants: request.applicants.clone(),
-                status: HoldStatus::Held,
-                created_at: now,
-                expires_at,
-                confirmation: None,
-                entry: None,
-            }),
+            "OK" => Ok(Hold::placed(id, request, expires_at, now)),
             "REPLAY" => {
                 let first = HoldId::parse(&text(what, at(what, &items, 0)?)?)
                     .map_err(|_| StoreError::corrupt("idempotency record names a bad hold"))?;

@@ -141,7 +141,7 @@ pub(super) fn decode(
             },
         },
         reason::HOLD_NOT_FOUND => Error::HoldNotFound,
-        // room_*.lua (decoded today in `room`, which can move onto this decoder).
+        // room_*.lua (`room.rs` decodes every room refusal here).
         reason::TICKET_NOT_FOUND => Error::TicketNotFound,
         reason::WAITING_ROOM_DISABLED => Error::WaitingRoomDisabled,
         reason::HOLD_EXPIRED => Error::HoldExpired {

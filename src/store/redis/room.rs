@@ -12,6 +12,7 @@ use super::codec::{instant_from_millis, int, millis, status_reply, text, unexpec
 use super::conn::{self, Conn};
 use super::functions::Op;
 use super::keys;
+use super::refusal::{refusal, Asked};
 use super::RedisOptions;
 use crate::domain::room::{
     ClientKey, RoomConfig, RoomEvent, RoomStats, Synced, TicketId, TicketState, TicketView,
@@ -52,7 +53,10 @@ impl std::fmt::Debug for RedisWaitingRoom {
 impl RedisWaitingRoom {
     /// A lazy connection of its own; nothing is sent until the first call.
     pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
-        keys::validate_tag(&options.tag).map_err(|detail| StoreError::Unavailable { detail })?;
+        keys::validate_tag(&options.tag).map_err(|detail| StoreError::Misconfigured {
+            key: "redis.tag",
+            detail,
+        })?;
         let prefix = format!("slotd:{{{}-room}}:room:", options.tag);
         let key = |name: &str| format!("{prefix}{name}");
         let keys = [
@@ -104,10 +108,9 @@ impl RedisWaitingRoom {
         let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
         match status.as_str() {
             "OK" => decode_view(what, &items),
-            "WAITING_ROOM_DISABLED" => Err(Error::WaitingRoomDisabled.into()),
-            "TICKET_NOT_FOUND" => Err(Error::TicketNotFound.into()),
             "TICKET_TAKEN" => Err(StoreError::corrupt("a fresh ticket id already exists")),
-            _ => Err(unexpected(what, &status, &items)),
+            // WAITING_ROOM_DISABLED, TICKET_NOT_FOUND: the one refusal decoder.
+            _ => Err(refusal(what, &status, &items, &Asked::default())),
         }
     }
 
@@ -123,8 +126,7 @@ impl RedisWaitingRoom {
         let (status, items) = status_reply(what, self.conn.script(what, invocation).await?)?;
         match status.as_str() {
             "OK" => {}
-            "WAITING_ROOM_DISABLED" => return Err(Error::WaitingRoomDisabled.into()),
-            _ => return Err(unexpected(what, &status, &items)),
+            _ => return Err(refusal(what, &status, &items, &Asked::default())),
         }
         let rate_per_minute = float(what, &items, 0)?;
         let seq = count(what, &items, 1)?;

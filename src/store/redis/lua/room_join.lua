@@ -1,7 +1,7 @@
 -- room_join: a batch of joins (one replica's concurrent Join calls), in order: each takes the
 -- next place in line, or gets back the live place its client key holds (a refresh).
 -- KEYS: the ten room keys (room_lib.lua).
--- ARGV[1] now ms; then per join j = 1..n (1 <= n <= 256): ARGV[2j] client key, ARGV[2j+1] a
+-- ARGV[1] now ms; then per join j = 1..n (1 <= n <= BATCH_MAX): ARGV[2j] client key, ARGV[2j+1] a
 -- fresh ticket id (32 hex digits, from slotd)
 -- Returns {'OK', rate, log_seq, first, ahead, record_1, ..., record_n}, one record per join in
 -- ARGV order:
@@ -18,7 +18,7 @@
 -- Work: a fixed number of calls per batch (each O(n log N)), plus one ZCOUNT per refresh.
 local now = tonumber(ARGV[1])
 local n = (#ARGV - 1) / 2
-if not now or n < 1 or n > 256 or n ~= math.floor(n) then
+if not now or n < 1 or n > BATCH_MAX or n ~= math.floor(n) then
   return {'BAD_CALL', 'join arguments'}
 end
 local c = config()

@@ -2,7 +2,7 @@
 -- reads: GetStatus calls and the first read of each new Watch stream); a waiter's read is also
 -- its heartbeat.
 -- KEYS: the ten room keys (room_lib.lua).
--- ARGV[1] now ms; ARGV[2..n+1] ticket ids (1 <= n <= 256)
+-- ARGV[1] now ms; ARGV[2..n+1] ticket ids (1 <= n <= BATCH_MAX)
 -- Returns {'OK', rate, log_seq, record_1, ..., record_n}, one record per id in ARGV order:
 --   'S|<number>|<state>|<ahead>|<admission_number>|<expires_ms>|<client_key>'  (a view, room_lib)
 --   'X'   no such ticket
@@ -11,7 +11,7 @@
 -- moves a heartbeat back), after every read. Work: O(log N) per id.
 local now = tonumber(ARGV[1])
 local n = #ARGV - 1
-if not now or n < 1 or n > 256 then
+if not now or n < 1 or n > BATCH_MAX then
   return {'BAD_CALL', 'status arguments'}
 end
 local ids = {}
