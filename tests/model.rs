@@ -49,9 +49,8 @@
 //!   the sweeper and count it as held until then (conformance
 //!   `an_expired_hold_on_a_date_with_a_waitlist_counts_as_held_until_the_sweep`); the sweeps
 //!   at every expiry above keep it out of the generated cases anyway.
-//! - (D3) silent waiters dropped by one admission step enter the room's event log by ticket
-//!   number on the embedded store, by last heartbeat on Redis: each run of drops in the log is
-//!   compared as a set (`drops_as_sets`).
+//! - (D3, fixed) silent waiters dropped by one admission step: both stores (and the model)
+//!   drop them oldest heartbeat first (`waiting_room` `silent_waiters_leave_in_the_order_they_fell_silent`).
 //!
 //! Bounded (fixed here, whatever PROPTEST_CASES says): on the embedded store 256 seeded cases
 //! (the same every run; they must reach every interesting outcome, `REQUIRED`) plus 128 fresh
@@ -1093,11 +1092,17 @@ impl Model {
         let resumed = resumed_at(self.room.last_step_ms, self.room.resumed_ms, now_ms);
         self.room.last_step_ms = Some(now_ms);
         self.room.resumed_ms = Some(resumed);
-        for t in 0..self.room.tickets.len() {
-            if self.room.tickets[t].state == TicketState::Waiting && self.stale(t, resumed) {
-                self.finish(t, TicketState::Expired);
-                self.happened.push("silent waiter dropped");
-            }
+        // Oldest heartbeat first, as both stores drop them (every step is a second apart and
+        // touches one ticket, so no two waiters share a last heartbeat here).
+        let mut silent: Vec<usize> = (0..self.room.tickets.len())
+            .filter(|&t| {
+                self.room.tickets[t].state == TicketState::Waiting && self.stale(t, resumed)
+            })
+            .collect();
+        silent.sort_by_key(|&t| self.room.tickets[t].last_seen);
+        for t in silent {
+            self.finish(t, TicketState::Expired);
+            self.happened.push("silent waiter dropped");
         }
         let forget_before = now - Duration::seconds(slotd::store::room::ENDED_TICKET_TTL_SECS);
         for t in &mut self.room.tickets {
@@ -1225,20 +1230,6 @@ fn view_text(v: &TicketView) -> String {
         v.rate_per_minute,
         v.seq
     )
-}
-
-/// The event log with each run of consecutive EXPIRED events sorted by ticket (see D3).
-fn drops_as_sets(mut log: Vec<ExitM>) -> Vec<ExitM> {
-    let mut i = 0;
-    while i < log.len() {
-        let run = log[i..]
-            .iter()
-            .take_while(|e| e.state == TicketState::Expired)
-            .count();
-        log[i..i + run].sort_by_key(|e| e.ticket);
-        i += run.max(1);
-    }
-    log
 }
 
 /// A waitlist answer as text, its offer's status as the API shows it (`status_at`).
@@ -1840,12 +1831,8 @@ impl Backend {
                 session_expires: e.session_expires_at,
             })
             .collect();
-        // D3: silent waiters dropped in one admission step enter the log by ticket number in
-        // the embedded store, by last heartbeat in Redis (`ZRANGEBYSCORE seen`): each run of
-        // drops is compared as a set (a watcher counts the lower numbers that left, in any
-        // order, so `people_ahead` agrees either way).
-        let (log, want_log) = (drops_as_sets(log), drops_as_sets(room.log.clone()));
-        if synced.head != room.log.len() as u64 || synced.gap || log != want_log {
+        let want_log = &room.log;
+        if synced.head != room.log.len() as u64 || synced.gap || &log != want_log {
             return Err(format!(
                 "room log: backend head {} gap {} {log:?}, model {:?}",
                 synced.head, synced.gap, room.log

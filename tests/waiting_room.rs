@@ -1392,6 +1392,54 @@ async fn silent_waiters_are_dropped_in_bounded_steps_and_never_admitted(
     assert_eq!((v.state, v.admission_number), (TicketState::Admitted, 1));
 }
 
+/// Silent waiters dropped by one step leave the line (and enter the event log) in the order
+/// they fell silent, the oldest heartbeat first, on every backend alike (the embedded store
+/// used ticket number order, Redis heartbeat order: the differential test's D3).
+async fn silent_waiters_leave_in_the_order_they_fell_silent(room: Arc<dyn WaitingRoomStore>) {
+    use slotd::domain::room::{ClientKey, RoomConfig, TicketId, TicketState};
+    let t0 = epoch();
+    let at_ms = |ms: i64| t0 + ChronoDuration::milliseconds(ms);
+    let paused = RoomConfig {
+        enabled: true,
+        paused: true,
+        waiter_timeout_secs: 60,
+        ..RoomConfig::default()
+    };
+    room.configure(&paused, t0).await.unwrap();
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        let key = ClientKey::parse(&format!("{name}.Kq7xZ2pLm9TvW4rN8sYb3c")).unwrap();
+        ids.push(room.join(&key, &TicketId::generate(), t0).await.unwrap().id);
+    }
+    // Last heard of: the third ticket first, then the first, then the second.
+    let heard = [&ids[2], &ids[0], &ids[1]];
+    for (k, id) in heard.iter().enumerate() {
+        room.status(id, at_ms(1_000 + k as i64)).await.unwrap();
+    }
+    // Steps every 2 s (no outage); at 62 s all three have been silent for 60 s.
+    for s in (0..=60).step_by(2) {
+        room.advance(at_ms(s * 1000)).await.unwrap();
+    }
+    assert_eq!(room.stats(at_ms(60_000)).await.unwrap().expired_total, 0);
+    let head = room
+        .sync(Some(0), &[], 100, at_ms(60_000))
+        .await
+        .unwrap()
+        .head;
+    room.advance(at_ms(62_000)).await.unwrap();
+    let events = room
+        .sync(Some(head), &[], 100, at_ms(62_000))
+        .await
+        .unwrap()
+        .events;
+    let dropped: Vec<&TicketId> = events
+        .iter()
+        .filter(|e| e.state == TicketState::Expired)
+        .map(|e| &e.id)
+        .collect();
+    assert_eq!(dropped, heard, "{events:?}");
+}
+
 /// One tick is one store call: the settings (as `config` reads them), the step when the lease
 /// is due, and the sync. The lease is the store's own clock, not room time: however far room
 /// time moves, a second tick within the lease does not step (another replica stepped), while
@@ -1497,6 +1545,7 @@ mod bounded_steps {
     backend_matrix!(
         on_room;
         silent_waiters_are_dropped_in_bounded_steps_and_never_admitted,
+        silent_waiters_leave_in_the_order_they_fell_silent,
         a_tick_reads_the_settings_steps_under_the_lease_and_syncs,
     );
 }

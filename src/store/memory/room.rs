@@ -229,16 +229,21 @@ impl Room {
         let resumed = resumed_at(self.last_step_ms, self.resumed_ms, now_ms);
         self.last_step_ms = Some(now_ms);
         self.resumed_ms = Some(resumed);
-        // Bounded like the Redis step (which finds them by heartbeat in O(log n + found)):
-        // the rest go in the next steps, and admission skips any still in line.
-        let stale: Vec<TicketId> = self
+        // Bounded like the Redis step, and in its order: the oldest heartbeat first, ties by
+        // ticket id (room_lib.lua's ZRANGEBYSCORE of `seen`); the rest go in the next steps,
+        // and admission skips any still in line.
+        let mut stale: Vec<(i64, String, TicketId)> = self
             .waiting
             .iter()
             .filter(|(_, id)| self.is_stale_waiter(id, resumed, now_ms))
-            .take(EXPIRE_PER_STEP)
-            .map(|(_, id)| id.clone())
+            .filter_map(|(_, id)| {
+                let t = self.tickets.get(id)?;
+                Some((t.last_seen.timestamp_millis(), id.to_string(), id.clone()))
+            })
             .collect();
-        for id in stale {
+        stale.sort_unstable();
+        stale.truncate(EXPIRE_PER_STEP);
+        for (_, _, id) in stale {
             self.finish(&id, TicketState::Expired, now);
         }
         // Once per second of room time, or at every step while a sweep finds a full bound.
