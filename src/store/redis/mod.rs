@@ -214,6 +214,26 @@ impl RedisStore {
         self
     }
 
+    /// Marks the memo from a booking's or a hold's `SLOT_FULL` answer. Seats under live holds
+    /// come back by themselves at an expiry in slotd's clock, which a wall-clock memo cannot
+    /// see: only a slot full of bookings (nothing remaining, nothing held) is memoised.
+    fn memo_refusal(
+        &self,
+        what: &str,
+        refused: &str,
+        items: &[::redis::Value],
+        memo_key: String,
+    ) -> Result<(), StoreError> {
+        if refused == reason::SLOT_FULL {
+            let remaining = uint(what, at(what, items, 0)?)?;
+            let held = uint(what, at(what, items, 1)?)?;
+            if remaining == 0 && held == 0 {
+                self.sold_out.mark(memo_key, std::time::Instant::now());
+            }
+        }
+        Ok(())
+    }
+
     /// The sold-out memo's answer to a hold (the booking's, `book`, for holds): `SlotFull`
     /// without running the script when the memo knows the slot is full of bookings and the
     /// request_id was not seen (one `EXISTS`: a seen one replays its first outcome in the
@@ -596,16 +616,7 @@ impl Inventory for RedisStore {
             }),
             "REPLAY" => self.replayed(&text(what, at(what, &items, 0)?)?).await,
             refused => {
-                if refused == reason::SLOT_FULL {
-                    let remaining = uint(what, at(what, &items, 0)?)?;
-                    // Seats under live holds come back by themselves at an expiry in slotd's
-                    // clock, which a wall-clock memo cannot see: only a slot full of bookings is
-                    // memoised.
-                    let held = uint(what, at(what, &items, 1)?)?;
-                    if remaining == 0 && held == 0 {
-                        self.sold_out.mark(memo_key, std::time::Instant::now());
-                    }
-                }
+                self.memo_refusal(what, refused, &items, memo_key)?;
                 Err(refusal(
                     what,
                     refused,
@@ -974,14 +985,7 @@ impl Inventory for RedisStore {
                     .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"))
             }
             refused => {
-                if refused == reason::SLOT_FULL {
-                    // As for bookings: only a slot full of bookings is memoised.
-                    let remaining = uint(what, at(what, &items, 0)?)?;
-                    let held = uint(what, at(what, &items, 1)?)?;
-                    if remaining == 0 && held == 0 {
-                        self.sold_out.mark(memo_key, std::time::Instant::now());
-                    }
-                }
+                self.memo_refusal(what, refused, &items, memo_key)?;
                 Err(refusal(
                     what,
                     refused,

@@ -101,6 +101,20 @@ local function finish(t, state, now)
   end
 end
 
+-- Heartbeats at `now` of the ticket ids ARGV[first..]: one multi-member ZADD XX GT (an ended
+-- ticket is not brought back, a lagging clock never moves a heartbeat back).
+local function heartbeat(now, first)
+  if #ARGV < first then
+    return
+  end
+  local args = {}
+  for i = first, #ARGV do
+    args[#args + 1] = now
+    args[#args + 1] = ARGV[i]
+  end
+  redis.call('ZADD', K_SEEN, 'XX', 'GT', unpack(args))
+end
+
 -- Admissions per minute over the last minute (since enabling, if later); the configured rate
 -- until any admission is seen.
 local function rate(c, now, enabled_since)

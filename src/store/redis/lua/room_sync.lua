@@ -17,14 +17,7 @@ end
 if not now or not max or max < 0 or (ARGV[2] ~= '' and not after) or #ARGV > 1003 then
   return {'BAD_CALL', 'sync arguments'}
 end
-if #ARGV > 3 then
-  local args = {}
-  for i = 4, #ARGV do
-    args[#args + 1] = now
-    args[#args + 1] = ARGV[i]
-  end
-  redis.call('ZADD', K_SEEN, 'XX', 'GT', unpack(args))
-end
+heartbeat(now, 4)
 local s = redis.call('HMGET', K_STATE, 'log_seq', 'enabled_since_ms')
 local head = tonumber(s[1]) or 0
 local reply = {'OK', head, 0, tostring(rate(config(), now, s[2]))}

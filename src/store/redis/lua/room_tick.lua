@@ -65,14 +65,7 @@ end
 reply[9] = admitted
 
 local sync = after or max > 0 or #ARGV > 6
-if #ARGV > 6 then
-  local args = {}
-  for i = 7, #ARGV do
-    args[#args + 1] = now
-    args[#args + 1] = ARGV[i]
-  end
-  redis.call('ZADD', K_SEEN, 'XX', 'GT', unpack(args))
-end
+heartbeat(now, 7)
 if not sync then
   reply[10], reply[11], reply[12] = 0, 0, ''
   return reply
