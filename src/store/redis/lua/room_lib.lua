@@ -28,8 +28,13 @@ local K_ADMITS, K_TICKETS, K_CLIENTS, K_ENDED = KEYS[6], KEYS[7], KEYS[8], KEYS[
 local K_LOG = KEYS[10]
 -- RATE_WINDOW_MS, OUTAGE_GAP_MS, ENDED_TTL_MS and ROOM_DEFAULT_*: generated from Rust constants.
 
-local function config()
-  local r = redis.call('HMGET', K_CONFIG, 'enabled', 'rate', 'cap', 'session', 'timeout', 'paused', 'gate')
+-- The settings hash's seven fields, as stored (nil where the hash has none).
+local function config_fields()
+  return redis.call('HMGET', K_CONFIG, 'enabled', 'rate', 'cap', 'session', 'timeout', 'paused', 'gate')
+end
+
+-- The settings from config_fields(): the Rust defaults where a field is missing.
+local function config_of(r)
   return {
     enabled = tonumber(r[1]) == 1,
     rate = tonumber(r[2]) or ROOM_DEFAULT_RATE,
@@ -39,6 +44,10 @@ local function config()
     paused = tonumber(r[6]) == 1,
     gate = tonumber(r[7]) == 1,
   }
+end
+
+local function config()
+  return config_of(config_fields())
 end
 
 local function burst(c)

@@ -34,16 +34,8 @@ if not now or not lease or not bound or not keep or bound < 1 or keep < 1 or lea
     or not max or max < 0 or (ARGV[5] ~= '' and not after) or #ARGV > 1006 then
   return {'BAD_CALL', 'tick arguments'}
 end
-local raw = redis.call('HMGET', K_CONFIG, 'enabled', 'rate', 'cap', 'session', 'timeout', 'paused', 'gate')
-local c = {
-  enabled = tonumber(raw[1]) == 1,
-  rate = tonumber(raw[2]) or 600,
-  cap = tonumber(raw[3]) or 1000,
-  session = tonumber(raw[4]) or 600,
-  timeout = tonumber(raw[5]) or 60,
-  paused = tonumber(raw[6]) == 1,
-  gate = tonumber(raw[7]) == 1,
-}
+local raw = config_fields()
+local c = config_of(raw)
 local reply = {'OK'}
 for i = 1, 7 do
   reply[i + 1] = raw[i] or ''
