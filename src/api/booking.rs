@@ -77,13 +77,16 @@ impl BookingApi {
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
-                if let (Some(request), Ok(Some(_))) = (
-                    &sold_out,
-                    room.token_ticket(token.as_deref(), Gate::Booking),
-                ) {
+                // The token is verified once; the memo answers before the store is asked.
+                let verified = room.token_ticket(token.as_deref(), Gate::Booking);
+                if let (Some(request), Ok(Some(_))) = (&sold_out, &verified) {
                     app.refuse_sold_out_hold(request).await?;
                 }
-                let admitted = match room.gate(token.as_deref(), Gate::Booking).await {
+                let gated = match verified {
+                    Ok(ticket) => room.enter(ticket, Gate::Booking).await,
+                    Err(refused) => Err(refused),
+                };
+                let admitted = match gated {
                     Ok(admitted) => admitted,
                     // A waitlist offer was earned in its own line: accepting it needs no second
                     // queue (its 128-bit hold id reached only the entry's holder).

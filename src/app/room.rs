@@ -374,7 +374,18 @@ impl Room {
         token: Option<&str>,
         gate: Gate,
     ) -> Result<Option<TicketId>, StoreError> {
-        let Some(ticket) = self.token_ticket(token, gate)? else {
+        self.enter(self.token_ticket(token, gate)?, gate).await
+    }
+
+    /// The store part of `gate`, for a token `token_ticket` already verified: a booking call
+    /// claims the session (until `settle`), a read checks it. None (the room does not gate the
+    /// call) passes.
+    pub async fn enter(
+        &self,
+        ticket: Option<TicketId>,
+        gate: Gate,
+    ) -> Result<Option<TicketId>, StoreError> {
+        let Some(ticket) = ticket else {
             return Ok(None);
         };
         let now = self.now();
