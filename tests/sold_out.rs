@@ -31,6 +31,20 @@ fn store(redis: &RedisServer, ttl: Duration) -> Arc<RedisStore> {
     )
 }
 
+/// Cancels `confirmation_number` of applicant `i`'s group, which must succeed.
+async fn cancel(server: &TestServer, confirmation_number: String, i: u32, request_id: &str) {
+    server
+        .booking()
+        .await
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            confirmation_number,
+            passport_number: applicant(i).passport_number,
+            request_id: request_id.into(),
+        })
+        .await
+        .expect("cancel");
+}
+
 async fn book(server: &TestServer, id: &str, i: u32, date: &str) -> Result<String, tonic::Status> {
     server
         .booking()
@@ -61,16 +75,7 @@ async fn a_sold_out_slot_is_bookable_at_once_after_a_cancel_on_the_same_replica(
             .expect_err("sold out");
         assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
     }
-    server
-        .booking()
-        .await
-        .cancel_appointment(pb::CancelAppointmentRequest {
-            confirmation_number: first,
-            passport_number: applicant(1).passport_number,
-            request_id: "c-1".into(),
-        })
-        .await
-        .expect("cancel");
+    cancel(&server, first, 1, "c-1").await;
     book(&server, "b-2-again", 2, &date)
         .await
         .expect("the cancelled seat is bookable at once");
@@ -199,16 +204,7 @@ async fn holds_on_a_sold_out_slot_are_refused_from_the_memo_until_seats_come_bac
     let replayed = hold(&remembering, "h-1", 1, &date).await.expect("replayed");
     assert_eq!(replayed.hold_id, first.hold_id);
     // Seats given back through this replica clear the memo at once.
-    remembering
-        .booking()
-        .await
-        .cancel_appointment(pb::CancelAppointmentRequest {
-            confirmation_number: booked,
-            passport_number: applicant(1).passport_number,
-            request_id: "h-1-cancel".into(),
-        })
-        .await
-        .expect("cancel");
+    cancel(&remembering, booked, 1, "h-1-cancel").await;
     hold(&remembering, "h-4", 4, &date)
         .await
         .expect("seats are back: the memo forgot");
