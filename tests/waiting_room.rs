@@ -1059,6 +1059,7 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
         slotd::app::room::WatchOptions {
             heartbeat: Duration::from_secs(300),
             position_step_percent: 50,
+            position_interval: Duration::ZERO,
             max_watchers_per_ticket: 4,
         },
     )
@@ -1194,6 +1195,7 @@ async fn watched_positions_are_exact(
     let every_change = slotd::app::room::WatchOptions {
         heartbeat: Duration::from_secs(300),
         position_step_percent: 0,
+        position_interval: Duration::ZERO,
         max_watchers_per_ticket: 2,
     };
     let ra = TestServer::launch_watch(a.0, a.1, clock.clone(), every_change).await;
