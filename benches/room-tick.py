@@ -5,7 +5,8 @@ A throwaway redis-server gets the room scripts (room_lib.lua prepended, as slotd
 paused room of W waiters (joined in batches of 256), then R replicas tick for S simulated
 seconds: every 100 ms of room time each replica, offset from the others, makes what
 `Room::tick` sends, with the clock passed as ARGV (so no real waiting): its heartbeats (each of
-its W/R waiters every third of the waiter timeout, spread over the ticks) and its event cursor.
+its W/R waiters every half of the waiter timeout, `--beats` times per timeout: 2 as slotd
+since section 18, 3 before; spread over the ticks) and its event cursor.
 
   --mode three   settings read (HGETALL) + room_advance + room_sync per replica and tick
                  (slotd before section 15)
@@ -67,9 +68,17 @@ class Redis:
         raise RuntimeError("bad reply %r" % line)
 
 
+# The constants slotd's library emits before every function (src/store/redis/functions.rs
+# `constants`); the values as of section 18.
+CONSTANTS = {"RATE_WINDOW_MS": 60000, "BATCH_MAX": 256, "OUTAGE_GAP_MS": 3000,
+             "ENDED_TTL_MS": 3600000, "ROOM_DEFAULT_RATE": 600, "ROOM_DEFAULT_CAP": 1000,
+             "ROOM_DEFAULT_SESSION_SECS": 600, "ROOM_DEFAULT_TIMEOUT_SECS": 60}
+
+
 def script(name):
+    head = "".join("local %s = %s\n" % kv for kv in CONSTANTS.items())
     with open(os.path.join(LUA, "room_lib.lua")) as lib, open(os.path.join(LUA, name)) as body:
-        return lib.read() + "\n" + body.read()
+        return head + lib.read() + "\n" + body.read()
 
 
 def info(r, section):
@@ -94,6 +103,7 @@ def main():
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--timeout", type=int, default=60)
     ap.add_argument("--mode", choices=("three", "tick"), default="tick")
+    ap.add_argument("--beats", type=int, default=2)
     a = ap.parse_args()
 
     work = tempfile.mkdtemp()
@@ -132,9 +142,9 @@ def main():
                 args += ["crowd-%d.Kq7xZ2pLm9TvW4rN8sYb3c" % j, tid]
             reply = ev("join", now, *args)
             assert reply[0] == "OK", reply
-        # Each replica watches its share; each waiter is beaten every timeout/3.
+        # Each replica watches its share; each waiter is beaten every timeout / beats.
         mine = [ids[k::a.replicas] for k in range(a.replicas)]
-        beat_ms = a.timeout * 1000 // 3
+        beat_ms = a.timeout * 1000 // a.beats
         ticks_per_beat = max(1, beat_ms // TICK_MS)
         cursors = [None] * a.replicas
         ev("configure", now, 1, per_min, 10_000_000, 300, a.timeout, 0, 0)

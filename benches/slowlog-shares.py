@@ -52,7 +52,13 @@ def main():
         cmd = args[0].lower()
         if cmd in ("slowlog", "info", "config"):
             continue
-        name = sha.get(args[1], "evalsha " + args[1][:8]) if cmd == "evalsha" else cmd
+        if cmd == "evalsha":
+            name = sha.get(args[1], "evalsha " + args[1][:8])
+        elif cmd in ("fcall", "fcall_ro") and len(args) > 1:
+            # The library's functions are named by operation (and a version suffix).
+            name = "fcall " + args[1]
+        else:
+            name = cmd
         rows.setdefault(name, []).append(int(usec))
     total = sum(sum(v) for v in rows.values()) or 1
     print("%-22s %8s %10s %8s %6s" % ("call", "calls", "total us", "p50 us", "share"))

@@ -322,6 +322,9 @@ pub struct WaitingRoomSettings {
     /// A waiter is sent a new position / estimate once it moved by this percentage of the value
     /// last sent (at least by one); 0 = every change.
     pub watch_position_step_percent: u32,
+    /// ... at most once per this many milliseconds (a move within it is sent at its end; the
+    /// admission and the end of a ticket are never held back); 0 = no bound.
+    pub watch_position_interval_ms: u64,
     /// Open Watch streams one ticket may have on one replica.
     pub max_watchers_per_ticket: u32,
 }
@@ -332,6 +335,8 @@ impl Default for WaitingRoomSettings {
         Self {
             watch_heartbeat_secs: d.heartbeat.as_secs(),
             watch_position_step_percent: d.position_step_percent,
+            watch_position_interval_ms: u64::try_from(d.position_interval.as_millis())
+                .unwrap_or(u64::MAX),
             max_watchers_per_ticket: u32::try_from(d.max_watchers_per_ticket).unwrap_or(4),
         }
     }
@@ -846,6 +851,7 @@ impl Settings {
         crate::app::room::WatchOptions {
             heartbeat: Duration::from_secs(w.watch_heartbeat_secs),
             position_step_percent: w.watch_position_step_percent,
+            position_interval: Duration::from_millis(w.watch_position_interval_ms),
             max_watchers_per_ticket: usize::try_from(w.max_watchers_per_ticket).unwrap_or(1),
         }
     }
@@ -869,6 +875,11 @@ impl Settings {
             self.waiting_room.watch_position_step_percent <= 100,
             "waiting_room.watch_position_step_percent",
             "must be 0-100 (0 = every change)",
+        )?;
+        check(
+            self.waiting_room.watch_position_interval_ms <= 60_000,
+            "waiting_room.watch_position_interval_ms",
+            "must be 0-60000 milliseconds (0 = no bound)",
         )?;
         check(
             (1..=64).contains(&self.waiting_room.max_watchers_per_ticket),
@@ -1429,6 +1440,11 @@ mod tests {
                 "SLOTD__WAITING_ROOM__WATCH_POSITION_STEP_PERCENT",
                 "101",
                 "waiting_room.watch_position_step_percent",
+            ),
+            (
+                "SLOTD__WAITING_ROOM__WATCH_POSITION_INTERVAL_MS",
+                "60001",
+                "waiting_room.watch_position_interval_ms",
             ),
             (
                 "SLOTD__WAITING_ROOM__MAX_WATCHERS_PER_TICKET",

@@ -937,6 +937,9 @@ impl Model {
                 if config.enabled && !self.room.config.enabled {
                     self.room.bucket = Some(Bucket::full(&config, self.now));
                     self.room.enabled_since = Some(self.now);
+                } else if config.enabled && self.room.config.paused && !config.paused {
+                    // Unpaused: the observed rate's window starts afresh.
+                    self.room.enabled_since = Some(self.now);
                 }
                 self.room.config = config;
                 Answer::Ok(None)
@@ -969,11 +972,12 @@ impl Model {
 
     fn rate(&self) -> String {
         let window_start = self.now - Duration::seconds(RATE_WINDOW_SECS);
+        let began = self.room.enabled_since;
         let seen = self
             .room
             .admissions
             .iter()
-            .filter(|t| **t > window_start)
+            .filter(|t| **t > window_start && began.is_none_or(|b| **t >= b))
             .count();
         let rate = if seen == 0 {
             f64::from(self.room.config.admissions_per_minute)

@@ -414,6 +414,8 @@ async fn the_binary_takes_the_waiting_room_watch_settings() {
         &[
             ("SLOTD__WAITING_ROOM__MAX_WATCHERS_PER_TICKET", "1"),
             ("SLOTD__WAITING_ROOM__WATCH_HEARTBEAT_SECS", "1"),
+            // Accepted (an unknown key would stop the binary); no bound on position messages.
+            ("SLOTD__WAITING_ROOM__WATCH_POSITION_INTERVAL_MS", "0"),
         ],
     );
     let channel = connect(&slotd.addr()).await;

@@ -212,3 +212,68 @@ async fn holds_on_a_sold_out_slot_are_refused_from_the_memo_until_seats_come_bac
     remembering.stop().await;
     other.stop().await;
 }
+
+/// Past the memo's TTL a slot seen sold out is stale, not forgotten: a hold on it is rechecked
+/// with one pipeline of two plain reads (the request's idempotency record and the slot's
+/// counters) and refused SLOT_FULL without the hold script while the slot stays full of
+/// bookings; seats added behind the memo's back (another replica) are seen at that recheck.
+#[tokio::test]
+async fn a_stale_memo_refuses_holds_on_a_slot_still_sold_out_with_two_reads_and_no_script() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_millis(200);
+    let remembering = TestServer::start(store(&redis, ttl)).await;
+    let other = TestServer::start(store(&redis, ttl)).await;
+    let date = day(3);
+    open_day(&remembering, &date, 1).await;
+    register_receipts(&remembering, 1..=4).await;
+    let first = hold(&remembering, "s-1", 1, &date).await.expect("the seat");
+    remembering
+        .booking()
+        .await
+        .confirm_hold(pb::ConfirmHoldRequest {
+            hold_id: first.hold_id.clone(),
+            request_id: "s-1-confirm".into(),
+        })
+        .await
+        .expect("confirmed");
+    // The script refuses and marks the memo; then the memo goes stale.
+    let refused = hold(&remembering, "s-2", 2, &date).await.expect_err("full");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+
+    let client = ::redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .expect("resetstat");
+    let refused = hold(&remembering, "s-3", 3, &date)
+        .await
+        .expect_err("still sold out");
+    assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .expect("commandstats");
+    // hold.lua's first call is the GET of the idempotency record: it never ran.
+    assert!(!stats.contains("cmdstat_get:"), "{stats}");
+    assert!(stats.contains("cmdstat_exists:calls=1,"), "{stats}");
+
+    // Seats added elsewhere: the next stale recheck sees them and the script holds one.
+    other
+        .admin()
+        .await
+        .set_slot_capacity(admin(pb::SetSlotCapacityRequest {
+            slot: Some(slot(&date, "08:00")),
+            capacity: 2,
+        }))
+        .await
+        .expect("capacity raised elsewhere");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    hold(&remembering, "s-4", 4, &date)
+        .await
+        .expect("the new seat is held once the memo is stale");
+    assert_audit_clean(&remembering, &date).await;
+    remembering.stop().await;
+    other.stop().await;
+}

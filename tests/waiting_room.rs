@@ -1059,6 +1059,7 @@ async fn two_thousand_watchers_cost_a_bounded_number_of_store_calls_per_tick() {
         slotd::app::room::WatchOptions {
             heartbeat: Duration::from_secs(300),
             position_step_percent: 50,
+            position_interval: Duration::ZERO,
             max_watchers_per_ticket: 4,
         },
     )
@@ -1194,6 +1195,7 @@ async fn watched_positions_are_exact(
     let every_change = slotd::app::room::WatchOptions {
         heartbeat: Duration::from_secs(300),
         position_step_percent: 0,
+        position_interval: Duration::ZERO,
         max_watchers_per_ticket: 2,
     };
     let ra = TestServer::launch_watch(a.0, a.1, clock.clone(), every_change).await;
@@ -1532,6 +1534,47 @@ async fn a_tick_reads_the_settings_steps_under_the_lease_and_syncs(
     }
 }
 
+/// The observed rate (and so every waiter's estimate) counts from the last unpause: a room
+/// paused for 50 s that then admits one a second shows about 66 a minute over its first ten
+/// seconds (11 admissions in 10 s), not 11 a minute (the same admissions spread over the pause,
+/// which admits nobody). Counting the pause showed every waiter a too-long estimate, and a new
+/// one at every rise of the rate, for a minute after each unpause.
+async fn the_observed_rate_starts_afresh_at_an_unpause(room: Arc<dyn WaitingRoomStore>) {
+    use slotd::domain::room::{ClientKey, RoomConfig, TicketId};
+    let t0 = epoch();
+    let at = |s: i64| t0 + ChronoDuration::seconds(s);
+    let paused = RoomConfig {
+        enabled: true,
+        paused: true,
+        admissions_per_minute: 60,
+        waiter_timeout_secs: 600,
+        ..RoomConfig::default()
+    };
+    room.configure(&paused, t0).await.unwrap();
+    for i in 0..20 {
+        let key = ClientKey::parse(&format!("rate-{i}.Kq7xZ2pLm9TvW4rN8sYb3c")).unwrap();
+        room.join(&key, &TicketId::generate(), t0).await.unwrap();
+    }
+    let unpaused = RoomConfig {
+        paused: false,
+        ..paused
+    };
+    room.configure(&unpaused, at(50)).await.unwrap();
+    let mut admitted = 0;
+    for s in 50..=60 {
+        admitted += room.advance(at(s)).await.unwrap();
+    }
+    assert_eq!(
+        admitted, 11,
+        "one token a second, one in the bucket at the unpause"
+    );
+    let observed = room.stats(at(60)).await.unwrap().observed_per_minute;
+    assert!(
+        (observed - 66.0).abs() < 0.01,
+        "observed {observed} a minute"
+    );
+}
+
 /// Hands a case one backend's waiting room (`backend_matrix!`).
 async fn on_room(
     backend: support::backend::Backend,
@@ -1547,6 +1590,7 @@ mod bounded_steps {
         silent_waiters_are_dropped_in_bounded_steps_and_never_admitted,
         silent_waiters_leave_in_the_order_they_fell_silent,
         a_tick_reads_the_settings_steps_under_the_lease_and_syncs,
+        the_observed_rate_starts_afresh_at_an_unpause,
     );
 }
 

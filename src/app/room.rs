@@ -15,7 +15,7 @@
 //! `WaitingRoomStore::tick`: the settings, the room's admission step when the step lease is due
 //! (`STEP_LEASE`: about one step per interval for the whole room, whichever replica takes it),
 //! and the sync of all its streams (heartbeats chunked when large): the heartbeats that fall due
-//! (each waiter every third of the waiter timeout) and the room's events since the last tick
+//! (each waiter every half of the waiter timeout) and the room's events since the last tick
 //! (tickets leaving the line, in one global sequence). From those it derives, in memory, every watcher's exact `people_ahead`, who
 //! was admitted (the token is minted here) and who ended. A stream is sent a message only when
 //! its own state changes, when its position or estimate moved by the configured step, or at the
@@ -99,6 +99,12 @@ pub struct WatchOptions {
     /// A waiting stream is sent a new `people_ahead` / estimate once either moved by at least
     /// this percentage of the value last sent (and by at least one); 0 = every change.
     pub position_step_percent: u32,
+    /// ... but at most once per this interval (real time): a move within it waits for the
+    /// interval's end (it is deferred, never dropped). Near the front of a fast line every
+    /// admission step moves a waiter by more than the step (10 % of 5 ahead is one person), so
+    /// without it a waiter would get one message per tick for its last stretch; its own state
+    /// change (admitted, ended) is never held back. Zero: no bound.
+    pub position_interval: Duration,
     /// Open Watch streams one ticket may have on this replica.
     pub max_watchers_per_ticket: usize,
 }
@@ -108,6 +114,7 @@ impl Default for WatchOptions {
         Self {
             heartbeat: Duration::from_secs(3),
             position_step_percent: 10,
+            position_interval: Duration::from_secs(1),
             max_watchers_per_ticket: 4,
         }
     }
@@ -758,10 +765,15 @@ fn settings_unknown() -> StoreError {
     }
 }
 
-/// How often a watched waiter is heartbeated in the store (room time): three times per waiter
-/// timeout.
+/// How often a watched waiter is heartbeated in the store (room time): twice per waiter
+/// timeout. A beat that fails (store down) is sent again at the next tick, so a waiter goes
+/// unseen for half the timeout plus the ticks until the store answers; the other half is the
+/// margin for the replicas' clock skew (the step counts silence in the stepping replica's
+/// clock) and a slow tick. The room's outage rule (`room_lib.lua` `step`, `resumed_ms`) keeps
+/// places through a longer outage. Every third of the timeout cost 50 % more heartbeats (the
+/// largest per-waiter cost in the store) for a margin nobody needed.
 fn beat_period(config: &RoomConfig) -> chrono::Duration {
-    chrono::Duration::milliseconds(i64::from(config.waiter_timeout_secs) * 1000 / 3)
+    chrono::Duration::milliseconds(i64::from(config.waiter_timeout_secs) * 1000 / 2)
 }
 
 /// One replica's open Watch streams, by ticket.
@@ -933,8 +945,9 @@ impl Watchers {
         ended
     }
 
-    /// Calls `send` for every entry whose position or estimate moved by the step, or whose
-    /// streams have heard nothing for the heartbeat interval.
+    /// Calls `send` for every entry whose position or estimate moved by the step and whose
+    /// streams heard nothing for the position interval, or heard nothing for the heartbeat
+    /// interval.
     fn messages(
         &mut self,
         options: &WatchOptions,
@@ -944,10 +957,12 @@ impl Watchers {
         let rate = self.rate_per_minute;
         for (id, e) in &mut self.tickets {
             let wait = estimate_wait_secs(e.ahead, rate);
+            let quiet = now.duration_since(e.sent_at);
             let moved = !e.stale
+                && quiet >= options.position_interval
                 && (options.moved(e.sent_ahead, e.ahead)
                     || options.moved(u64::from(e.sent_wait), u64::from(wait)));
-            if !moved && now.duration_since(e.sent_at) < options.heartbeat {
+            if !moved && quiet < options.heartbeat {
                 continue;
             }
             if !e.stale {
@@ -1111,6 +1126,63 @@ mod tests {
             ..o
         };
         assert!(every.moved(1_000_000, 999_999));
+    }
+
+    /// Near the front every step moves a waiter by more than the step; the move is told once
+    /// per position interval (deferred to its end, not dropped), never once per tick.
+    #[test]
+    fn a_move_is_told_at_most_once_per_position_interval() {
+        let o = WatchOptions {
+            heartbeat: Duration::from_secs(3),
+            position_step_percent: 10,
+            position_interval: Duration::from_secs(1),
+            max_watchers_per_ticket: 4,
+        };
+        let mut w = Watchers::default();
+        let v = view(6, 5, 10);
+        let mut e = w.watched(&v);
+        let t0 = e.sent_at;
+        e.streams.push(Arc::new(Outbox::default()));
+        w.tickets.insert(v.id.clone(), e);
+        w.rate_per_minute = 60.0;
+        let told = |w: &mut Watchers, at: Instant, o: &WatchOptions| {
+            let mut got = Vec::new();
+            w.messages(o, at, |_, view| got.push(view.ahead));
+            got
+        };
+        // Two people ahead leave 200 ms after the first message: moved by 40 %, held back.
+        w.apply(&[left(11, 1), left(12, 2)], 12);
+        assert!(told(&mut w, t0 + Duration::from_millis(200), &o).is_empty());
+        // At the interval's end the latest position goes out, once.
+        assert_eq!(told(&mut w, t0 + Duration::from_millis(1_000), &o), vec![3]);
+        assert!(told(&mut w, t0 + Duration::from_millis(1_100), &o).is_empty());
+        // With no interval the same move is told at once.
+        let at_once = WatchOptions {
+            position_interval: Duration::ZERO,
+            ..o
+        };
+        w.apply(&[left(13, 3)], 13);
+        assert_eq!(
+            told(&mut w, t0 + Duration::from_millis(1_200), &at_once),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn a_watched_waiter_is_heartbeated_twice_per_waiter_timeout() {
+        let config = RoomConfig {
+            waiter_timeout_secs: 60,
+            ..RoomConfig::default()
+        };
+        assert_eq!(beat_period(&config), chrono::Duration::seconds(30));
+        let shortest = RoomConfig {
+            waiter_timeout_secs: 5,
+            ..RoomConfig::default()
+        };
+        assert_eq!(
+            beat_period(&shortest),
+            chrono::Duration::milliseconds(2_500)
+        );
     }
 
     /// Events apply to a view only after the sequence it was read at, whether they arrive in

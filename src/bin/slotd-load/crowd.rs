@@ -9,8 +9,10 @@
 //!    mid-wait instead.
 //! 3. Measured over the waiting phase (streams open): Redis CPU (`INFO cpu` of `--redis-url`)
 //!    and slotd CPU (`/proc/<pid>/stat` of every `--server-pid`) per waiter-second, slotd RSS
-//!    per open stream, messages per waiter-second (apart from the admission itself), join
-//!    throughput. Checked: admission order against join order (inversions), the rate bound
+//!    per open stream, messages per waiter-second (waiting-state messages received in the
+//!    waiting phase, as the waiter-seconds are counted; a waiter's own state changes, the
+//!    admission and an end, and the burst's messages before the unpause are counted apart),
+//!    join throughput. Checked: admission order against join order (inversions), the rate bound
 //!    `burst + rate·t` (violations), and overbooking of the hot slot (with the run's audit).
 
 use std::collections::BTreeMap;
@@ -60,9 +62,16 @@ pub struct CrowdReport {
     pub booked: u64,
     pub hot_capacity: u32,
     pub waiter_seconds: f64,
-    /// Stream messages while waiting, apart from the one announcing the admission.
+    /// Stream messages of the waiting state received in the waiting phase (after the unpause,
+    /// the span `waiter_seconds` covers).
     pub waiting_messages: u64,
     pub messages_per_waiter_second: f64,
+    /// Waiting-state messages received before the unpause (each stream's first status and any
+    /// heartbeat during the burst): outside the measured phase, reported apart.
+    pub burst_messages: u64,
+    /// Messages of a waiter's own state change (ADMITTED with its token, EXPIRED, LEFT,
+    /// REVOKED, COMPLETED): not counted in `waiting_messages`, as the issue defines the target.
+    pub state_messages: u64,
     pub redis_cpu_us: Option<f64>,
     pub redis_cpu_us_per_waiter_second: Option<f64>,
     /// `INFO commandstats` over the waiting phase (reset at the unpause): per command, calls and
@@ -113,6 +122,8 @@ struct Counters {
     open_peak: AtomicU64,
     waiting: AtomicI64,
     waiting_messages: AtomicU64,
+    burst_messages: AtomicU64,
+    state_messages: AtomicU64,
     held: AtomicU64,
     booked: AtomicU64,
     abandoned: AtomicU64,
@@ -415,6 +426,9 @@ pub async fn run(
                 };
                 match message {
                     Ok(Ok(Some(s))) => {
+                        if s.state != pb::TicketState::Waiting as i32 {
+                            counters.state_messages.fetch_add(1, Ordering::Relaxed);
+                        }
                         if s.state == pb::TicketState::Admitted as i32 {
                             let after = started.map(|t0| t0.elapsed().as_secs_f64());
                             if let Ok(mut all) = clients.lock() {
@@ -424,7 +438,15 @@ pub async fn run(
                             token = Some(s.admission_token);
                             break;
                         }
-                        counters.waiting_messages.fetch_add(1, Ordering::Relaxed);
+                        if s.state != pb::TicketState::Waiting as i32 {
+                            // Ended otherwise: the stream ends after this message.
+                            continue;
+                        }
+                        if started.is_some() {
+                            counters.waiting_messages.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            counters.burst_messages.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(Ok(None)) => {
                         counters.fail("stream ended before admission".into());
@@ -539,6 +561,8 @@ pub async fn run(
 
     report.waiter_seconds = waiter_seconds;
     report.waiting_messages = counters.waiting_messages.load(Ordering::Relaxed);
+    report.burst_messages = counters.burst_messages.load(Ordering::Relaxed);
+    report.state_messages = counters.state_messages.load(Ordering::Relaxed);
     report.messages_per_waiter_second = report.waiting_messages as f64 / waiter_seconds.max(1e-9);
     let per_ws = |us: f64| us / waiter_seconds.max(1e-9);
     if let (Some(a), Some(b)) = (redis_before, redis_after) {
@@ -622,8 +646,15 @@ pub fn print(r: &CrowdReport) {
         r.admitted_seen, r.not_admitted, r.held, r.booked, r.hot_capacity
     );
     println!(
-        "  {:.0} waiter-seconds, {} messages while waiting ({:.3} per waiter-second)",
-        r.waiter_seconds, r.waiting_messages, r.messages_per_waiter_second
+        "  {:.0} waiter-seconds, {} messages while waiting ({:.3} per waiter-second; apart: {} \
+         of own state changes, {} before the unpause, {:.3} per waiter-second with those)",
+        r.waiter_seconds,
+        r.waiting_messages,
+        r.messages_per_waiter_second,
+        r.state_messages,
+        r.burst_messages,
+        (r.waiting_messages + r.state_messages + r.burst_messages) as f64
+            / r.waiter_seconds.max(1e-9)
     );
     let us = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} µs"));
     println!(

@@ -73,16 +73,19 @@ impl MemoryWaitingRoom {
 
 impl Room {
     fn rate_per_minute(&self, now: DateTime<Utc>) -> f64 {
+        // Over the last minute, or since the observation began (enabling or the last unpause)
+        // if later, counting only the admissions made since then (room_lib.lua `rate`).
         let window_start = now - Duration::seconds(RATE_WINDOW_SECS);
+        let began = self.enabled_since;
         let seen = self
             .admissions
             .iter()
-            .filter(|t| **t > window_start)
+            .filter(|t| **t > window_start && began.is_none_or(|b| **t >= b))
             .count();
         if seen == 0 {
             return f64::from(self.config.admissions_per_minute);
         }
-        let since = self.enabled_since.unwrap_or(window_start).max(window_start);
+        let since = began.unwrap_or(window_start).max(window_start);
         let window_ms = (now - since).num_milliseconds().max(1000) as f64;
         seen as f64 * 60_000.0 / window_ms
     }
@@ -378,6 +381,9 @@ impl WaitingRoomStore for MemoryWaitingRoom {
         let mut room = self.lock();
         if config.enabled && !room.config.enabled {
             room.bucket = Some(Bucket::full(config, now));
+            room.enabled_since = Some(now);
+        } else if config.enabled && room.config.paused && !config.paused {
+            // Unpaused: the observed rate's window starts afresh (a pause admits nobody).
             room.enabled_since = Some(now);
         }
         room.config = *config;

@@ -241,10 +241,11 @@ impl RedisStore {
     async fn sold_out_hold(&self, request: &HoldRequest) -> Result<String, StoreError> {
         let slot = &request.slot;
         let memo_key = format!("{}:{}", self.keys.day(&slot.day()), hhmm(slot.time));
-        if self
-            .sold_out
-            .is_sold_out(&memo_key, std::time::Instant::now())
-        {
+        let memo = self.sold_out.lookup(&memo_key, std::time::Instant::now());
+        if memo == sold_out::Memo::Stale {
+            return self.recheck_sold_out_hold(request, memo_key).await;
+        }
+        if memo == sold_out::Memo::Fresh {
             let seen = self
                 .conn
                 .cmd(
@@ -260,6 +261,61 @@ impl RedisStore {
                 }
                 .into());
             }
+        }
+        Ok(memo_key)
+    }
+
+    /// A hold on a slot the memo saw sold out more than its TTL ago (`sold_out::Memo::Stale`):
+    /// one pipeline reads whether the request was seen and the slot's counters. Still full of
+    /// bookings (open, nothing remaining, no seat under a hold, live or not) and not seen: the
+    /// hold is refused `SlotFull` as hold.lua would refuse it, and the slot is remembered again.
+    /// Anything else (seats back, a hold in the way, a replay): the memo key, for the script.
+    async fn recheck_sold_out_hold(
+        &self,
+        request: &HoldRequest,
+        memo_key: String,
+    ) -> Result<String, StoreError> {
+        let what = "hold";
+        let slot = &request.slot;
+        let t = hhmm(slot.time);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EXISTS")
+            .arg(self.keys.idem_hold(&request.request_id))
+            .cmd("HMGET")
+            .arg(self.keys.day(&slot.day()))
+            .arg(format!("{t}:c"))
+            .arg(format!("{t}:b"))
+            .arg(format!("{t}:x"))
+            .arg(format!("{t}:h"));
+        let replies = self.conn.pipeline(what, &pipe).await?;
+        let [seen, counters] = replies.as_slice() else {
+            return Err(StoreError::corrupt(format!("{what}: reply count")));
+        };
+        let field = |i: usize| -> Result<Option<String>, StoreError> {
+            match counters {
+                ::redis::Value::Array(items) => match items.get(i) {
+                    None | Some(::redis::Value::Nil) => Ok(None),
+                    Some(v) => text(what, v).map(Some),
+                },
+                _ => Err(StoreError::corrupt(format!("{what}: slot counters"))),
+            }
+        };
+        let number = |v: Option<String>| -> Option<i64> { v.map_or(Some(0), |v| v.parse().ok()) };
+        let capacity = field(0)?.and_then(|c| c.parse::<i64>().ok());
+        let closed = field(2)?.as_deref() == Some("1");
+        let (booked, held) = (number(field(1)?), number(field(3)?));
+        let full = match (capacity, booked, held) {
+            (Some(c), Some(b), Some(0)) => !closed && b >= c,
+            _ => false,
+        };
+        if int(what, seen)? == 0 && full {
+            self.sold_out.mark(memo_key, std::time::Instant::now());
+            return Err(Error::SlotFull {
+                slot: slot.clone(),
+                requested: request.seats(),
+                remaining: 0,
+            }
+            .into());
         }
         Ok(memo_key)
     }

@@ -13,6 +13,15 @@
 //! `SLOT_FULL` although a seat is free, never the opposite: the memo can only refuse, and the
 //! booking script still checks every seat it takes, so it cannot overbook.
 //!
+//! Warm for holds: past `ttl` a remembered slot is *stale*, not forgotten (until
+//! `RECHECK_HORIZON`). A hold on a stale slot asks Redis for the slot's counters in the same
+//! round trip as the `EXISTS` (a pipeline of two plain reads); if the slot is still full of
+//! bookings (nothing remaining, nothing held, not closed) the hold is refused as from a fresh
+//! memo and the slot is remembered again, so on a slot that stays sold out the script never
+//! runs again, instead of once per replica and `ttl` (each such hold under a waiting-room
+//! admission also cost the session claim, an admission step and the claim's release). The
+//! counters are read at that instant: a stale recheck sees seats that came back anywhere.
+//!
 //! Why not zero round trips: a `request_id` that already booked must replay its first outcome
 //! (README, idempotency), even after the slot sold out (the retry of a booking whose answer was
 //! lost). Only Redis knows that, so the fast path asks `EXISTS` on the idempotency record (a
@@ -25,6 +34,20 @@ use std::time::{Duration, Instant};
 
 /// How long a sold-out answer is trusted without asking Redis again.
 pub const SOLD_OUT_TTL: Duration = Duration::from_millis(500);
+
+/// How long past its mark a slot stays worth the cheap recheck of a stale memo.
+pub const RECHECK_HORIZON: Duration = Duration::from_secs(60);
+
+/// What the memo knows of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memo {
+    /// Seen sold out less than `ttl` ago: refuse without asking.
+    Fresh,
+    /// Seen sold out earlier (within `RECHECK_HORIZON`): worth a cheap recheck.
+    Stale,
+    /// Nothing known: run the script.
+    Unknown,
+}
 
 /// Remembered slots at most; past it the memo starts over (it only saves work, never decides).
 const MAX_ENTRIES: usize = 100_000;
@@ -53,17 +76,26 @@ impl SoldOut {
 
     /// Whether `slot` was seen sold out less than `ttl` ago.
     pub fn is_sold_out(&self, slot: &str, now: Instant) -> bool {
+        self.lookup(slot, now) == Memo::Fresh
+    }
+
+    /// What the memo knows of `slot` at `now` (an entry past `RECHECK_HORIZON` is dropped).
+    pub fn lookup(&self, slot: &str, now: Instant) -> Memo {
         if self.ttl.is_zero() {
-            return false;
+            return Memo::Unknown;
         }
         let mut seen = self.entries();
-        match seen.get(slot) {
-            Some(at) if now.saturating_duration_since(*at) < self.ttl => true,
-            Some(_) => {
-                seen.remove(slot);
-                false
-            }
-            None => false,
+        let Some(at) = seen.get(slot) else {
+            return Memo::Unknown;
+        };
+        let age = now.saturating_duration_since(*at);
+        if age < self.ttl {
+            Memo::Fresh
+        } else if age < RECHECK_HORIZON.max(self.ttl) {
+            Memo::Stale
+        } else {
+            seen.remove(slot);
+            Memo::Unknown
         }
     }
 
@@ -113,8 +145,14 @@ mod tests {
         assert!(memo.is_sold_out("a", t0 + Duration::from_millis(499)));
         assert!(!memo.is_sold_out("b", t0));
         assert!(!memo.is_sold_out("a", t0 + Duration::from_millis(500)));
-        // An expired entry is gone, not revived.
-        assert!(!memo.is_sold_out("a", t0));
+        // Past the TTL it is stale (worth a recheck), past the horizon gone, not revived.
+        assert_eq!(
+            memo.lookup("a", t0 + Duration::from_millis(500)),
+            Memo::Stale
+        );
+        assert_eq!(memo.lookup("a", t0 + RECHECK_HORIZON), Memo::Unknown);
+        assert_eq!(memo.lookup("a", t0), Memo::Unknown);
+        assert_eq!(memo.lookup("b", t0), Memo::Unknown);
     }
 
     #[test]

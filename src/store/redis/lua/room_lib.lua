@@ -4,7 +4,8 @@
 -- KEYS, the same ten for every room script, all under the room's own hash tag {<tag>-room}:
 --   KEYS[1] config   hash  enabled, rate (per minute), cap, session (s), timeout (s), paused, gate
 --   KEYS[2] state    hash  last_number, admitted_total, expired_total, tokens, refilled_ms,
---                          enabled_since_ms, last_step_ms, resumed_ms, log_seq, swept_ms
+--                          enabled_since_ms (when the rate's observation began: the room's
+--                          enabling or its last unpause), last_step_ms, resumed_ms, log_seq, swept_ms
 --                          (room time of the last sweep), step_at (Redis TIME ms of the last
 --                          step: the step lease, room_tick.lua)
 --   KEYS[3] waiting  zset  ticket id -> ticket number (live waiters, join order)
@@ -124,15 +125,21 @@ local function heartbeat(now, first)
   redis.call('ZADD', K_SEEN, 'XX', 'GT', unpack(args))
 end
 
--- Admissions per minute over the last minute (since enabling, if later); the configured rate
--- until any admission is seen.
+-- Admissions per minute over the last minute, or since the observation began (the room's
+-- enabling or its last unpause: state enabled_since_ms) if later, counting only the admissions
+-- made since then; the configured rate until any admission is seen.
 local function rate(c, now, enabled_since)
-  local seen = redis.call('ZCOUNT', K_ADMITS, '(' .. (now - RATE_WINDOW_MS), '+inf')
+  local start = now - RATE_WINDOW_MS
+  local since = tonumber(enabled_since)
+  local from = '(' .. start
+  if since and since > start then
+    from = since
+  end
+  local seen = redis.call('ZCOUNT', K_ADMITS, from, '+inf')
   if seen == 0 then
     return c.rate
   end
-  local since = tonumber(enabled_since) or (now - RATE_WINDOW_MS)
-  since = math.max(since, now - RATE_WINDOW_MS)
+  since = math.max(since or start, start)
   local window = math.max(1000, now - since)
   return seen * 60000 / window
 end
