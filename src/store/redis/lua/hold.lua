@@ -82,7 +82,7 @@ if remaining < n then
   return {'SLOT_FULL', remaining, held - (expired_by_hhmm[hhmm] or 0)}
 end
 
-local refused = check_applicants(n, now, 15)
+local refused = check_applicants(n, now, 15, 5)
 if refused then
   return refused
 end

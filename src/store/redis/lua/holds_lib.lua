@@ -113,12 +113,13 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
 end
 
 -- The group rules of a booking or a hold, read only: for applicant i (1..n) the receipt hash is
--- KEYS[5 + 2i], the passport record KEYS[6 + 2i] and the passport number ARGV[passport_argv + i].
+-- KEYS[base + 2i], the passport record KEYS[base + 1 + 2i] and the passport number
+-- ARGV[passport_argv + i].
 -- Each receipt must be registered, paid for that passport, unexpired at `now` and back no live
 -- claim; each passport must have no live claim. Returns the first refusal, or nil.
-local function check_applicants(n, now, passport_argv)
+local function check_applicants(n, now, passport_argv, base)
   for i = 1, n do
-    local receipt = redis.call('HMGET', KEYS[5 + 2 * i], 'passport', 'expires_ms', 'backing')
+    local receipt = redis.call('HMGET', KEYS[base + 2 * i], 'passport', 'expires_ms', 'backing')
     if not receipt[1] then
       return {'RECEIPT_NOT_REGISTERED', i}
     end
@@ -135,7 +136,7 @@ local function check_applicants(n, now, passport_argv)
     if claim_live(receipt[3], now) then
       return {'RECEIPT_IN_USE', i}
     end
-    if claim_live(redis.call('GET', KEYS[6 + 2 * i]), now) then
+    if claim_live(redis.call('GET', KEYS[base + 1 + 2 * i]), now) then
       return {'APPLICANT_ALREADY_BOOKED', i}
     end
   end

@@ -1,0 +1,62 @@
+-- layout: the deployment's key layout marker. slotd checks it at start ("check") and
+-- `slotd redis migrate` moves data of the previous layout on ("migrate"), one bounded step per
+-- call. Layouts (docs/redis-keys.md, "Key layout versions and migration"):
+--   1  before issue #17: every booking also wrote a member of the day's manifest sorted set
+--      slotd:{T}:manifest:<POST>:<CAT>:<DATE>; no marker
+--   2  this one: the manifest is the active index, sorted when read; no manifest keys. Marker
+--      slotd:{T}:layout = "2".
+-- A layout-1 slotd still running would keep writing manifest members that layout 2 never
+-- removes (and would miss layout 2's bookings in its own listings), hence the refusal.
+--
+-- KEYS[1]        layout marker       slotd:{T}:layout
+-- KEYS[2]        past days index     slotd:{T}:days-due   (every opened day not yet passed)
+-- ARGV[1]        "check" | "migrate"
+-- ARGV[2]        key prefix "slotd:{T}:" (the manifest keys are derived: cluster_guard.lua
+--                runs first on a Redis Cluster)
+-- ARGV[3]        migrate: SCAN cursor ("0" to start)
+-- ARGV[4]        migrate: SCAN COUNT
+--
+-- Returns, check: {"OK"} layout 2 (marked now when no layout-1 key was found)
+--                | {"LAYOUT", "1", day} a layout-1 manifest exists (of that day): nothing written
+--                | {"LAYOUT", marker} a marker this slotd does not know (a newer layout)
+--   migrate: {"NEXT", cursor, deleted} one SCAN step done | {"DONE", deleted} the last step:
+--            marked "2" | {"LAYOUT", marker} (as above: nothing written) | {"BAD_CALL", detail}
+--
+-- Invariants: check writes only the marker, and only when no layout-1 key exists; migrate
+-- deletes only manifest keys (their members are exactly the active index's appointments, which
+-- layout 2 lists) and marks the layout once a full SCAN found none left.
+local mode = ARGV[1]
+local prefix = ARGV[2]
+if #KEYS ~= 2 or not prefix or (mode ~= 'check' and mode ~= 'migrate') then
+  return {'BAD_CALL', 'layout arguments'}
+end
+local marker = redis.call('GET', KEYS[1])
+if marker and marker ~= '2' then
+  return {'LAYOUT', marker}
+end
+if mode == 'check' then
+  if marker then
+    return {'OK'}
+  end
+  for _, day in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('EXISTS', prefix .. 'manifest:' .. day) == 1 then
+      return {'LAYOUT', '1', day}
+    end
+  end
+  redis.call('SET', KEYS[1], '2')
+  return {'OK'}
+end
+local count = tonumber(ARGV[4])
+if #ARGV ~= 4 or not count or count < 1 then
+  return {'BAD_CALL', 'layout arguments'}
+end
+local found = redis.call('SCAN', ARGV[3], 'MATCH', prefix .. 'manifest:*', 'COUNT', count)
+local deleted = 0
+for _, key in ipairs(found[2]) do
+  deleted = deleted + redis.call('DEL', key)
+end
+if found[1] == '0' then
+  redis.call('SET', KEYS[1], '2')
+  return {'DONE', deleted}
+end
+return {'NEXT', found[1], deleted}
