@@ -170,13 +170,13 @@ async fn prune_functions(args: &slotd::config::RedisArgs) -> Result<(), String> 
 /// `slotd redis migrate`: moves layout-1 data to this build's key layout and marks it.
 async fn migrate(args: &slotd::config::RedisArgs) -> Result<(), String> {
     if args.dry_run {
-        return Err("slotd redis migrate: --dry-run is not supported (the migration only deletes the previous layout's manifest keys, which this layout derives)".into());
+        return Err("slotd redis migrate: --dry-run is not supported".into());
     }
     let options = args.redis_options().map_err(|e| e.to_string())?;
     let store = RedisStore::connect(&options).map_err(|e| format!("--redis-url: {e}"))?;
-    let deleted = store.migrate_layout().await.map_err(|e| e.to_string())?;
+    let (deleted, moved) = store.migrate_layout().await.map_err(|e| e.to_string())?;
     println!(
-        "migrated to key layout {}: {deleted} layout-1 manifest keys deleted",
+        "migrated to key layout {}: {deleted} layout-1 manifest keys deleted, {moved} receipt claims moved onto their passport records",
         slotd::store::redis::layout::LAYOUT
     );
     Ok(())

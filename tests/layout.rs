@@ -41,7 +41,7 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
     assert_eq!(get(&mut conn, MARKER).as_deref(), Some("2"));
     let channel = connect(&process.addr()).await;
     open(&channel, &date, "08:00", "08:15", 5).await;
-    register(&channel, 1..=2).await;
+    register(&channel, 1..=3).await;
     let mut confirmations = Vec::new();
     for (i, time) in [(1, "08:15"), (2, "08:00")] {
         let booked = BookingServiceClient::new(channel.clone())
@@ -58,10 +58,22 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
     process.kill();
     drop(channel);
 
-    // What layout 1 would have held: the same keys plus the day's manifest sorted set (one
-    // member "<MMMM>-<CONF>" per booking), and no marker.
+    // What layout 1 would have held: the day's manifest sorted set (one member "<MMMM>-<CONF>"
+    // per booking), bare passport claims "<CONF>" with the receipt's `backing` = "<CONF>", a
+    // lapsed hold claim left in a third receipt's `backing`, and no marker.
     let manifest_key = format!("slotd:{{slotd}}:manifest:BEIJING:ALL_OTHERS:{date}");
-    for (time, conf) in &confirmations {
+    for (i, (time, conf)) in confirmations.iter().enumerate() {
+        let _: () = ::redis::cmd("SET")
+            .arg(format!("slotd:{{slotd}}:passport:P{:07}", i + 1))
+            .arg(conf)
+            .query(&mut conn)
+            .expect("SET");
+        let _: i64 = ::redis::cmd("HSET")
+            .arg(format!("slotd:{{slotd}}:receipt:R{:07}", i + 1))
+            .arg("backing")
+            .arg(conf)
+            .query(&mut conn)
+            .expect("HSET");
         let minutes = if *time == "08:00" { "0480" } else { "0495" };
         let _: i64 = ::redis::cmd("ZADD")
             .arg(&manifest_key)
@@ -70,6 +82,12 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
             .query(&mut conn)
             .expect("ZADD");
     }
+    let _: i64 = ::redis::cmd("HSET")
+        .arg("slotd:{slotd}:receipt:R0000003")
+        .arg("backing")
+        .arg(format!("hold:{}:1", "ab".repeat(16)))
+        .query(&mut conn)
+        .expect("HSET");
     let _: i64 = ::redis::cmd("DEL").arg(MARKER).query(&mut conn).expect("DEL");
 
     let said = Slotd::refused(&redis.url(), &[]);
@@ -86,7 +104,24 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
         "migrate failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("1 layout-1 manifest keys deleted"), "{stdout}");
+    assert!(
+        stdout.contains("1 layout-1 manifest keys deleted, 2 receipt claims moved"),
+        "{stdout}"
+    );
+    for i in 1..=2usize {
+        assert_eq!(
+            get(&mut conn, &format!("slotd:{{slotd}}:passport:P{i:07}")),
+            Some(format!("{}|R{i:07}", confirmations[i - 1].1))
+        );
+    }
+    for i in 1..=3 {
+        let backing: Option<String> = ::redis::cmd("HGET")
+            .arg(format!("slotd:{{slotd}}:receipt:R{i:07}"))
+            .arg("backing")
+            .query(&mut conn)
+            .expect("HGET");
+        assert_eq!(backing, None, "receipt {i}");
+    }
     let left: i64 = ::redis::cmd("EXISTS")
         .arg(&manifest_key)
         .query(&mut conn)
@@ -95,7 +130,7 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
     assert_eq!(get(&mut conn, MARKER).as_deref(), Some("2"));
     // Idempotent: a second run deletes nothing.
     let again = slotd_redis(&["migrate", "--redis-url", &redis.url()]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains(" 0 layout-1"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains(" 0 layout-1 manifest keys deleted, 0 receipt"));
 
     // Served as before: the manifest (now the active index, sorted when read) in time order.
     let process = Slotd::start(0, &redis.url());
@@ -109,6 +144,18 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
         listed,
         vec![confirmations[1].1.clone(), confirmations[0].1.clone()]
     );
+    // The moved claims still guard the receipts: applicant 1's receipt is in use, and
+    // applicant 3 (whose receipt held only a lapsed layout-1 hold claim) books.
+    let mut booking = BookingServiceClient::new(channel.clone());
+    let refused = booking
+        .book_appointment(book_request("layout-again", slot(&date, "08:00"), vec![applicant(1)]))
+        .await
+        .expect_err("receipt in use");
+    assert_eq!(reason(&refused), "RECEIPT_IN_USE", "{refused:?}");
+    booking
+        .book_appointment(book_request("layout-3", slot(&date, "08:00"), vec![applicant(3)]))
+        .await
+        .expect("applicant 3 books");
     drop(process);
 
     // A marker this build does not know (a newer layout): refused, the data left alone.

@@ -65,13 +65,14 @@ impl RedisStore {
     }
 
     /// Migrates layout-1 data to this layout in bounded steps (one SCAN of the deployment's
-    /// manifest keys each) and marks it; returns how many keys were deleted. Idempotent: on a
-    /// layout-2 deployment it deletes nothing and marks it again. Every replica of the previous
+    /// keys each) and marks it; returns (manifest keys deleted, receipt claims moved onto
+    /// their passport records). Idempotent: on a layout-2 deployment it changes nothing and
+    /// marks it again. Every replica of the previous
     /// version must be stopped first (it would write manifest members again).
-    pub async fn migrate_layout(&self) -> Result<u64, StoreError> {
+    pub async fn migrate_layout(&self) -> Result<(u64, u64), StoreError> {
         let what = "layout migrate";
         let mut cursor = "0".to_string();
-        let mut deleted = 0u64;
+        let (mut deleted, mut moved) = (0u64, 0u64);
         loop {
             let mut invocation = self.scripts.layout.key(self.keys.layout());
             invocation
@@ -86,8 +87,13 @@ impl RedisStore {
                 "NEXT" => {
                     cursor = text(what, at(what, &items, 0)?)?;
                     deleted += u64::from(uint(what, at(what, &items, 1)?)?);
+                    moved += u64::from(uint(what, at(what, &items, 2)?)?);
                 }
-                "DONE" => return Ok(deleted + u64::from(uint(what, at(what, &items, 0)?)?)),
+                "DONE" => {
+                    deleted += u64::from(uint(what, at(what, &items, 0)?)?);
+                    moved += u64::from(uint(what, at(what, &items, 1)?)?);
+                    return Ok((deleted, moved));
+                }
                 "LAYOUT" => {
                     let found = text(what, at(what, &items, 0)?)?;
                     return Err(StoreError::Corrupt {

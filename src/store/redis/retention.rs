@@ -143,6 +143,9 @@ impl RedisStore {
             for a in &s.appointment.applicants {
                 invocation.key(self.keys.passport(&a.passport));
             }
+            for a in &s.appointment.applicants {
+                invocation.key(self.keys.receipt(&a.receipt));
+            }
         }
         let slot = stored.as_ref().map(|s| &s.appointment.slot);
         invocation

@@ -2,7 +2,7 @@
 -- a bounded batch of calls per run; see Inventory::retire_past_appointments). It leaves the
 -- day's active index (the manifest's live part) and its seats the day's booked count (so the audit's
 -- "booked == seats of active appointments" still holds), every passport claim that still names
--- it is freed, its receipts stay spent (`backing` keeps naming it: the MRV fee paid for this
+-- it is freed, its receipts become spent for good (`backing` = it: the MRV fee paid for this
 -- interview is used), and its record stays readable (BOOKED, field `retired`) until
 -- retire-at + retention, when appt_expire.lua forgets it (PEXPIRE one day later is a backstop
 -- should no sweeper run).
@@ -17,6 +17,7 @@
 -- KEYS[5]        retention index     slotd:{T}:appt-expire (conf, score = forget-at ms)
 -- KEYS[6]        events stream       slotd:{T}:events
 -- KEYS[6+i]      passport record of applicant i (i = 1..n, n = seats; none when not found)
+-- KEYS[6+n+i]    receipt hash of applicant i (its `backing` = <CONF> from now: spent)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        now, RFC 3339 (stored as `retired`, event `at`)
 -- ARGV[3]        confirmation number
@@ -67,7 +68,7 @@ if not stray then
   stray = (appt[4] .. ':' .. appt[5] .. ':' .. appt[6]) ~= label
 end
 local seats = tonumber(appt[3] or '')
-if not stray and (not seats or #KEYS ~= 6 + seats) then
+if not stray and (not seats or #KEYS ~= 6 + 2 * seats) then
   return {'BAD_CALL', 'appt_retire keys'}
 end
 
@@ -85,11 +86,14 @@ if slot[1] then
   end
   redis.call('HSET', KEYS[3], hhmm .. ':b', booked)
 end
--- Compare-and-set: a passport is freed only while it still names this appointment.
+-- Compare-and-set: a passport is freed only while it still names this appointment; its
+-- receipt stays spent (`backing`, which the claim checks read) for good.
 for i = 1, seats do
-  if redis.call('GET', KEYS[6 + i]) == conf then
+  local receipt = KEYS[6 + seats + i]
+  if redis.call('GET', KEYS[6 + i]) == conf .. '|' .. receipt_no(receipt) then
     redis.call('DEL', KEYS[6 + i])
   end
+  redis.call('HSET', receipt, 'backing', conf)
 end
 local forget_at = due + retention
 if forget_at <= now then

@@ -27,8 +27,9 @@
 -- ARGV[16+n]     admission record TTL, seconds (with KEYS[8+2n] only)
 --
 -- Layout 2 (docs/redis-keys.md): a booking writes no manifest member (the manifest is the
--- active index, sorted when read) and slotd builds the idempotency record and the event's
--- slot label, so the script only checks and writes.
+-- active index, sorted when read), one passport record "<CONF>|<RECEIPT>" per applicant guards
+-- passport and receipt (no receipt write), and slotd builds the idempotency record and the
+-- event's slot label, so the script only checks and writes.
 --
 -- Returns {"OK"}                                 booked
 --       | {"REPLAY", conf}                       request_id seen with the same content
@@ -125,8 +126,7 @@ reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[5], ARGV[14 + n],
   ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11])
 redis.call('HINCRBY', KEYS[1], hhmm .. ':b', n)
 for i = 1, n do
-  redis.call('HSET', KEYS[4 + 2 * i], 'backing', conf)
-  redis.call('SET', KEYS[5 + 2 * i], conf)
+  redis.call('SET', KEYS[5 + 2 * i], conf .. '|' .. receipt_no(KEYS[4 + 2 * i]))
 end
 redis.call('HSET', KEYS[3],
   'post', ARGV[9], 'category', ARGV[10], 'date', ARGV[11], 'time', ARGV[12],

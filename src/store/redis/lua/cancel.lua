@@ -105,10 +105,7 @@ redis.call('HDEL', KEYS[5], conf)
 -- Compare-and-set: a claim is freed only while it still names this appointment (never one a
 -- later booking or hold took).
 for i = 1, seats do
-  if redis.call('HGET', KEYS[4 + 2 * i], 'backing') == conf then
-    redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
-  end
-  if redis.call('GET', KEYS[5 + 2 * i]) == conf then
+  if redis.call('GET', KEYS[5 + 2 * i]) == conf .. '|' .. receipt_no(KEYS[4 + 2 * i]) then
     redis.call('DEL', KEYS[5 + 2 * i])
   end
 end

@@ -169,10 +169,9 @@ end
 -- they still name this hold. A replica whose clock runs ahead may have judged the claim lapsed
 -- and given it to another booking or hold; then this hold has expired for good, whatever our
 -- clock says, and books nothing (one passport, one receipt: at most one live appointment).
-local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+local claim = 'hold:' .. hold_id .. ':' .. rec[4] .. '|'
 for i = 1, n do
-  if redis.call('HGET', KEYS[6 + 2 * i], 'backing') ~= claim
-      or redis.call('GET', KEYS[7 + 2 * i]) ~= claim then
+  if redis.call('GET', KEYS[7 + 2 * i]) ~= claim .. receipt_no(KEYS[6 + 2 * i]) then
     return {'HOLD_EXPIRED', rec[4]}
   end
 end
@@ -191,8 +190,7 @@ end
 redis.call('HSET', KEYS[2], hhmm .. ':h', held)
 redis.call('HINCRBY', KEYS[2], hhmm .. ':b', n)
 for i = 1, n do
-  redis.call('HSET', KEYS[6 + 2 * i], 'backing', conf)
-  redis.call('SET', KEYS[7 + 2 * i], conf)
+  redis.call('SET', KEYS[7 + 2 * i], conf .. '|' .. receipt_no(KEYS[6 + 2 * i]))
 end
 redis.call('HSET', KEYS[4],
   'post', rec[6], 'category', rec[7], 'date', rec[8], 'time', rec[9],

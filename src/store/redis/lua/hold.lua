@@ -100,8 +100,7 @@ redis.call('ZADD', KEYS[2], expires, member)
 redis.call('ZADD', KEYS[3], expires, ARGV[14] .. ':' .. member)
 local claim = 'hold:' .. hold_id .. ':' .. ARGV[13]
 for i = 1, n do
-  redis.call('HSET', KEYS[5 + 2 * i], 'backing', claim)
-  redis.call('SET', KEYS[6 + 2 * i], claim)
+  redis.call('SET', KEYS[6 + 2 * i], claim .. '|' .. receipt_no(KEYS[5 + 2 * i]))
 end
 redis.call('HSET', KEYS[4],
   'post', ARGV[8], 'category', ARGV[9], 'date', ARGV[10], 'time', ARGV[11],
