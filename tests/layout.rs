@@ -53,7 +53,10 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
             .await
             .expect("book")
             .into_inner();
-        confirmations.push((time, booked.appointment.expect("appointment").confirmation_number));
+        confirmations.push((
+            time,
+            booked.appointment.expect("appointment").confirmation_number,
+        ));
     }
     process.kill();
     drop(channel);
@@ -88,7 +91,10 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
         .arg(format!("hold:{}:1", "ab".repeat(16)))
         .query(&mut conn)
         .expect("HSET");
-    let _: i64 = ::redis::cmd("DEL").arg(MARKER).query(&mut conn).expect("DEL");
+    let _: i64 = ::redis::cmd("DEL")
+        .arg(MARKER)
+        .query(&mut conn)
+        .expect("DEL");
 
     let said = Slotd::refused(&redis.url(), &[]);
     assert!(
@@ -130,7 +136,8 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
     assert_eq!(get(&mut conn, MARKER).as_deref(), Some("2"));
     // Idempotent: a second run deletes nothing.
     let again = slotd_redis(&["migrate", "--redis-url", &redis.url()]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains(" 0 layout-1 manifest keys deleted, 0 receipt"));
+    assert!(String::from_utf8_lossy(&again.stdout)
+        .contains(" 0 layout-1 manifest keys deleted, 0 receipt"));
 
     // Served as before: the manifest (now the active index, sorted when read) in time order.
     let process = Slotd::start(0, &redis.url());
@@ -148,12 +155,20 @@ async fn layout_one_data_is_refused_until_migrated_then_served_in_order() {
     // applicant 3 (whose receipt held only a lapsed layout-1 hold claim) books.
     let mut booking = BookingServiceClient::new(channel.clone());
     let refused = booking
-        .book_appointment(book_request("layout-again", slot(&date, "08:00"), vec![applicant(1)]))
+        .book_appointment(book_request(
+            "layout-again",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        ))
         .await
         .expect_err("receipt in use");
     assert_eq!(reason(&refused), "RECEIPT_IN_USE", "{refused:?}");
     booking
-        .book_appointment(book_request("layout-3", slot(&date, "08:00"), vec![applicant(3)]))
+        .book_appointment(book_request(
+            "layout-3",
+            slot(&date, "08:00"),
+            vec![applicant(3)],
+        ))
         .await
         .expect("applicant 3 books");
     drop(process);

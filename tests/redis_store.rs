@@ -863,15 +863,19 @@ async fn a_booking_writes_no_manifest_member_and_no_receipt_field() {
     }
     let mut conn = redis.client();
     let calls = |conn: &mut redis::Connection| -> (u64, String) {
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(conn)
-            .unwrap();
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
         let total = stats
             .lines()
             .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_fcall:"))
             .filter(|l| !l.starts_with("cmdstat_info:") && !l.starts_with("cmdstat_config"))
-            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum();
         (total, stats)
     };

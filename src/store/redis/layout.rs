@@ -81,8 +81,7 @@ impl RedisStore {
                 .arg(self.keys.prefix())
                 .arg(cursor.as_str())
                 .arg(MIGRATE_SCAN_COUNT);
-            let (status, items) =
-                status_reply(what, self.conn.script(what, &invocation).await?)?;
+            let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             match status.as_str() {
                 "NEXT" => {
                     cursor = text(what, at(what, &items, 0)?)?;

@@ -122,8 +122,11 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 
 -- Writes: nothing below can be refused.
-reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[5], ARGV[14 + n],
-  ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11])
+if #expired > 0 then
+  -- The event slot prefix "<POST>/<CAT>/<DATE>": the slot label less " HH:MM".
+  reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[5], ARGV[14 + n],
+    string.sub(ARGV[15 + n], 1, -7))
+end
 redis.call('HINCRBY', KEYS[1], hhmm .. ':b', n)
 for i = 1, n do
   redis.call('SET', KEYS[5 + 2 * i], conf .. '|' .. receipt_no(KEYS[4 + 2 * i]))

@@ -38,17 +38,17 @@ local function receipt_no(key)
   return string.match(key, ':receipt:(.+)$')
 end
 
--- Why applicant `receipt` (number) with passport record value `record` and receipt `backing`
--- field may not take a claim at `now`, or nil: RECEIPT_IN_USE when the receipt is spent (a past
+-- Why the applicant of receipt `receipt_key` with passport record value `record` and receipt
+-- `backing` field may not take a claim at `now`, or nil: RECEIPT_IN_USE when the receipt is spent (a past
 -- appointment's, `backing`; a hold claim left there by layout 1 claims nothing) or its
 -- passport's live claim uses it, APPLICANT_ALREADY_BOOKED when the passport's live claim uses
 -- another receipt.
-local function claim_refusal(receipt, backing, record, now)
+local function claim_refusal(receipt_key, backing, record, now)
   if backing and string.sub(backing, 1, 5) ~= 'hold:' then
     return 'RECEIPT_IN_USE'
   end
   if claim_live(record, now) then
-    if string.match(record, '|(.*)$') == receipt then
+    if string.match(record, '|(.*)$') == receipt_no(receipt_key) then
       return 'RECEIPT_IN_USE'
     end
     return 'APPLICANT_ALREADY_BOOKED'
@@ -157,7 +157,7 @@ local function check_applicants(n, now, passport_argv, base)
     if expires <= now then
       return {'RECEIPT_EXPIRED', i, receipt[2]}
     end
-    local refused = claim_refusal(receipt_no(KEYS[base + 2 * i]), receipt[3],
+    local refused = claim_refusal(KEYS[base + 2 * i], receipt[3],
       redis.call('GET', KEYS[base + 1 + 2 * i]), now)
     if refused then
       return {refused, i}

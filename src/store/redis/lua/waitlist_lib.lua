@@ -61,7 +61,7 @@ local function entry_refusal(prefix, passports, receipts, now)
     if (tonumber(r[2]) or 0) <= now then
       return 'RECEIPT_EXPIRED'
     end
-    local refused = claim_refusal(receipts[i], r[3],
+    local refused = claim_refusal(prefix .. 'receipt:' .. receipts[i], r[3],
       redis.call('GET', prefix .. 'passport:' .. passports[i]), now)
     if refused then
       return refused

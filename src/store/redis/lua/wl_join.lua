@@ -105,7 +105,7 @@ for i = 1, n do
   if expires <= now then
     return {'RECEIPT_EXPIRED', i, receipt[2]}
   end
-  local refused = claim_refusal(receipt_no(KEYS[3 + 3 * i]), receipt[3],
+  local refused = claim_refusal(KEYS[3 + 3 * i], receipt[3],
     redis.call('GET', KEYS[4 + 3 * i]), now)
   if refused then
     return {refused, i}
