@@ -9,8 +9,7 @@
 # Each library file is loaded with FUNCTION LOAD REPLACE before its replay; it must register
 # the same function names (e.g. an edited `slotd redis library`). A library of another call
 # shape (another key layout) needs its own capture: BIN=<that build's dir> (benches/README.md
-# §19). REPLAY_PREFIX="nice -n -20" runs the replayed Redis ahead of other load on a shared
-# machine (preemption inside a function counts as its time). Without one: the library
+# §19). Without one: the library
 # slotd loaded. Needs: cargo build --release --bin slotd --bin slotd-load; redis-server, redis-cli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +77,7 @@ run=0
 for LIB in "${@:-}"; do
   run=$((run + 1)); mkdir -p "$WORK/r$run"; cp "$WORK/start.rdb" "$WORK/r$run/dump.rdb"
   read -r PORT _ < <(free_ports)
-  ${REPLAY_PREFIX:-} redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/r$run" --dbfilename dump.rdb --save '' \
+  redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/r$run" --dbfilename dump.rdb --save '' \
     --appendonly no >"$WORK/r$run.log" 2>&1 &
   RPID=$!; pids+=($RPID)
   for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
