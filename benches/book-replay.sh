@@ -7,7 +7,9 @@
 # Loopback only.
 #   benches/book-replay.sh [bookings] [library.lua ...]
 # Each library file is loaded with FUNCTION LOAD REPLACE before its replay; it must register
-# the same function names (e.g. an edited `slotd redis library`). Without one: the library
+# the same function names (e.g. an edited `slotd redis library`). A library of another call
+# shape (another key layout) needs its own capture: BIN=<that build's dir> (benches/README.md
+# §19). Without one: the library
 # slotd loaded. Needs: cargo build --release --bin slotd --bin slotd-load; redis-server, redis-cli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +80,7 @@ for LIB in "${@:-}"; do
   redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/r$run" --dbfilename dump.rdb --save '' \
     --appendonly no >"$WORK/r$run.log" 2>&1 &
   RPID=$!; pids+=($RPID)
-  for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   if [ -n "$LIB" ]; then redis-cli -p "$PORT" -x function load replace <"$LIB" >/dev/null; fi
   redis-cli -p "$PORT" config resetstat >/dev/null
   redis-cli -p "$PORT" --pipe <"$WORK/calls.resp" >"$WORK/r$run.pipe" 2>&1

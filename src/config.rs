@@ -47,6 +47,10 @@ pub enum RedisCommand {
     /// keeps this build's version and every version whose in-use mark a replica refreshed
     /// within the last minute; prints each library kept or deleted.
     PruneFunctions(RedisArgs),
+    /// Migrate the deployment's keys from the previous key layout (1) to this build's (2) and
+    /// mark it (`slotd:{T}:layout`); `slotd serve` refuses layout-1 data until then. Stop every
+    /// replica of the previous version first. Idempotent; `--dry-run` is not supported.
+    Migrate(RedisArgs),
     /// Print this build's functions library (what slotd loads with FUNCTION LOAD), e.g.
     /// `slotd redis library | redis-cli -x FUNCTION LOAD REPLACE`; its first line names it.
     Library {

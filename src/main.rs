@@ -114,6 +114,13 @@ async fn cli_main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Redis(RedisCommand::Migrate(args)) => match migrate(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("slotd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Redis(RedisCommand::Library { cluster }) => {
             use std::io::Write;
             let source = slotd::store::redis::functions::Library::get(cluster).source();
@@ -160,6 +167,30 @@ async fn prune_functions(args: &slotd::config::RedisArgs) -> Result<(), String> 
     Ok(())
 }
 
+/// `slotd redis migrate`: moves layout-1 data to this build's key layout and marks it.
+async fn migrate(args: &slotd::config::RedisArgs) -> Result<(), String> {
+    if args.dry_run {
+        return Err("slotd redis migrate: --dry-run is not supported".into());
+    }
+    let options = args.redis_options().map_err(|e| e.to_string())?;
+    let store = RedisStore::connect(&options).map_err(|e| format!("--redis-url: {e}"))?;
+    let (deleted, moved) = store.migrate_layout().await.map_err(|e| e.to_string())?;
+    println!(
+        "migrated to key layout {}: {deleted} layout-1 manifest keys deleted, {moved} receipt claims moved onto their passport records",
+        slotd::store::redis::layout::LAYOUT
+    );
+    Ok(())
+}
+
+/// The start-up layout check: Ok when this build may serve the deployment's data.
+async fn check_layout(store: &RedisStore) -> Result<(), String> {
+    use slotd::store::redis::layout::LayoutCheck;
+    match store.check_layout().await.map_err(|e| e.to_string())? {
+        LayoutCheck::Current => Ok(()),
+        LayoutCheck::Refused { advice, .. } => Err(advice),
+    }
+}
+
 fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
@@ -198,10 +229,33 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
             }
             // Not fatal: slotd serves with health NOT_SERVING until Redis answers.
             match store.ping().await {
-                Ok(()) => tracing::info!(tag = %options.tag, "redis store answers"),
+                Ok(()) => {
+                    tracing::info!(tag = %options.tag, "redis store answers");
+                    // Data of another key layout is never served: refuse to start.
+                    check_layout(&store).await?;
+                }
                 Err(e) => tracing::warn!(error = %e, "redis store does not answer yet"),
             }
-            Arc::new(store)
+            let store = Arc::new(store);
+            if store.ping().await.is_err() {
+                // Checked once Redis answers; data of another layout stops this process.
+                let store = store.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        match check_layout(&store).await {
+                            Ok(()) => break,
+                            Err(e) if store.ping().await.is_ok() => {
+                                tracing::error!(error = %e, "slotd stopped");
+                                eprintln!("slotd: {e}");
+                                std::process::exit(1);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                });
+            }
+            store
         }
         None => {
             tracing::warn!("no --redis-url: using the embedded in-memory store; state is per process and lost on exit");

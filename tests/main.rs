@@ -24,6 +24,7 @@ mod faults;
 mod functions;
 mod fuzz;
 mod hostile;
+mod layout;
 mod lifecycle_api;
 mod limits;
 mod model;

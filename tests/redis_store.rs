@@ -121,13 +121,13 @@ fn documented(rest: &str) -> bool {
     let date = |s: &str| slotd::domain::types::parse_date(s).is_ok();
     let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     match parts.as_slice() {
-        ["day" | "active" | "manifest" | "cancelled", post, category, d] => {
+        ["day" | "active" | "cancelled", post, category, d] => {
             ident(post) && ident(category) && date(d)
         }
         ["receipt", n] | ["passport", n] => alnum(n),
         ["appt", c] => ConfirmationNumber::parse(c).is_ok(),
         ["idem", "book" | "cancel", rid] => RequestId::parse(rid).is_ok(),
-        ["events"] | ["days-due"] | ["appt-expire"] | ["backfill"] => true,
+        ["events"] | ["days-due"] | ["appt-expire"] | ["backfill"] | ["layout"] => true,
         _ => false,
     }
 }
@@ -195,7 +195,6 @@ async fn every_key_is_documented_and_carries_the_hash_tag() {
     for kind in [
         "day",
         "active",
-        "manifest",
         "receipt",
         "passport",
         "appt",
@@ -353,8 +352,8 @@ async fn unreadable_stored_data_is_corrupt_not_a_panic() {
     ));
 }
 
-/// Cancel is compare-and-set (issue #20): it frees a passport record or a receipt's `backing`
-/// only while it still names the appointment being cancelled. The state here is the one the
+/// Cancel is compare-and-set (issue #20): it frees a passport record (layout 2: "<CONF>|<RECEIPT>",
+/// which guards the receipt too) only while it still names the appointment being cancelled. The state here is the one the
 /// pre-fix confirm_hold.lua left after two replicas with skewed clocks (one passport, two BOOKED
 /// appointments): the claims name the other appointment. Before the fix, cancelling the first
 /// deleted them and freed the passport for a third booking.
@@ -372,18 +371,11 @@ async fn cancelling_frees_only_the_claims_that_still_name_the_appointment() {
         )
         .await
         .unwrap();
-    let other = ConfirmationNumber::generate().to_string();
+    let other = format!("{}|R0000001", ConfirmationNumber::generate());
     let passport_key = "slotd:{slotd}:passport:P0000001";
-    let receipt_key = "slotd:{slotd}:receipt:R0000001";
     let mut con = redis.client();
     let _: () = redis::cmd("SET")
         .arg(passport_key)
-        .arg(&other)
-        .query(&mut con)
-        .unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(receipt_key)
-        .arg("backing")
         .arg(&other)
         .query(&mut con)
         .unwrap();
@@ -400,13 +392,7 @@ async fn cancelling_frees_only_the_claims_that_still_name_the_appointment() {
         .await
         .unwrap();
     let passport: Option<String> = redis::cmd("GET").arg(passport_key).query(&mut con).unwrap();
-    let backing: Option<String> = redis::cmd("HGET")
-        .arg(receipt_key)
-        .arg("backing")
-        .query(&mut con)
-        .unwrap();
     assert_eq!(passport.as_deref(), Some(other.as_str()));
-    assert_eq!(backing.as_deref(), Some(other.as_str()));
     let third = store
         .book(
             &booking("cas-third", "08:15", &[1]),
@@ -589,7 +575,7 @@ async fn a_past_day_leaves_no_index_key_and_frees_only_the_claims_that_still_nam
         .await
         .unwrap();
     let mut con = redis.client();
-    let other = ConfirmationNumber::generate().to_string();
+    let other = format!("{}|R0000001", ConfirmationNumber::generate());
     let _: () = redis::cmd("SET")
         .arg("slotd:{slotd}:passport:P0000001")
         .arg(&other)
@@ -859,5 +845,121 @@ async fn a_booking_on_a_slot_without_held_seats_skips_the_holds_scan() {
         .await
         .expect("the expired hold's seat is free");
     assert_eq!(booked(&store, "08:15").await, 1);
+    assert_audit_clean(&store).await;
+}
+
+/// #17 layout 2: a confirmed booking writes no manifest member and no receipt field (its
+/// passport records "<CONF>|<RECEIPT>" guard both rules), so a single-applicant booking makes
+/// 11 commands (checks: GET, HMGET ×2, GET, EXISTS; writes: HINCRBY, SET, HSET ×2, SET, XADD)
+/// and each added applicant 3 more (HMGET, GET, SET). The receipt is refused while the
+/// claim uses it and free again after the cancel. Before: ZADD, and an HSET per applicant.
+#[tokio::test]
+async fn a_booking_writes_no_manifest_member_and_no_receipt_field() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Inventory> = redis.store();
+    store.open_slots(&plan(4), epoch()).await.unwrap();
+    for i in 1..=3 {
+        register(&store, i).await;
+    }
+    let mut conn = redis.client();
+    let calls = |conn: &mut redis::Connection| -> (u64, String) {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+        let total = stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_fcall:"))
+            .filter(|l| !l.starts_with("cmdstat_info:") && !l.starts_with("cmdstat_config"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        (total, stats)
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let one = store
+        .book(
+            &booking("lean-1", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let (single, stats) = calls(&mut conn);
+    assert!(!stats.contains("cmdstat_zadd:"), "{stats}");
+    assert!(stats.contains("cmdstat_hset:calls=2,"), "{stats}");
+    assert_eq!(single, 11, "{stats}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    store
+        .book(
+            &booking("lean-2", "08:15", &[2, 3]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    let (pair, stats) = calls(&mut conn);
+    assert_eq!(pair, single + 3, "{stats}");
+    let record: Option<String> = redis::cmd("GET")
+        .arg("slotd:{slotd}:passport:P0000001")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(record, Some(format!("{}|R0000001", one.confirmation)));
+    let backing: Option<String> = redis::cmd("HGET")
+        .arg("slotd:{slotd}:receipt:R0000001")
+        .arg("backing")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(backing, None);
+    let manifests: Vec<String> = redis::cmd("KEYS")
+        .arg("slotd:{slotd}:manifest:*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(manifests.is_empty(), "{manifests:?}");
+    // The one record guards the receipt: refused while booked, free after the cancel.
+    let again = store
+        .book(
+            &booking("lean-3", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(StoreError::Domain(
+                slotd::domain::Error::ReceiptInUse { .. }
+            ))
+        ),
+        "{again:?}"
+    );
+    store
+        .cancel(
+            &Cancellation {
+                request_id: RequestId::parse("lean-c").unwrap(),
+                confirmation: one.confirmation.clone(),
+                passport: applicant(1).passport,
+            },
+            epoch(),
+        )
+        .await
+        .unwrap();
+    store
+        .book(
+            &booking("lean-4", "08:00", &[1]),
+            &ConfirmationNumber::generate(),
+            epoch(),
+        )
+        .await
+        .expect("the receipt is free again");
     assert_audit_clean(&store).await;
 }

@@ -227,6 +227,12 @@ const OPS: &[(Op, &str, &str, Prelude)] = &[
         Prelude::None,
     ),
     (
+        Op::Layout,
+        "layout.lua",
+        include_str!("lua/layout.lua"),
+        Prelude::Guarded,
+    ),
+    (
         Op::RoomJoin,
         "room_join.lua",
         include_str!("lua/room_join.lua"),
@@ -309,6 +315,7 @@ pub enum Op {
     ApptExpire,
     DayRetire,
     BackfillScan,
+    Layout,
     RoomJoin,
     RoomStatus,
     RoomEnd,

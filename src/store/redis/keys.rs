@@ -77,14 +77,15 @@ impl Keys {
         format!("{}active:{}", self.prefix, Self::day_suffix(day))
     }
 
-    /// Sorted set of every appointment of a day (cancelled ones too): score 0, member
-    /// `<MMMM>-<CONF>` (= `ManifestCursor::encode`).
+    /// Layout 1 only (before `LAYOUT`): the day's manifest sorted set, score 0, member
+    /// `<MMMM>-<CONF>`. Layout 2 writes none (the manifest is the active index, sorted when
+    /// read); `slotd redis migrate` deletes what layout 1 left.
     pub fn manifest(&self, day: &DayRef) -> String {
         format!("{}manifest:{}", self.prefix, Self::day_suffix(day))
     }
 
     /// Sorted set of a day's cancelled appointments (as the manifest: score 0, member
-    /// `<MMMM>-<CONF>`), kept out of the manifest so it stays O(live appointments); it expires
+    /// `<MMMM>-<CONF>`), for listings with cancelled ones; it expires
     /// `booking.retention_days` after its latest cancellation.
     pub fn cancelled(&self, day: &DayRef) -> String {
         format!("{}cancelled:{}", self.prefix, Self::day_suffix(day))
@@ -186,6 +187,12 @@ impl Keys {
     /// `<CONF>`: the sweeper forgets their records then.
     pub fn appointment_expiry(&self) -> String {
         format!("{}appt-expire", self.prefix)
+    }
+
+    /// String: the deployment's key layout version (`layout::LAYOUT`), written at the first
+    /// start on an empty deployment or by `slotd redis migrate`.
+    pub fn layout(&self) -> String {
+        format!("{}layout", self.prefix)
     }
 
     /// Hash of the one-time backfill pass into the due indexes (`cursor`, `done`).

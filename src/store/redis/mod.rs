@@ -17,6 +17,7 @@ mod codec;
 pub mod conn;
 pub mod functions;
 pub mod keys;
+pub mod layout;
 mod refusal;
 mod retention;
 pub mod room;
@@ -105,6 +106,7 @@ struct Scripts {
     appt_expire: conn::Function,
     day_retire: conn::Function,
     backfill_scan: conn::Function,
+    layout: conn::Function,
 }
 
 impl Scripts {
@@ -133,6 +135,7 @@ impl Scripts {
             appt_expire: conn.function(Op::ApptExpire),
             day_retire: conn.function(Op::DayRetire),
             backfill_scan: conn.function(Op::BackfillScan),
+            layout: conn.function(Op::Layout),
         }
     }
 }
@@ -614,16 +617,17 @@ impl Inventory for RedisStore {
                 .into());
             }
         }
-        let manifest_member = ManifestCursor {
-            time: slot.time,
-            confirmation: confirmation.clone(),
-        }
-        .encode();
         let now_text = instant_text(now);
+        let fingerprint = booking.fingerprint();
+        // The idempotency record, built here rather than in the script (layout 2: the script
+        // only checks and writes): "<fingerprint>|<CONF>|<expiry ms>".
+        let idempotency = format!(
+            "{fingerprint}|{confirmation}|{}",
+            millis(now) + IDEMPOTENCY_TTL_SECS * 1000
+        );
         let mut invocation = self.scripts.book.key(self.keys.day(&day));
         invocation
             .key(self.keys.active(&day))
-            .key(self.keys.manifest(&day))
             .key(self.keys.appointment(confirmation))
             .key(self.keys.idem_book(&booking.request_id))
             .key(self.keys.events());
@@ -640,12 +644,12 @@ impl Inventory for RedisStore {
         }
         invocation
             .arg(millis(now))
-            .arg(booking.fingerprint())
+            .arg(fingerprint.as_str())
             .arg(confirmation.as_str())
             .arg(hhmm(slot.time))
-            .arg(manifest_member)
             .arg(booking.seats())
             .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(idempotency)
             .arg(now_text.as_str())
             .arg(slot.post.as_str())
             .arg(slot.category.as_str())
@@ -655,7 +659,7 @@ impl Inventory for RedisStore {
         for a in &booking.applicants {
             invocation.arg(a.passport.as_str());
         }
-        invocation.arg(Keys::day_label(&day));
+        invocation.arg(Keys::day_label(&day)).arg(slot.to_string());
         if booking.admission.is_some() {
             invocation.arg(IDEMPOTENCY_TTL_SECS);
         }
@@ -728,9 +732,7 @@ impl Inventory for RedisStore {
                         .key(self.keys.receipt(&a.receipt))
                         .key(self.keys.passport(&a.passport));
                 }
-                invocation
-                    .key(self.keys.manifest(&day))
-                    .key(self.keys.cancelled(&day));
+                invocation.key(self.keys.cancelled(&day));
             }
             invocation
                 .arg(millis(now))
@@ -813,14 +815,12 @@ impl Inventory for RedisStore {
             Some(after) => format!("({}", after.encode()),
             None => "-".into(),
         };
-        let mut invocation = self.scripts.manifest.key(self.keys.manifest(&query.day));
+        let mut invocation = self.scripts.manifest.key(self.keys.active(&query.day));
         invocation
-            .key(self.keys.active(&query.day))
             .key(self.keys.cancelled(&query.day))
             .arg(start)
             .arg(u64::from(query.limit) + 1)
-            .arg(if query.include_cancelled { "1" } else { "0" })
-            .arg(super::MANIFEST_SCAN_BUDGET);
+            .arg(if query.include_cancelled { "1" } else { "0" });
         let reply = self.conn.read_script(what, &invocation).await?;
         let (members, resume) = match reply {
             ::redis::Value::Array(mut parts) if parts.len() == 2 => {
@@ -1083,7 +1083,6 @@ impl Inventory for RedisStore {
             invocation
                 .key(self.keys.day(&day))
                 .key(self.keys.active(&day))
-                .key(self.keys.manifest(&day))
                 .key(self.keys.appointment(number))
                 .key(self.keys.holds(&day))
                 .key(self.keys.holds_due())
@@ -1103,13 +1102,6 @@ impl Inventory for RedisStore {
                 .arg(now_text.as_str())
                 .arg(stored.applicants_json.as_str())
                 .arg(Keys::day_label(&day))
-                .arg(
-                    ManifestCursor {
-                        time: hold.slot.time,
-                        confirmation: number.clone(),
-                    }
-                    .encode(),
-                )
                 .arg(hhmm(hold.slot.time));
             self.offer_context(&mut invocation, now);
             if confirmation.admission.is_some() {
@@ -1278,10 +1270,8 @@ impl Inventory for RedisStore {
                 .key(self.keys.events())
                 .key(self.keys.day(&old_day))
                 .key(self.keys.active(&old_day))
-                .key(self.keys.manifest(&old_day))
                 .key(self.keys.day(&new_day))
                 .key(self.keys.active(&new_day))
-                .key(self.keys.manifest(&new_day))
                 .key(self.keys.holds(&new_day))
                 .key(self.keys.holds_due());
             for a in &stored.appointment.applicants {
@@ -1304,20 +1294,6 @@ impl Inventory for RedisStore {
                 .arg(to.to_string())
                 .arg(hhmm(from.time))
                 .arg(hhmm(to.time))
-                .arg(
-                    ManifestCursor {
-                        time: from.time,
-                        confirmation: reschedule.confirmation.clone(),
-                    }
-                    .encode(),
-                )
-                .arg(
-                    ManifestCursor {
-                        time: to.time,
-                        confirmation: reschedule.confirmation.clone(),
-                    }
-                    .encode(),
-                )
                 .arg(limit)
                 .arg(Keys::day_label(&new_day))
                 .arg(to.post.as_str())

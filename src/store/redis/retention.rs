@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use super::codec::{at, instant_text, millis, status_reply, text, uint, unexpected};
 use super::keys::hhmm;
 use super::RedisStore;
-use crate::domain::rules::ManifestCursor;
 use crate::domain::types::{parse_date, CategoryId, ConfirmationNumber, DayRef, PostId};
 use crate::domain::waitlist::EntryId;
 use crate::store::{StoreError, APPOINTMENT_RETIRE_BATCH};
@@ -136,7 +135,6 @@ impl RedisStore {
             .key(self.keys.appointment(confirmation));
         invocation
             .key(self.keys.active(day))
-            .key(self.keys.manifest(day))
             .key(self.keys.day(day))
             .key(self.keys.days_due())
             .key(self.keys.appointment_expiry())
@@ -144,6 +142,9 @@ impl RedisStore {
         if let Some(s) = &stored {
             for a in &s.appointment.applicants {
                 invocation.key(self.keys.passport(&a.passport));
+            }
+            for a in &s.appointment.applicants {
+                invocation.key(self.keys.receipt(&a.receipt));
             }
         }
         let slot = stored.as_ref().map(|s| &s.appointment.slot);
@@ -161,16 +162,6 @@ impl RedisStore {
                     .unwrap_or(""),
             )
             .arg(slot.map(|s| hhmm(s.time)).unwrap_or_default())
-            .arg(
-                slot.map(|s| {
-                    ManifestCursor {
-                        time: s.time,
-                        confirmation: confirmation.clone(),
-                    }
-                    .encode()
-                })
-                .unwrap_or_default(),
-            )
             .arg(self.retention.num_milliseconds().max(1))
             .arg(RECORD_BACKSTOP_MS);
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
@@ -200,7 +191,6 @@ impl RedisStore {
         let mut invocation = self.scripts.day_retire.key(self.keys.days_due());
         invocation
             .key(self.keys.active(day))
-            .key(self.keys.manifest(day))
             .arg(millis(now))
             .arg(label);
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;

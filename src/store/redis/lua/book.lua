@@ -2,29 +2,34 @@
 --
 -- KEYS[1]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[2]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
--- KEYS[3]        manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>
--- KEYS[4]        appointment hash    slotd:{T}:appt:<CONF>            (the new number)
--- KEYS[5]        idempotency record  slotd:{T}:idem:book:<REQUEST_ID>
--- KEYS[6]        events stream       slotd:{T}:events
--- KEYS[5+2i]     receipt hash of applicant i (i = 1..n)    slotd:{T}:receipt:<NO>
--- KEYS[6+2i]     passport record of applicant i            slotd:{T}:passport:<NO>
--- KEYS[7+2n]     holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
--- KEYS[8+2n]     due zset            slotd:{T}:holds-due
--- KEYS[9+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
+-- KEYS[3]        appointment hash    slotd:{T}:appt:<CONF>            (the new number)
+-- KEYS[4]        idempotency record  slotd:{T}:idem:book:<REQUEST_ID>
+-- KEYS[5]        events stream       slotd:{T}:events
+-- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)    slotd:{T}:receipt:<NO>
+-- KEYS[5+2i]     passport record of applicant i            slotd:{T}:passport:<NO>
+-- KEYS[6+2n]     holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
+-- KEYS[7+2n]     due zset            slotd:{T}:holds-due
+-- KEYS[8+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
 --                waiting-room admission: field `booked` = the one appointment it made, `steps`)
 -- ARGV[1]        now, ms since the epoch (slotd's clock; Redis TIME is never read)
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number of the new appointment
 -- ARGV[4]        slot time HHMM
--- ARGV[5]        manifest member "<MMMM>-<CONF>" (minutes since midnight, 4 digits)
--- ARGV[6]        n, seats = applicants (1..10)
--- ARGV[7]        idempotency TTL, seconds
+-- ARGV[5]        n, seats = applicants (1..10)
+-- ARGV[6]        idempotency TTL, seconds
+-- ARGV[7]        the idempotency record "<fingerprint>|<CONF>|<expiry ms>" (built by slotd)
 -- ARGV[8]        now, RFC 3339 (stored as created_at / updated_at)
 -- ARGV[9..12]    post, category, date YYYY-MM-DD, time HH:MM (stored in the appointment)
 -- ARGV[13]       applicants JSON (stored verbatim, parsed only by slotd)
 -- ARGV[13+i]     passport number of applicant i
 -- ARGV[14+n]     day label "<POST>:<CAT>:<DATE>" (due members)
--- ARGV[15+n]     admission record TTL, seconds (with KEYS[9+2n] only)
+-- ARGV[15+n]     slot label "<POST>/<CAT>/<DATE> <HH:MM>" (the event's `slot`)
+-- ARGV[16+n]     admission record TTL, seconds (with KEYS[8+2n] only)
+--
+-- Layout 2 (docs/redis-keys.md): a booking writes no manifest member (the manifest is the
+-- active index, sorted when read), one passport record "<CONF>|<RECEIPT>" per applicant guards
+-- passport and receipt (no receipt write), and slotd builds the idempotency record and the
+-- event's slot label, so the script only checks and writes.
 --
 -- Returns {"OK"}                                 booked
 --       | {"REPLAY", conf}                       request_id seen with the same content
@@ -46,22 +51,21 @@ local now = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
 local conf = ARGV[3]
 local hhmm = ARGV[4]
-local member = ARGV[5]
-local n = tonumber(ARGV[6])
-local ttl = tonumber(ARGV[7])
+local n = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
 local now_text = ARGV[8]
 if not now or not n or not ttl then
   return {'BAD_CALL', 'book arguments'}
 end
 local admission = nil
-if #KEYS == 9 + 2 * n and #ARGV == 15 + n then
-  admission = KEYS[9 + 2 * n]
-elseif #KEYS ~= 8 + 2 * n or #ARGV ~= 14 + n then
+if #KEYS == 8 + 2 * n and #ARGV == 16 + n then
+  admission = KEYS[8 + 2 * n]
+elseif #KEYS ~= 7 + 2 * n or #ARGV ~= 15 + n then
   return {'BAD_CALL', 'book arguments'}
 end
 
 -- Checks.
-local seen = remembered(KEYS[5], now)
+local seen = remembered(KEYS[4], now)
 if seen == false then
   return {'CORRUPT', 'idempotency record'}
 end
@@ -82,7 +86,7 @@ end
 if slot[3] == '1' then
   return {'SLOT_CLOSED'}
 end
-local holds_key, due_key = KEYS[7 + 2 * n], KEYS[8 + 2 * n]
+local holds_key, due_key = KEYS[6 + 2 * n], KEYS[7 + 2 * n]
 local capacity = tonumber(slot[1])
 local booked = tonumber(slot[2] or '0')
 local held = tonumber(slot[4] or '0')
@@ -108,37 +112,35 @@ if remaining < n then
   return {'SLOT_FULL', remaining, held - (expired_by_hhmm[hhmm] or 0)}
 end
 
-local refused = check_applicants(n, now, 13)
+local refused = check_applicants(n, now, 13, 4)
 if refused then
   return refused
 end
 
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return {'CONFIRMATION_TAKEN'}
 end
 
 -- Writes: nothing below can be refused.
-reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[6], ARGV[14 + n],
-  ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11])
+if #expired > 0 then
+  -- The event slot prefix "<POST>/<CAT>/<DATE>": the slot label less " HH:MM".
+  reclaim_holds(expired, KEYS[1], holds_key, due_key, KEYS[5], ARGV[14 + n],
+    string.sub(ARGV[15 + n], 1, -7))
+end
 redis.call('HINCRBY', KEYS[1], hhmm .. ':b', n)
 for i = 1, n do
-  redis.call('HSET', KEYS[5 + 2 * i], 'backing', conf)
-  redis.call('SET', KEYS[6 + 2 * i], conf)
+  redis.call('SET', KEYS[5 + 2 * i], conf .. '|' .. receipt_no(KEYS[4 + 2 * i]))
 end
-redis.call('HSET', KEYS[4],
+redis.call('HSET', KEYS[3],
   'post', ARGV[9], 'category', ARGV[10], 'date', ARGV[11], 'time', ARGV[12],
   'status', 'BOOKED', 'seats', n, 'created_at', now_text, 'updated_at', now_text,
   'applicants', ARGV[13])
 redis.call('HSET', KEYS[2], conf, hhmm .. ':' .. n)
-redis.call('ZADD', KEYS[3], 0, member)
-redis.call('SET', KEYS[5],
-  fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
+redis.call('SET', KEYS[4], ARGV[7], 'EX', ttl)
 if admission then
   redis.call('HSET', admission, 'booked', conf)
-  redis.call('EXPIRE', admission, tonumber(ARGV[15 + n]))
+  redis.call('EXPIRE', admission, tonumber(ARGV[16 + n]))
 end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-  'type', 'booked', 'confirmation', conf,
-  'slot', ARGV[9] .. '/' .. ARGV[10] .. '/' .. ARGV[11] .. ' ' .. ARGV[12],
-  'seats', n, 'at', now_text)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+  'type', 'booked', 'confirmation', conf, 'slot', ARGV[15 + n], 'seats', n, 'at', now_text)
 return {'OK'}

@@ -12,8 +12,7 @@
 -- KEYS[5]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
 -- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[5+2i]     passport record of applicant i
--- KEYS[6+2n]     manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>  (n = seats)
--- KEYS[7+2n]     cancelled index     slotd:{T}:cancelled:<POST>:<CAT>:<DATE>
+-- KEYS[6+2n]     cancelled index     slotd:{T}:cancelled:<POST>:<CAT>:<DATE>  (n = seats)
 -- ARGV[1]        now, ms since the epoch
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number
@@ -29,7 +28,7 @@
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 -- ARGV[16]       retention, ms (booking.retention_days): the cancelled record and the day's
 --                cancelled index expire this long after the cancellation
--- ARGV[17]       manifest member "<MMMM>-<CONF>" as read
+-- ARGV[17]       manifest member "<MMMM>-<CONF>" as read (its cancelled index member)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
 --       | {"APPOINTMENT_CANCELLED"} | {"APPOINTMENT_PASSED"} (retired: appt_retire.lua) | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
@@ -37,8 +36,8 @@
 -- Invariants: seats return exactly once (a cancelled or retired appointment is refused before any
 -- write);
 -- a passport or receipt claim is freed only if it still names this appointment;
--- booked never goes below 0; the member moves from the manifest to the day's cancelled index
--- (the manifest stays O(live appointments)); the record expires after the retention; the seats go to the date's waitlist first (offer_seats, in the
+-- booked never goes below 0; the appointment leaves the active index (the manifest's live
+-- part) and joins the day's cancelled index; the record expires after the retention; the seats go to the date's waitlist first (offer_seats, in the
 -- same script); checks first, writes last. Uses holds_lib.lua helpers.
 local now = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
@@ -78,7 +77,7 @@ if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] or current ~= ARGV[10] then
   return {'STALE'}
 end
 local seats = tonumber(appt[3])
-if not seats or #KEYS ~= 7 + 2 * seats or string.sub(member or '', 6) ~= conf then
+if not seats or #KEYS ~= 6 + 2 * seats or string.sub(member or '', 6) ~= conf then
   return {'BAD_CALL', 'cancel keys'}
 end
 if ARGV[8] ~= '1' then
@@ -106,21 +105,17 @@ redis.call('HDEL', KEYS[5], conf)
 -- Compare-and-set: a claim is freed only while it still names this appointment (never one a
 -- later booking or hold took).
 for i = 1, seats do
-  if redis.call('HGET', KEYS[4 + 2 * i], 'backing') == conf then
-    redis.call('HDEL', KEYS[4 + 2 * i], 'backing')
-  end
-  if redis.call('GET', KEYS[5 + 2 * i]) == conf then
+  if redis.call('GET', KEYS[5 + 2 * i]) == conf .. '|' .. receipt_no(KEYS[4 + 2 * i]) then
     redis.call('DEL', KEYS[5 + 2 * i])
   end
 end
 redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', now_text)
 -- Retention: the record stays readable (CANCELLED) for the retention, then expires; the
--- manifest keeps live members only, the cancelled index (for listings with cancelled ones)
--- expires with the latest cancelled record it names.
+-- active index keeps live appointments only, the cancelled index (for listings with cancelled
+-- ones) expires with the latest cancelled record it names.
 redis.call('PEXPIRE', KEYS[1], retention)
-redis.call('ZREM', KEYS[6 + 2 * seats], member)
-redis.call('ZADD', KEYS[7 + 2 * seats], 0, member)
-redis.call('PEXPIRE', KEYS[7 + 2 * seats], retention)
+redis.call('ZADD', KEYS[6 + 2 * seats], 0, member)
+redis.call('PEXPIRE', KEYS[6 + 2 * seats], retention)
 redis.call('SET', KEYS[2],
   fingerprint .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',

@@ -7,14 +7,13 @@
 -- KEYS[1]        hold record         slotd:{T}:hold:<HOLD_ID>
 -- KEYS[2]        day hash            slotd:{T}:day:<POST>:<CAT>:<DATE>
 -- KEYS[3]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
--- KEYS[4]        manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>
--- KEYS[5]        appointment hash    slotd:{T}:appt:<CONF>            (the new number)
--- KEYS[6]        holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
--- KEYS[7]        due zset            slotd:{T}:holds-due
--- KEYS[8]        events stream       slotd:{T}:events
--- KEYS[7+2i]     receipt hash of applicant i (i = 1..n)
--- KEYS[8+2i]     passport record of applicant i
--- KEYS[9+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
+-- KEYS[4]        appointment hash    slotd:{T}:appt:<CONF>            (the new number)
+-- KEYS[5]        holds zset          slotd:{T}:holds:<POST>:<CAT>:<DATE>
+-- KEYS[6]        due zset            slotd:{T}:holds-due
+-- KEYS[7]        events stream       slotd:{T}:events
+-- KEYS[6+2i]     receipt hash of applicant i (i = 1..n)
+-- KEYS[7+2i]     passport record of applicant i
+-- KEYS[8+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a call under a
 --                waiting-room admission; see book.lua)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        hold id
@@ -22,11 +21,10 @@
 -- ARGV[4]        now, RFC 3339
 -- ARGV[5]        applicants JSON as read
 -- ARGV[6]        day label "<POST>:<CAT>:<DATE>"
--- ARGV[7]        manifest member "<MMMM>-<CONF>"
--- ARGV[8]        slot time HHMM
--- ARGV[9..13]    offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+-- ARGV[7]        slot time HHMM
+-- ARGV[8..12]    offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
--- ARGV[14]       admission record TTL, seconds (with KEYS[9+2n] only)
+-- ARGV[13]       admission record TTL, seconds (with KEYS[8+2n] only)
 --
 -- Returns {"OK"} | {"REPLAY", conf} (confirmed before) | {"HOLD_NOT_FOUND"} | {"STALE"}
 --       | {"HOLD_EXPIRED", expires_ms} | {"HOLD_NOT_ACTIVE", status} | {"CONFIRMATION_TAKEN"}
@@ -46,13 +44,13 @@
 -- write on a refusal is the HOLD_EXPIRED reclaim, which any script touching the date does, and
 -- a moving offer's final refusal (above).
 local now = tonumber(ARGV[1])
-local o = offer_context(9, now)
+local o = offer_context(8, now)
 if not now or not o then
   return {'BAD_CALL', 'confirm_hold arguments'}
 end
 local hold_id = ARGV[2]
 local conf = ARGV[3]
-local hhmm = ARGV[8]
+local hhmm = ARGV[7]
 
 -- Checks.
 local rec = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'expires_ms',
@@ -69,9 +67,9 @@ if not n or not expires then
   return {'CORRUPT', 'hold record'}
 end
 local admission = nil
-if #KEYS == 9 + 2 * n and #ARGV == 14 then
-  admission = KEYS[9 + 2 * n]
-elseif #KEYS ~= 8 + 2 * n then
+if #KEYS == 8 + 2 * n and #ARGV == 13 then
+  admission = KEYS[8 + 2 * n]
+elseif #KEYS ~= 7 + 2 * n then
   return {'BAD_CALL', 'confirm_hold keys'}
 end
 if rec[1] == 'CONFIRMED' then
@@ -80,17 +78,17 @@ end
 if rec[1] ~= 'HELD' then
   return {'HOLD_NOT_ACTIVE', rec[1]}
 end
-local expired = expired_holds(KEYS[6], now)
+local expired = expired_holds(KEYS[5], now)
 if not expired then
   return {'CORRUPT', 'holds member'}
 end
 local slot_prefix = rec[6] .. '/' .. rec[7] .. '/' .. rec[8]
 if expires <= now then
-  reclaim_holds(expired, KEYS[2], KEYS[6], KEYS[7], KEYS[8], ARGV[6], slot_prefix)
+  reclaim_holds(expired, KEYS[2], KEYS[5], KEYS[6], KEYS[7], ARGV[6], slot_prefix)
   return {'HOLD_EXPIRED', rec[4]}
 end
 local member = hhmm .. ':' .. n .. ':' .. hold_id
-if not redis.call('ZSCORE', KEYS[6], member) then
+if not redis.call('ZSCORE', KEYS[5], member) then
   -- Already reclaimed by a replica whose clock runs ahead of ours: expired all the same.
   return {'HOLD_EXPIRED', rec[4]}
 end
@@ -100,7 +98,7 @@ end
 local function record_admission(booked)
   if admission then
     redis.call('HSET', admission, 'booked', booked)
-    redis.call('EXPIRE', admission, tonumber(ARGV[14]))
+    redis.call('EXPIRE', admission, tonumber(ARGV[13]))
   end
 end
 local prefix = o.prefix
@@ -123,16 +121,16 @@ if moves then
   end
   local limit = tonumber(redis.call('HGET', entry_key, 'limit') or '0') or 0
   for i = 1, n do
-    local used = tonumber(redis.call('HGET', KEYS[7 + 2 * i], 'reschedules') or '0') or 0
+    local used = tonumber(redis.call('HGET', KEYS[6 + 2 * i], 'reschedules') or '0') or 0
     if used >= limit then
       cancel_moving_entry(o, rec[10], 'RESCHEDULE_LIMIT')
       return {'RESCHEDULE_LIMIT', i, limit}
     end
   end
   -- Writes: the held seats become the appointment's, its old seats return.
-  reclaim_holds(expired, KEYS[2], KEYS[6], KEYS[7], KEYS[8], ARGV[6], slot_prefix)
-  redis.call('ZREM', KEYS[6], member)
-  redis.call('ZREM', KEYS[7], ARGV[6] .. ':' .. member)
+  reclaim_holds(expired, KEYS[2], KEYS[5], KEYS[6], KEYS[7], ARGV[6], slot_prefix)
+  redis.call('ZREM', KEYS[5], member)
+  redis.call('ZREM', KEYS[6], ARGV[6] .. ':' .. member)
   local held = (tonumber(redis.call('HGET', KEYS[2], hhmm .. ':h') or '0') or 0) - n
   if held < 0 then
     held = 0
@@ -149,13 +147,8 @@ if moves then
   redis.call('HSET', prefix .. 'day:' .. old_day, old_hhmm .. ':b', old_booked)
   redis.call('HDEL', prefix .. 'active:' .. old_day, moves)
   redis.call('HSET', KEYS[3], moves, hhmm .. ':' .. n)
-  local minutes = function(hm)
-    return string.format('%04d', tonumber(string.sub(hm, 1, 2)) * 60 + tonumber(string.sub(hm, 3, 4)))
-  end
-  redis.call('ZREM', prefix .. 'manifest:' .. old_day, minutes(old_hhmm) .. '-' .. moves)
-  redis.call('ZADD', KEYS[4], 0, minutes(hhmm) .. '-' .. moves)
   for i = 1, n do
-    redis.call('HINCRBY', KEYS[7 + 2 * i], 'reschedules', 1)
+    redis.call('HINCRBY', KEYS[6 + 2 * i], 'reschedules', 1)
   end
   local from = a[2] .. '/' .. a[3] .. '/' .. a[4] .. ' ' .. a[5]
   local to = slot_prefix .. ' ' .. rec[9]
@@ -165,7 +158,7 @@ if moves then
   redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', moves)
   end_entry(prefix, rec[10], 'FULFILLED', nil, now)
   redis.call('HSET', entry_key, 'confirmation', moves)
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
     'type', 'moved', 'confirmation', moves, 'from', from, 'to', to, 'seats', n,
     'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
   offer_seats(o, a[2], a[3], a[4], old_hhmm, n, nil)
@@ -176,21 +169,20 @@ end
 -- they still name this hold. A replica whose clock runs ahead may have judged the claim lapsed
 -- and given it to another booking or hold; then this hold has expired for good, whatever our
 -- clock says, and books nothing (one passport, one receipt: at most one live appointment).
-local claim = 'hold:' .. hold_id .. ':' .. rec[4]
+local claim = 'hold:' .. hold_id .. ':' .. rec[4] .. '|'
 for i = 1, n do
-  if redis.call('HGET', KEYS[7 + 2 * i], 'backing') ~= claim
-      or redis.call('GET', KEYS[8 + 2 * i]) ~= claim then
+  if redis.call('GET', KEYS[7 + 2 * i]) ~= claim .. receipt_no(KEYS[6 + 2 * i]) then
     return {'HOLD_EXPIRED', rec[4]}
   end
 end
-if redis.call('EXISTS', KEYS[5]) == 1 then
+if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'CONFIRMATION_TAKEN'}
 end
 
 -- Writes.
-reclaim_holds(expired, KEYS[2], KEYS[6], KEYS[7], KEYS[8], ARGV[6], slot_prefix)
-redis.call('ZREM', KEYS[6], member)
-redis.call('ZREM', KEYS[7], ARGV[6] .. ':' .. member)
+reclaim_holds(expired, KEYS[2], KEYS[5], KEYS[6], KEYS[7], ARGV[6], slot_prefix)
+redis.call('ZREM', KEYS[5], member)
+redis.call('ZREM', KEYS[6], ARGV[6] .. ':' .. member)
 local held = (tonumber(redis.call('HGET', KEYS[2], hhmm .. ':h') or '0') or 0) - n
 if held < 0 then
   held = 0
@@ -198,21 +190,19 @@ end
 redis.call('HSET', KEYS[2], hhmm .. ':h', held)
 redis.call('HINCRBY', KEYS[2], hhmm .. ':b', n)
 for i = 1, n do
-  redis.call('HSET', KEYS[7 + 2 * i], 'backing', conf)
-  redis.call('SET', KEYS[8 + 2 * i], conf)
+  redis.call('SET', KEYS[7 + 2 * i], conf .. '|' .. receipt_no(KEYS[6 + 2 * i]))
 end
-redis.call('HSET', KEYS[5],
+redis.call('HSET', KEYS[4],
   'post', rec[6], 'category', rec[7], 'date', rec[8], 'time', rec[9],
   'status', 'BOOKED', 'seats', n, 'created_at', ARGV[4], 'updated_at', ARGV[4],
   'applicants', rec[2])
 redis.call('HSET', KEYS[3], conf, hhmm .. ':' .. n)
-redis.call('ZADD', KEYS[4], 0, ARGV[7])
 redis.call('HSET', KEYS[1], 'status', 'CONFIRMED', 'confirmation', conf)
 if entry_key then
   end_entry(prefix, rec[10], 'FULFILLED', nil, now)
   redis.call('HSET', entry_key, 'confirmation', conf)
 end
-redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
   'type', 'booked', 'confirmation', conf, 'slot', slot_prefix .. ' ' .. rec[9],
   'seats', n, 'at', ARGV[4], 'hold_ref', hold_ref(hold_id))
 record_admission(conf)

@@ -1,11 +1,9 @@
 -- day_retire: a day that has passed everywhere and whose BOOKED appointments are all retired
--- leaves the past days index, and its manifest goes (it can hold only members of appointments
--- that left the active index: ones cancelled before the cancelled index existed). The day hash
+-- leaves the past days index. The day hash
 -- (its slots, booked 0 by then) and the cancelled index stay (the latter expires by itself).
 --
 -- KEYS[1]        past days index     slotd:{T}:days-due   (day label, score = retire-at ms)
 -- KEYS[2]        active index        slotd:{T}:active:<POST>:<CAT>:<DATE>
--- KEYS[3]        manifest zset       slotd:{T}:manifest:<POST>:<CAT>:<DATE>
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        day label "<POST>:<CAT>:<DATE>"
 --
@@ -14,7 +12,7 @@
 --
 -- Invariants: only a due day with an empty active index is retired. Checks first.
 local now = tonumber(ARGV[1])
-if not now or #KEYS ~= 3 or #ARGV ~= 2 then
+if not now or #KEYS ~= 2 or #ARGV ~= 2 then
   return {'BAD_CALL', 'day_retire arguments'}
 end
 
@@ -28,6 +26,5 @@ if redis.call('HLEN', KEYS[2]) > 0 then
 end
 
 -- Writes.
-redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[2])
 return {'OK'}

@@ -82,7 +82,7 @@ if remaining < n then
   return {'SLOT_FULL', remaining, held - (expired_by_hhmm[hhmm] or 0)}
 end
 
-local refused = check_applicants(n, now, 15)
+local refused = check_applicants(n, now, 15, 5)
 if refused then
   return refused
 end
@@ -100,8 +100,7 @@ redis.call('ZADD', KEYS[2], expires, member)
 redis.call('ZADD', KEYS[3], expires, ARGV[14] .. ':' .. member)
 local claim = 'hold:' .. hold_id .. ':' .. ARGV[13]
 for i = 1, n do
-  redis.call('HSET', KEYS[5 + 2 * i], 'backing', claim)
-  redis.call('SET', KEYS[6 + 2 * i], claim)
+  redis.call('SET', KEYS[6 + 2 * i], claim .. '|' .. receipt_no(KEYS[5 + 2 * i]))
 end
 redis.call('HSET', KEYS[4],
   'post', ARGV[8], 'category', ARGV[9], 'date', ARGV[10], 'time', ARGV[11],

@@ -6,8 +6,12 @@
 -- scored by its expiry (ms), mirrored in the global due set as "<DAY>:<member>" for the
 -- sweeper, and counted in the day hash field "<HHMM>:h". Its seats are held exactly while that
 -- member exists: whoever removes it (confirm, release, reclaim) moves the seats, once.
--- Passport records and receipt `backing` fields claimed by a hold hold "hold:<ID>:<expires_ms>",
--- a claim that lapses by itself at the expiry, so reclaiming touches only the date's keys.
+-- A passport record is "<claim>|<RECEIPT>" (layout 2): the claim is an appointment number, or
+-- "hold:<ID>:<expires_ms>" for a hold, a claim that lapses by itself at the expiry (so reclaiming
+-- touches only the date's keys), and RECEIPT the receipt the claim uses. One record guards both
+-- rules: a receipt is registered to one passport and only used with it, so the receipt is in use
+-- exactly while its passport's record claims with it. A receipt's `backing` field is written
+-- only when its appointment is retired as past (`<CONF>`: the fee is spent for good).
 
 -- What events name a hold by: 16 hex digits of SHA-1("hold:<ID>"), a reference that grants
 -- nothing (hold ids are bearer credentials and never enter the event stream); the same as
@@ -16,17 +20,40 @@ local function hold_ref(id)
   return string.sub(redis.sha1hex('hold:' .. id), 1, 16)
 end
 
--- Whether a passport record or receipt `backing` value still claims: an appointment number
--- always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
+-- Whether a passport record "<claim>|<RECEIPT>" (or a bare claim) still claims: an appointment
+-- number always, a hold claim "hold:<ID>:<expires_ms>" until its expiry.
 local function claim_live(value, now)
   if not value then
     return false
   end
-  local expires = string.match(value, '^hold:%x+:(%d+)$')
+  local expires = string.match(value, '^hold:%x+:(%d+)')
   if expires then
     return tonumber(expires) > now
   end
   return true
+end
+
+-- The receipt number of a receipt key "slotd:{T}:receipt:<NO>" (the tag has no colon).
+local function receipt_no(key)
+  return string.match(key, ':receipt:(.+)$')
+end
+
+-- Why the applicant of receipt `receipt_key` with passport record value `record` and receipt
+-- `backing` field may not take a claim at `now`, or nil: RECEIPT_IN_USE when the receipt is spent (a past
+-- appointment's, `backing`; a hold claim left there by layout 1 claims nothing) or its
+-- passport's live claim uses it, APPLICANT_ALREADY_BOOKED when the passport's live claim uses
+-- another receipt.
+local function claim_refusal(receipt_key, backing, record, now)
+  if backing and string.sub(backing, 1, 5) ~= 'hold:' then
+    return 'RECEIPT_IN_USE'
+  end
+  if claim_live(record, now) then
+    if string.match(record, '|(.*)$') == receipt_no(receipt_key) then
+      return 'RECEIPT_IN_USE'
+    end
+    return 'APPLICANT_ALREADY_BOOKED'
+  end
+  return nil
 end
 
 -- Expired holds of a day at `now` (read only): list of {member, hhmm, seats, id, expires_ms}
@@ -72,12 +99,9 @@ local function release_writes(h)
     held = 0
   end
   redis.call('HSET', h.day_key, h.hhmm .. ':h', held)
-  local claim = 'hold:' .. h.id .. ':' .. h.expires
+  local claim = 'hold:' .. h.id .. ':' .. h.expires .. '|'
   for i = 1, #h.receipts do
-    if redis.call('HGET', h.receipts[i], 'backing') == claim then
-      redis.call('HDEL', h.receipts[i], 'backing')
-    end
-    if redis.call('GET', h.passports[i]) == claim then
+    if redis.call('GET', h.passports[i]) == claim .. receipt_no(h.receipts[i]) then
       redis.call('DEL', h.passports[i])
     end
   end
@@ -113,12 +137,13 @@ local function reclaim_holds(list, day_key, holds_key, due_key, events_key, day_
 end
 
 -- The group rules of a booking or a hold, read only: for applicant i (1..n) the receipt hash is
--- KEYS[5 + 2i], the passport record KEYS[6 + 2i] and the passport number ARGV[passport_argv + i].
+-- KEYS[base + 2i], the passport record KEYS[base + 1 + 2i] and the passport number
+-- ARGV[passport_argv + i].
 -- Each receipt must be registered, paid for that passport, unexpired at `now` and back no live
 -- claim; each passport must have no live claim. Returns the first refusal, or nil.
-local function check_applicants(n, now, passport_argv)
+local function check_applicants(n, now, passport_argv, base)
   for i = 1, n do
-    local receipt = redis.call('HMGET', KEYS[5 + 2 * i], 'passport', 'expires_ms', 'backing')
+    local receipt = redis.call('HMGET', KEYS[base + 2 * i], 'passport', 'expires_ms', 'backing')
     if not receipt[1] then
       return {'RECEIPT_NOT_REGISTERED', i}
     end
@@ -132,11 +157,10 @@ local function check_applicants(n, now, passport_argv)
     if expires <= now then
       return {'RECEIPT_EXPIRED', i, receipt[2]}
     end
-    if claim_live(receipt[3], now) then
-      return {'RECEIPT_IN_USE', i}
-    end
-    if claim_live(redis.call('GET', KEYS[6 + 2 * i]), now) then
-      return {'APPLICANT_ALREADY_BOOKED', i}
+    local refused = claim_refusal(KEYS[base + 2 * i], receipt[3],
+      redis.call('GET', KEYS[base + 1 + 2 * i]), now)
+    if refused then
+      return {refused, i}
     end
   end
   return nil

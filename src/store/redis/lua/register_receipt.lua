@@ -11,8 +11,8 @@
 --
 -- Returns {"OK", 1} new | {"OK", 0} the identical receipt exists | {"RECEIPT_CONFLICT"}
 --
--- Invariant: a receipt's details never change once registered (its `backing` field, the
--- appointment it backs, is written only by book and cancel).
+-- Invariant: a receipt's details never change once registered (its `backing` field, the spent
+-- mark of a past appointment, is written only by appt_retire; see holds_lib.lua).
 local cur = redis.call('HMGET', KEYS[1], 'passport', 'paid_at', 'amount_minor', 'currency')
 if cur[1] then
   if cur[1] == ARGV[1] and cur[2] == ARGV[2] and cur[3] == ARGV[4] and cur[4] == ARGV[5] then

@@ -12,13 +12,11 @@
 -- KEYS[3]        events stream       slotd:{T}:events
 -- KEYS[4]        old day hash        slotd:{T}:day:<POST>:<CAT>:<OLD_DATE>
 -- KEYS[5]        old active index    slotd:{T}:active:<POST>:<CAT>:<OLD_DATE>
--- KEYS[6]        old manifest zset   slotd:{T}:manifest:<POST>:<CAT>:<OLD_DATE>
--- KEYS[7]        new day hash        slotd:{T}:day:<POST>:<CAT>:<NEW_DATE>
--- KEYS[8]        new active index    slotd:{T}:active:<POST>:<CAT>:<NEW_DATE>
--- KEYS[9]        new manifest zset   slotd:{T}:manifest:<POST>:<CAT>:<NEW_DATE>
--- KEYS[10]       new holds zset      slotd:{T}:holds:<POST>:<CAT>:<NEW_DATE>
--- KEYS[11]       due zset            slotd:{T}:holds-due
--- KEYS[11+i]     receipt hash of applicant i (i = 1..n)
+-- KEYS[6]        new day hash        slotd:{T}:day:<POST>:<CAT>:<NEW_DATE>
+-- KEYS[7]        new active index    slotd:{T}:active:<POST>:<CAT>:<NEW_DATE>
+-- KEYS[8]        new holds zset      slotd:{T}:holds:<POST>:<CAT>:<NEW_DATE>
+-- KEYS[9]        due zset            slotd:{T}:holds-due
+-- KEYS[9+i]      receipt hash of applicant i (i = 1..n)
 -- (old and new keys are the same keys when the move stays on one date)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        request fingerprint (hex)
@@ -30,12 +28,11 @@
 -- ARGV[8]        old slot label "<POST>/<CAT>/<DATE> <HH:MM>" as read
 -- ARGV[9]        new slot label
 -- ARGV[10]       old HHMM, ARGV[11] new HHMM
--- ARGV[12]       old manifest member, ARGV[13] new manifest member
--- ARGV[14]       reschedule limit per receipt
--- ARGV[15]       new day label "<POST>:<CAT>:<DATE>" (due members)
--- ARGV[16..19]   new post, category, date, time HH:MM (stored in the appointment)
--- ARGV[20]       history line appended: "<old label>|<new label>|<now RFC 3339>"
--- ARGV[21..25]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
+-- ARGV[12]       reschedule limit per receipt
+-- ARGV[13]       new day label "<POST>:<CAT>:<DATE>" (due members)
+-- ARGV[14..17]   new post, category, date, time HH:MM (stored in the appointment)
+-- ARGV[18]       history line appended: "<old label>|<new label>|<now RFC 3339>"
+-- ARGV[19..23]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
@@ -49,9 +46,9 @@
 -- refusal (or a crash before the script runs) leaves the appointment wholly on its old slot.
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
-local limit = tonumber(ARGV[14])
-local o = offer_context(21, now)
-if not now or not ttl or not limit or not o or #ARGV ~= 25 then
+local limit = tonumber(ARGV[12])
+local o = offer_context(19, now)
+if not now or not ttl or not limit or not o or #ARGV ~= 23 then
   return {'BAD_CALL', 'reschedule arguments'}
 end
 local conf = ARGV[3]
@@ -78,7 +75,7 @@ if appt[2] ~= ARGV[6] or current ~= ARGV[8] then
   return {'STALE'}
 end
 local n = tonumber(appt[3])
-if not n or #KEYS ~= 11 + n then
+if not n or #KEYS ~= 9 + n then
   return {'BAD_CALL', 'reschedule keys'}
 end
 if ARGV[7] ~= '1' then
@@ -96,7 +93,7 @@ if ARGV[9] == current then
 end
 
 local new_hhmm = ARGV[11]
-local slot = redis.call('HMGET', KEYS[7], new_hhmm .. ':c', new_hhmm .. ':b', new_hhmm .. ':x',
+local slot = redis.call('HMGET', KEYS[6], new_hhmm .. ':c', new_hhmm .. ':b', new_hhmm .. ':x',
   new_hhmm .. ':h')
 if not slot[1] then
   return {'SLOT_NOT_FOUND'}
@@ -104,7 +101,7 @@ end
 if slot[3] == '1' then
   return {'SLOT_CLOSED'}
 end
-local expired, expired_by_hhmm = expired_holds(KEYS[10], now)
+local expired, expired_by_hhmm = expired_holds(KEYS[8], now)
 if not expired then
   return {'CORRUPT', 'holds member'}
 end
@@ -122,7 +119,7 @@ if remaining < n then
   return {'SLOT_FULL', remaining}
 end
 for i = 1, n do
-  local used = tonumber(redis.call('HGET', KEYS[11 + i], 'reschedules') or '0')
+  local used = tonumber(redis.call('HGET', KEYS[9 + i], 'reschedules') or '0')
   if not used then
     return {'CORRUPT', 'receipt reschedules'}
   end
@@ -132,24 +129,22 @@ for i = 1, n do
 end
 
 -- Writes: nothing below can be refused.
-reclaim_holds(expired, KEYS[7], KEYS[10], KEYS[11], KEYS[3], ARGV[15],
-  ARGV[16] .. '/' .. ARGV[17] .. '/' .. ARGV[18])
+reclaim_holds(expired, KEYS[6], KEYS[8], KEYS[9], KEYS[3], ARGV[13],
+  ARGV[14] .. '/' .. ARGV[15] .. '/' .. ARGV[16])
 local old_hhmm = ARGV[10]
 local old_booked = (tonumber(redis.call('HGET', KEYS[4], old_hhmm .. ':b') or '0') or 0) - n
 if old_booked < 0 then
   old_booked = 0
 end
 redis.call('HSET', KEYS[4], old_hhmm .. ':b', old_booked)
-redis.call('HINCRBY', KEYS[7], new_hhmm .. ':b', n)
+redis.call('HINCRBY', KEYS[6], new_hhmm .. ':b', n)
 redis.call('HDEL', KEYS[5], conf)
-redis.call('HSET', KEYS[8], conf, new_hhmm .. ':' .. n)
-redis.call('ZREM', KEYS[6], ARGV[12])
-redis.call('ZADD', KEYS[9], 0, ARGV[13])
+redis.call('HSET', KEYS[7], conf, new_hhmm .. ':' .. n)
 for i = 1, n do
-  redis.call('HINCRBY', KEYS[11 + i], 'reschedules', 1)
+  redis.call('HINCRBY', KEYS[9 + i], 'reschedules', 1)
 end
-redis.call('HSET', KEYS[1], 'post', ARGV[16], 'category', ARGV[17], 'date', ARGV[18],
-  'time', ARGV[19], 'updated_at', ARGV[5], 'history', (appt[8] or '') .. ARGV[20] .. '\n')
+redis.call('HSET', KEYS[1], 'post', ARGV[14], 'category', ARGV[15], 'date', ARGV[16],
+  'time', ARGV[17], 'updated_at', ARGV[5], 'history', (appt[8] or '') .. ARGV[18] .. '\n')
 redis.call('SET', KEYS[2],
   ARGV[2] .. '|' .. conf .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',

@@ -61,11 +61,10 @@ local function entry_refusal(prefix, passports, receipts, now)
     if (tonumber(r[2]) or 0) <= now then
       return 'RECEIPT_EXPIRED'
     end
-    if claim_live(r[3], now) then
-      return 'RECEIPT_IN_USE'
-    end
-    if claim_live(redis.call('GET', prefix .. 'passport:' .. passports[i]), now) then
-      return 'APPLICANT_ALREADY_BOOKED'
+    local refused = claim_refusal(prefix .. 'receipt:' .. receipts[i], r[3],
+      redis.call('GET', prefix .. 'passport:' .. passports[i]), now)
+    if refused then
+      return refused
     end
   end
   return nil
@@ -167,8 +166,7 @@ local function offer_seats(o, post, cat, date, hhmm, released, skip)
         local claim = 'hold:' .. hold_id .. ':' .. expires
         if not e[7] then
           for i = 1, n do
-            redis.call('HSET', p .. 'receipt:' .. receipts[i], 'backing', claim)
-            redis.call('SET', p .. 'passport:' .. passports[i], claim)
+            redis.call('SET', p .. 'passport:' .. passports[i], claim .. '|' .. receipts[i])
           end
         end
         local hold_key = p .. 'hold:' .. hold_id

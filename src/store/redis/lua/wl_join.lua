@@ -105,11 +105,10 @@ for i = 1, n do
   if expires <= now then
     return {'RECEIPT_EXPIRED', i, receipt[2]}
   end
-  if claim_live(receipt[3], now) then
-    return {'RECEIPT_IN_USE', i}
-  end
-  if claim_live(redis.call('GET', KEYS[4 + 3 * i]), now) then
-    return {'APPLICANT_ALREADY_BOOKED', i}
+  local refused = claim_refusal(KEYS[3 + 3 * i], receipt[3],
+    redis.call('GET', KEYS[4 + 3 * i]), now)
+  if refused then
+    return {refused, i}
   end
 end
 -- Only now, once the caller proved each passport (its receipt, or the appointment's number):
