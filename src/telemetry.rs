@@ -27,6 +27,7 @@
 //! it on a runtime worker can deadlock with the exporter's own tasks (opentelemetry-rust#2583).
 
 use std::fmt;
+use std::io::IsTerminal as _;
 
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -363,6 +364,41 @@ where
     }
 }
 
+/// The target and name of the span around every store call (`store::redis::conn`).
+const STORE_CALL_SPAN: (&str, &str) = ("slotd::store::redis::conn", "redis");
+
+/// The log lines' layer: `format` to `writer`, with ANSI colours only when `ansi` (stdout is a
+/// terminal: a file, a pipe or a log collector gets plain text, and no colour codes are
+/// formatted for it: they were a tenth of slotd's instructions per booking, benches/README.md
+/// §20). It does not see the store-call spans: no line is logged inside one (a line's span
+/// context is the RPC's, which names the method), and formatting their fields for nothing cost
+/// every Redis call; with spans exported they still go to the OpenTelemetry layer, and without
+/// export nobody wants them, so they are not even created.
+fn log_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logged = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && (meta.target(), meta.name()) == STORE_CALL_SPAN)
+    });
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .fmt_fields(DefaultFields::new())
+            .with_filter(logged)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTraceIds(tracing_subscriber::fmt::format().json()))
+            .with_filter(logged)
+            .boxed(),
+    }
+}
+
 /// Installs the process-wide subscriber from `settings` and the process environment (a second
 /// call, e.g. in tests, keeps the first subscriber).
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
@@ -373,15 +409,11 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
 /// Installs the process-wide subscriber for `plan`.
 pub fn init_plan(plan: &TelemetryPlan) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = match plan.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .fmt_fields(DefaultFields::new())
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonWithTraceIds(tracing_subscriber::fmt::format().json()))
-            .boxed(),
-    };
+    let fmt = log_layer(
+        plan.log_format,
+        std::io::stdout().is_terminal(),
+        std::io::stdout,
+    );
     let provider = match &plan.endpoint {
         Some(endpoint) => Some(otlp_provider(endpoint, resource(plan))?),
         None => None,
@@ -411,6 +443,75 @@ pub fn init_plan(plan: &TelemetryPlan) -> Result<Telemetry, TelemetryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written into memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// What `format` logs (with `ansi`) for a line inside a store call inside an RPC.
+    fn logged(format: LogFormat, ansi: bool) -> String {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(log_layer(format, ansi, out.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let rpc = tracing::info_span!(
+                "rpc",
+                rpc.method = "slotd.v1.BookingService/BookAppointment"
+            );
+            let _rpc = rpc.enter();
+            let store = tracing::info_span!(
+                target: "slotd::store::redis::conn",
+                "redis",
+                otel.name = "book"
+            );
+            let _store = store.enter();
+            tracing::info!(confirmation = "ABC123", "appointment booked");
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        text
+    }
+
+    #[test]
+    fn log_lines_for_a_file_or_pipe_carry_no_colour_codes_and_no_store_call_spans() {
+        let text = logged(LogFormat::Text, false);
+        assert!(text.contains("appointment booked"), "{text}");
+        assert!(text.contains("confirmation=\"ABC123\""), "{text}");
+        // The line's context is the RPC, which names the method; the store call is left out.
+        assert!(
+            text.contains("rpc{rpc.method=\"slotd.v1.BookingService/BookAppointment\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("redis{"), "{text}");
+        assert!(!text.contains('\u{1b}'), "no ANSI escape codes: {text:?}");
+        // On a terminal the colours stay.
+        assert!(logged(LogFormat::Text, true).contains('\u{1b}'));
+
+        let json = logged(LogFormat::Json, false);
+        let line: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON line");
+        assert_eq!(line["fields"]["message"], "appointment booked", "{line}");
+        assert_eq!(line["span"]["name"], "rpc", "{line}");
+        assert!(!json.contains("\"redis\""), "{json}");
+        assert!(!json.contains('\u{1b}'), "{json:?}");
+    }
 
     fn plan(
         settings: &TelemetrySettings,

@@ -38,8 +38,12 @@ use crate::store::{Inventory, StoreError};
 
 /// Days cached at once; past it, stale entries go first, then everything.
 const MAX_CACHED_DAYS: usize = 50_000;
-/// Events read per page by the feed.
-const FEED_PAGE: u32 = 1_000;
+/// Events read per page by the feed. Small, because a page is one store reply that everything
+/// behind it waits for: on Redis one `XRANGE` of 1,000 entries held the server for about 1 ms
+/// and its reply the shared connection (parsed in one go, ~18,000 instructions per entry), so
+/// every booking arriving then waited; 100 bounds that wait to a tenth for the same total work
+/// (benches/README.md §20).
+const FEED_PAGE: u32 = 100;
 /// Feed messages a slow watcher may fall behind before it is sent a fresh snapshot instead.
 const WATCHER_DEPTH: usize = 16;
 
@@ -470,7 +474,7 @@ impl Availability {
                     Err(e) => tracing::warn!(error = %e, "slot feed: event log unreadable"),
                 },
                 Some(ref mut position) => {
-                    if let Err(e) = self.read_events(store.as_ref(), position).await {
+                    if let Err(e) = self.read_events(store.as_ref(), position, FEED_PAGE).await {
                         // The cache bound still holds: entries expire by age.
                         tracing::warn!(error = %e, "slot feed: event log unreadable");
                     }
@@ -482,27 +486,29 @@ impl Availability {
         }
     }
 
+    /// Reads the log from `position` to its end in pages of `page` events; returns the pages.
     async fn read_events(
         &self,
         store: &dyn Inventory,
         position: &mut EventId,
-    ) -> Result<(), StoreError> {
+        page: u32,
+    ) -> Result<u32, StoreError> {
+        let mut pages = 0;
         loop {
-            let page = store
-                .events(EventStart::After(*position), FEED_PAGE)
-                .await?;
-            let full = page.events.len() >= FEED_PAGE as usize;
-            for event in &page.events {
+            let read = store.events(EventStart::After(*position), page).await?;
+            pages += 1;
+            let full = read.events.len() >= page as usize;
+            for event in &read.events {
                 for day in dirty_days(event) {
                     self.mark_dirty(day);
                 }
             }
             // Counted once their days are marked (tests wait on it).
             self.events
-                .fetch_add(page.events.len() as u64, Ordering::Relaxed);
-            *position = page.next;
+                .fetch_add(read.events.len() as u64, Ordering::Relaxed);
+            *position = read.next;
             if !full {
-                return Ok(());
+                return Ok(pages);
             }
         }
     }
@@ -692,6 +698,59 @@ mod tests {
 
     fn label(day: &DayRef) -> String {
         day.to_string()
+    }
+
+    /// The feed reads a log longer than its page in several bounded pages (each one store reply
+    /// that other calls wait behind) and still marks every day.
+    #[tokio::test]
+    async fn the_feed_reads_a_long_log_in_bounded_pages_and_marks_every_day() {
+        use crate::domain::rules::OpenPlan;
+        let store = crate::store::memory::MemoryStore::new();
+        let availability = Availability::new(CalendarOptions::default());
+        let mut position = store
+            .events(EventStart::Latest, 0)
+            .await
+            .expect("events")
+            .next;
+        let first = parse_date("2030-01-14").expect("date");
+        for i in 0..25 {
+            let date = first + chrono::Duration::days(i);
+            let plan = OpenPlan {
+                post: PostId::parse("BEIJING").expect("post"),
+                category: CategoryId::parse("ALL_OTHERS").expect("category"),
+                range: DateRange::new(date, date).expect("range"),
+                weekdays: (0..7)
+                    .filter_map(|d| chrono::Weekday::try_from(d).ok())
+                    .collect(),
+                first: SlotTime::parse("08:00").expect("time"),
+                last: SlotTime::parse("08:00").expect("time"),
+                seats: 5,
+            };
+            store
+                .open_slots(&plan, chrono::Utc::now())
+                .await
+                .expect("open");
+        }
+        let pages = availability
+            .read_events(&store, &mut position, 10)
+            .await
+            .expect("read");
+        assert_eq!(pages, 3, "25 events in pages of 10");
+        assert_eq!(availability.events.load(Ordering::Relaxed), 25);
+        assert_eq!(
+            lock(&availability.dirty).len(),
+            25,
+            "every opened day is dirty"
+        );
+        // Caught up: the next read is one empty page.
+        assert_eq!(
+            availability
+                .read_events(&store, &mut position, 10)
+                .await
+                .expect("read"),
+            1
+        );
+        assert_eq!(availability.events.load(Ordering::Relaxed), 25);
     }
 
     #[test]

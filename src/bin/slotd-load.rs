@@ -137,8 +137,10 @@ struct Args {
     post: String,
     #[arg(long, default_value = "ALL_OTHERS")]
     category: String,
-    /// slotd's process id: report its resident memory (VmRSS) before and during the run (and
-    /// for `crowd` its CPU). Repeat the flag for several replicas.
+    /// slotd's process id: report its resident memory (VmRSS) before and during the run, and
+    /// its CPU (`/proc/<pid>/stat`, utime + stime) over the run: per request and per confirmed
+    /// booking for the request scenarios, per waiter-second for `crowd`. Repeat the flag for
+    /// several replicas (summed).
     #[arg(long)]
     server_pid: Vec<u32>,
     /// Names this run's applicants and hot slot (default: from the clock). With the same id, a
@@ -176,6 +178,8 @@ struct Report {
     bookings_confirmed: u64,
     /// With `--redis-url` on a booking scenario: the store's FCALL cost over the run.
     redis: Option<RedisCost>,
+    /// With `--server-pid` on a request scenario: slotd's own CPU over the run.
+    server_cpu: Option<ServerCpu>,
     hot: Option<HotReport>,
     audit_slots_checked: u32,
     audit_violations: Vec<String>,
@@ -253,6 +257,27 @@ fn redis_cost(before: (u64, u64), after: (u64, u64), bookings: u64) -> RedisCost
         fcall_usec: usec,
         usec_per_booking: (bookings > 0).then(|| usec as f64 / bookings as f64),
         usec_per_fcall: (calls > 0).then(|| usec as f64 / calls as f64),
+    }
+}
+
+/// slotd's CPU over a run (`/proc/<pid>/stat` utime + stime of every `--server-pid`, summed,
+/// before and after; 10 ms resolution, so a run should use a few seconds of CPU).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct ServerCpu {
+    cpu_seconds: f64,
+    /// CPU µs per request sent (every outcome).
+    usec_per_request: Option<f64>,
+    /// CPU µs per confirmed booking (null without one).
+    usec_per_booking: Option<f64>,
+}
+
+fn server_cpu(before: f64, after: f64, requests: u64, bookings: u64) -> ServerCpu {
+    let cpu = (after - before).max(0.0);
+    let per = |n: u64| (n > 0).then(|| cpu * 1e6 / n as f64);
+    ServerCpu {
+        cpu_seconds: cpu,
+        usec_per_request: per(requests),
+        usec_per_booking: per(bookings),
     }
 }
 
@@ -1099,6 +1124,10 @@ async fn run(args: Args) -> Result<Report, String> {
         Some(url) => Some(fcall_stats(url).await?),
         None => None,
     };
+    let request_run = !matches!(scenario, Scenario::Watch | Scenario::Crowd);
+    let cpu_before = request_run
+        .then(|| crowd::sum_over(&shared.args.server_pid, crowd::process_cpu))
+        .flatten();
 
     let start = Instant::now();
     shared.start = start;
@@ -1137,7 +1166,17 @@ async fn run(args: Args) -> Result<Report, String> {
         drive(&shared, &mut report).await
     };
     report.seconds = start.elapsed().as_secs_f64();
-    // Before the audit, whose reads are FCALLs too.
+    // Before the audit, which costs slotd CPU and FCALLs too.
+    if let Some(before) = cpu_before {
+        if let Some(after) = crowd::sum_over(&shared.args.server_pid, crowd::process_cpu) {
+            report.server_cpu = Some(server_cpu(
+                before,
+                after,
+                report.requests,
+                report.bookings_confirmed,
+            ));
+        }
+    }
     if let (Some(before), Some(url), true) = (redis_before, &redis_url, outcome.is_ok()) {
         let after = fcall_stats(url).await?;
         report.redis = Some(redis_cost(before, after, report.bookings_confirmed));
@@ -1281,6 +1320,19 @@ fn print_requests(r: &Report) {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    print_server_cpu(r);
+}
+
+fn print_server_cpu(r: &Report) {
+    if let Some(c) = &r.server_cpu {
+        let us = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+        println!(
+            "slotd CPU: {:.2} s; {} µs per request, {} µs per confirmed booking",
+            c.cpu_seconds,
+            us(c.usec_per_request),
+            us(c.usec_per_booking)
+        );
+    }
 }
 
 fn print_checks(r: &Report) {
@@ -1368,5 +1420,16 @@ mod tests {
         assert_eq!(c.usec_per_booking, Some(100.0));
         assert_eq!(c.usec_per_fcall, Some(25.0));
         assert_eq!(redis_cost((0, 0), (0, 0), 0).usec_per_booking, None);
+    }
+
+    #[test]
+    fn server_cpu_per_request_and_per_booking() {
+        let c = server_cpu(1.5, 3.5, 40_000, 20_000);
+        assert!((c.cpu_seconds - 2.0).abs() < 1e-9);
+        assert!((c.usec_per_request.unwrap_or(0.0) - 50.0).abs() < 1e-9);
+        assert!((c.usec_per_booking.unwrap_or(0.0) - 100.0).abs() < 1e-9);
+        let none = server_cpu(2.0, 2.0, 10, 0);
+        assert_eq!(none.usec_per_booking, None);
+        assert_eq!(none.cpu_seconds, 0.0);
     }
 }

@@ -253,7 +253,7 @@ fn command_stats(info: &str) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// CPU seconds a process has used (utime + stime of all its threads; USER_HZ is 100 on Linux).
-fn process_cpu(pid: u32) -> Option<f64> {
+pub(crate) fn process_cpu(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -263,7 +263,7 @@ fn process_cpu(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn sum_over<T: std::iter::Sum>(pids: &[u32], f: impl Fn(u32) -> Option<T>) -> Option<T> {
+pub(crate) fn sum_over<T: std::iter::Sum>(pids: &[u32], f: impl Fn(u32) -> Option<T>) -> Option<T> {
     if pids.is_empty() {
         return None;
     }
