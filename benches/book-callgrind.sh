@@ -18,27 +18,14 @@ B=${1:-2000}; C=${2:-8}; N=${3:-2}
 BIN=${BIN:-"${CARGO_TARGET_DIR:-$ROOT/target}/release"}
 SERVER=${SERVER:-$BIN/slotd}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
-free_port() { python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-RP=$(free_port); SP=$(free_port)
-redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly no \
-  --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
-export SLOTD_ADMIN_TOKEN="measure-admin-token-$RANDOM$RANDOM"
-export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+start_redis; SP=$(free_port)
 valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$OUT/callgrind.%p.out" \
   "$SERVER" serve --config benches/load.toml --listen "127.0.0.1:$SP" \
   --redis-url "redis://127.0.0.1:$RP/" >"$WORK/slotd.log" 2>&1 &
 VPID=$!; pids+=($VPID)
-ready=0
-for _ in $(seq 300); do "$BIN/slotd-load" --target "127.0.0.1:$SP" --scenario ping --requests 1 \
-  --concurrency 1 --connections 1 >/dev/null 2>&1 && { ready=1; break; }; sleep 0.5; done
-[ "$ready" = 1 ] || { echo "slotd did not become healthy"; cat "$WORK/slotd.log"; exit 1; }
+wait_healthy "$SP" "$WORK/slotd.log" 300 0.5
 SPREAD=(--scenario book-spread --applicants "$B" --run-id 202020)
 "$BIN/slotd-load" --target "127.0.0.1:$SP" "${SPREAD[@]}" --setup-only >/dev/null
 ONE=(--scenario book-spread --applicants 1 --run-id 202021)

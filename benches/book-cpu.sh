@@ -18,19 +18,9 @@ BIN=${BIN:-"${CARGO_TARGET_DIR:-$ROOT/target}/release"}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 SERVER_A=${SERVER_A:-$BIN/slotd}
 SERVER_B=${SERVER_B:-}
-free_port() { python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-RP=$(free_port)
-redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly no \
-  --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
-export SLOTD_ADMIN_TOKEN="measure-admin-token-$RANDOM$RANDOM"
-export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+start_redis
 declare -A PORT PID
 builds=(A); [ -n "$SERVER_B" ] && builds+=(B)
 ENV_A=${ENV_A:-}; ENV_B=${ENV_B:-}
@@ -40,10 +30,7 @@ for b in "${builds[@]}"; do
   env ${!envs} "${!bin}" serve --config benches/load.toml --listen "127.0.0.1:${PORT[$b]}" \
     --redis-url "redis://127.0.0.1:$RP/" >"$WORK/slotd-$b.log" 2>&1 &
   PID[$b]=$!; pids+=(${PID[$b]})
-  ready=0
-  for _ in $(seq 100); do "$BIN/slotd-load" --target "127.0.0.1:${PORT[$b]}" --scenario ping \
-    --requests 1 --concurrency 1 --connections 1 >/dev/null 2>&1 && { ready=1; break; }; sleep 0.2; done
-  [ "$ready" = 1 ] || { echo "slotd $b did not become healthy"; cat "$WORK/slotd-$b.log"; exit 1; }
+  wait_healthy "${PORT[$b]}" "$WORK/slotd-$b.log"
 done
 load() { local b=$1 name=$2; shift 2
   "$BIN/slotd-load" --target "127.0.0.1:${PORT[$b]}" --server-pid "${PID[$b]}" --concurrency "$C" \
