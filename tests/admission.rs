@@ -457,7 +457,8 @@ async fn holds_refused_as_sold_out_cost_the_admission_no_step(s: Setup) {
             .expect_err("sold out");
         assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
     }
-    // The first refusal ran the hold (and counted its step); every other one was free.
+    // The first refusal ran the hold (a refused hold counts no step); every other one was
+    // answered from the memo.
     booking
         .hold_slot(with_token(
             hold_request("sold-hold-elsewhere", &other, 2),
@@ -467,6 +468,99 @@ async fn holds_refused_as_sold_out_cost_the_admission_no_step(s: Setup) {
         .expect("a slot with a seat: the admission has steps left");
     assert_eq!(booked(&s, &date).await, 1);
     s.server.stop().await;
+}
+
+/// Holds sent at the same instant under one admission (each for another applicant) are
+/// bounded by the admission's step counter, which each hold checks and counts in its own
+/// atomic step: exactly `ADMISSION_STEP_LIMIT` are placed, every other one is refused
+/// `ADMISSION_STEPS_EXHAUSTED` and changes nothing. A counted step claims no session, so none
+/// is told `ADMISSION_IN_USE` (before, the claim turned all but one away, and each placed hold
+/// cost a claim, an `admission_step` call and the claim's release besides the hold).
+async fn concurrent_holds_under_one_admission_stay_within_its_steps(s: Setup) {
+    let date = day(7);
+    let extra = 4;
+    open_times(&s.server, &date, "08:00", "08:00", 50).await;
+    register_receipts(&s.server, 1..=ADMISSION_STEP_LIMIT + extra).await;
+    let admission = admitted(&s, "concurrent-1").await;
+    let mut calls = Vec::new();
+    for i in 1..=ADMISSION_STEP_LIMIT + extra {
+        let mut booking = s.server.booking().await;
+        let request = with_token(
+            hold_request(&format!("concurrent-hold-{i}"), &date, i),
+            &admission.token,
+        );
+        calls.push(tokio::spawn(
+            async move { booking.hold_slot(request).await },
+        ));
+    }
+    let mut placed = 0;
+    for call in calls {
+        match call.await.expect("task") {
+            Ok(_) => placed += 1,
+            Err(refused) => assert_refused(
+                &refused,
+                Code::PermissionDenied,
+                "ADMISSION_STEPS_EXHAUSTED",
+            ),
+        }
+    }
+    assert_eq!(
+        placed, ADMISSION_STEP_LIMIT,
+        "holds placed under one admission"
+    );
+    let slot = held_slot(&s, &date).await;
+    assert_eq!(slot.held, ADMISSION_STEP_LIMIT, "seats under hold");
+    assert_eq!(slot.booked, 0);
+    s.server.stop().await;
+}
+
+/// A step the store refuses changes nothing, its admission's step count included: an
+/// admission whose holds keep being refused (an unregistered receipt) still has every step
+/// for a hold that is placed. Before, each refused hold had been counted before it ran.
+async fn a_refused_step_costs_the_admission_no_step(s: Setup) {
+    let date = day(7);
+    open_times(&s.server, &date, "08:00", "08:00", 10).await;
+    register_receipts(&s.server, [1]).await;
+    let admission = admitted(&s, "refused-1").await;
+    let mut booking = s.server.booking().await;
+    for n in 0..ADMISSION_STEP_LIMIT + 3 {
+        let refused = booking
+            .hold_slot(with_token(
+                hold_request(&format!("refused-hold-{n}"), &date, 2),
+                &admission.token,
+            ))
+            .await
+            .expect_err("receipt 2 is not registered");
+        assert_refused(&refused, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
+    }
+    booking
+        .hold_slot(with_token(
+            hold_request("refused-hold-ok", &date, 1),
+            &admission.token,
+        ))
+        .await
+        .expect("the refused holds cost no step");
+    s.server.stop().await;
+}
+
+/// The slot `date` 08:00 as the store has it (no cache in between).
+async fn held_slot(s: &Setup, date: &str) -> slotd::domain::types::SlotState {
+    let date = slotd::domain::types::parse_date(date).expect("date");
+    s.server
+        .store
+        .slots(
+            &slotd::domain::types::PostId::parse("BEIJING").expect("post"),
+            &slotd::domain::types::CategoryId::parse("ALL_OTHERS").expect("category"),
+            slotd::domain::rules::DateRange {
+                from: date,
+                to: date,
+            },
+        )
+        .await
+        .expect("slots")
+        .into_iter()
+        .next()
+        .expect("the slot")
 }
 
 macro_rules! on_every_backend {
@@ -508,4 +602,191 @@ on_every_backend!(
     an_admission_whose_settle_never_arrived_still_books_once,
     one_admission_makes_a_bounded_number_of_holds,
     holds_refused_as_sold_out_cost_the_admission_no_step,
+    concurrent_holds_under_one_admission_stay_within_its_steps,
+    a_refused_step_costs_the_admission_no_step,
 );
+
+/// Through the room's store seam: a gated hold checks the session and claims nothing (so it
+/// has nothing to give back), and its confirmation claims the session and ends it. Before, the
+/// hold claimed the session and gave the claim back: 2 room calls more per hold.
+async fn a_gated_hold_checks_the_session_and_claims_nothing(
+    store: Arc<dyn Inventory>,
+    room: Arc<dyn WaitingRoomStore>,
+) {
+    let counting = support::counting::CountingRoom::new(room);
+    let s = Setup::start(store, counting.clone() as Arc<dyn WaitingRoomStore>).await;
+    let date = day(7);
+    open_times(&s.server, &date, "08:00", "08:00", 10).await;
+    register_receipts(&s.server, [1]).await;
+    let admission = admitted(&s, "seam-1").await;
+    let mut booking = s.server.booking().await;
+    let gated = |calls: &std::collections::HashMap<&'static str, u64>| {
+        ["check_session", "claim_session", "release_session", "end"]
+            .map(|m| calls.get(m).copied().unwrap_or(0))
+    };
+    counting.take();
+    let hold = booking
+        .hold_slot(with_token(
+            hold_request("seam-hold", &date, 1),
+            &admission.token,
+        ))
+        .await
+        .expect("hold")
+        .into_inner()
+        .hold
+        .expect("hold");
+    assert_eq!(
+        gated(&counting.take()),
+        [1, 0, 0, 0],
+        "a gated hold's room calls"
+    );
+    booking
+        .confirm_hold(with_token(
+            pb::ConfirmHoldRequest {
+                hold_id: hold.hold_id,
+                request_id: "seam-confirm".into(),
+            },
+            &admission.token,
+        ))
+        .await
+        .expect("confirm");
+    assert_eq!(
+        gated(&counting.take()),
+        [0, 1, 0, 1],
+        "its confirmation's room calls"
+    );
+    assert_eq!(booked(&s, &date).await, 1);
+    s.server.stop().await;
+}
+
+mod seam {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_a_gated_hold_checks_the_session_and_claims_nothing() {
+        a_gated_hold_checks_the_session_and_claims_nothing(
+            Arc::new(slotd::store::memory::MemoryStore::new()),
+            Arc::new(slotd::store::memory::room::MemoryWaitingRoom::new()),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_gated_hold_checks_the_session_and_claims_nothing() {
+        let redis = support::redis::RedisServer::start();
+        a_gated_hold_checks_the_session_and_claims_nothing(redis.patient_store(), redis.room())
+            .await;
+        drop(redis);
+    }
+}
+
+/// What one admission costs Redis, counted command by command (`SLOWLOG` with a threshold of 0
+/// logs every command a client sends, and those a function calls from a fake client, skipped):
+/// only the commands that name this admission's ticket, hold request or hold are counted, so
+/// the room's ticks and the sweeper in between do not. A gated hold is the session check and
+/// the hold itself (it checks and counts its admission step inside): 2 round trips, where it
+/// was 4 (the claim pipeline `SET NX` + `ZSCORE`, `admission_step`, the hold, the claim's
+/// `DEL`). Its confirmation on the replica that placed the hold reads no hold record: the claim
+/// pipeline, `confirm_hold` and the session's end, 3 round trips where it was 4 (+ `HGETALL`).
+mod redis_round_trips {
+    use super::*;
+    use support::redis::RedisServer;
+
+    fn logged(conn: &mut ::redis::Connection, marks: &[&str]) -> Vec<String> {
+        let entries: Vec<::redis::Value> = ::redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query(conn)
+            .expect("slowlog");
+        let mut commands = Vec::new();
+        for entry in entries.into_iter().rev() {
+            let ::redis::Value::Array(fields) = entry else {
+                panic!("slowlog entry {entry:?}");
+            };
+            let args: Vec<String> =
+                ::redis::from_redis_value(fields[3].clone()).expect("slowlog args");
+            // The commands a function calls are logged too, from the fake client `?:0`.
+            let client: String =
+                ::redis::from_redis_value(fields[4].clone()).expect("slowlog client");
+            if client.starts_with('?') || !args.iter().any(|a| marks.iter().any(|m| a.contains(m)))
+            {
+                continue;
+            }
+            let command = args[0].to_uppercase();
+            commands.push(if command == "FCALL" {
+                format!("FCALL {}", args[1])
+            } else {
+                command
+            });
+        }
+        ::redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query::<()>(conn)
+            .expect("slowlog reset");
+        commands
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gated_hold_and_its_confirmation_cost_five_round_trips() {
+        let redis = RedisServer::start();
+        let s = Setup::start(redis.patient_store(), redis.room()).await;
+        let date = day(7);
+        open_times(&s.server, &date, "08:00", "08:00", 10).await;
+        register_receipts(&s.server, [1]).await;
+        let admission = admitted(&s, "round-trips-1").await;
+        let mut conn = redis.client();
+        for (key, value) in [
+            ("slowlog-log-slower-than", "0"),
+            ("slowlog-max-len", "100000"),
+        ] {
+            ::redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(key)
+                .arg(value)
+                .query::<()>(&mut conn)
+                .expect("config set");
+        }
+        logged(&mut conn, &[]);
+        let mut booking = s.server.booking().await;
+        let hold = booking
+            .hold_slot(with_token(
+                hold_request("round-trips-hold", &date, 1),
+                &admission.token,
+            ))
+            .await
+            .expect("hold")
+            .into_inner()
+            .hold
+            .expect("hold");
+        let held = logged(&mut conn, &[&admission.id, "round-trips-hold"]);
+        assert_eq!(held.len(), 2, "a gated hold: {held:?}");
+        assert_eq!(held[0], "ZSCORE", "{held:?}");
+        assert!(
+            held[1].starts_with("FCALL ") && held[1].ends_with("_hold"),
+            "{held:?}"
+        );
+
+        booking
+            .confirm_hold(with_token(
+                pb::ConfirmHoldRequest {
+                    hold_id: hold.hold_id.clone(),
+                    request_id: "round-trips-confirm".into(),
+                },
+                &admission.token,
+            ))
+            .await
+            .expect("confirm");
+        let confirmed = logged(&mut conn, &[&admission.id, &hold.hold_id]);
+        assert_eq!(confirmed.len(), 4, "its confirmation: {confirmed:?}");
+        assert_eq!(
+            &confirmed[..2],
+            ["SET", "ZSCORE"],
+            "one pipeline: {confirmed:?}"
+        );
+        assert!(confirmed[2].ends_with("_confirm_hold"), "{confirmed:?}");
+        assert!(confirmed[3].ends_with("_room_end"), "{confirmed:?}");
+        assert_eq!(booked(&s, &date).await, 1);
+        s.server.stop().await;
+        drop(redis);
+    }
+}

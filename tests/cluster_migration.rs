@@ -241,6 +241,7 @@ async fn moving_the_booking_slot_mid_storm_fails_no_script_after_a_write_and_los
                                 request_id: RequestId::parse(&format!("c{w}-{n}")).unwrap(),
                                 confirmation: a.confirmation.clone(),
                                 passport: applicant(i).passport,
+                                admission: None,
                             };
                             match retried(&seen, || store.cancel(&c, now())).await {
                                 Ok(_) => {}

@@ -80,8 +80,11 @@ backend_matrix!(
     a_passport_whose_appointment_date_passed_books_again_after_the_sweep,
     a_past_appointment_reads_until_its_retention_and_not_found_after,
     past_appointments_retire_in_bounded_batches_and_a_moved_one_waits_for_its_date,
+    every_counted_step_checks_and_counts_its_admission,
+    a_refused_step_counts_nothing_and_a_booked_admission_makes_no_step,
 );
 
+mod admission;
 mod claims;
 mod lifecycle;
 mod retention;
@@ -156,6 +159,7 @@ fn cancellation(request_id: &str, confirmation: &ConfirmationNumber, p: u32) -> 
         request_id: RequestId::parse(request_id).unwrap(),
         confirmation: confirmation.clone(),
         passport: passport(p),
+        admission: None,
     }
 }
 
@@ -232,6 +236,7 @@ async fn assert_audit_clean(store: &Store, from: i64, to: i64) {
 mod cases {
     use super::*;
 
+    pub use super::admission::*;
     pub use super::claims::*;
     pub use super::lifecycle::*;
     pub use super::retention::*;

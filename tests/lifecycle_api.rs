@@ -622,6 +622,7 @@ async fn a_redis_crash_in_a_storm_of_reschedules_never_leaves_a_half_move() {
                     confirmation: conf.clone(),
                     passport: passport.clone(),
                     new_slot: targets[(n * 7 + k * 3) % targets.len()].clone(),
+                    admission: None,
                 };
                 match store.reschedule(&r, 1_000, support::epoch()).await {
                     Ok(_) => {

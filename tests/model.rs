@@ -1505,6 +1505,7 @@ impl Backend {
                             request_id: request_id(&fresh.request_id),
                             confirmation: a.conf.clone(),
                             passport: applicant(passport.unwrap_or(a.group[0])).passport,
+                            admission: None,
                         },
                         now,
                     )
@@ -1526,6 +1527,7 @@ impl Backend {
                             confirmation: a.conf.clone(),
                             passport: applicant(a.group[0]).passport,
                             new_slot: slot_ref(*slot),
+                            admission: None,
                         },
                         RESCHEDULE_LIMIT,
                         now,

@@ -162,6 +162,7 @@ async fn every_key_is_documented_and_carries_the_hash_tag() {
                 request_id: RequestId::parse("c1").unwrap(),
                 confirmation: a.confirmation.clone(),
                 passport: applicant(1).passport,
+                admission: None,
             },
             epoch(),
         )
@@ -386,6 +387,7 @@ async fn cancelling_frees_only_the_claims_that_still_name_the_appointment() {
                 request_id: RequestId::parse("cas-cancel").unwrap(),
                 confirmation: first.confirmation.clone(),
                 passport: applicant(1).passport,
+                admission: None,
             },
             epoch(),
         )
@@ -473,6 +475,7 @@ async fn a_book_cancel_loop_keeps_redis_memory_and_the_manifest_flat() {
                     request_id: RequestId::parse(&format!("loop-c{n}")).unwrap(),
                     confirmation: a.confirmation.clone(),
                     passport: applicant(1).passport,
+                    admission: None,
                 },
                 epoch(),
             )
@@ -948,6 +951,7 @@ async fn a_booking_writes_no_manifest_member_and_no_receipt_field() {
                 request_id: RequestId::parse("lean-c").unwrap(),
                 confirmation: one.confirmation.clone(),
                 passport: applicant(1).passport,
+                admission: None,
             },
             epoch(),
         )

@@ -460,6 +460,7 @@ async fn an_offer_is_accepted_without_queueing_again_in_the_waiting_room(
                 )
                 .unwrap(),
                 passport: slotd::domain::types::PassportNumber::parse("P0000001").unwrap(),
+                admission: None,
             },
             epoch(),
         )

@@ -22,7 +22,6 @@ use crate::app::Slotd;
 use crate::domain::lifecycle::{HoldConfirmation, HoldId, HoldRequest};
 use crate::domain::room::TicketId;
 use crate::domain::waitlist::EntryId;
-use crate::store::ADMISSION_STEP_LIMIT;
 use crate::streams::Streams;
 
 /// How often a WatchOffers stream re-reads its entry (an offer reaches the watcher within
@@ -46,11 +45,20 @@ impl BookingApi {
     /// of its own, so a client whose deadline drops the request cannot cut the call between its
     /// booking's commit and the settle (which would give the admission back for a second
     /// booking). The booking step also records its admission atomically (`Booking::admission`):
-    /// even an unsettled admission (slotd killed, room store down) books only once. Other steps
-    /// are counted against `ADMISSION_STEP_LIMIT` before they run.
+    /// even an unsettled admission (slotd killed, room store down) books only once.
+    ///
+    /// Other steps (`Step::Counted`: holds, reschedules, cancellations, waitlist joins) are checked and counted
+    /// against `ADMISSION_STEP_LIMIT` inside their own store call (the operation gets the
+    /// admission and refuses `AdmissionUsed` / `AdmissionStepsExhausted` before any write), so
+    /// they need no claim of the session: the claim exists so that one admission cannot *book*
+    /// twice at the same instant, and a counted step is bounded by the step counter, which the
+    /// step's own atomic script checks and increments, however many run at once. Such a step
+    /// only checks that the session is live (one read) and has nothing to give back: per hold,
+    /// 2 round trips instead of 4 (claim pipeline, `admission_step`, the hold, the claim's
+    /// `DEL`).
     ///
     /// A hold (`sold_out`) on a slot the store already knows is full of bookings is refused
-    /// right after the token's own checks, before the session is claimed or a step counted
+    /// right after the token's own checks, before the session is checked or a step counted
     /// (`Inventory::refuse_sold_out_hold`): the answer the hold would give, for no script.
     async fn admitted<T, F, Fut>(
         &self,
@@ -83,6 +91,8 @@ impl BookingApi {
                     app.refuse_sold_out_hold(request).await?;
                 }
                 let gated = match verified {
+                    // A counted step checks the session; a booking claims it.
+                    Ok(ticket) if step == Step::Counted => room.check(ticket).await,
                     Ok(ticket) => room.enter(ticket, Gate::Booking).await,
                     Err(refused) => Err(refused),
                 };
@@ -98,20 +108,12 @@ impl BookingApi {
                         None => return Err(refused.into()),
                     },
                 };
-                if let (Some(ticket), Step::Other) = (&admitted, step) {
-                    let counted = app
-                        .store()
-                        .admission_step(ticket, ADMISSION_STEP_LIMIT, app.now())
-                        .await;
-                    if let Err(e) = counted {
-                        room.settle(admitted, false).await;
-                        return Err(e.into());
-                    }
-                }
                 let outcome = call(app, admitted.clone()).await;
-                // Booking ends the admitted session; anything else gives it back for another call.
-                let completed = step == Step::Booking && outcome.is_ok();
-                room.settle(admitted, completed).await;
+                // Booking ends the admitted session (or gives the claim back when it failed); a
+                // counted step claimed nothing.
+                if step == Step::Booking {
+                    room.settle(admitted, outcome.is_ok()).await;
+                }
                 outcome
             }
             .instrument(span),
@@ -131,8 +133,10 @@ impl BookingApi {
 enum Step {
     /// Books (BookAppointment, ConfirmHold): once per admission, then the session ends.
     Booking,
-    /// Holds, reschedules, cancels, joins the waitlist: counted, at most `ADMISSION_STEP_LIMIT`.
-    Other,
+    /// Holds, reschedules, cancels, joins the waitlist: at most `ADMISSION_STEP_LIMIT` in all,
+    /// checked and counted by the operation's own store call (it gets the admission); the
+    /// session is checked, not claimed.
+    Counted,
 }
 
 #[tonic::async_trait]
@@ -191,8 +195,8 @@ impl BookingService for BookingApi {
         let cancellation = convert::cancellation(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Other, None, None, |app, _| async move {
-                app.cancel(&cancellation).await
+            .admitted(token, Step::Counted, None, None, |app, admitted| async move {
+                app.cancel(&cancellation.under_admission(admitted)).await
             })
             .await?;
         tracing::info!(
@@ -217,10 +221,10 @@ impl BookingService for BookingApi {
         let hold = self
             .admitted(
                 token,
-                Step::Other,
+                Step::Counted,
                 None,
                 Some(hold.clone()),
-                |app, _| async move { app.hold(&hold).await },
+                |app, admitted| async move { app.hold(&hold.under_admission(admitted)).await },
             )
             .await?;
         tracing::info!(hold_ref = %hold.id.reference(), slot = %hold.slot, seats = hold.seats(), "seats held");
@@ -285,9 +289,15 @@ impl BookingService for BookingApi {
         let reschedule = convert::reschedule(request.get_ref()).map_err(status)?;
         let token = convert::admission_token(request.metadata());
         let appointment = self
-            .admitted(token, Step::Other, None, None, |app, _| async move {
-                app.reschedule(&reschedule).await
-            })
+            .admitted(
+                token,
+                Step::Counted,
+                None,
+                None,
+                |app, admitted| async move {
+                    app.reschedule(&reschedule.under_admission(admitted)).await
+                },
+            )
             .await?;
         tracing::info!(
             confirmation = %appointment.confirmation,
@@ -328,9 +338,13 @@ impl BookingService for BookingApi {
         // (the admitted session stays open: no seat was taken yet).
         let token = convert::admission_token(request.metadata());
         let entry = self
-            .admitted(token, Step::Other, None, None, |app, _| async move {
-                app.join_waitlist(&join).await
-            })
+            .admitted(
+                token,
+                Step::Counted,
+                None,
+                None,
+                |app, admitted| async move { app.join_waitlist_under(&join, admitted).await },
+            )
             .await?;
         tracing::info!(entry = %entry.id, post = %entry.post, seats = entry.applicants.len(), "waitlist joined");
         Ok(Response::new(pb::JoinWaitlistResponse {

@@ -160,6 +160,7 @@ pub fn cancellation(req: &pb::CancelAppointmentRequest) -> Result<Cancellation, 
             request_id: request_id?,
             confirmation,
             passport,
+            admission: None,
         })
     })
 }
@@ -362,6 +363,7 @@ pub fn reschedule(req: &pb::RescheduleAppointmentRequest) -> Result<Reschedule, 
             confirmation,
             passport,
             new_slot: new_slot?,
+            admission: None,
         })
     })
 }

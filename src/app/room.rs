@@ -404,6 +404,13 @@ impl Room {
         Ok(Some(ticket))
     }
 
+    /// The store part of the gate for a booking step that claims nothing: a step bounded by
+    /// its own store call (a hold, reschedule or waitlist join checks and counts its admission
+    /// step atomically, `Inventory::hold`), so only a live session is asked for, as a read's.
+    pub async fn check(&self, ticket: Option<TicketId>) -> Result<Option<TicketId>, StoreError> {
+        self.enter(ticket, Gate::Calendar).await
+    }
+
     /// The part of `gate` that needs no store call: the settings and the token's signature and
     /// expiry. Ok(None) when the room does not gate the call, Ok(Some(ticket)) for a token
     /// `gate` would go on to check in the store.

@@ -4,6 +4,7 @@
 use chrono::Duration;
 
 use super::{fresh_id, AppError, Slotd};
+use crate::domain::room::TicketId;
 use crate::domain::types::{format_date, AppointmentStatus, CategoryId, PostId};
 use crate::domain::waitlist::{
     moving_range_error, EntryId, JoinGroup, JoinRequest, WaitlistEntry, WaitlistJoin,
@@ -15,6 +16,16 @@ impl Slotd {
     /// Puts the group in line for released seats in the range (from today at the post up to
     /// the bookable window).
     pub async fn join_waitlist(&self, request: &JoinRequest) -> Result<WaitlistEntry, AppError> {
+        self.join_waitlist_under(request, None).await
+    }
+
+    /// `join_waitlist` under a waiting-room admission: the join checks and counts its step
+    /// itself (`WaitlistJoin::admission`).
+    pub async fn join_waitlist_under(
+        &self,
+        request: &JoinRequest,
+        admission: Option<TicketId>,
+    ) -> Result<WaitlistEntry, AppError> {
         let post = self
             .catalog
             .post_with_category(&request.post, &request.category)?;
@@ -46,7 +57,8 @@ impl Slotd {
             request.times.clone(),
             applicants,
         )
-        .map_err(|violations| Error::Invalid { violations })?;
+        .map_err(|violations| Error::Invalid { violations })?
+        .under_admission(admission);
         if let Some(appointment) = moving {
             join = join.moving(appointment);
         }

@@ -154,9 +154,19 @@ pub struct Reschedule {
     pub confirmation: ConfirmationNumber,
     pub passport: PassportNumber,
     pub new_slot: SlotRef,
+    /// The waiting-room admission the call passed the gate with: the move is one of its
+    /// counted steps, checked and counted in the move's own atomic step (see
+    /// `Inventory::reschedule`). Not part of the fingerprint.
+    pub admission: Option<crate::domain::room::TicketId>,
 }
 
 impl Reschedule {
+    /// The same move, made under the admission of `ticket`.
+    pub fn under_admission(mut self, ticket: Option<crate::domain::room::TicketId>) -> Self {
+        self.admission = ticket;
+        self
+    }
+
     pub fn fingerprint(&self) -> String {
         fingerprint(&[
             self.confirmation.as_str(),

@@ -131,9 +131,19 @@ pub struct Cancellation {
     pub request_id: RequestId,
     pub confirmation: ConfirmationNumber,
     pub passport: PassportNumber,
+    /// The waiting-room admission the call passed the gate with: the cancellation is one of
+    /// its counted steps, checked and counted in the cancellation's own atomic step (see
+    /// `Inventory::cancel`). Not part of the fingerprint.
+    pub admission: Option<TicketId>,
 }
 
 impl Cancellation {
+    /// The same cancellation, made under the admission of `ticket`.
+    pub fn under_admission(mut self, ticket: Option<TicketId>) -> Self {
+        self.admission = ticket;
+        self
+    }
+
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.confirmation.as_str());

@@ -86,6 +86,10 @@ pub struct WaitlistJoin {
     /// The appointment this group already has and wants to move earlier: accepting an offer
     /// then reschedules it (same confirmation number, counted against the reschedule limit).
     pub moving: Option<ConfirmationNumber>,
+    /// The waiting-room admission the call passed the gate with: the join is one of its
+    /// counted steps, checked and counted in the join's own atomic step (see
+    /// `Inventory::join_waitlist`). Not part of the fingerprint.
+    pub admission: Option<crate::domain::room::TicketId>,
 }
 
 impl WaitlistJoin {
@@ -110,7 +114,14 @@ impl WaitlistJoin {
             times,
             applicants,
             moving: None,
+            admission: None,
         })
+    }
+
+    /// The same join, made under the admission of `ticket`.
+    pub fn under_admission(mut self, ticket: Option<crate::domain::room::TicketId>) -> Self {
+        self.admission = ticket;
+        self
     }
 
     /// The same request for a group that moves `appointment` earlier.

@@ -17,7 +17,6 @@ use crate::domain::lifecycle::{
     Event, EventId, EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest,
     Reschedule,
 };
-use crate::domain::room::TicketId;
 use crate::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestCursor, ManifestQuery, OpenPlan,
 };
@@ -62,7 +61,12 @@ pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 
 /// How many holds, reschedules, cancellations and waitlist joins one waiting-room admission may
-/// attempt (`Inventory::admission_step`); its one booking is counted apart.
+/// make. Each of those operations, given the admission (`Booking::admission`,
+/// `Reschedule::admission`, `Cancellation::admission`, `WaitlistJoin::admission`), checks the
+/// count with its other checks and counts itself with its writes, in its own atomic step: a
+/// refused step counts nothing (and changes nothing), `AdmissionUsed` once the admission booked,
+/// `AdmissionStepsExhausted` after this many. Remembered as long as a request_id. Its one
+/// booking is counted apart.
 pub const ADMISSION_STEP_LIMIT: u32 = 8;
 
 /// The store layer's one error type.
@@ -317,19 +321,5 @@ pub trait Inventory: Send + Sync + 'static {
         post: &PostId,
         category: &CategoryId,
         percent: u32,
-    ) -> Result<u32, StoreError>;
-
-    // ---- waiting-room admissions ----
-
-    /// Counts one non-booking step (hold, reschedule, cancellation, waitlist join) made under
-    /// the admission of `ticket`, before it runs, so a dropped or crashed call still counts:
-    /// `AdmissionUsed` once the admission booked (`Booking::admission` records that in the
-    /// booking's own atomic step), `AdmissionStepsExhausted` after `limit` steps. Returns the
-    /// steps counted so far. Remembered as long as a request_id.
-    async fn admission_step(
-        &self,
-        ticket: &TicketId,
-        limit: u32,
-        now: DateTime<Utc>,
     ) -> Result<u32, StoreError>;
 }

@@ -159,7 +159,9 @@ pub trait WaitingRoomStore: Send + Sync + 'static {
 
     /// Claims a live admitted session for one call until `release_session` or `end` (or until
     /// `CLAIM_LEASE_SECS` pass, should the caller die): a second claim meanwhile fails
-    /// `AdmissionInUse`, so one admission cannot book twice at the same instant.
+    /// `AdmissionInUse`, so one admission cannot book twice at the same instant. Booking calls
+    /// only: the other gated steps are bounded by their own atomic step count and only
+    /// `check_session` (`api::booking` `admitted`).
     async fn claim_session(&self, ticket: &TicketId, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Gives a claim back (the call finished without ending the session).

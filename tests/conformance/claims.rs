@@ -385,6 +385,7 @@ fn moved_to(
         confirmation: a.confirmation.clone(),
         passport: a.applicants[0].passport.clone(),
         new_slot: to,
+        admission: None,
     }
 }
 

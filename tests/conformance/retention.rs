@@ -49,6 +49,7 @@ fn move_to(request_id: &str, a: &Appointment, to: SlotRef) -> Reschedule {
         confirmation: a.confirmation.clone(),
         passport: a.applicants[0].passport.clone(),
         new_slot: to,
+        admission: None,
     }
 }
 

@@ -14,7 +14,6 @@ use tokio::sync::Semaphore;
 use slotd::domain::lifecycle::{
     EventStart, Hold, HoldConfirmation, HoldId, HoldRelease, HoldRequest, Reschedule,
 };
-use slotd::domain::room::TicketId;
 use slotd::domain::rules::{
     AuditReport, Booking, Cancellation, DateRange, ManifestQuery, OpenPlan,
 };
@@ -221,14 +220,6 @@ impl Inventory for CountingStore {
         percent: u32,
     ) -> Result<u32, StoreError> {
         self.inner.set_waitlist_share(post, category, percent).await
-    }
-    async fn admission_step(
-        &self,
-        ticket: &TicketId,
-        limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        self.inner.admission_step(ticket, limit, now).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! What each waiting-room admission did (`admission_step.lua`; `redis/admission.rs`): its one
+//! What each waiting-room admission did (`holds_lib.lua`; `redis/admission.rs`): its one
 //! booking, and how many other steps it made.
 
 use chrono::{DateTime, Duration, Utc};
@@ -7,24 +7,36 @@ use super::{AdmissionRec, State};
 use crate::domain::room::TicketId;
 use crate::domain::types::ConfirmationNumber;
 use crate::domain::Error;
-use crate::store::{StoreError, IDEMPOTENCY_TTL_SECS};
+use crate::store::IDEMPOTENCY_TTL_SECS;
 
 impl State {
-    pub(super) fn admission_step(
-        &mut self,
-        ticket: &TicketId,
+    /// A counted step's check (holds_lib.lua `admission_step_refusal`): `AdmissionUsed` once
+    /// the admission booked, `AdmissionStepsExhausted` after `limit` steps. Read only: the
+    /// step's own operation calls it with its other checks, in the same critical section.
+    pub(super) fn check_admission_step(
+        &self,
+        admission: Option<&TicketId>,
         limit: u32,
         now: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        let rec = self.admission_rec(ticket, now);
-        if rec.booked.is_some() {
-            return Err(Error::AdmissionUsed.into());
+    ) -> Result<(), Error> {
+        match admission.and_then(|t| self.admissions.get(t)) {
+            Some(rec) if rec.expires_at > now && rec.booked.is_some() => Err(Error::AdmissionUsed),
+            Some(rec) if rec.expires_at > now && rec.steps >= limit => {
+                Err(Error::AdmissionStepsExhausted { limit })
+            }
+            _ => Ok(()),
         }
-        if rec.steps >= limit {
-            return Err(Error::AdmissionStepsExhausted { limit }.into());
+    }
+
+    /// Counts a step that happened (a write: after every check).
+    pub(super) fn count_admission_step(
+        &mut self,
+        admission: Option<&TicketId>,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(ticket) = admission {
+            self.admission_rec(ticket, now).steps += 1;
         }
-        rec.steps += 1;
-        Ok(rec.steps)
     }
 
     /// Refuses a second booking under one admission (checked with the other rules).

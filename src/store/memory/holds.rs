@@ -16,7 +16,7 @@ use crate::domain::types::{
 };
 use crate::domain::waitlist::EntryStatus;
 use crate::domain::Error;
-use crate::store::{Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS};
+use crate::store::{Reclaimed, StoreError, ADMISSION_STEP_LIMIT, IDEMPOTENCY_TTL_SECS};
 
 impl State {
     /// The Redis store's sold-out memo rule for holds, answered exactly: a slot full of
@@ -66,12 +66,16 @@ impl State {
                 .cloned()
                 .ok_or_else(|| StoreError::corrupt("remembered request names a missing hold"));
         }
+        // Under an admission the hold is one of its counted steps (checked here, counted with
+        // the writes below: a refused hold counts nothing).
+        self.check_admission_step(request.admission.as_ref(), ADMISSION_STEP_LIMIT, now)?;
         self.reclaim_inline(now);
         // The same rules as a booking; a hold id collision is drawn again like a number.
         self.check_booking(request, None, now)?;
         if self.holds.contains_key(id) {
             return Err(StoreError::ConfirmationTaken);
         }
+        self.count_admission_step(request.admission.as_ref(), now);
 
         let hold = Hold::placed(id, request, expires_at, now);
         let seats = hold.seats();

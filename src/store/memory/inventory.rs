@@ -18,7 +18,7 @@ use crate::domain::types::{
 };
 use crate::domain::waitlist::EntryId;
 use crate::domain::Error;
-use crate::store::{ManifestPage, OpenReport, StoreError};
+use crate::store::{ManifestPage, OpenReport, StoreError, ADMISSION_STEP_LIMIT};
 
 impl State {
     pub(super) fn open_slots(
@@ -244,10 +244,14 @@ impl State {
         if let Some(first) = self.replay(Op::Cancel, &cancellation.request_id, &fingerprint, now)? {
             return Ok(first);
         }
+        // Under an admission the cancellation is one of its counted steps (checked here,
+        // counted with the writes below: a refused cancellation counts nothing).
+        self.check_admission_step(cancellation.admission.as_ref(), ADMISSION_STEP_LIMIT, now)?;
         let appointment = self.changeable(&cancellation.confirmation, &cancellation.passport)?;
         let slot = appointment.slot.clone();
         let seats = appointment.seats();
         let applicants = appointment.applicants.clone();
+        self.count_admission_step(cancellation.admission.as_ref(), now);
 
         if let Some(rec) = self.slot_mut(&slot) {
             rec.booked = rec.booked.saturating_sub(seats);
@@ -326,6 +330,9 @@ impl State {
         {
             return Ok(first);
         }
+        // Under an admission the move is one of its counted steps (checked here, counted with
+        // the writes below: a refused move counts nothing).
+        self.check_admission_step(reschedule.admission.as_ref(), ADMISSION_STEP_LIMIT, now)?;
         self.reclaim_inline(now);
         // Checks, in the Redis script's order.
         let appointment = self
@@ -346,6 +353,7 @@ impl State {
 
         // Writes: both slots change in this one critical section.
         let moved = self.move_appointment(&appointment, to, now)?;
+        self.count_admission_step(reschedule.admission.as_ref(), now);
         self.remember(
             Op::Reschedule,
             &reschedule.request_id,

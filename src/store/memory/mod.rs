@@ -17,8 +17,8 @@
 //!   `waitlist_lib.lua`; `redis/waitlist.rs`);
 //! - `retention.rs`: forgetting records past their retention, retiring past appointments
 //!   (`appt_expire.lua`, `appt_retire.lua`; `redis/retention.rs`);
-//! - `admission.rs`: what each waiting-room admission did (`admission_step.lua`;
-//!   `redis/admission.rs`);
+//! - `admission.rs`: what each waiting-room admission did (its booking in `book.lua` /
+//!   `confirm_hold.lua`, its counted steps in `holds_lib.lua`; `redis/admission.rs`);
 //! - `audit.rs`: the audit snapshot (`audit.lua`);
 //! - `room.rs`: the waiting room (`WaitingRoomStore`; `room_*.lua`, `redis/room.rs`).
 
@@ -132,7 +132,7 @@ struct State {
     retired: HashSet<ConfirmationNumber>,
     /// Retired records by the end of their retention (Redis `appt-expire`).
     retired_expiry: BTreeSet<(DateTime<Utc>, ConfirmationNumber)>,
-    /// What each waiting-room admission has done (see `Inventory::admission_step`).
+    /// What each waiting-room admission has done (see `ADMISSION_STEP_LIMIT`).
     admissions: HashMap<TicketId, AdmissionRec>,
 }
 
@@ -453,15 +453,6 @@ impl Inventory for MemoryStore {
         self.lock().leave_waitlist(id, now)
     }
 
-    async fn admission_step(
-        &self,
-        ticket: &TicketId,
-        limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        self.lock().admission_step(ticket, limit, now)
-    }
-
     async fn set_waitlist_share(
         &self,
         post: &PostId,
@@ -566,6 +557,7 @@ mod tests {
                         request_id: RequestId::parse(&format!("c{n}")).expect("id"),
                         confirmation: booked.confirmation.clone(),
                         passport: a.passport.clone(),
+                        admission: None,
                     },
                     at,
                 )

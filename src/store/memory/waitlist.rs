@@ -17,7 +17,7 @@ use crate::domain::waitlist::{
     OFFER_SCAN_LIMIT,
 };
 use crate::domain::Error;
-use crate::store::StoreError;
+use crate::store::{StoreError, ADMISSION_STEP_LIMIT};
 
 impl State {
     pub(super) fn join_waitlist(
@@ -40,6 +40,9 @@ impl State {
                 .entry_view(&first)
                 .ok_or_else(|| StoreError::corrupt("remembered join names a missing entry"));
         }
+        // Under an admission the join is one of its counted steps (checked here, counted with
+        // the writes below: a refused join counts nothing).
+        self.check_admission_step(join.admission.as_ref(), ADMISSION_STEP_LIMIT, now)?;
         self.reclaim_inline(now);
         // Checks, in the Redis script's order: ownership first (receipts, or the appointment's
         // number and passport), so ALREADY_WAITING answers only a caller who proved it.
@@ -60,6 +63,7 @@ impl State {
         }
 
         // Writes.
+        self.count_admission_step(join.admission.as_ref(), now);
         self.join_seq += 1;
         let seq = self.join_seq;
         let entry = WaitlistEntry {

@@ -191,12 +191,6 @@ const OPS: &[(Op, &str, &str, Prelude)] = &[
         Prelude::Guarded,
     ),
     (
-        Op::AdmissionStep,
-        "admission_step.lua",
-        include_str!("lua/admission_step.lua"),
-        Prelude::None,
-    ),
-    (
         Op::WlRetire,
         "wl_retire.lua",
         include_str!("lua/wl_retire.lua"),
@@ -309,7 +303,6 @@ pub enum Op {
     Reschedule,
     WlJoin,
     WlLeave,
-    AdmissionStep,
     WlRetire,
     ApptRetire,
     ApptExpire,

@@ -18,6 +18,7 @@ pub mod conn;
 pub mod functions;
 pub mod keys;
 pub mod layout;
+mod placed;
 mod refusal;
 mod retention;
 pub mod room;
@@ -29,6 +30,7 @@ use chrono::{DateTime, Utc};
 
 pub use conn::ConnOptions;
 
+use self::admission::steps_exhausted;
 use self::codec::{
     applicants_json, at, decode_appointment, decode_hold, hash_fields, instant_text, int, millis,
     status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
@@ -37,7 +39,8 @@ use self::conn::Conn;
 use self::keys::{hhmm, parse_hhmm, Keys};
 use self::refusal::{refusal, Asked};
 use super::{
-    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, IDEMPOTENCY_TTL_SECS,
+    EventPage, Inventory, ManifestPage, OpenReport, Reclaimed, StoreError, ADMISSION_STEP_LIMIT,
+    IDEMPOTENCY_TTL_SECS,
 };
 use crate::domain::error::reason;
 use crate::domain::lifecycle::{
@@ -100,7 +103,6 @@ struct Scripts {
     reschedule: conn::Function,
     wl_join: conn::Function,
     wl_leave: conn::Function,
-    admission_step: conn::Function,
     wl_retire: conn::Function,
     appt_retire: conn::Function,
     appt_expire: conn::Function,
@@ -129,7 +131,6 @@ impl Scripts {
             reschedule: conn.function(Op::Reschedule),
             wl_join: conn.function(Op::WlJoin),
             wl_leave: conn.function(Op::WlLeave),
-            admission_step: conn.function(Op::AdmissionStep),
             wl_retire: conn.function(Op::WlRetire),
             appt_retire: conn.function(Op::ApptRetire),
             appt_expire: conn.function(Op::ApptExpire),
@@ -145,6 +146,8 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     sold_out: sold_out::SoldOut,
+    /// The holds this replica placed, so their confirmation needs no read of the record.
+    placed: placed::Placed,
     offer_ttl: chrono::Duration,
     retention: chrono::Duration,
 }
@@ -173,6 +176,7 @@ impl RedisStore {
             conn,
             keys,
             sold_out: sold_out::SoldOut::new(sold_out::SOLD_OUT_TTL),
+            placed: placed::Placed::default(),
             offer_ttl: chrono::Duration::seconds(DEFAULT_OFFER_TTL_SECS as i64),
             retention: chrono::Duration::days(super::DEFAULT_RETENTION_DAYS),
         })
@@ -734,6 +738,10 @@ impl Inventory for RedisStore {
                 }
                 invocation.key(self.keys.cancelled(&day));
             }
+            // Under an admission the cancellation checks and counts its admission step itself.
+            if let Some(ticket) = &cancellation.admission {
+                invocation.key(self.keys.admission(ticket));
+            }
             invocation
                 .arg(millis(now))
                 .arg(fingerprint.as_str())
@@ -778,8 +786,12 @@ impl Inventory for RedisStore {
                         })
                         .unwrap_or_default(),
                 );
+            if cancellation.admission.is_some() {
+                invocation.arg(ADMISSION_STEP_LIMIT);
+            }
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             return match (status.as_str(), stored) {
+                ("EXHAUSTED", _) => Err(steps_exhausted()),
                 ("OK", Some(s)) => Ok(Appointment {
                     status: AppointmentStatus::Cancelled,
                     updated_at: now,
@@ -1009,7 +1021,12 @@ impl Inventory for RedisStore {
                 .key(self.keys.receipt(&a.receipt))
                 .key(self.keys.passport(&a.passport));
         }
+        // Under an admission the hold checks and counts its admission step itself.
+        if let Some(ticket) = &request.admission {
+            invocation.key(self.keys.admission(ticket));
+        }
         let ttl_secs = (expires_at - now).num_seconds().max(0);
+        let applicants = applicants_json(&request.applicants)?;
         invocation
             .arg(millis(now))
             .arg(request.fingerprint())
@@ -1022,16 +1039,27 @@ impl Inventory for RedisStore {
             .arg(slot.category.as_str())
             .arg(format_date(slot.date))
             .arg(slot.time.to_string())
-            .arg(applicants_json(&request.applicants)?)
+            .arg(applicants.as_str())
             .arg(millis(expires_at))
             .arg(Keys::day_label(&day))
             .arg(ttl_secs + HOLD_RECORD_GRACE_SECS);
         for a in &request.applicants {
             invocation.arg(a.passport.as_str());
         }
+        if request.admission.is_some() {
+            invocation.arg(ADMISSION_STEP_LIMIT);
+        }
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
-            "OK" => Ok(Hold::placed(id, request, expires_at, now)),
+            "OK" => {
+                let hold = Hold::placed(id, request, expires_at, now);
+                self.placed.remember(StoredHold {
+                    hold: hold.clone(),
+                    applicants_json: applicants,
+                });
+                Ok(hold)
+            }
+            "EXHAUSTED" => Err(steps_exhausted()),
             "REPLAY" => {
                 let first = HoldId::parse(&text(what, at(what, &items, 0)?)?)
                     .map_err(|_| StoreError::corrupt("idempotency record names a bad hold"))?;
@@ -1073,9 +1101,16 @@ impl Inventory for RedisStore {
         // Accepting a moving entry's offer frees its old seats: the memo forgets on return.
         let _seats_may_return = self.sold_out.forget_on_drop();
         let now_text = instant_text(now);
+        // A hold placed here is known without reading its record (`placed.rs`); the script
+        // re-checks it like any read, and a STALE answer reads.
+        let mut known = self.placed.take(&confirmation.hold);
         for _ in 0..CANCEL_ATTEMPTS {
-            let Some(stored) = self.read_hold(&confirmation.hold).await? else {
-                return Err(Error::HoldNotFound.into());
+            let stored = match known.take() {
+                Some(stored) => stored,
+                None => match self.read_hold(&confirmation.hold).await? {
+                    Some(stored) => stored,
+                    None => return Err(Error::HoldNotFound.into()),
+                },
             };
             let hold = &stored.hold;
             let day = hold.slot.day();
@@ -1277,6 +1312,10 @@ impl Inventory for RedisStore {
             for a in &stored.appointment.applicants {
                 invocation.key(self.keys.receipt(&a.receipt));
             }
+            // Under an admission the move checks and counts its admission step itself.
+            if let Some(ticket) = &reschedule.admission {
+                invocation.key(self.keys.admission(ticket));
+            }
             let history_line = format!("{from}|{to}|{now_text}");
             invocation
                 .arg(millis(now))
@@ -1302,9 +1341,13 @@ impl Inventory for RedisStore {
                 .arg(to.time.to_string())
                 .arg(history_line);
             self.offer_context(&mut invocation, now);
+            if reschedule.admission.is_some() {
+                invocation.arg(ADMISSION_STEP_LIMIT);
+            }
             let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
             let applicants = &stored.appointment.applicants;
             return match status.as_str() {
+                "EXHAUSTED" => Err(steps_exhausted()),
                 "OK" => {
                     let mut moved = stored.appointment.clone();
                     moved.history.push(crate::domain::lifecycle::Move {
@@ -1360,15 +1403,6 @@ impl Inventory for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<WaitlistEntry, StoreError> {
         self.wl_leave(id, now).await
-    }
-
-    async fn admission_step(
-        &self,
-        ticket: &crate::domain::room::TicketId,
-        limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        self.count_admission_step(ticket, limit, now).await
     }
 
     async fn set_waitlist_share(

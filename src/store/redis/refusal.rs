@@ -30,7 +30,8 @@ pub(super) mod status {
     pub const MOVING_RANGE: &str = "MOVING_RANGE";
     /// wl_leave.lua: no such entry (`Error::WaitlistEntryNotFound`).
     pub const NOT_FOUND: &str = "NOT_FOUND";
-    /// admission_step.lua: the admission's steps are used up (`Error::AdmissionStepsExhausted`).
+    /// A counted step's script (holds_lib.lua `admission_step_refusal`): the admission's steps
+    /// are used up (`Error::AdmissionStepsExhausted`; the caller knows the limit).
     pub const EXHAUSTED: &str = "EXHAUSTED";
 }
 

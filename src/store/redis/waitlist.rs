@@ -97,6 +97,10 @@ impl RedisStore {
             invocation.key(self.keys.date_line(&day));
             dates.push(format_date(date));
         }
+        // Under an admission the join checks and counts its admission step itself.
+        if let Some(ticket) = &join.admission {
+            invocation.key(self.keys.admission(ticket));
+        }
         let words = |items: Vec<String>| items.join(" ");
         invocation
             .arg(millis(now))
@@ -126,9 +130,13 @@ impl RedisStore {
             .arg(join.moving.as_ref().map(|c| c.as_str()).unwrap_or(""))
             .arg(limit)
             .arg(millis(crate::store::waitlist_retire_at(join.range.to)));
+        if join.admission.is_some() {
+            invocation.arg(crate::store::ADMISSION_STEP_LIMIT);
+        }
         let (status, items) = status_reply(what, self.conn.script(what, &invocation).await?)?;
         match status.as_str() {
             "OK" => self.wl_entry(id).await,
+            "EXHAUSTED" => Err(super::admission::steps_exhausted()),
             "REPLAY" => {
                 let first = EntryId::parse(&text(what, at(what, &items, 0)?)?)
                     .map_err(|_| StoreError::corrupt("idempotency record names a bad entry"))?;

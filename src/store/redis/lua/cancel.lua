@@ -13,6 +13,9 @@
 -- KEYS[4+2i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[5+2i]     passport record of applicant i
 -- KEYS[6+2n]     cancelled index     slotd:{T}:cancelled:<POST>:<CAT>:<DATE>  (n = seats)
+-- KEYS[#KEYS]    admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a cancellation
+--                under a waiting-room admission, after every other key: it is one of the
+--                admission's counted steps, holds_lib.lua)
 -- ARGV[1]        now, ms since the epoch
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        confirmation number
@@ -29,8 +32,11 @@
 -- ARGV[16]       retention, ms (booking.retention_days): the cancelled record and the day's
 --                cancelled index expire this long after the cancellation
 -- ARGV[17]       manifest member "<MMMM>-<CONF>" as read (its cancelled index member)
+-- ARGV[18]       steps one admission may make (with the admission key only; the count's TTL is
+--                ARGV[4])
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
+--       | {"ADMISSION_USED"} | {"EXHAUSTED", limit} (the admission booked / made its steps)
 --       | {"APPOINTMENT_CANCELLED"} | {"APPOINTMENT_PASSED"} (retired: appt_retire.lua) | {"STALE"} | {"BAD_CALL", detail} | {"CORRUPT", detail}
 --
 -- Invariants: seats return exactly once (a cancelled or retired appointment is refused before any
@@ -47,8 +53,17 @@ local now_text = ARGV[5]
 local o = offer_context(11, now)
 local retention = tonumber(ARGV[16])
 local member = ARGV[17]
-if not now or not ttl or not o or not retention or retention < 1 or #ARGV ~= 17 then
+if not now or not ttl or not o or not retention or retention < 1
+    or (#ARGV ~= 17 and #ARGV ~= 18) then
   return {'BAD_CALL', 'cancel arguments'}
+end
+-- Under an admission: its limit, and its key after every other key.
+local admission, step_limit, extra = nil, nil, 0
+if #ARGV == 18 then
+  admission, step_limit, extra = KEYS[#KEYS], tonumber(ARGV[18]), 1
+  if not step_limit then
+    return {'BAD_CALL', 'cancel arguments'}
+  end
 end
 
 -- Checks.
@@ -61,6 +76,10 @@ if seen then
     return {'REQUEST_ID_REUSED'}
   end
   return {'REPLAY', seen[2]}
+end
+local step_refused = admission_step_refusal(admission, step_limit)
+if step_refused then
+  return step_refused
 end
 
 local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
@@ -77,7 +96,7 @@ if ARGV[6] ~= '1' or appt[2] ~= ARGV[7] or current ~= ARGV[10] then
   return {'STALE'}
 end
 local seats = tonumber(appt[3])
-if not seats or #KEYS ~= 6 + 2 * seats or string.sub(member or '', 6) ~= conf then
+if not seats or #KEYS ~= 6 + 2 * seats + extra or string.sub(member or '', 6) ~= conf then
   return {'BAD_CALL', 'cancel keys'}
 end
 if ARGV[8] ~= '1' then
@@ -92,6 +111,7 @@ if appt[8] then
 end
 
 -- Writes.
+count_admission_step(admission, ttl)
 local hhmm = ARGV[9]
 local slot = redis.call('HMGET', KEYS[4], hhmm .. ':c', hhmm .. ':b')
 if slot[1] then

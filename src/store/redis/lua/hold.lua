@@ -9,6 +9,8 @@
 -- KEYS[6]        events stream       slotd:{T}:events
 -- KEYS[5+2i]     receipt hash of applicant i (i = 1..n)
 -- KEYS[6+2i]     passport record of applicant i
+-- KEYS[7+2n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a hold under a
+--                waiting-room admission: the hold is one of its counted steps, holds_lib.lua)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        hold id (32 hex digits, CSPRNG)
@@ -22,8 +24,10 @@
 -- ARGV[14]       day label "<POST>:<CAT>:<DATE>" (due members)
 -- ARGV[15]       hold record TTL, seconds (kept after expiry for late confirms and replays)
 -- ARGV[15+i]     passport number of applicant i
+-- ARGV[16+n]     steps one admission may make (with KEYS[7+2n] only; the count's TTL is ARGV[6])
 --
 -- Returns {"OK"} | {"REPLAY", hold_id} | {"REQUEST_ID_REUSED"}
+--       | {"ADMISSION_USED"} | {"EXHAUSTED", limit} (the admission booked / made its steps)
 --       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining, seats under live holds}
 --       | {"RECEIPT_NOT_REGISTERED", i} | {"RECEIPT_PASSPORT_MISMATCH", i}
 --       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
@@ -32,14 +36,23 @@
 --
 -- Invariants: booked + held <= capacity, counting only live holds (expired ones of this date are
 -- discounted in the checks and reclaimed in the writes); at most one live hold or active
--- appointment per passport and per receipt. All checks run before the first write.
+-- appointment per passport and per receipt; an admission's steps <= its limit, and a replay
+-- (nothing new held) is no step. All checks run before the first write.
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
 local expires = tonumber(ARGV[13])
 local record_ttl = tonumber(ARGV[15])
-if not now or not n or not ttl or not expires or not record_ttl
-    or #KEYS ~= 6 + 2 * n or #ARGV ~= 15 + n then
+if not now or not n or not ttl or not expires or not record_ttl then
+  return {'BAD_CALL', 'hold arguments'}
+end
+local admission, step_limit = nil, nil
+if #KEYS == 7 + 2 * n and #ARGV == 16 + n then
+  admission, step_limit = KEYS[7 + 2 * n], tonumber(ARGV[16 + n])
+  if not step_limit then
+    return {'BAD_CALL', 'hold arguments'}
+  end
+elseif #KEYS ~= 6 + 2 * n or #ARGV ~= 15 + n then
   return {'BAD_CALL', 'hold arguments'}
 end
 local hhmm = ARGV[4]
@@ -55,6 +68,10 @@ if seen then
     return {'REQUEST_ID_REUSED'}
   end
   return {'REPLAY', seen[2]}
+end
+local step_refused = admission_step_refusal(admission, step_limit)
+if step_refused then
+  return step_refused
 end
 
 local slot = redis.call('HMGET', KEYS[1], hhmm .. ':c', hhmm .. ':b', hhmm .. ':x', hhmm .. ':h')
@@ -107,6 +124,7 @@ redis.call('HSET', KEYS[4],
   'status', 'HELD', 'seats', n, 'created_at', ARGV[7], 'expires_ms', ARGV[13],
   'applicants', ARGV[12])
 redis.call('EXPIRE', KEYS[4], record_ttl)
+count_admission_step(admission, ttl)
 redis.call('SET', KEYS[5],
   ARGV[2] .. '|' .. hold_id .. '|' .. string.format('%.0f', now + ttl * 1000), 'EX', ttl)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', EVENTS_MAXLEN, '*',

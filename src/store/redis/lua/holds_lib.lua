@@ -182,3 +182,32 @@ local function remembered(key, now)
   end
   return {fp, id}
 end
+
+-- A waiting-room admission's steps other than its booking (holds, reschedules, cancellations,
+-- waitlist joins), checked and counted inside the step's own script: the admission hash
+-- slotd:{T}:admission:<TICKET_ID> (fields `booked`, the one appointment it made, written by
+-- book.lua / confirm_hold.lua, and `steps`) shares the booking hash tag for that. `key` is nil
+-- for a call under no admission. The check is a read (call it with the other checks); the
+-- count is a write (call it with the other writes), so a refused step counts nothing and a
+-- step that happened is counted in the same atomic script, whatever happens to the call.
+-- Returns nil, or the refusal {"ADMISSION_USED"} | {"EXHAUSTED", limit}.
+local function admission_step_refusal(key, limit)
+  if not key then
+    return nil
+  end
+  local rec = redis.call('HMGET', key, 'booked', 'steps')
+  if rec[1] then
+    return {'ADMISSION_USED'}
+  end
+  if (tonumber(rec[2] or '0') or 0) >= limit then
+    return {'EXHAUSTED', limit}
+  end
+  return nil
+end
+
+local function count_admission_step(key, ttl)
+  if key then
+    redis.call('HINCRBY', key, 'steps', 1)
+    redis.call('EXPIRE', key, ttl)
+  end
+end

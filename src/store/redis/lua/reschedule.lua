@@ -17,6 +17,8 @@
 -- KEYS[8]        new holds zset      slotd:{T}:holds:<POST>:<CAT>:<NEW_DATE>
 -- KEYS[9]        due zset            slotd:{T}:holds-due
 -- KEYS[9+i]      receipt hash of applicant i (i = 1..n)
+-- KEYS[10+n]     admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a move under a
+--                waiting-room admission: the move is one of its counted steps, holds_lib.lua)
 -- (old and new keys are the same keys when the move stays on one date)
 -- ARGV[1]        now, ms since the epoch (slotd's clock)
 -- ARGV[2]        request fingerprint (hex)
@@ -34,8 +36,10 @@
 -- ARGV[18]       history line appended: "<old label>|<new label>|<now RFC 3339>"
 -- ARGV[19..23]   offer context: key prefix "slotd:{T}:", now RFC 3339, offer TTL ms, hold
 --                record TTL s, nonce (hex, 128 random bits; offer hold ids derive from it)
+-- ARGV[24]       steps one admission may make (with KEYS[10+n] only; the count's TTL is ARGV[4])
 --
 -- Returns {"OK"} | {"REPLAY", conf} | {"REQUEST_ID_REUSED"} | {"APPOINTMENT_NOT_FOUND"}
+--       | {"ADMISSION_USED"} | {"EXHAUSTED", limit} (the admission booked / made its steps)
 --       | {"STALE"} | {"APPOINTMENT_CANCELLED"} | {"APPOINTMENT_PASSED"} | {"RESCHEDULE_SAME_SLOT"}
 --       | {"SLOT_NOT_FOUND"} | {"SLOT_CLOSED"} | {"SLOT_FULL", remaining}
 --       | {"RESCHEDULE_LIMIT", i} | {"BAD_CALL", detail} | {"CORRUPT", detail}
@@ -48,8 +52,16 @@ local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
 local limit = tonumber(ARGV[12])
 local o = offer_context(19, now)
-if not now or not ttl or not limit or not o or #ARGV ~= 23 then
+if not now or not ttl or not limit or not o or (#ARGV ~= 23 and #ARGV ~= 24) then
   return {'BAD_CALL', 'reschedule arguments'}
+end
+-- Under an admission: its limit and (checked with the keys below) KEYS[10+n].
+local step_limit = nil
+if #ARGV == 24 then
+  step_limit = tonumber(ARGV[24])
+  if not step_limit then
+    return {'BAD_CALL', 'reschedule arguments'}
+  end
 end
 local conf = ARGV[3]
 
@@ -64,6 +76,14 @@ if seen then
   end
   return {'REPLAY', seen[2]}
 end
+local admission = nil
+if step_limit then
+  admission = KEYS[#KEYS]
+end
+local step_refused = admission_step_refusal(admission, step_limit)
+if step_refused then
+  return step_refused
+end
 
 local appt = redis.call('HMGET', KEYS[1], 'status', 'applicants', 'seats', 'post', 'category',
   'date', 'time', 'history', 'retired')
@@ -75,7 +95,7 @@ if appt[2] ~= ARGV[6] or current ~= ARGV[8] then
   return {'STALE'}
 end
 local n = tonumber(appt[3])
-if not n or #KEYS ~= 9 + n then
+if not n or #KEYS ~= 9 + n + (step_limit and 1 or 0) then
   return {'BAD_CALL', 'reschedule keys'}
 end
 if ARGV[7] ~= '1' then
@@ -143,6 +163,7 @@ redis.call('HSET', KEYS[7], conf, new_hhmm .. ':' .. n)
 for i = 1, n do
   redis.call('HINCRBY', KEYS[9 + i], 'reschedules', 1)
 end
+count_admission_step(admission, ttl)
 redis.call('HSET', KEYS[1], 'post', ARGV[14], 'category', ARGV[15], 'date', ARGV[16],
   'time', ARGV[17], 'updated_at', ARGV[5], 'history', (appt[8] or '') .. ARGV[18] .. '\n')
 redis.call('SET', KEYS[2],

@@ -13,6 +13,9 @@
 -- KEYS[5+3i]     waitlist passport   slotd:{T}:wlp:<PASSPORT>
 -- KEYS[6+3n]     retirement index    slotd:{T}:wl-due   (entry id, score = ARGV[17])
 -- KEYS[7+3n..]   date lines          slotd:{T}:wl:<POST>:<CAT>:<DATE>, one per date in range
+-- KEYS[#KEYS]    admission hash      slotd:{T}:admission:<TICKET_ID>  (only for a join under a
+--                waiting-room admission, after the date lines: the join is one of its counted
+--                steps, holds_lib.lua)
 -- ARGV[1]        now, ms since the epoch
 -- ARGV[2]        request fingerprint (hex)
 -- ARGV[3]        entry id (32 hex digits, CSPRNG)
@@ -27,11 +30,14 @@
 -- ARGV[16]       reschedule limit per receipt (moving entries)
 -- ARGV[17]       retire at, ms: when the range has passed in every time zone (the sweeper
 --                then retires the entry if it still waits, freeing its passports)
+-- ARGV[18]       steps one admission may make (with the admission key only; the count's TTL is
+--                ARGV[11])
 --
 -- A moving entry's group holds an appointment already (its claims): instead of the booking
 -- checks, the appointment must be BOOKED, with exactly these applicants (JSON verbatim), on a
 -- date after the range, and every receipt must have a reschedule left.
 -- Returns {"OK"} | {"REPLAY", entry_id} | {"REQUEST_ID_REUSED"} | {"ALREADY_WAITING", i}
+--       | {"ADMISSION_USED"} | {"EXHAUSTED", limit} (the admission booked / made its steps)
 --       | {"RECEIPT_NOT_REGISTERED", i} | {"RECEIPT_PASSPORT_MISMATCH", i}
 --       | {"RECEIPT_EXPIRED", i, expires_ms} | {"RECEIPT_IN_USE", i}
 --       | {"APPLICANT_ALREADY_BOOKED", i} | {"CONFIRMATION_TAKEN"} (entry id drawn twice)
@@ -49,8 +55,20 @@ local n = tonumber(ARGV[10])
 local ttl = tonumber(ARGV[11])
 local limit = tonumber(ARGV[16])
 local retire_at = tonumber(ARGV[17])
-if not now or not n or not ttl or not limit or not retire_at or #ARGV ~= 17
-  or #KEYS < 7 + 3 * n then
+if not now or not n or not ttl or not limit or not retire_at
+  or (#ARGV ~= 17 and #ARGV ~= 18) then
+  return {'BAD_CALL', 'wl_join arguments'}
+end
+-- Under an admission: its limit, and its key after the date lines.
+local admission, step_limit, last_line = nil, nil, #KEYS
+if #ARGV == 18 then
+  step_limit = tonumber(ARGV[18])
+  admission, last_line = KEYS[#KEYS], #KEYS - 1
+  if not step_limit then
+    return {'BAD_CALL', 'wl_join arguments'}
+  end
+end
+if last_line < 7 + 3 * n then
   return {'BAD_CALL', 'wl_join arguments'}
 end
 local id = ARGV[3]
@@ -66,6 +84,10 @@ if seen then
     return {'REQUEST_ID_REUSED'}
   end
   return {'REPLAY', seen[2]}
+end
+local step_refused = admission_step_refusal(admission, step_limit)
+if step_refused then
+  return step_refused
 end
 local passports = split_words(ARGV[13])
 local moves = ARGV[15]
@@ -137,9 +159,10 @@ if moves ~= '' then
   redis.call('HSET', KEYS[2], 'moves', moves)
 end
 redis.call('ZADD', KEYS[3], seq, id)
-for k = 7 + 3 * n, #KEYS do
+for k = 7 + 3 * n, last_line do
   redis.call('ZADD', KEYS[k], seq, id)
 end
+count_admission_step(admission, ttl)
 redis.call('ZADD', KEYS[6 + 3 * n], retire_at, id)
 for i = 1, n do
   redis.call('SET', KEYS[5 + 3 * i], id)
