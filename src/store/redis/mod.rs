@@ -261,12 +261,7 @@ impl RedisStore {
                 )
                 .await?;
             if int("hold", &seen)? == 0 {
-                return Err(Error::SlotFull {
-                    slot: slot.clone(),
-                    requested: request.seats(),
-                    remaining: 0,
-                }
-                .into());
+                return Err(sold_out_refusal(slot, request.seats()));
             }
         }
         Ok(memo_key)
@@ -317,12 +312,7 @@ impl RedisStore {
         };
         if int(what, seen)? == 0 && full {
             self.sold_out.mark(memo_key, std::time::Instant::now());
-            return Err(Error::SlotFull {
-                slot: slot.clone(),
-                requested: request.seats(),
-                remaining: 0,
-            }
-            .into());
+            return Err(sold_out_refusal(slot, request.seats()));
         }
         Ok(memo_key)
     }
@@ -408,6 +398,17 @@ fn day_slots(
     }
     slots.sort_by_key(|s| s.slot.time);
     Ok(slots)
+}
+
+/// The answer to a booking or hold on a slot the sold-out memo (or its recheck) knows is full of
+/// bookings: what book.lua / hold.lua would refuse it with.
+fn sold_out_refusal(slot: &SlotRef, requested: u32) -> StoreError {
+    Error::SlotFull {
+        slot: slot.clone(),
+        requested,
+        remaining: 0,
+    }
+    .into()
 }
 
 fn range_days(post: &PostId, category: &CategoryId, range: DateRange) -> Vec<DayRef> {
@@ -613,12 +614,7 @@ impl Inventory for RedisStore {
                 )
                 .await?;
             if int(what, &seen)? == 0 {
-                return Err(Error::SlotFull {
-                    slot: slot.clone(),
-                    requested: booking.seats(),
-                    remaining: 0,
-                }
-                .into());
+                return Err(sold_out_refusal(slot, booking.seats()));
             }
         }
         let now_text = instant_text(now);
