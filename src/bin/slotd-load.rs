@@ -216,37 +216,17 @@ struct RedisCost {
 
 /// `cmdstat_fcall` (calls, usec) from `INFO commandstats` of `url`; (0, 0) before any FCALL.
 async fn fcall_stats(url: &str) -> Result<(u64, u64), String> {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .map_err(|e| format!("--redis-url: {e}"))?;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut conn)
-            .map_err(|e| format!("INFO commandstats: {e}"))?;
-        Ok(parse_fcall_stats(&info))
-    })
-    .await
-    .map_err(|e| format!("INFO commandstats: {e}"))?
+    Ok(parse_fcall_stats(
+        &crowd::redis_text(url, &["INFO", "commandstats"]).await?,
+    ))
 }
 
 /// (calls, usec) of the `cmdstat_fcall:calls=..,usec=..,...` line; (0, 0) without one.
 fn parse_fcall_stats(info: &str) -> (u64, u64) {
-    let Some(line) = info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("cmdstat_fcall:"))
-    else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("calls="), field("usec="))
+    crowd::command_stats(info)
+        .get("fcall")
+        .copied()
+        .unwrap_or((0, 0))
 }
 
 fn redis_cost(before: (u64, u64), after: (u64, u64), bookings: u64) -> RedisCost {

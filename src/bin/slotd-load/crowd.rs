@@ -179,31 +179,19 @@ async fn admitted_total(channel: &Channel, token: &Token) -> Result<u64, String>
 
 /// CPU seconds Redis has used (user + system), from `INFO cpu`.
 async fn redis_cpu(url: &str) -> Result<f64, String> {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .map_err(|e| format!("--redis-url: {e}"))?;
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query(&mut conn)
-            .map_err(|e| format!("INFO cpu: {e}"))?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .ok_or_else(|| format!("INFO cpu has no {name}"))
-        };
-        Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    let info = redis_text(url, &["INFO", "cpu"]).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
 /// Runs one Redis command of plain arguments, answering its text (`INFO commandstats`, `CONFIG
 /// RESETSTAT`, `SLOWLOG RESET`).
-async fn redis_text(url: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) async fn redis_text(url: &str, args: &[&str]) -> Result<String, String> {
     let url = url.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
@@ -230,7 +218,7 @@ async fn redis_text(url: &str, args: &[&str]) -> Result<String, String> {
 }
 
 /// `INFO commandstats` as command -> (calls, usec).
-fn command_stats(info: &str) -> BTreeMap<String, (u64, u64)> {
+pub(crate) fn command_stats(info: &str) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
     for line in info.lines() {
         let Some((name, fields)) = line.trim().split_once(':') else {
