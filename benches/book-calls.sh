@@ -16,27 +16,13 @@ ROOT=$(pwd)
 B=${1:-20000}; C=${2:-32}; N=${3:-4}
 BIN=${BIN:-"${CARGO_TARGET_DIR:-$ROOT/target}/release"}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
-free_ports() { python3 -c 'import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])'; }
-WORK=$(mktemp -d); read -r RP SP < <(free_ports)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save '' --appendonly no \
-  --maxmemory-policy noeviction >"$WORK/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
-export SLOTD_ADMIN_TOKEN="measure-admin-token-$RANDOM$RANDOM"
-export SLOTD_ADMISSION_KEY="admission-key-$RANDOM$RANDOM-0123456789abcdef0123"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+start_redis; SP=$(free_port)
 "${SERVER:-$BIN/slotd}" serve --config benches/load.toml --listen "127.0.0.1:$SP" --redis-url "redis://127.0.0.1:$RP/" \
   >"$WORK/slotd.log" 2>&1 &
 pids+=($!)
-ready=0
-for _ in $(seq 100); do "$BIN/slotd-load" --target "127.0.0.1:$SP" --scenario ping --requests 1 \
-  --concurrency 1 --connections 1 >/dev/null 2>&1 && { ready=1; break; }; sleep 0.2; done
-[ "$ready" = 1 ] || { echo "slotd did not become healthy"; cat "$WORK/slotd.log"; exit 1; }
+wait_healthy "$SP" "$WORK/slotd.log"
 if [ -n "${LIBRARY:-}" ]; then
   redis-cli -p "$RP" -x function load replace <"$LIBRARY" >/dev/null
 fi

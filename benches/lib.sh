@@ -1,6 +1,7 @@
-# Shared by the bench scripts that run slotd on a throwaway Redis (book-cpu.sh, book-callgrind.sh,
-# k6.sh): source it from the repository root. It makes $WORK (removed on exit, with every
-# process in `pids` killed), the operator token and admission key slotd needs with Redis, and
+# Shared by the bench scripts that run slotd on a throwaway Redis (book-calls.sh,
+# book-cpu.sh, book-callgrind.sh, k6.sh): source it from the repository root. It makes $WORK
+# (removed on exit, with every process in `pids` killed), the operator token and admission key
+# slotd needs with Redis, and
 #   free_port             a free TCP port of 127.0.0.1
 #   start_redis           redis-server on 127.0.0.1:$RP (set here), no persistence, ready on return
 #   wait_healthy PORT LOG [TRIES] [PAUSE]
