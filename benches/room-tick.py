@@ -3,7 +3,7 @@
 
 A throwaway redis-server gets the room scripts (room_lib.lua prepended, as slotd loads them), a
 paused room of W waiters (joined in batches of 256), then R replicas tick for S simulated
-seconds: every 100 ms of room time each replica, offset from the others, makes what
+seconds: every 250 ms of room time (slotd's TICK_INTERVAL) each replica, offset from the others, makes what
 `Room::tick` sends, with the clock passed as ARGV (so no real waiting): its heartbeats (each of
 its W/R waiters every half of the waiter timeout, `--beats` times per timeout: 2 as slotd
 since section 18, 3 before; spread over the ticks) and its event cursor.
@@ -11,7 +11,7 @@ since section 18, 3 before; spread over the ticks) and its event cursor.
   --mode three   settings read (HGETALL) + room_advance + room_sync per replica and tick
                  (slotd before section 15)
   --mode tick    one room_tick per replica and tick; the lease emulated in simulated time (the
-                 first replica steps at each of its ticks, the others never): one step per 100 ms
+                 first replica steps at each of its ticks, the others never): one step per tick
 
 Prints Redis CPU (INFO cpu) and the scripts' usec (INFO commandstats) per room second, and per
 waiter-second at W waiters. Plain RESP over a socket: no client library needed.
@@ -31,7 +31,7 @@ LUA = os.path.join(ROOT, "src", "store", "redis", "lua")
 P = "slotd:{b-room}:room:"
 KEYS = [P + k for k in
         ("config", "state", "waiting", "seen", "active", "admits", "tickets", "clients", "ended", "log")]
-TICK_MS = 100
+TICK_MS = 250
 
 
 class Redis:
@@ -173,7 +173,7 @@ def main():
                     calls += 3
                 else:
                     # The lease in simulated time: replica 0 steps at its every tick (lease 0),
-                    # the others never (a lease longer than the run): one step per 100 ms.
+                    # the others never (a lease longer than the run): one step per tick.
                     lease = 0 if k == 0 else 10 ** 9
                     reply = ev("tick", at, lease, 1000, 100000, cursor, 5000, *beats[:1000])
                     assert reply[0] == "OK", reply

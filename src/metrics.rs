@@ -240,7 +240,7 @@ pub fn metrics() -> &'static Metrics {
 pub async fn refresh_gauges(app: Slotd, room: Room, days: u32, interval: Duration) {
     loop {
         refresh_once(&app, &room, days).await;
-        tokio::time::sleep(interval).await;
+        crate::app::cadence::next_point(interval).await;
     }
 }
 

@@ -9,6 +9,9 @@
 //!   default, so a test drives time and sweeps itself, or sets the interval);
 //! - with `ServeOptions::metrics`, the gauges refresher and the Prometheus endpoint.
 //!
+//! The periodic ones tick on one grid of wall-clock time (`app::cadence`), so they and those of
+//! the other replicas reach the store in one instant: one wake-up of Redis instead of one each.
+//!
 //! Per-call tasks (a batch flush of the waiting room, a stream's forwarder) are not here: they
 //! live and end with their call.
 
@@ -19,6 +22,7 @@ use tokio::task::JoinHandle;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::app::cadence::next_point;
 use crate::app::room::Room;
 use crate::app::Slotd;
 use crate::server::{set_all, ServeOptions};
@@ -89,11 +93,9 @@ impl Drop for Tasks {
 
 /// Runs `Slotd::sweep` every `interval` until the task is aborted.
 async fn sweep_every(app: Slotd, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         app.sweep().await;
+        next_point(interval).await;
     }
 }
 
@@ -125,6 +127,6 @@ async fn watch_store(app: Slotd, room: Room, reporter: HealthReporter, interval:
             set_all(&reporter, status).await;
             serving = Some(ok);
         }
-        tokio::time::sleep(interval).await;
+        next_point(interval).await;
     }
 }

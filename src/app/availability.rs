@@ -464,10 +464,13 @@ impl Availability {
     pub async fn run_feed(self: Arc<Self>, store: Arc<dyn Inventory>) {
         let interval = self.options.feed_interval;
         let mut after: Option<EventId> = None;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
-            tick.tick().await;
+            // On the replica's grid (`cadence`): with the room's ticks, one wake-up of Redis.
+            if !first {
+                super::cadence::next_point(interval).await;
+            }
+            first = false;
             match after {
                 None => match store.events(EventStart::Latest, 0).await {
                     Ok(page) => after = Some(page.next),

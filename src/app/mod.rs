@@ -13,10 +13,11 @@
 //!   gate booking calls pass through.
 //!
 //! Background tasks (slot feed, room ticker, sweeper) are started in one place,
-//! `crate::tasks`.
+//! `crate::tasks`, and tick on one grid of wall-clock time (`cadence.rs`).
 
 pub mod availability;
 mod booking;
+pub mod cadence;
 mod calendar;
 mod holds;
 mod inventory;

@@ -52,13 +52,19 @@ use crate::store::room::{Outcomes, SyncCall, TickCall, WaitingRoomStore, BATCH_M
 use crate::store::StoreError;
 
 /// How often each replica ticks: refreshes its copy of the settings, syncs its Watch streams
-/// and offers the room an admission step.
-pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// and offers the room an admission step. Ticks fall on the multiples of the interval of the
+/// wall clock (`cadence`), with those of the slot feed and of the other replicas. 250 ms, not
+/// less: what a tick costs Redis is mostly waking it (benches/README.md §23), an admitted
+/// waiter hears of it within a tick either way (a quarter of a second on a page that says
+/// "you will be let in shortly"), and positions are sent at most once a second
+/// (`WatchOptions::position_interval`); the admission rate does not depend on it (the token
+/// bucket counts room time).
+pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The step lease (`TickCall::lease`): the room steps when this much time passed since the last
 /// step of any replica. A little under the tick interval, so a lone replica steps at every
 /// tick and N replicas cost the room about one step per tick interval instead of N.
-pub const STEP_LEASE: Duration = Duration::from_millis(90);
+pub const STEP_LEASE: Duration = Duration::from_millis(225);
 
 /// A copy of the settings older than this (real time) is not trusted: gated calls are refused.
 pub const SETTINGS_FRESH: Duration = Duration::from_secs(3);
@@ -619,7 +625,7 @@ impl Room {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(TICK_INTERVAL).await;
+            super::cadence::next_point(TICK_INTERVAL).await;
         }
     }
 }
