@@ -112,14 +112,16 @@ local function finish(t, state, now)
 end
 
 -- Heartbeats at `now` of the ticket ids ARGV[first..]: one multi-member ZADD XX GT (an ended
--- ticket is not brought back, a lagging clock never moves a heartbeat back).
+-- ticket is not brought back, a lagging clock never moves a heartbeat back). The score is
+-- formatted once: a Lua number passed to redis.call is formatted anew per argument (%.14g, the
+-- slow path of printf for a 13-digit millisecond), ~15 % of a heartbeat (benches/README.md §23).
 local function heartbeat(now, first)
   if #ARGV < first then
     return
   end
-  local args = {}
+  local args, score = {}, string.format('%d', now)
   for i = first, #ARGV do
-    args[#args + 1] = now
+    args[#args + 1] = score
     args[#args + 1] = ARGV[i]
   end
   redis.call('ZADD', K_SEEN, 'XX', 'GT', unpack(args))
@@ -258,19 +260,22 @@ local function step(c, now, bound, keep)
       local adm = redis.call('HINCRBY', K_STATE, 'admitted_total', n) - n
       local seq = redis.call('HINCRBY', K_STATE, 'log_seq', n) - n
       local ids, saved, logged, active, admits = {}, {}, {}, {}, {}
+      -- Every admission of a step has the same expiry; numbers go in as strings made once.
+      local exp = now + c.session * 1000
+      local now_s, exp_s = string.format('%d', now), string.format('%d', exp)
       for i, t in ipairs(admit) do
         t.adm = adm + i
         t.state = 'ADMITTED'
-        t.exp = now + c.session * 1000
+        t.exp = exp
         ids[i] = t.id
         saved[#saved + 1] = t.id
-        saved[#saved + 1] = string.format('%d|%s|%d|%d|%s', t.number, t.state, t.adm, t.exp, t.ck)
-        logged[#logged + 1] = seq + i
-        logged[#logged + 1] = string.format('%s|%d|%s|%d|%d', t.id, t.number, t.state, t.adm, t.exp)
-        active[#active + 1] = t.exp
+        saved[#saved + 1] = string.format('%d|ADMITTED|%d|%s|%s', t.number, t.adm, exp_s, t.ck)
+        logged[#logged + 1] = string.format('%d', seq + i)
+        logged[#logged + 1] = string.format('%s|%d|ADMITTED|%d|%s', t.id, t.number, t.adm, exp_s)
+        active[#active + 1] = exp_s
         active[#active + 1] = t.id
-        admits[#admits + 1] = now
-        admits[#admits + 1] = t.adm
+        admits[#admits + 1] = now_s
+        admits[#admits + 1] = string.format('%d', t.adm)
       end
       redis.call('ZREM', K_WAITING, unpack(ids))
       redis.call('ZREM', K_SEEN, unpack(ids))
