@@ -644,13 +644,15 @@ pub fn print(r: &CrowdReport) {
         (r.waiting_messages + r.state_messages + r.burst_messages) as f64
             / r.waiter_seconds.max(1e-9)
     );
-    let us = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} µs"));
+    let us =
+        |v: Option<f64>, digits: usize| v.map_or("n/a".to_string(), |v| format!("{v:.digits$} µs"));
+    // Per waiter-second with two decimals: the targets (0.5 µs of Redis) sit there.
     println!(
         "  Redis CPU {} ({} per waiter-second); slotd CPU {} ({} per waiter-second)",
-        us(r.redis_cpu_us),
-        us(r.redis_cpu_us_per_waiter_second),
-        us(r.slotd_cpu_us),
-        us(r.slotd_cpu_us_per_waiter_second)
+        us(r.redis_cpu_us, 0),
+        us(r.redis_cpu_us_per_waiter_second, 2),
+        us(r.slotd_cpu_us, 0),
+        us(r.slotd_cpu_us_per_waiter_second, 2)
     );
     if !r.redis_commands.is_empty() {
         let mut rows: Vec<_> = r.redis_commands.iter().collect();
