@@ -13,9 +13,16 @@ since section 18, 3 before; spread over the ticks) and its event cursor.
   --mode tick    one room_tick per replica and tick; the lease emulated in simulated time (the
                  first replica steps at each of its ticks, the others never): one step per tick
 
+  --real-time    make the calls at their real times instead of back to back (a run then takes
+                 S seconds): replica k at k/R of a tick after the first, as slotd's ticks fell
+                 before section 23; with --aligned all replicas at the same instant, on
+                 slotd's grid (src/app/cadence.rs). Back to back, Redis's caches stay warm;
+                 at real times every call may find them cold (benches/redis-wake.py).
+
 Prints Redis CPU (INFO cpu) and the scripts' usec (INFO commandstats) per room second, and per
 waiter-second at W waiters. Plain RESP over a socket: no client library needed.
   benches/room-tick.py [--waiters W] [--replicas R] [--seconds S] [--rate PER_SEC] [--mode M]
+                      [--tick-ms MS] [--real-time [--aligned]]
 """
 
 import argparse
@@ -104,6 +111,10 @@ def main():
     ap.add_argument("--timeout", type=int, default=60)
     ap.add_argument("--mode", choices=("three", "tick"), default="tick")
     ap.add_argument("--beats", type=int, default=2)
+    ap.add_argument("--real-time", action="store_true")
+    # slotd's TICK_INTERVAL (100 before section 23).
+    ap.add_argument("--tick-ms", type=int, default=TICK_MS)
+    ap.add_argument("--aligned", action="store_true")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp()
@@ -145,7 +156,7 @@ def main():
         # Each replica watches its share; each waiter is beaten every timeout / beats.
         mine = [ids[k::a.replicas] for k in range(a.replicas)]
         beat_ms = a.timeout * 1000 // a.beats
-        ticks_per_beat = max(1, beat_ms // TICK_MS)
+        ticks_per_beat = max(1, beat_ms // a.tick_ms)
         cursors = [None] * a.replicas
         ev("configure", now, 1, per_min, 10_000_000, 300, a.timeout, 0, 0)
         r.call("CONFIG", "RESETSTAT")
@@ -153,9 +164,13 @@ def main():
         calls = 0
         admitted = 0
         steps = 0
-        for t in range(a.seconds * 1000 // TICK_MS):
+        start = time.time()
+        for t in range(a.seconds * 1000 // a.tick_ms):
             for k in range(a.replicas):
-                at = now + t * TICK_MS + k * TICK_MS // a.replicas
+                offset = 0 if a.aligned else k * a.tick_ms // a.replicas
+                at = now + t * a.tick_ms + offset
+                if a.real_time:
+                    time.sleep(max(0.0, start + (t * a.tick_ms + offset) / 1000 - time.time()))
                 share = mine[k]
                 # The waiters whose beat falls due at this tick (spread evenly).
                 beats = [share[i] for i in range(t % ticks_per_beat, len(share), ticks_per_beat)]
@@ -188,8 +203,9 @@ def main():
         usec = sum(int(v.split("usec=")[1].split(",")[0]) for k, v in stats.items()
                    if k in ("cmdstat_evalsha", "cmdstat_hgetall"))
         ws = a.waiters * a.seconds
-        print("mode %s: %d waiters, %d replicas, %d room s, %d steps, %d admitted, %d calls"
-              % (a.mode, a.waiters, a.replicas, a.seconds, steps, admitted, calls))
+        print("mode %s%s: %d waiters, %d replicas, %d room s, %d steps, %d admitted, %d calls"
+              % (a.mode, (" real time, aligned" if a.aligned else " real time") if a.real_time else "",
+                 a.waiters, a.replicas, a.seconds, steps, admitted, calls))
         for k, v in sorted(stats.items()):
             print("  %s %s" % (k, v))
         print("  Redis CPU %.2f ms per room second (%.3f us per waiter-second); commands' usec %.2f ms "
