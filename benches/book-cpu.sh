@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # slotd's own CPU per booking, book-spread ÷ ping and the p99 at half the booking throughput
-# (benches/README.md §20), for one or two slotd builds interleaved on one throwaway Redis (no
+# (benches/README.md §20, §24), for one or two slotd builds interleaved on one throwaway Redis (no
 # persistence): for each round and each build, `ping` (closed loop), `book-spread` (closed loop:
 # the maximum booking throughput) and `book-spread` open loop at half of that round's maximum.
 # slotd CPU comes from /proc of the server (`--server-pid`), Redis µs per booking from
@@ -24,10 +24,13 @@ start_redis
 declare -A PORT PID
 builds=(A); [ -n "$SERVER_B" ] && builds+=(B)
 ENV_A=${ENV_A:-}; ENV_B=${ENV_B:-}
+declare -A METRICS
 for b in "${builds[@]}"; do
-  bin=SERVER_$b; envs=ENV_$b; PORT[$b]=$(free_port)
+  bin=SERVER_$b; envs=ENV_$b; PORT[$b]=$(free_port); METRICS[$b]=$(free_port)
+  # Each server's /metrics: its own BookAppointment latency histogram, scraped around the
+  # half-load run, says how much of the client's tail is inside slotd.
   # shellcheck disable=SC2086 # ENV_x is a list of NAME=value words
-  env ${!envs} "${!bin}" serve --config benches/load.toml --listen "127.0.0.1:${PORT[$b]}" \
+  env ${!envs} SLOTD__METRICS__LISTEN="127.0.0.1:${METRICS[$b]}" "${!bin}" serve --config benches/load.toml --listen "127.0.0.1:${PORT[$b]}" \
     --redis-url "redis://127.0.0.1:$RP/" >"$WORK/slotd-$b.log" 2>&1 &
   PID[$b]=$!; pids+=(${PID[$b]})
   wait_healthy "${PORT[$b]}" "$WORK/slotd-$b.log"
@@ -52,9 +55,12 @@ for r in $(seq "$R"); do
     "$BIN/slotd-load" --target "127.0.0.1:${PORT[$b]}" "${SPREAD[@]}" --setup-only >/dev/null
     # Open loop: enough workers that none is ever the queue (latency counts from each
     # request's scheduled start).
+    scrape() { curl -s "127.0.0.1:${METRICS[$b]}/metrics" | grep 'rpc_duration_seconds_bucket.*BookAppointment' || true; }
+    scrape >"$OUT/$b-$r-half.before"
     "$BIN/slotd-load" --target "127.0.0.1:${PORT[$b]}" --server-pid "${PID[$b]}" --concurrency 256 \
       --connections "$N" --duration "$D" --json "${SPREAD[@]}" --skip-setup --rate "$half" \
       >"$OUT/$b-$r-half.json"
+    scrape >"$OUT/$b-$r-half.after"
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -62,8 +68,26 @@ python3 - "$OUT" "$R" "${builds[@]}" <<'PY'
 import json, sys
 out, rounds, builds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def j(n): return json.load(open(f"{out}/{n}.json"))
-print("| build | round | ping/s | slotd µs per ping | book-spread OK/s | book ÷ ping | slotd µs per booking | Redis µs per booking | open loop at | p50 µs | p99 µs | achieved/s | passed |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+import re
+def buckets(path):
+    counts = {}
+    for line in open(path):
+        m = re.search(r'le="([^"]+)".*\} (\S+)$', line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + float(m.group(2))
+    return counts
+def server_tail(name):
+    # Share of BookAppointment calls slotd itself took longer than 2 / 4 ms over the run
+    # (its rpc_duration_seconds histogram: buckets 0.5 ms x 2^k).
+    try:
+        a, z = buckets(f"{out}/{name}.before"), buckets(f"{out}/{name}.after")
+        total = z["+Inf"] - a.get("+Inf", 0)
+        over = lambda le: 1 - (z[le] - a.get(le, 0)) / total
+        return f"{over('0.002') * 100:.2f} % / {over('0.004') * 100:.2f} %"
+    except (OSError, KeyError, ZeroDivisionError):
+        return "-"
+print("| build | round | ping/s | slotd µs per ping | book-spread OK/s | book ÷ ping | slotd µs per booking | Redis µs per booking | open loop at | p50 µs | p99 µs | start lag p50 / p99 µs | inside slotd > 2 / > 4 ms | achieved/s | passed |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in range(1, rounds + 1):
     for b in builds:
         p, k, h = j(f"{b}-{r}-ping"), j(f"{b}-{r}-book"), j(f"{b}-{r}-half")
@@ -71,7 +95,9 @@ for r in range(1, rounds + 1):
         red = (k.get("redis") or {}).get("usec_per_booking") or 0
         print(f"| {b} | {r} | {p['throughput_per_sec']:.0f} | {cpu(p,'usec_per_request'):.1f} | {k['ok_per_sec']:.0f} | "
               f"{k['ok_per_sec']/p['throughput_per_sec']:.2f} | {cpu(k,'usec_per_booking'):.1f} | {red:.1f} | "
-              f"{h['rate']:.0f}/s | {h['latency_us']['p50']} | {h['latency_us']['p99']} | {h['ok_per_sec']:.0f} | "
+              f"{h['rate']:.0f}/s | {h['latency_us']['p50']} | {h['latency_us']['p99']} | "
+              f"{(h.get('send_lag_us') or {}).get('p50', '-')} / {(h.get('send_lag_us') or {}).get('p99', '-')} | "
+              f"{server_tail(f'{b}-{r}-half')} | {h['ok_per_sec']:.0f} | "
               f"{p['passed'] and k['passed'] and h['passed']} |")
 PY
 echo "raw reports in $OUT"
