@@ -9,7 +9,7 @@
 # SERVER_A (default target/release/slotd) and SERVER_B (optional: a second build, e.g. main's,
 # copied aside) are the binaries compared; ENV_A / ENV_B: environment of each (e.g.
 # ENV_B=SLOTD__CALENDAR__FEED_INTERVAL_MS=25 with SERVER_B=$SERVER_A compares two settings). Needs: cargo build --release --bin slotd --bin
-# slotd-load; redis-server, redis-cli.
+# slotd-load; redis-server, redis-cli, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
