@@ -12,21 +12,14 @@ replica's periodic loops cost is mostly how often they wake Redis (src/app/caden
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from importlib import import_module  # noqa: E402
 
-Redis = import_module("room-tick").Redis
-
-
-def cpu(r):
-    d = dict(line.split(":", 1) for line in r.call("INFO", "cpu").splitlines() if ":" in line)
-    return float(d["used_cpu_user"]) + float(d["used_cpu_sys"])
+room_tick = import_module("room-tick")
+cpu, start_server = room_tick.cpu, room_tick.start_server
 
 
 def call_usec(r):
@@ -41,22 +34,8 @@ def main():
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--gaps", default="0.01,0.05,0.1,0.25")
     a = ap.parse_args()
-    work = tempfile.mkdtemp()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, r = start_server()
     try:
-        for _ in range(100):
-            try:
-                r = Redis(port)
-                r.call("PING")
-                break
-            except OSError:
-                time.sleep(0.1)
         sha = r.call("SCRIPT", "LOAD", "return 1")
         time.sleep(1)
         c0, t0 = cpu(r), time.time()

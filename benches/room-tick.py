@@ -102,6 +102,27 @@ def cpu(r):
     return float(i["used_cpu_user"]) + float(i["used_cpu_sys"])
 
 
+def start_server():
+    """A throwaway redis-server on a free loopback port (no persistence), and a client of it."""
+    work = tempfile.mkdtemp()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            r = Redis(port)
+            r.call("PING")
+            return server, r
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("redis-server did not answer")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--waiters", type=int, default=20000)
@@ -117,22 +138,8 @@ def main():
     ap.add_argument("--aligned", action="store_true")
     a = ap.parse_args()
 
-    work = tempfile.mkdtemp()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, r = start_server()
     try:
-        for _ in range(100):
-            try:
-                r = Redis(port)
-                r.call("PING")
-                break
-            except OSError:
-                time.sleep(0.1)
         sha = {n: r.call("SCRIPT", "LOAD", script("room_%s.lua" % n))
                for n in ("join", "configure", "advance", "sync")}
         if a.mode == "tick":

@@ -1,9 +1,10 @@
 //! The one grid of wall-clock time every background loop of every replica ticks on.
 //!
-//! On this 2-core VM an idle Redis that wakes up to answer costs ~100-170 µs of CPU however
-//! small the call (a `return 1` script: 1.9 µs back to back, ~23 µs inside the call and ~150 µs
-//! of the process when it arrives alone every 100 ms; benches/README.md §23): caches, branch
-//! predictors and the vCPU itself are cold. So what a replica's background loops cost Redis is
+//! On this 2-core VM an idle Redis that wakes up to answer costs ~100 µs of CPU however small
+//! the call (a `return 1` script: 1.7 µs inside the call back to back; ~22 µs inside it and
+//! ~100-110 µs of the process beyond the idle server's own when it arrives alone every 50-250 ms;
+//! `benches/redis-wake.py`, benches/README.md §23): caches, branch predictors and the vCPU itself
+//! are cold. So what a replica's background loops cost Redis is
 //! mostly how often they wake it, not what they ask. The loops (the waiting room's ticker, the
 //! slot feed, the sweeper, the health watcher, the gauges) therefore tick at the multiples of
 //! their period since the UNIX epoch instead of "a period after the last one": the loops of one
