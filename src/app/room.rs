@@ -62,9 +62,11 @@ use crate::store::StoreError;
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The step lease (`TickCall::lease`): the room steps when this much time passed since the last
-/// step of any replica. A little under the tick interval, so a lone replica steps at every
-/// tick and N replicas cost the room about one step per tick interval instead of N.
-pub const STEP_LEASE: Duration = Duration::from_millis(225);
+/// step of any replica. Four fifths of the tick interval: a lone replica steps at every tick
+/// even when the one before came up to 50 ms late (ticks fall on the grid, not a full interval
+/// after the last), and N replicas cost the room about one step per tick interval instead of
+/// N (their ticks come within milliseconds of one another, on the same grid).
+pub const STEP_LEASE: Duration = Duration::from_millis(200);
 
 /// A copy of the settings older than this (real time) is not trusted: gated calls are refused.
 pub const SETTINGS_FRESH: Duration = Duration::from_secs(3);
