@@ -38,6 +38,29 @@ async fn on(backend: Backend, case: impl AsyncFnOnce(Backend)) {
 /// update says, and waits for it up to this generous bound, so a loaded CI machine cannot fail it.
 const UPDATE_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Waits (a condition, bounded) until the server's feed has read and published everything the
+/// setup wrote: a watcher opened after this cannot be handed a change of the setup's days. A
+/// day opened through the server is dirty at once (read-your-writes) and its event follows in
+/// the log; the feed reads the log in order and publishes after each read. So: open an
+/// unwatched sentinel day and wait for the feed to read its event (it has read all before it),
+/// then a second one, read in a later round than the first round's publish (a round reads
+/// until a page comes back short; these pages hold a handful of events).
+async fn feed_settled(server: &TestServer) {
+    let availability = server.app.availability().clone();
+    for sentinel in [day(40), day(41)] {
+        let read = availability.stats().events;
+        open_day(server, &sentinel, 1).await;
+        let deadline = tokio::time::Instant::now() + UPDATE_DEADLINE;
+        while availability.stats().events <= read {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the feed never read the sentinel day's event"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 fn calendar(cache_ms: u64, feed_ms: u64) -> CalendarOptions {
     CalendarOptions {
         cache_max_age: Duration::from_millis(cache_ms),
@@ -417,6 +440,10 @@ async fn the_fan_out_reaches_only_the_watchers_of_the_changed_day(backend: Backe
     open_day(&server, &crowded, 5).await;
     open_day(&server, &quiet, 5).await;
     register_receipts(&server, 1..=1).await;
+    // Else the feed's publish of the setup's days could race with the watchers' opening and
+    // hand them a change of their day before `before` (correct, since a snapshot read just
+    // before that publish would lack it, but not what this test counts).
+    feed_settled(&server).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(server.calendar().await);
