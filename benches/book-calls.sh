@@ -34,30 +34,20 @@ redis-cli -p "$RP" config resetstat >/dev/null
 redis-cli -p "$RP" info commandstats >"$OUT/commandstats.txt"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$OUT" <<'PY'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "benches")
+import cmdstats
 out = sys.argv[1]
 r = json.load(open(f"{out}/book-spread.json"))
 booked = max(r["bookings_confirmed"], 1)
-rows, fcall = [], None
-for line in open(f"{out}/commandstats.txt"):
-    m = re.match(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+),", line)
-    if not m: continue
-    name, calls, usec = m.group(1), int(m.group(2)), int(m.group(3))
-    if name == "fcall": fcall = (calls, usec)
-    elif name in ("xrange", "xrevrange", "hvals", "hgetall", "zrange", "hget"):
-        # slotd's own reads outside any function (slot feed, calendar): shown, not subtracted.
+fcall, rows = cmdstats.read(f"{out}/commandstats.txt")
+# slotd's own reads outside any function (slot feed, calendar): shown, not subtracted.
+OUTSIDE = ("xrange", "xrevrange", "hvals", "hgetall", "zrange", "hget")
+for name, calls, usec in rows:
+    if name in OUTSIDE:
         print(f"outside the functions: {name.upper()} {calls} calls, {usec} µs")
-    elif name not in ("info", "config|resetstat", "ping"): rows.append((name, calls, usec))
+rows = [row for row in rows if row[0] not in OUTSIDE]
 print(f"{r['bookings_confirmed']} bookings confirmed, {r['ok_per_sec']:.0f}/s, outcomes {r['outcomes']}, passed {r['passed']}")
-print("| command | calls per booking | µs per call | µs per booking |")
-print("|---|---|---|---|")
-inner = 0
-for name, calls, usec in sorted(rows, key=lambda x: -x[2]):
-    inner += usec
-    print(f"| {name.upper()} | {calls/booked:.2f} | {usec/calls:.2f} | {usec/booked:.2f} |")
-print(f"| **commands, total** | {sum(c for _, c, _ in rows)/booked:.2f} | | **{inner/booked:.2f}** |")
-if fcall:
-    print(f"| **Lua side** (FCALL − its commands) | | | **{(fcall[1]-inner)/booked:.2f}** |")
-    print(f"| **FCALL** (cmdstat_fcall) | {fcall[0]/booked:.2f} | {fcall[1]/fcall[0]:.2f} | **{fcall[1]/booked:.2f}** |")
+cmdstats.table(rows, fcall, booked)
 PY
 echo "raw reports in $OUT"

@@ -10,6 +10,7 @@
 # e.g. benches/book-group.sh <(target/release/slotd redis library) 2 10000 1 5
 # (layout 1: the library of a slotd built from before issue #17.)
 set -euo pipefail
+BENCHES=$(cd "$(dirname "$0")" && pwd)
 LIB=$1; LAYOUT=$2; K=${3:-10000}; shift 3 || true
 [ $# -gt 0 ] || set -- 1 5
 WORK=$(mktemp -d)
@@ -85,15 +86,11 @@ PY
   booked=$(redis-cli -p "$PORT" xlen "slotd:{slotd}:events")
   redis-cli -p "$PORT" info commandstats >"$WORK/stats.txt"
   echo "== $N applicants per booking, layout $LAYOUT: $booked of $K booked; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  python3 - "$WORK/stats.txt" <<'PY'
-import re, sys
-rows, fcall = [], None
-for line in open(sys.argv[1]):
-    m = re.match(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+),", line)
-    if not m: continue
-    name, calls, usec = m.group(1), int(m.group(2)), int(m.group(3))
-    if name == "fcall": fcall = (calls, usec)
-    elif name not in ("info", "config|resetstat", "xlen"): rows.append((name, calls, usec))
+  python3 - "$WORK/stats.txt" "$BENCHES" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+import cmdstats
+fcall, rows = cmdstats.read(sys.argv[1])
 b = fcall[0]
 inner = sum(u for _, _, u in rows)
 print(" ".join(f"{n.upper()} {c / b:.0f}" for n, c, _ in sorted(rows)))

@@ -87,24 +87,12 @@ for LIB in "${@:-}"; do
   redis-cli -p "$PORT" info commandstats >"$WORK/r$run.stats"
   echo "== library: ${LIB:-as loaded by slotd}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   python3 - "$WORK/r$run.stats" <<'PY'
-import re, sys
-rows, fcall = [], None
-for line in open(sys.argv[1]):
-    m = re.match(r"cmdstat_([a-z|]+):calls=(\d+),usec=(\d+),", line)
-    if not m: continue
-    name, calls, usec = m.group(1), int(m.group(2)), int(m.group(3))
-    if name == "fcall": fcall = (calls, usec)
-    elif name not in ("info", "config|resetstat", "ping", "function|load"): rows.append((name, calls, usec))
-b = fcall[0]
-print("| command | calls per booking | µs per call | µs per booking |")
-print("|---|---|---|---|")
-inner = 0
-for name, calls, usec in sorted(rows, key=lambda x: -x[2]):
-    inner += usec
-    print(f"| {name.upper()} | {calls/b:.2f} | {usec/calls:.2f} | {usec/b:.2f} |")
-print(f"| commands, total | {sum(c for _, c, _ in rows)/b:.2f} | | {inner/b:.2f} |")
-print(f"| Lua side (FCALL − its commands) | | | {(fcall[1]-inner)/b:.2f} |")
-print(f"| FCALL | {b} calls | | **{fcall[1]/b:.2f}** |")
+import sys
+sys.path.insert(0, "benches")
+import cmdstats
+fcall, rows = cmdstats.read(sys.argv[1])
+# One FCALL per booking: per FCALL is per booking.
+cmdstats.table(rows, fcall, fcall[0])
 PY
   grep -m1 'errors:' "$WORK/r$run.pipe" || true
   kill "$RPID" 2>/dev/null || true; wait "$RPID" 2>/dev/null || true
