@@ -206,6 +206,28 @@ fn hold_request(request_id: &str, date: &str, i: u32) -> pb::HoldSlotRequest {
     }
 }
 
+/// Sends more holds under `token` than an admission has steps (`<prefix>-<n>`, applicant `i`
+/// on `date` 08:00), one after another, and asserts each is refused `reason`.
+async fn refused_past_the_step_limit(
+    booking: &mut pb::booking_service_client::BookingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    prefix: &str,
+    date: &str,
+    i: u32,
+    reason: &str,
+) {
+    for n in 0..ADMISSION_STEP_LIMIT + 3 {
+        let refused = booking
+            .hold_slot(with_token(
+                hold_request(&format!("{prefix}-{n}"), date, i),
+                token,
+            ))
+            .await
+            .expect_err(reason);
+        assert_refused(&refused, Code::FailedPrecondition, reason);
+    }
+}
+
 /// Seats booked on `date` 08:00, read from the store itself (no cache in between).
 async fn booked(s: &Setup, date: &str) -> u32 {
     let date = slotd::domain::types::parse_date(date).expect("date");
@@ -447,16 +469,15 @@ async fn holds_refused_as_sold_out_cost_the_admission_no_step(s: Setup) {
         .await
         .expect("the only seat");
     let admission = admitted(&s, "sold-1").await;
-    for n in 0..ADMISSION_STEP_LIMIT + 3 {
-        let refused = booking
-            .hold_slot(with_token(
-                hold_request(&format!("sold-hold-{n}"), &date, 2),
-                &admission.token,
-            ))
-            .await
-            .expect_err("sold out");
-        assert_refused(&refused, Code::FailedPrecondition, "SLOT_FULL");
-    }
+    refused_past_the_step_limit(
+        &mut booking,
+        &admission.token,
+        "sold-hold",
+        &date,
+        2,
+        "SLOT_FULL",
+    )
+    .await;
     // The first refusal ran the hold (a refused hold counts no step); every other one was
     // answered from the memo.
     booking
@@ -523,16 +544,16 @@ async fn a_refused_step_costs_the_admission_no_step(s: Setup) {
     register_receipts(&s.server, [1]).await;
     let admission = admitted(&s, "refused-1").await;
     let mut booking = s.server.booking().await;
-    for n in 0..ADMISSION_STEP_LIMIT + 3 {
-        let refused = booking
-            .hold_slot(with_token(
-                hold_request(&format!("refused-hold-{n}"), &date, 2),
-                &admission.token,
-            ))
-            .await
-            .expect_err("receipt 2 is not registered");
-        assert_refused(&refused, Code::FailedPrecondition, "RECEIPT_NOT_REGISTERED");
-    }
+    // Receipt 2 is not registered.
+    refused_past_the_step_limit(
+        &mut booking,
+        &admission.token,
+        "refused-hold",
+        &date,
+        2,
+        "RECEIPT_NOT_REGISTERED",
+    )
+    .await;
     booking
         .hold_slot(with_token(
             hold_request("refused-hold-ok", &date, 1),
