@@ -243,24 +243,46 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, FieldViolation> {
 }
 
 pub fn format_date(date: NaiveDate) -> String {
+    let mut text = String::with_capacity(10);
+    push_date(&mut text, date);
+    text
+}
+
+/// Appends `date` as `%Y-%m-%d` to `out` (the text of `format_date`, without its allocation).
+pub fn push_date(out: &mut String, date: NaiveDate) {
+    match date_digits(date) {
+        Some(digits) => digits.iter().for_each(|&b| out.push(char::from(b))),
+        None => out.push_str(&date.format("%Y-%m-%d").to_string()),
+    }
+}
+
+/// `%Y-%m-%d` of a date of the years 0-9999, digit by digit: a booking formats about ten dates
+/// and slot labels (keys, fingerprint, answer), and `format!` cost ~1,300 instructions each
+/// (benches/README.md §20, §25). None for other years (chrono formats those).
+fn date_digits(date: NaiveDate) -> Option<[u8; 10]> {
     use chrono::Datelike;
-    if let Ok(year @ 0..=9999) = u32::try_from(date.year()) {
-        // Same text as `%Y-%m-%d` for these years, digit by digit: a booking formats about ten
-        // dates (keys, fingerprint, answer), and `format!` cost ~1,300 instructions each
-        // (benches/README.md §20).
-        let mut text = String::with_capacity(10);
-        let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
-        for n in [year / 1000, year / 100, year / 10, year] {
-            text.push(digit(n));
-        }
-        for n in [date.month(), date.day()] {
-            text.push('-');
-            text.push(digit(n / 10));
-            text.push(digit(n));
-        }
-        text
-    } else {
-        date.format("%Y-%m-%d").to_string()
+    let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let (month, day) = (date.month(), date.day());
+    Some([
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        digit(month / 10),
+        digit(month),
+        b'-',
+        digit(day / 10),
+        digit(day),
+    ])
+}
+
+/// Writes `date` as `%Y-%m-%d` into a formatter without building a `String`.
+fn write_date(f: &mut fmt::Formatter<'_>, date: NaiveDate) -> fmt::Result {
+    match date_digits(date) {
+        Some(digits) => f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?),
+        None => write!(f, "{}", date.format("%Y-%m-%d")),
     }
 }
 
@@ -299,6 +321,14 @@ impl SlotTime {
         self.0
     }
 
+    /// `HH:MM`, the text of `Display`, as bytes (no formatting machinery: a booking writes
+    /// several).
+    pub fn digits(self) -> [u8; 5] {
+        let (h, m) = (self.0 / 60, self.0 % 60);
+        let digit = |n: u16| b'0' + (n % 10) as u8;
+        [digit(h / 10), digit(h), b':', digit(m / 10), digit(m)]
+    }
+
     /// Every grid time from `self` to `last`, both included.
     pub fn through(self, last: SlotTime) -> impl Iterator<Item = SlotTime> {
         (self.0..=last.0)
@@ -309,7 +339,7 @@ impl SlotTime {
 
 impl fmt::Display for SlotTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+        f.write_str(std::str::from_utf8(&self.digits()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -334,13 +364,11 @@ impl DayRef {
 
 impl fmt::Display for DayRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.post,
-            self.category,
-            format_date(self.date)
-        )
+        f.write_str(self.post.as_str())?;
+        f.write_str("/")?;
+        f.write_str(self.category.as_str())?;
+        f.write_str("/")?;
+        write_date(f, self.date)
     }
 }
 
@@ -365,14 +393,13 @@ impl SlotRef {
 
 impl fmt::Display for SlotRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{} {}",
-            self.post,
-            self.category,
-            format_date(self.date),
-            self.time
-        )
+        f.write_str(self.post.as_str())?;
+        f.write_str("/")?;
+        f.write_str(self.category.as_str())?;
+        f.write_str("/")?;
+        write_date(f, self.date)?;
+        f.write_str(" ")?;
+        self.time.fmt(f)
     }
 }
 

@@ -223,6 +223,19 @@ pub fn decode_hold(
 /// Field → value pairs of an HGETALL reply (RESP2 flat array or RESP3 map).
 pub fn hash_fields(what: &str, value: Value) -> Result<HashMap<String, String>, StoreError> {
     let mut out = HashMap::new();
+    for_each_field(what, value, |k, v| {
+        out.insert(k, v);
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each field and value of a hash-shaped reply (`HGETALL`, a stream entry's
+/// body: a flat array, a RESP3 map, or nil for none), taking the reply's bytes.
+pub fn for_each_field(
+    what: &str,
+    value: Value,
+    mut f: impl FnMut(String, String),
+) -> Result<(), StoreError> {
     match value {
         Value::Nil => {}
         Value::Array(items) => {
@@ -231,12 +244,12 @@ pub fn hash_fields(what: &str, value: Value) -> Result<HashMap<String, String>, 
             }
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.insert(text(what, &k)?, text(what, &v)?);
+                f(into_text(what, k)?, into_text(what, v)?);
             }
         }
         Value::Map(pairs) => {
             for (k, v) in pairs {
-                out.insert(text(what, &k)?, text(what, &v)?);
+                f(into_text(what, k)?, into_text(what, v)?);
             }
         }
         other => {
@@ -245,7 +258,7 @@ pub fn hash_fields(what: &str, value: Value) -> Result<HashMap<String, String>, 
             )))
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A reply element as text (bulk or simple strings, integers).
@@ -259,6 +272,16 @@ pub fn text(what: &str, value: &Value) -> Result<String, StoreError> {
         other => Err(StoreError::corrupt(format!(
             "{what}: expected text, got {other:?}"
         ))),
+    }
+}
+
+/// A reply element as text, taking its bytes (no copy: `text` for a borrowed element).
+pub fn into_text(what: &str, value: Value) -> Result<String, StoreError> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes)
+            .map_err(|_| StoreError::corrupt(format!("{what}: reply is not UTF-8"))),
+        Value::SimpleString(s) => Ok(s),
+        other => text(what, &other),
     }
 }
 

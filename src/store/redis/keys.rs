@@ -6,7 +6,7 @@
 
 use crate::domain::lifecycle::HoldId;
 use crate::domain::types::{
-    format_date, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, ReceiptNumber,
+    push_date, CategoryId, ConfirmationNumber, DayRef, PassportNumber, PostId, ReceiptNumber,
     RequestId, SlotTime,
 };
 use crate::domain::waitlist::EntryId;
@@ -32,8 +32,17 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
 
 /// `HHMM` of a slot time, the field prefix in day hashes and active indexes ("0815").
 pub fn hhmm(time: SlotTime) -> String {
-    let m = time.minutes();
-    format!("{:02}{:02}", m / 60, m % 60)
+    let mut text = String::with_capacity(4);
+    push_hhmm(&mut text, time);
+    text
+}
+
+/// Appends `HHMM` of `time` to `out`.
+pub fn push_hhmm(out: &mut String, time: SlotTime) {
+    let [h1, h2, _, m1, m2] = time.digits();
+    for b in [h1, h2, m1, m2] {
+        out.push(char::from(b));
+    }
 }
 
 /// The slot time of an `HHMM` field prefix.
@@ -63,62 +72,83 @@ impl Keys {
         })
     }
 
-    fn day_suffix(day: &DayRef) -> String {
-        format!("{}:{}:{}", day.post, day.category, format_date(day.date))
+    /// `<prefix><part><part>...`, sized once: keys are built on every call, and `format!`
+    /// cost a booking ~20,000 instructions for its nine keys (benches/README.md §25).
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key =
+            String::with_capacity(self.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        key.push_str(&self.prefix);
+        parts.iter().for_each(|p| key.push_str(p));
+        key
+    }
+
+    /// `<prefix><kind><POST>:<CAT>:<DATE>`.
+    fn day_key(&self, kind: &str, day: &DayRef) -> String {
+        let mut key = String::with_capacity(
+            self.prefix.len()
+                + kind.len()
+                + day.post.as_str().len()
+                + day.category.as_str().len()
+                + 12,
+        );
+        key.push_str(&self.prefix);
+        key.push_str(kind);
+        push_day_suffix(&mut key, day);
+        key
     }
 
     /// Hash of a day's slots: `<HHMM>:c` capacity, `<HHMM>:b` booked, `<HHMM>:x` closed (0/1).
     pub fn day(&self, day: &DayRef) -> String {
-        format!("{}day:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("day:", day)
     }
 
     /// Hash of a day's BOOKED appointments: confirmation → `<HHMM>:<seats>`.
     pub fn active(&self, day: &DayRef) -> String {
-        format!("{}active:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("active:", day)
     }
 
     /// Layout 1 only (before `LAYOUT`): the day's manifest sorted set, score 0, member
     /// `<MMMM>-<CONF>`. Layout 2 writes none (the manifest is the active index, sorted when
     /// read); `slotd redis migrate` deletes what layout 1 left.
     pub fn manifest(&self, day: &DayRef) -> String {
-        format!("{}manifest:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("manifest:", day)
     }
 
     /// Sorted set of a day's cancelled appointments (as the manifest: score 0, member
     /// `<MMMM>-<CONF>`), for listings with cancelled ones; it expires
     /// `booking.retention_days` after its latest cancellation.
     pub fn cancelled(&self, day: &DayRef) -> String {
-        format!("{}cancelled:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("cancelled:", day)
     }
 
     pub fn receipt(&self, number: &ReceiptNumber) -> String {
-        format!("{}receipt:{number}", self.prefix)
+        self.key(&["receipt:", number.as_str()])
     }
 
     pub fn passport(&self, number: &PassportNumber) -> String {
-        format!("{}passport:{number}", self.prefix)
+        self.key(&["passport:", number.as_str()])
     }
 
     pub fn appointment(&self, confirmation: &ConfirmationNumber) -> String {
-        format!("{}appt:{confirmation}", self.prefix)
+        self.key(&["appt:", confirmation.as_str()])
     }
 
     pub fn idem_book(&self, request_id: &RequestId) -> String {
-        format!("{}idem:book:{request_id}", self.prefix)
+        self.key(&["idem:book:", request_id.as_str()])
     }
 
     pub fn idem_cancel(&self, request_id: &RequestId) -> String {
-        format!("{}idem:cancel:{request_id}", self.prefix)
+        self.key(&["idem:cancel:", request_id.as_str()])
     }
 
     pub fn events(&self) -> String {
-        format!("{}events", self.prefix)
+        self.key(&["events"])
     }
 
     /// Sorted set of a day's holds (live, or expired and not yet reclaimed): member
     /// `<HHMM>:<seats>:<HOLD_ID>`, score = expiry in ms.
     pub fn holds(&self, day: &DayRef) -> String {
-        format!("{}holds:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("holds:", day)
     }
 
     /// Sorted set of every hold of every day, for the sweeper: member
@@ -130,7 +160,7 @@ impl Keys {
     }
 
     pub fn holds_due(&self) -> String {
-        format!("{}holds-due", self.prefix)
+        self.key(&["holds-due"])
     }
 
     pub fn hold(&self, id: &HoldId) -> String {
@@ -138,11 +168,11 @@ impl Keys {
     }
 
     pub fn idem_hold(&self, request_id: &RequestId) -> String {
-        format!("{}idem:hold:{request_id}", self.prefix)
+        self.key(&["idem:hold:", request_id.as_str()])
     }
 
     pub fn idem_reschedule(&self, request_id: &RequestId) -> String {
-        format!("{}idem:reschedule:{request_id}", self.prefix)
+        self.key(&["idem:reschedule:", request_id.as_str()])
     }
 
     /// The prefix `slotd:{<tag>}:` every key starts with (the offer step builds waitlist keys
@@ -163,60 +193,72 @@ impl Keys {
 
     /// Sorted set of the entries in line that accept a date, score = join sequence.
     pub fn date_line(&self, day: &DayRef) -> String {
-        format!("{}wl:{}", self.prefix, Self::day_suffix(day))
+        self.day_key("wl:", day)
     }
 
     /// The entry a passport waits in.
     pub fn waiting_passport(&self, number: &PassportNumber) -> String {
-        format!("{}wlp:{number}", self.prefix)
+        self.key(&["wlp:", number.as_str()])
     }
 
     /// Sorted set of the entries in line by when their range has passed (retire-at, ms): the
     /// sweeper retires them in bounded batches.
     pub fn waitlist_due(&self) -> String {
-        format!("{}wl-due", self.prefix)
+        self.key(&["wl-due"])
     }
 
     /// Sorted set of the opened days by when they have passed everywhere (retire-at, ms),
     /// member `<POST>:<CAT>:<DATE>`: the sweeper retires their BOOKED appointments.
     pub fn days_due(&self) -> String {
-        format!("{}days-due", self.prefix)
+        self.key(&["days-due"])
     }
 
     /// Sorted set of retired appointments by the end of their retention (ms), member
     /// `<CONF>`: the sweeper forgets their records then.
     pub fn appointment_expiry(&self) -> String {
-        format!("{}appt-expire", self.prefix)
+        self.key(&["appt-expire"])
     }
 
     /// String: the deployment's key layout version (`layout::LAYOUT`), written at the first
     /// start on an empty deployment or by `slotd redis migrate`.
     pub fn layout(&self) -> String {
-        format!("{}layout", self.prefix)
+        self.key(&["layout"])
     }
 
     /// Hash of the one-time backfill pass into the due indexes (`cursor`, `done`).
     pub fn backfill(&self) -> String {
-        format!("{}backfill", self.prefix)
+        self.key(&["backfill"])
     }
 
     pub fn join_sequence(&self) -> String {
-        format!("{}wlseq", self.prefix)
+        self.key(&["wlseq"])
     }
 
     /// Hash `<POST>:<CAT>` → percent of released seats offered to the waitlist.
     pub fn waitlist_share(&self) -> String {
-        format!("{}wlshare", self.prefix)
+        self.key(&["wlshare"])
     }
 
     pub fn idem_waitlist(&self, request_id: &RequestId) -> String {
-        format!("{}idem:wl:{request_id}", self.prefix)
+        self.key(&["idem:wl:", request_id.as_str()])
     }
 
     /// `<POST>:<CAT>:<DATE>`, the day part of a due member.
     pub fn day_label(day: &DayRef) -> String {
-        Self::day_suffix(day)
+        let mut label =
+            String::with_capacity(day.post.as_str().len() + day.category.as_str().len() + 12);
+        push_day_suffix(&mut label, day);
+        label
     }
+}
+
+/// Appends `<POST>:<CAT>:<DATE>` to `out`.
+fn push_day_suffix(out: &mut String, day: &DayRef) {
+    out.push_str(day.post.as_str());
+    out.push(':');
+    out.push_str(day.category.as_str());
+    out.push(':');
+    push_date(out, day.date);
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ pub use conn::ConnOptions;
 
 use self::admission::steps_exhausted;
 use self::codec::{
-    applicants_json, at, decode_appointment, decode_hold, hash_fields, instant_text, int, millis,
-    status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
+    applicants_json, at, decode_appointment, decode_hold, for_each_field, hash_fields,
+    instant_text, int, millis, status_reply, text, uint, unexpected, StoredAppointment, StoredHold,
 };
 use self::conn::Conn;
 use self::keys::{hhmm, parse_hhmm, Keys};
@@ -247,7 +247,7 @@ impl RedisStore {
     /// script); else the memo key, for the script's answer to mark.
     async fn sold_out_hold(&self, request: &HoldRequest) -> Result<String, StoreError> {
         let slot = &request.slot;
-        let memo_key = format!("{}:{}", self.keys.day(&slot.day()), hhmm(slot.time));
+        let memo_key = memo_key(&self.keys.day(&slot.day()), &hhmm(slot.time));
         let memo = self.sold_out.lookup(&memo_key, std::time::Instant::now());
         if memo == sold_out::Memo::Stale {
             return self.recheck_sold_out_hold(request, memo_key).await;
@@ -402,6 +402,11 @@ fn day_slots(
 
 /// The answer to a booking or hold on a slot the sold-out memo (or its recheck) knows is full of
 /// bookings: what book.lua / hold.lua would refuse it with.
+/// The sold-out memo's key of a slot: `<day key>:<HHMM>`.
+fn memo_key(day_key: &str, hhmm: &str) -> String {
+    [day_key, hhmm].join(":")
+}
+
 fn sold_out_refusal(slot: &SlotRef, requested: u32) -> StoreError {
     Error::SlotFull {
         slot: slot.clone(),
@@ -600,7 +605,9 @@ impl Inventory for RedisStore {
         let what = "book";
         let slot = &booking.slot;
         let day = slot.day();
-        let memo_key = format!("{}:{}", self.keys.day(&day), hhmm(slot.time));
+        let day_key = self.keys.day(&day);
+        let slot_hhmm = hhmm(slot.time);
+        let memo_key = memo_key(&day_key, &slot_hhmm);
         if self
             .sold_out
             .is_sold_out(&memo_key, std::time::Instant::now())
@@ -621,11 +628,9 @@ impl Inventory for RedisStore {
         let fingerprint = booking.fingerprint();
         // The idempotency record, built here rather than in the script (layout 2: the script
         // only checks and writes): "<fingerprint>|<CONF>|<expiry ms>".
-        let idempotency = format!(
-            "{fingerprint}|{confirmation}|{}",
-            millis(now) + IDEMPOTENCY_TTL_SECS * 1000
-        );
-        let mut invocation = self.scripts.book.key(self.keys.day(&day));
+        let expiry = (millis(now) + IDEMPOTENCY_TTL_SECS * 1000).to_string();
+        let idempotency = [fingerprint.as_str(), confirmation.as_str(), &expiry].join("|");
+        let mut invocation = self.scripts.book.key(day_key);
         invocation
             .key(self.keys.active(&day))
             .key(self.keys.appointment(confirmation))
@@ -646,7 +651,7 @@ impl Inventory for RedisStore {
             .arg(millis(now))
             .arg(fingerprint.as_str())
             .arg(confirmation.as_str())
-            .arg(hhmm(slot.time))
+            .arg(slot_hhmm)
             .arg(booking.seats())
             .arg(IDEMPOTENCY_TTL_SECS)
             .arg(idempotency)
@@ -654,7 +659,7 @@ impl Inventory for RedisStore {
             .arg(slot.post.as_str())
             .arg(slot.category.as_str())
             .arg(format_date(slot.date))
-            .arg(slot.time.to_string())
+            .arg(&slot.time.digits()[..])
             .arg(applicants_json(&booking.applicants)?);
         for a in &booking.applicants {
             invocation.arg(a.passport.as_str());
@@ -1486,13 +1491,17 @@ fn decode_stream(what: &str, reply: ::redis::Value) -> Result<Vec<Event>, StoreE
         let id_text = text(what, &pair[0])?;
         let id = EventId::parse(&id_text)
             .map_err(|_| StoreError::corrupt(format!("{what}: bad id {id_text}")))?;
-        let mut fields = hash_fields(what, body)?;
-        let kind = fields.remove("type").unwrap_or_default();
-        out.push(Event {
-            id,
-            kind,
-            fields: fields.into_iter().collect(),
-        });
+        // Field by field into the event (no hash map in between: the slot feed decodes every
+        // booking's event, benches/README.md §25); a repeated field keeps its last value.
+        let (mut kind, mut fields) = (String::new(), std::collections::BTreeMap::new());
+        for_each_field(what, body, |k, v| {
+            if k == "type" {
+                kind = v;
+            } else {
+                fields.insert(k, v);
+            }
+        })?;
+        out.push(Event { id, kind, fields });
     }
     Ok(out)
 }
