@@ -406,6 +406,16 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
     init_plan(&plan)
 }
 
+/// Whether spans go to an OTLP exporter (set once by `init_plan`).
+static EXPORTING_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported: fields only a span exporter reads (an RPC's status code, which
+/// no log line carries: the call's lines are written before it ends) are recorded only then,
+/// since the log layer formats every recorded field (~3,000 instructions per call, benches/README.md §25).
+pub fn exporting_spans() -> bool {
+    EXPORTING_SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the process-wide subscriber for `plan`.
 pub fn init_plan(plan: &TelemetryPlan) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -421,11 +431,16 @@ pub fn init_plan(plan: &TelemetryPlan) -> Result<Telemetry, TelemetryError> {
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("slotd")));
-    let _ = tracing_subscriber::registry()
+    let exporting = otel.is_some();
+    if tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
         .with(filter)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        EXPORTING_SPANS.store(exporting, std::sync::atomic::Ordering::Relaxed);
+    }
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }

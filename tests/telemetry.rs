@@ -124,6 +124,14 @@ async fn rpc_spans_continue_the_callers_traceparent_and_store_calls_are_children
         "the caller's span is the parent"
     );
     assert_eq!(book.trace_id, trace_id);
+    // The call's status is recorded on its span when spans are exported (and only then).
+    let status = rpc
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "rpc.grpc.status_code")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone());
+    assert_eq!(status, Some(AnyValue::IntValue(0)), "{:?}", rpc.attributes);
 }
 
 /// An OTLP/gRPC collector on 127.0.0.1:0: its address and the batches it receives.

@@ -184,9 +184,11 @@ impl Finish {
         m.rpc_duration
             .get_or_create(&labels)
             .observe(self.started.elapsed().as_secs_f64());
-        self.span
-            .record("rpc.grpc.status_code", code as i32)
-            .record("otel.status_code", server_span_status(code));
+        if crate::telemetry::exporting_spans() {
+            self.span
+                .record("rpc.grpc.status_code", code as i32)
+                .record("otel.status_code", server_span_status(code));
+        }
         // Both ways to end up with an appointment count as bookings.
         if self.path == "/slotd.v1.BookingService/BookAppointment"
             || self.path == "/slotd.v1.BookingService/ConfirmHold"
