@@ -9,6 +9,9 @@
 #   benches/book-group.sh <library.lua> <layout 1|2> [bookings] [n ...]
 # e.g. benches/book-group.sh <(target/release/slotd redis library) 2 10000 1 5
 # (layout 1: the library of a slotd built from before issue #17.)
+# EXTRA_LIB: a second library loaded next to it (benches/book-floor.lua); FUNC: the function
+# each FCALL calls instead of the library's `book`, with the same keys and arguments
+# (`floor_dec` gets the day key only). benches/book-floor.sh uses both.
 set -euo pipefail
 BENCHES=$(cd "$(dirname "$0")" && pwd)
 LIB=$1; LAYOUT=$2; K=${3:-10000}; shift 3 || true
@@ -24,10 +27,12 @@ for N in "$@"; do
   RPID=$!; pids+=($RPID)
   for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -p "$PORT" -x function load replace <"$WORK/lib.lua" >/dev/null
+  [ -z "${EXTRA_LIB:-}" ] || redis-cli -p "$PORT" -x function load replace <"$EXTRA_LIB" >/dev/null
   python3 - "$WORK" "$LAYOUT" "$K" "$N" <<'PY'
-import datetime, json, sys
+import datetime, json, os, sys
 work, layout, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 name = open(f"{work}/lib.lua").readline().split("name=")[1].strip()
+func = os.environ.get("FUNC") or f"{name}_book"
 P = "slotd:{slotd}:"
 def resp(args):
     out = b"*%d\r\n" % len(args)
@@ -78,14 +83,17 @@ with open(f"{work}/calls.resp", "wb") as w:
             argv = [now, fp, conf, hhmm, n, 86400, f"{fp}|{conf}|{now + 86400000}", text,
                     "BEIJING", "ALL_OTHERS", d, hm, apps] + passports + [
                     label, f"BEIJING/ALL_OTHERS/{d} {hm}"]
-        w.write(resp(["FCALL", f"{name}_book", len(keys)] + keys + argv))
+        if func == "floor_dec":
+            w.write(resp(["FCALL", func, 1, keys[0]]))
+        else:
+            w.write(resp(["FCALL", func, len(keys)] + keys + argv))
 PY
   redis-cli -p "$PORT" --pipe <"$WORK/setup.resp" >/dev/null
   redis-cli -p "$PORT" config resetstat >/dev/null
   redis-cli -p "$PORT" --pipe <"$WORK/calls.resp" >"$WORK/pipe.txt" 2>&1
-  booked=$(redis-cli -p "$PORT" xlen "slotd:{slotd}:events")
+  booked=$(redis-cli -p "$PORT" --scan --pattern 'slotd:{slotd}:appt:*' | wc -l)
   redis-cli -p "$PORT" info commandstats >"$WORK/stats.txt"
-  echo "== $N applicants per booking, layout $LAYOUT: $booked of $K booked; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== $N applicants per booking, layout $LAYOUT${FUNC:+, $FUNC}: $booked of $K booked; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   python3 - "$WORK/stats.txt" "$BENCHES" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[2])
