@@ -91,8 +91,8 @@ PY
   redis-cli -p "$PORT" --pipe <"$WORK/setup.resp" >/dev/null
   redis-cli -p "$PORT" config resetstat >/dev/null
   redis-cli -p "$PORT" --pipe <"$WORK/calls.resp" >"$WORK/pipe.txt" 2>&1
-  booked=$(redis-cli -p "$PORT" --scan --pattern 'slotd:{slotd}:appt:*' | wc -l)
   redis-cli -p "$PORT" info commandstats >"$WORK/stats.txt"
+  booked=$(redis-cli -p "$PORT" --scan --pattern 'slotd:{slotd}:appt:*' | wc -l)
   echo "== $N applicants per booking, layout $LAYOUT${FUNC:+, $FUNC}: $booked of $K booked; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   python3 - "$WORK/stats.txt" "$BENCHES" <<'PY'
 import sys
