@@ -367,8 +367,9 @@ where
 /// Text log lines without colours (a file, a pipe, a log collector): the text of
 /// tracing-subscriber's default format with ANSI off — `<RFC 3339 µs>Z <LEVEL> <span>{<fields>}:
 /// <target>: <message> <fields>` — written straight, where the default formatter still runs
-/// every piece through an (empty) colour style: ~5,000 of the ~11,000 instructions of a
-/// booking's log line (benches/README.md §25). Terminals keep the default, with colours.
+/// every piece through an (empty) colour style and its own clock formatting: ~3,700 of the
+/// ~11,300 instructions of a booking's log line (benches/README.md §25). Terminals keep the
+/// default, with colours.
 struct PlainText;
 
 impl<S, N> FormatEvent<S, N> for PlainText

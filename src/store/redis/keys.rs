@@ -32,17 +32,8 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
 
 /// `HHMM` of a slot time, the field prefix in day hashes and active indexes ("0815").
 pub fn hhmm(time: SlotTime) -> String {
-    let mut text = String::with_capacity(4);
-    push_hhmm(&mut text, time);
-    text
-}
-
-/// Appends `HHMM` of `time` to `out`.
-pub fn push_hhmm(out: &mut String, time: SlotTime) {
     let [h1, h2, _, m1, m2] = time.digits();
-    for b in [h1, h2, m1, m2] {
-        out.push(char::from(b));
-    }
+    [h1, h2, m1, m2].into_iter().map(char::from).collect()
 }
 
 /// The slot time of an `HHMM` field prefix.
@@ -72,8 +63,8 @@ impl Keys {
         })
     }
 
-    /// `<prefix><part><part>...`, sized once: keys are built on every call, and `format!`
-    /// cost a booking ~20,000 instructions for its nine keys (benches/README.md §25).
+    /// `<prefix><part><part>...`, sized once: keys are built on every call, and `format!` of
+    /// its keys and labels cost a booking ~20,000 instructions (benches/README.md §25).
     fn key(&self, parts: &[&str]) -> String {
         let mut key =
             String::with_capacity(self.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());

@@ -400,13 +400,13 @@ fn day_slots(
     Ok(slots)
 }
 
-/// The answer to a booking or hold on a slot the sold-out memo (or its recheck) knows is full of
-/// bookings: what book.lua / hold.lua would refuse it with.
 /// The sold-out memo's key of a slot: `<day key>:<HHMM>`.
 fn memo_key(day_key: &str, hhmm: &str) -> String {
     [day_key, hhmm].join(":")
 }
 
+/// The answer to a booking or hold on a slot the sold-out memo (or its recheck) knows is full of
+/// bookings: what book.lua / hold.lua would refuse it with.
 fn sold_out_refusal(slot: &SlotRef, requested: u32) -> StoreError {
     Error::SlotFull {
         slot: slot.clone(),
