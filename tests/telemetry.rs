@@ -204,6 +204,57 @@ fn traced<T>(message: T) -> Request<T> {
     request
 }
 
+/// `--log-format text` (the default) into a file: the booking's line is plain text in the shape
+/// of tracing-subscriber's default format, with the RPC as its context and no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_plain_text_log_lines_to_a_file() {
+    let slotd = Slotd::start_args(0, &["--log-format", "text"], &[]);
+    let channel = connect(&slotd.addr()).await;
+    let date = real_date(7);
+    open(&channel, &date, "08:00", "08:00", 5).await;
+    register(&channel, [1]).await;
+    let booked = BookingServiceClient::new(channel)
+        .book_appointment(book_request(
+            "text-log-1",
+            slot(&date, "08:00"),
+            vec![applicant(1)],
+        ))
+        .await
+        .expect("booked")
+        .into_inner()
+        .appointment
+        .expect("appointment");
+    let confirmation = booked.confirmation_number;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let log = slotd.log();
+        if let Some(line) = log.lines().find(|l| l.contains("appointment booked")) {
+            break line.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no booking line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (stamp, rest) = line.split_once(' ').expect("a timestamp first");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'),
+        "{line}"
+    );
+    assert!(
+        rest.starts_with(" INFO rpc{")
+            && rest.contains("rpc.method=slotd.v1.BookingService/BookAppointment"),
+        "{line}"
+    );
+    assert!(
+        rest.contains("}: slotd::api::booking: appointment booked")
+            && rest.contains(&format!("confirmation={confirmation}")),
+        "{line}"
+    );
+    assert!(!slotd.log().contains('\u{1b}'), "no ANSI escape codes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_honours_the_otel_variables_and_its_json_logs_carry_trace_and_span_ids() {
     let (addr, mut rx) = collector().await;

@@ -262,7 +262,13 @@ fn spawn(
                 .into_iter()
                 .flatten(),
         )
-        .args(["--log-format", "json"])
+        // JSON lines unless the test chooses the format (`--log-format text` among `extra`).
+        .args(
+            Some(["--log-format", "json"])
+                .filter(|_| !extra.iter().any(|a| a == "--log-format"))
+                .into_iter()
+                .flatten(),
+        )
         .args(shared_key)
         .args(extra)
         .env("SLOTD__LIMITS__BOOKING_BURST", "100000")
@@ -280,14 +286,21 @@ fn spawn(
     (command.spawn().expect("spawn slotd"), log)
 }
 
-/// The address of the JSON log line `{"message":"slotd listening","addr":"127.0.0.1:N",...}`.
+/// The address of the log line `slotd listening`: JSON
+/// (`{"message":"slotd listening","addr":"127.0.0.1:N",...}`) or text (`... slotd listening
+/// addr=127.0.0.1:N`).
 fn listening_addr(log: &str) -> Option<String> {
     log.lines()
         .filter(|l| l.contains("slotd listening"))
-        .find_map(|l| {
-            let value: serde_json::Value = serde_json::from_str(l).ok()?;
-            let find =
-                |v: &serde_json::Value| v.get("addr").and_then(|a| a.as_str()).map(String::from);
-            find(&value).or_else(|| value.get("fields").and_then(find))
+        .find_map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(value) => {
+                let find = |v: &serde_json::Value| {
+                    v.get("addr").and_then(|a| a.as_str()).map(String::from)
+                };
+                find(&value).or_else(|| value.get("fields").and_then(find))
+            }
+            Err(_) => l
+                .split_once("slotd listening addr=")
+                .map(|(_, addr)| addr.trim().to_owned()),
         })
 }
